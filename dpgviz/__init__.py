@@ -1,0 +1,3 @@
+"""dpgviz: a desktop visualizer for masked-diffusion language models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,163 @@
+"""The step record: what the sampler produces for every substep, in fixed shapes and dtypes.
+
+A record is one moment of a denoising run. `RecordLayout` fixes, per run, the arrays
+every record carries; the shared-memory ring, the step store and session files all lay
+their buffers out from it, so a field added here travels everywhere.
+
+Per token (N = seq_len, K = top_k), with ids stored as uint16 when the id space fits:
+
+    field        shape    dtype     meaning
+    tokens       (N,)     ids       token id at each position (mask_id where masked)
+    confidence   (N,)     float16   p(current token) under the model; NaN where masked
+    score        (N,)     float16   remask score where one was computed, else NaN
+    entropy      (N,)     float16   entropy (nats) of the predictive distribution at
+                                     positions that were masked before this iteration
+    top_ids      (N, K)   ids       top-K candidate ids at those positions (else 0)
+    top_probs    (N, K)   float16   their probabilities (else 0)
+    flags        (N,)     uint8     FLAG_* bits below
+
+That is 2+2+2+2+1+4K+... = 41 bytes per token-record for K=8 with uint16 ids.
+Per record scalars: iteration, kind, target_masks, n_masked, forward_passes.
+
+numpy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+KINDS = ("initial", "prediction", "remask", "final")
+KIND_CODE = {name: code for code, name in enumerate(KINDS)}
+
+# Flag bits: what happened at a position in this record, for the canvas's mask-state mode.
+FLAG_MASKED = 1  # position holds the mask token
+FLAG_NEW = 2  # position was masked in the previous record and is visible now
+FLAG_PROTECTED = 4  # the user fixed this position; the sampler never changes it
+FLAG_REMASKED = 8  # position was visible in the previous record and is masked now
+FLAG_EDITED = 16  # the user changed this position by hand (edited record)
+
+SCALAR_FIELDS: dict[str, np.dtype] = {
+    "iteration": np.dtype(np.int32),
+    "kind": np.dtype(np.uint8),  # KIND_CODE
+    "target_masks": np.dtype(np.int32),  # masks the schedule asked for after this iteration
+    "n_masked": np.dtype(np.int32),  # masks actually present in `tokens`
+    "forward_passes": np.dtype(np.int32),  # model calls so far in this run
+}
+
+
+def id_dtype_for(n_ids: int) -> np.dtype:
+    """Smallest unsigned dtype holding every id (mask and reserved ids included)."""
+    return np.dtype(np.uint16) if n_ids <= np.iinfo(np.uint16).max + 1 else np.dtype(np.int32)
+
+
+@dataclass(frozen=True)
+class RecordLayout:
+    """Shapes and dtypes of every record of one run."""
+
+    seq_len: int
+    top_k: int = 8
+    n_ids: int = 66  # ids a token can take (real vocabulary + mask + reserved)
+
+    @property
+    def id_dtype(self) -> np.dtype:
+        return id_dtype_for(self.n_ids)
+
+    def token_fields(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """name -> (shape, dtype) of every per-token array."""
+        n, k, ids, f16 = self.seq_len, self.top_k, self.id_dtype, np.dtype(np.float16)
+        return {
+            "tokens": ((n,), ids),
+            "confidence": ((n,), f16),
+            "score": ((n,), f16),
+            "entropy": ((n,), f16),
+            "top_ids": ((n, k), ids),
+            "top_probs": ((n, k), f16),
+            "flags": ((n,), np.dtype(np.uint8)),
+        }
+
+    @property
+    def bytes_per_record(self) -> int:
+        return sum(int(np.prod(s)) * d.itemsize for s, d in self.token_fields().values())
+
+    def empty(self) -> StepRecord:
+        arrays = {name: np.zeros(shape, dtype) for name, (shape, dtype) in self.token_fields().items()}
+        for name in ("confidence", "score", "entropy"):
+            arrays[name].fill(np.nan)
+        return StepRecord(iteration=0, kind="initial", target_masks=0, n_masked=0, forward_passes=0, **arrays)
+
+    def to_dict(self) -> dict:
+        return {"seq_len": self.seq_len, "top_k": self.top_k, "n_ids": self.n_ids}
+
+
+@dataclass
+class StepRecord:
+    """One substep of a run: scalars plus the per-token arrays of `RecordLayout`."""
+
+    iteration: int
+    kind: str
+    target_masks: int
+    n_masked: int
+    forward_passes: int
+    tokens: np.ndarray
+    confidence: np.ndarray
+    score: np.ndarray
+    entropy: np.ndarray
+    top_ids: np.ndarray
+    top_probs: np.ndarray
+    flags: np.ndarray
+    extra: dict = field(default_factory=dict)  # timings etc.; not part of the layout
+
+    @property
+    def kind_code(self) -> int:
+        return KIND_CODE[self.kind]
+
+    @property
+    def is_masked(self) -> np.ndarray:
+        return (self.flags & FLAG_MASKED).astype(bool)
+
+    def scalars(self) -> dict[str, int]:
+        return {
+            "iteration": int(self.iteration),
+            "kind": self.kind_code,
+            "target_masks": int(self.target_masks),
+            "n_masked": int(self.n_masked),
+            "forward_passes": int(self.forward_passes),
+        }
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "tokens": self.tokens,
+            "confidence": self.confidence,
+            "score": self.score,
+            "entropy": self.entropy,
+            "top_ids": self.top_ids,
+            "top_probs": self.top_probs,
+            "flags": self.flags,
+        }
+
+    @classmethod
+    def from_parts(cls, scalars: dict, arrays: dict[str, np.ndarray]) -> StepRecord:
+        kind = scalars["kind"]
+        return cls(
+            iteration=int(scalars["iteration"]),
+            kind=KINDS[int(kind)] if not isinstance(kind, str) else kind,
+            target_masks=int(scalars["target_masks"]),
+            n_masked=int(scalars["n_masked"]),
+            forward_passes=int(scalars["forward_passes"]),
+            **arrays,
+        )
+
+
+def step_flags(prev_tokens: np.ndarray | None, tokens: np.ndarray, mask_id: int, protected: np.ndarray | None) -> np.ndarray:
+    """FLAG_* bits of `tokens` relative to the previous record's tokens (vectorised)."""
+    is_masked = tokens == mask_id
+    flags = is_masked.astype(np.uint8) * FLAG_MASKED
+    if prev_tokens is not None:
+        was_masked = prev_tokens == mask_id
+        flags |= (was_masked & ~is_masked).astype(np.uint8) * FLAG_NEW
+        flags |= (~was_masked & is_masked).astype(np.uint8) * FLAG_REMASKED
+    if protected is not None:
+        flags |= protected.astype(np.uint8) * FLAG_PROTECTED
+    return flags

@@ -1,0 +1,64 @@
+"""Generation settings: one frozen dataclass, validated with messages a user can act on.
+
+Defaults are the seed app's (the PyQt6 tool dpgviz replaces) so the same knobs give
+the same runs. numpy-free and torch-free: both processes and the CLI import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+STRATEGIES = ("seed", "random", "llada")
+
+
+class SettingsError(ValueError):
+    """A setting is out of range; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    temperature: float = 1.0  # softmax(logits / T); 1.0 samples the model as trained
+    steps: int = 20  # denoising iterations S
+    length: int = 1024  # tokens N; capped at the model's block size by `capped`
+    start_ratio: float = 0.99  # mask ratio the schedule starts from
+    end_ratio: float = 0.15  # mask ratio after the second-to-last iteration
+    randomness: float = 0.8  # r: weight of U(0,1) against 1 - p in the remask score
+    strategy: str = "seed"  # one of STRATEGIES
+    seed: int = 0  # torch generator seed: same seed + settings = same records on CPU
+    top_k: int = 8  # candidates recorded per masked position
+
+    def validate(self, block_size: int | None = None) -> GenerationSettings:
+        """Return self, or raise SettingsError naming the first bad setting."""
+        if not self.temperature > 0:
+            raise SettingsError(f"temperature must be > 0, got {self.temperature}")
+        if self.steps < 1:
+            raise SettingsError(f"steps must be >= 1, got {self.steps}")
+        if not 0.0 <= self.end_ratio <= self.start_ratio <= 1.0:
+            raise SettingsError(
+                "mask ratios must satisfy 0 <= end <= start <= 1, "
+                f"got start={self.start_ratio}, end={self.end_ratio}"
+            )
+        if not 0.0 <= self.randomness <= 1.0:
+            raise SettingsError(f"randomness must be in [0, 1], got {self.randomness}")
+        if self.strategy not in STRATEGIES:
+            raise SettingsError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.length < 1:
+            raise SettingsError(f"length must be >= 1, got {self.length}")
+        if block_size is not None and self.length > block_size:
+            raise SettingsError(f"length {self.length} exceeds the model's block size {block_size}")
+        if self.top_k < 1:
+            raise SettingsError(f"top_k must be >= 1, got {self.top_k}")
+        return self
+
+    def capped(self, block_size: int) -> GenerationSettings:
+        """The same settings with length capped at the model's block size."""
+        return dataclasses.replace(self, length=min(self.length, block_size))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GenerationSettings:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,1 @@
+"""numpy-only storage of records: the step store and branch tree (GUI side), session files."""
