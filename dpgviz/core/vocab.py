@@ -12,6 +12,7 @@ import io
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -27,7 +28,7 @@ class VocabError(ValueError):
 class _RestrictedUnpickler(pickle.Unpickler):
     # Plain dict/list/tuple/str/int/float/bool/None need no globals at all; sets are the
     # only container a vocabulary might reasonably pickle that does.
-    _ALLOWED = {("builtins", "set"), ("builtins", "frozenset")}
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {("builtins", "set"), ("builtins", "frozenset")}
 
     def find_class(self, module: str, name: str):
         if (module, name) in self._ALLOWED:
