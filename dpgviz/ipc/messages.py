@@ -1,0 +1,114 @@
+"""Messages across the process boundary: commands (GUI -> worker) and events (worker -> GUI).
+
+Small picklable dataclasses, sent whole over `multiprocessing` pipes. A step's arrays
+never travel here: they sit in the run's shared-memory ring (`ipc.ring`) and StepReady
+only says which slot holds them. `WorkerDied` is never sent; the client makes it when
+it finds the worker process gone.
+
+Times (`t_written`) are `time.monotonic()`: CLOCK_MONOTONIC on Linux, one clock for
+every process on the machine, so a GUI-side reading minus a worker-side one is a latency.
+
+numpy only; no torch, no dearpygui.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class Command:
+    """Base of what the GUI sends to the worker."""
+
+
+class Event:
+    """Base of what the worker sends to the GUI."""
+
+
+# -- commands --------------------------------------------------------------------------
+@dataclass
+class LoadModel(Command):
+    path: str | None  # None = the embedded default model
+    meta: str | None = None  # vocabulary file; None = look beside the checkpoint
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass
+class StartRun(Command):
+    run_id: int
+    settings: dict  # GenerationSettings.to_dict()
+    tokens: np.ndarray | None = None  # (N,) start ids, mask_id where masked; None = all masked
+    iteration: int = 0  # iteration the run starts at (a fork continues mid-run)
+    protected: np.ndarray | None = None  # (N,) bool: positions the sampler must not change
+    edited: np.ndarray | None = None  # (N,) bool: positions changed by hand (flags only)
+
+
+@dataclass
+class StopRun(Command):
+    run_id: int
+
+
+@dataclass
+class Shutdown(Command):
+    pass
+
+
+# -- events ----------------------------------------------------------------------------
+@dataclass
+class ModelLoading(Event):
+    fraction: float  # 0..1, coarse: import, read, build
+    message: str
+
+
+@dataclass
+class ModelInfo(Event):
+    info: dict  # LoadedModel.info(): name, path, block_size, n_ids, itos, device, ...
+
+
+@dataclass
+class RunStarted(Event):
+    run_id: int
+    layout: dict  # RecordLayout.to_dict()
+    shm_name: str  # the run's ring; see ipc.ring
+    n_slots: int
+
+
+@dataclass
+class StepReady(Event):
+    run_id: int
+    slot: int  # ring slot holding the arrays
+    seq: int  # record index within the run: 0, 1, 2, ... with no gaps
+    scalars: dict  # StepRecord.scalars()
+    t_written: float  # time.monotonic() in the worker, just after the slot was written
+    # Filled GUI-side by WorkerClient.poll:
+    row: int | None = None  # store row the record was appended to
+    arrays: dict | None = None  # the copied arrays, only when poll had no store
+
+
+@dataclass
+class RunFinished(Event):
+    run_id: int
+    n_records: int
+    forward_passes: int
+    elapsed_s: float  # worker-side, StartRun received -> last record sent
+
+
+@dataclass
+class RunStopped(Event):
+    run_id: int
+    n_records: int  # records sent before the stop; all of them are in the ring
+
+
+@dataclass
+class WorkerError(Event):
+    message: str  # one line, fit to show a user as is
+    traceback: str  # traceback.format_exc() in the worker, for logs and bug reports
+    run_id: int | None = None  # the run it ended, if any
+
+
+@dataclass
+class WorkerDied(Event):
+    """Made by the client, never sent: the worker process is gone (crash, kill -9, OOM)."""
+
+    exitcode: int | None

@@ -1,0 +1,112 @@
+"""One blocking run through the worker, for the CLI's `generate` (and the benchmark).
+
+Starts a WorkerClient, loads the model, runs `settings` into a fresh StepStore and shuts
+the worker down, polling the way the GUI's frame loop does (short sleeps between empty
+polls). The CLI thus drives the same worker, transport and store as the GUI.
+
+numpy only in this process: no torch, no dpgviz.engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from dpgviz.core.settings import GenerationSettings
+from dpgviz.ipc.client import WorkerClient, run_layout
+from dpgviz.ipc.messages import Event, ModelInfo, RunFinished, RunStopped, WorkerDied, WorkerError
+from dpgviz.store.step_store import StepStore
+
+log = logging.getLogger(__name__)
+
+IDLE_SLEEP_S = 0.002  # between empty polls: small next to a step, and leaves the CPU to the worker
+
+
+class WorkerFailed(RuntimeError):  # noqa: N818 (the CLI imports this name)
+    """The worker reported an error (or died); the message is one line for the user."""
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback
+
+
+def wait_for(
+    client: WorkerClient,
+    kinds: tuple[type, ...],
+    store: StepStore | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    timeout_s: float | None = None,
+) -> Event:
+    """Poll until an event of one of `kinds` arrives; WorkerError/WorkerDied raise WorkerFailed."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        events = client.poll(store)
+        for event in events:
+            if on_event is not None:
+                on_event(event)
+            if isinstance(event, kinds):
+                return event
+            if isinstance(event, WorkerError):
+                raise WorkerFailed(event.message, event.traceback)
+            if isinstance(event, WorkerDied):
+                raise WorkerFailed(f"the worker process died (exit code {event.exitcode})")
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"no {', '.join(k.__name__ for k in kinds)} within {timeout_s} s")
+        if not events:
+            time.sleep(IDLE_SLEEP_S)
+
+
+def latency_stats(latencies_ms: list[float]) -> dict:
+    if not latencies_ms:
+        return {"latency_ms_median": None, "latency_ms_p99": None, "latency_ms_max": None}
+    arr = np.asarray(latencies_ms)
+    return {
+        "latency_ms_median": float(np.median(arr)),
+        "latency_ms_p99": float(np.percentile(arr, 99)),
+        "latency_ms_max": float(arr.max()),
+    }
+
+
+def run_via_worker(
+    settings: GenerationSettings,
+    model_path: str | Path | None,
+    meta_path: str | Path | None,
+    device: str = "auto",
+    on_event: Callable[[Event], None] | None = None,
+) -> tuple[dict, StepStore, str, dict]:
+    """Load and run in a worker; returns (model info, store, branch id, summary).
+
+    `settings.length` is capped at the model's block size. Raises WorkerFailed with the
+    worker's one-line message when loading or the run fails.
+    """
+    with WorkerClient() as client:
+        t0 = time.monotonic()
+        client.load_model(model_path, meta_path, device)
+        info = wait_for(client, (ModelInfo,), on_event=on_event).info
+        load_s = time.monotonic() - t0
+        if settings.length > info["block_size"]:
+            log.info("length %d capped at the model's block size %d", settings.length, info["block_size"])
+            settings = settings.capped(info["block_size"])
+        store = StepStore(run_layout(settings, info), capacity=2 * settings.steps + 2)
+        branch = store.new_branch(settings.to_dict(), label="generate").id
+        t1 = time.monotonic()
+        client.start_run(settings, branch)
+        end = wait_for(client, (RunFinished, RunStopped), store, on_event)
+        wall_s = time.monotonic() - t1
+        n_records = len(store.branches[branch].rows)
+        summary = {
+            "settings": settings.to_dict(),
+            "n_records": n_records,
+            "forward_passes": getattr(end, "forward_passes", None),
+            "is_stopped": isinstance(end, RunStopped),
+            "load_s": load_s,
+            "run_s": wall_s,
+            "worker_run_s": getattr(end, "elapsed_s", None),
+            "records_per_s": n_records / wall_s if wall_s > 0 else None,
+            **latency_stats(client.latencies_ms),
+        }
+    return info, store, branch, summary
