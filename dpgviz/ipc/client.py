@@ -123,6 +123,14 @@ class WorkerClient:
         return self._process is not None and self._process.is_alive()
 
     @property
+    def session(self) -> str:
+        """This worker's tag in ring names (`dpgviz_<gui pid>_<random>_r<run>`)."""
+        return self._session
+
+    def ring_name(self, run_id: int) -> str:
+        return ring_name(self._session, run_id)
+
+    @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 

@@ -9,7 +9,9 @@ One POSIX shared-memory block per run, laid out once from the run's `RecordLayou
     12                  4   uint32        header_bytes (offset of slot 0)
     16                  8   uint64        slot_bytes (stride between slots)
     24                  1   uint8         is_attached: 0 until the GUI has mapped the block
-    25                  39                zero
+    25                  3                 zero
+    28                  12  uint32 x3     layout: seq_len, top_k, n_ids (checked on attach)
+    40                  24                zero
     64                  n_slots uint8     state[i]: FREE 0, WRITTEN 1, READ 2
     64 + ceil8(n)       n_slots int64     seq[i]: record index (within the run) in slot i
     header_bytes        n_slots * slot_bytes
@@ -73,7 +75,7 @@ FREE, WRITTEN, READ = 0, 1, 2
 STATE_NAMES = {FREE: "free", WRITTEN: "written", READ: "read"}
 
 _MAGIC = b"dpgvizR1"
-_FIXED = struct.Struct("<8sIIQB")  # magic, n_slots, header_bytes, slot_bytes, is_attached
+_FIXED = struct.Struct("<8sIIQB3xIII")  # magic, n_slots, header_bytes, slot_bytes, is_attached, layout
 _ATTACHED_OFFSET = 24
 _STATE_OFFSET = 64
 _TRACK_PARAM = sys.version_info >= (3, 13)  # SharedMemory(track=...) exists from 3.13
@@ -158,7 +160,18 @@ class Ring:
         size = header_bytes(n_slots) + n_slots * slot_bytes
         shm = SharedMemory(name=name, create=True, size=size)
         try:
-            _FIXED.pack_into(shm.buf, 0, _MAGIC, n_slots, header_bytes(n_slots), slot_bytes, 0)
+            _FIXED.pack_into(
+                shm.buf,
+                0,
+                _MAGIC,
+                n_slots,
+                header_bytes(n_slots),
+                slot_bytes,
+                0,
+                layout.seq_len,
+                layout.top_k,
+                layout.n_ids,
+            )
             return cls(shm, layout, n_slots, is_creator=True)
         except BaseException:
             shm.close()
@@ -170,11 +183,12 @@ class Ring:
         """Map an existing block (GUI side) and check it was laid out for `layout`."""
         shm = SharedMemory(name=name, track=False) if _TRACK_PARAM else SharedMemory(name=name)
         try:
-            magic, n_slots, head, slot_bytes, _ = _FIXED.unpack_from(shm.buf, 0)
-            expected = slot_dtype(layout).itemsize
-            if magic != _MAGIC or head != header_bytes(n_slots) or slot_bytes != expected:
+            magic, n_slots, head, slot_bytes, _, *dims = _FIXED.unpack_from(shm.buf, 0)
+            expected = (layout.seq_len, layout.top_k, layout.n_ids)
+            is_ok = magic == _MAGIC and head == header_bytes(n_slots) and slot_bytes == slot_dtype(layout).itemsize
+            if not is_ok or tuple(dims) != expected:
                 raise RingError(
-                    f"{name} is not a ring for {layout}: magic {magic!r}, slot_bytes {slot_bytes} (expected {expected})"
+                    f"{name} is not a ring for {layout}: magic {magic!r}, (seq_len, top_k, n_ids) {tuple(dims)}"
                 )
             return cls(shm, layout, int(n_slots), is_creator=False)
         except BaseException:
