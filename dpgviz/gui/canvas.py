@@ -1,0 +1,291 @@
+"""The token canvas: one record's tokens as a grid of coloured cells with their text.
+
+Drawn by the GPU renderer through ImPlot: one heat series holds the colour index of
+every visible cell (see `palette`), and two `draw_text` items per visible row carry the
+row's characters, one in light ink over dark cells and one in dark ink over light cells.
+Only visible rows are sent, only when the record, mode, layout or scroll changed; the
+frame path has no per-token Python loop (rows are built with numpy, see `layout`).
+
+Geometry: x is in cells, y in rows (row r spans y in [-(r - top) - 1, -(r - top)]), and
+the axis limits are chosen so a cell is exactly one glyph advance of the monospace font
+wide. draw_text inside a plot scales its size by pixels-per-x-unit, so a text size of
+1 / advance_ratio renders at the font's own pixel size, aligned with the cells.
+
+dearpygui and numpy only; never imports torch or the engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import dearpygui.dearpygui as dpg
+import numpy as np
+
+from dpgviz.core.records import KINDS
+from dpgviz.core.vocab import Vocabulary
+from dpgviz.gui import palette
+from dpgviz.gui.layout import CellLayout, char_table, grid_layout, row_strings, scatter_cells, text_layout, visible_rows
+from dpgviz.gui.theme import MONO_FONT_PX, Fonts, canvas_plot_theme
+from dpgviz.gui.view_state import ViewState
+from dpgviz.store.step_store import StepStore
+
+log = logging.getLogger(__name__)
+
+ROW_HEIGHT = 1.35  # row pitch in font pixels: room between lines of text
+MAX_SLOT_WIDTH = 8  # widest grid slot (cells) for subword tokens; longer strings are cut
+SCROLLBAR_PX = 18
+
+
+@dataclasses.dataclass(frozen=True)
+class CanvasVocab:
+    """What the canvas needs of a vocabulary: characters and widths per id."""
+
+    chars: np.ndarray  # (n_ids, slot) <U1
+    widths: np.ndarray  # (n_ids,) display cells
+    slot_width: int  # grid slot of every position
+    newline_id: int | None
+    mask_id: int
+    size: int  # real tokens (entropy scale: ln size)
+
+    @classmethod
+    def from_itos(cls, itos: list[str] | tuple[str, ...], n_ids: int, newline_glyph: str) -> CanvasVocab:
+        vocab = Vocabulary(itos=tuple(itos), model_vocab_size=n_ids)
+        strings = vocab.strings(mask=" ", newline=newline_glyph)
+        widths = np.minimum(vocab.display_widths(), MAX_SLOT_WIDTH)
+        slot = int(widths.max()) if len(widths) else 1
+        newline_id = itos.index("\n") if "\n" in itos else None
+        return cls(char_table(strings, slot), widths.astype(np.int64), slot, newline_id, vocab.mask_id, vocab.size)
+
+
+class TokenCanvas:
+    """Builds the canvas under a parent and redraws it when what it shows changed."""
+
+    def __init__(self, fonts: Fonts) -> None:
+        self.fonts = fonts
+        self.vocab: CanvasVocab | None = None
+        self.plot: int | str = 0
+        self._x_axis: int | str = 0
+        self._y_axis: int | str = 0
+        self._heat: int | str = 0
+        self._scroll: int | str = 0
+        self._info: int | str = 0
+        self._placeholder: int | str = 0
+        self._light_items: list[int | str] = []
+        self._dark_items: list[int | str] = []
+        self._light_rows: list[str] = []
+        self._dark_rows: list[str] = []
+        self._advance_ratio: float | None = None  # glyph advance / font pixel size
+        self._plot_px: tuple[int, int] = (0, 0)
+        self._grid: CellLayout | None = None
+        self._drawn_key: tuple | None = None
+        self._heat_shape: tuple[int, int] = (0, 0)
+        self.layout: CellLayout | None = None  # the layout last drawn (for tests, hover later)
+        self.view_rows = 1  # whole rows that fit the plot
+        self.visible = (0, 0)  # rows [r0, r1) last drawn
+        self.redraws = 0  # times the cells were pushed to the renderer (tests check this)
+        self._colormap: int | str = 0
+
+    # -- building ------------------------------------------------------------------
+    def build(self, parent: int | str) -> None:
+        with dpg.colormap_registry():
+            self._colormap = dpg.add_colormap(palette.colormap_colors(), True, label="dpgviz cells")
+        with dpg.group(parent=parent):
+            self._info = dpg.add_text("No run yet: load a model, then Start.", color=(170, 176, 188))
+            with dpg.group(horizontal=True):
+                with dpg.plot(
+                    width=-SCROLLBAR_PX - 8,
+                    height=-1,
+                    no_title=True,
+                    no_menus=True,
+                    no_box_select=True,
+                    no_mouse_pos=True,
+                    no_inputs=True,
+                    no_frame=True,
+                ) as self.plot:
+                    self._x_axis = dpg.add_plot_axis(
+                        dpg.mvXAxis, no_gridlines=True, no_tick_marks=True, no_tick_labels=True, no_menus=True
+                    )
+                    self._y_axis = dpg.add_plot_axis(
+                        dpg.mvYAxis, no_gridlines=True, no_tick_marks=True, no_tick_labels=True, no_menus=True
+                    )
+                    self._heat = dpg.add_heat_series(
+                        [palette.heat_values(np.zeros(1))[0]],
+                        1,
+                        1,
+                        parent=self._y_axis,
+                        scale_min=0.0,
+                        scale_max=float(palette.N_COLORS),
+                        bounds_min=(0.0, -1.0),
+                        bounds_max=(1.0, 0.0),
+                        format="",
+                        contribute_to_bounds=False,
+                    )
+                dpg.bind_colormap(self.plot, self._colormap)
+                dpg.bind_item_theme(self.plot, canvas_plot_theme())
+                self._scroll = dpg.add_slider_int(
+                    vertical=True, width=SCROLLBAR_PX, height=-1, min_value=0, max_value=0, format="", enabled=True
+                )
+        dpg.set_axis_limits(self._x_axis, 0.0, 1.0)
+        dpg.set_axis_limits(self._y_axis, -1.0, 0.0)
+
+    def set_vocabulary(self, itos: list[str], n_ids: int) -> None:
+        self.vocab = CanvasVocab.from_itos(itos, n_ids, self.fonts.newline_glyph)
+        self._grid = None
+        self._drawn_key = None
+
+    # -- geometry ------------------------------------------------------------------
+    def _measure(self) -> bool:
+        """Plot size and glyph metrics; False until the first frame has laid them out."""
+        if self._advance_ratio is None:
+            size = dpg.get_text_size("M" * 100, font=self.fonts.mono) if self.fonts.mono else dpg.get_text_size("M" * 100)
+            if not size or size[0] <= 0:
+                return False
+            font_px = MONO_FONT_PX if self.fonts.mono else 13
+            self._advance_ratio = size[0] / 100 / font_px
+            self._font_px = font_px
+        w, h = dpg.get_item_rect_size(self.plot)
+        if w <= 0 or h <= 0:
+            return False
+        if (w, h) != self._plot_px:
+            self._plot_px = (int(w), int(h))
+            cell_px = self._advance_ratio * self._font_px
+            self._row_px = round(self._font_px * ROW_HEIGHT)
+            self._x_range = w / cell_px
+            self._y_range = h / self._row_px
+            self.cols = max(1, int(self._x_range))
+            self.view_rows = max(1, int(self._y_range))
+            dpg.set_axis_limits(self._x_axis, 0.0, self._x_range)
+            dpg.set_axis_limits(self._y_axis, -self._y_range, 0.0)
+            self._ensure_text_items(math.ceil(self._y_range))
+            self._grid = None
+        return True
+
+    def _ensure_text_items(self, n_rows: int) -> None:
+        """Two text items per visible row; created on first use and when the view grows."""
+        size = 1.0 / self._advance_ratio  # plot units -> the font's own pixel size (see module doc)
+        dy = (self._row_px - self._font_px) / 2 / self._row_px  # centre the text in its row
+        for row in range(len(self._light_items), n_rows):
+            for items, color in ((self._light_items, palette.LIGHT_TEXT), (self._dark_items, palette.DARK_TEXT)):
+                item = dpg.draw_text((0.0, -row - dy), "", size=size, color=color, parent=self.plot)
+                if self.fonts.mono:
+                    dpg.bind_item_font(item, self.fonts.mono)
+                items.append(item)
+            self._light_rows.append("")
+            self._dark_rows.append("")
+
+    # -- scrolling -----------------------------------------------------------------
+    def scroll_by(self, view: ViewState, rows: int) -> None:
+        view.top_row = max(0, view.top_row + rows)
+
+    def is_hovered(self) -> bool:
+        return bool(self.plot) and dpg.is_item_hovered(self.plot)
+
+    def on_scrollbar(self, view: ViewState) -> None:
+        """The vertical slider's value counts from the bottom (ImGui's vertical sliders)."""
+        top_max = dpg.get_item_configuration(self._scroll)["max_value"]
+        view.top_row = top_max - int(dpg.get_value(self._scroll))
+
+    @property
+    def scrollbar(self) -> int | str:
+        return self._scroll
+
+    # -- drawing -------------------------------------------------------------------
+    def _layout_for(self, store: StepStore, row: int, text_mode: bool) -> CellLayout:
+        vocab = self.vocab
+        if text_mode:
+            return text_layout(store.get("tokens", row), vocab.widths, vocab.newline_id, self.cols)
+        if self._grid is None or self._grid.seq_len != store.layout.seq_len or self._grid.cols != self.cols:
+            self._grid = grid_layout(store.layout.seq_len, self.cols, vocab.slot_width)
+        return self._grid
+
+    def refresh(self, store: StepStore | None, view: ViewState) -> bool:
+        """Redraw if the shown record, mode, layout or scroll changed. True when it drew."""
+        if not self._measure():
+            return False
+        row = self._store_row(store, view)
+        if row is None or self.vocab is None:
+            if self._drawn_key != ("empty",):
+                self._clear()
+                self._drawn_key = ("empty",)
+            return False
+        layout = self._layout_for(store, row, view.text_mode)
+        top, r1 = visible_rows(view.top_row, self.view_rows, layout.n_rows)
+        view.top_row = top
+        r1 = min(layout.n_rows, top + len(self._light_items))  # draw the partly visible last row too
+        key = (id(store), row, view.color_mode, view.text_mode, self.cols, top, r1, id(self.vocab))
+        if key == self._drawn_key:
+            return False
+        self._draw(store, row, view, layout, top, r1)
+        self._update_scrollbar(top, layout.n_rows)
+        self._update_info(store, row, view)
+        self._drawn_key = key
+        self.layout = layout
+        self.visible = (top, r1)
+        self.redraws += 1
+        return True
+
+    @staticmethod
+    def _store_row(store: StepStore | None, view: ViewState) -> int | None:
+        if store is None or view.branch is None or view.branch not in store.branches:
+            return None
+        rows = store.branches[view.branch].rows
+        if not rows:
+            return None
+        return rows[min(max(0, view.record), len(rows) - 1)]
+
+    def _draw(self, store: StepStore, row: int, view: ViewState, layout: CellLayout, r0: int, r1: int) -> None:
+        mode = palette.MODE_BY_KEY[view.color_mode]
+        if mode.key == "entropy":
+            mode = dataclasses.replace(mode, hi=math.log(max(2, self.vocab.size)))
+        sl = layout.positions(r0, r1)
+        arrays = {"flags": store.get("flags", row)[sl]}
+        if mode.field is not None:
+            arrays[mode.field] = store.get(mode.field, row)[sl]
+        colors = palette.mode_indices(mode, arrays)
+        grids = scatter_cells(
+            layout, r0, r1, {"color": (colors, palette.BLANK)}, tokens=store.get("tokens", row)[sl], chars_by_id=self.vocab.chars
+        )
+        color, chars = grids["color"], grids["chars"]
+        n_rows, cols = color.shape
+        if (n_rows, cols) != self._heat_shape:
+            dpg.configure_item(
+                self._heat, rows=max(1, n_rows), cols=cols, bounds_min=(0.0, -float(max(1, n_rows))), bounds_max=(float(cols), 0.0)
+            )
+            self._heat_shape = (n_rows, cols)
+        dpg.set_value(self._heat, [palette.heat_values(color).ravel()])
+        on_light = palette.TEXT_ON_LIGHT[color]
+        self._push_rows(self._dark_items, self._dark_rows, row_strings(np.where(on_light, chars, " ")))
+        self._push_rows(self._light_items, self._light_rows, row_strings(np.where(on_light, " ", chars)))
+
+    @staticmethod
+    def _push_rows(items: list, current: list[str], rows: list[str]) -> None:
+        """Set each row's text item, skipping rows whose text did not change (per row, not per token)."""
+        for i, item in enumerate(items):
+            text = rows[i] if i < len(rows) else ""
+            if text != current[i]:
+                dpg.configure_item(item, text=text)
+                current[i] = text
+
+    def _clear(self) -> None:
+        dpg.set_value(self._heat, [palette.heat_values(np.zeros(self._heat_shape[0] * self._heat_shape[1] or 1)).ravel()])
+        self._push_rows(self._light_items, self._light_rows, [])
+        self._push_rows(self._dark_items, self._dark_rows, [])
+        self.layout = None
+
+    def _update_scrollbar(self, top: int, n_rows: int) -> None:
+        top_max = max(0, n_rows - self.view_rows)
+        dpg.configure_item(self._scroll, max_value=top_max, show=top_max > 0)
+        dpg.set_value(self._scroll, top_max - top)
+
+    def _update_info(self, store: StepStore, row: int, view: ViewState) -> None:
+        kind = KINDS[int(store.columns["kind"][row])]
+        n = store.layout.seq_len
+        n_masked = int(store.columns["n_masked"][row])
+        steps = store.branches[view.branch].settings.get("steps", "?")
+        dpg.set_value(
+            self._info,
+            f"iteration {int(store.columns['iteration'][row]) + 1} of {steps}   |   {kind}   |   "
+            f"{n_masked} of {n} masked   |   {n - n_masked} visible",
+        )

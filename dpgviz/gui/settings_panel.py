@@ -1,0 +1,219 @@
+"""The settings panel: model choice and loading, generation settings, Start/Stop/Continue.
+
+Widgets hold the user's choices; `read()` turns them into a validated GenerationSettings
+or raises SettingsError with a message to show. Buttons call the commands the app
+passes in (load, start, stop, continue); nothing here talks to the worker. dearpygui only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import dearpygui.dearpygui as dpg
+
+from dpgviz.core.discovery import ModelEntry, find_checkpoints
+from dpgviz.core.settings import STRATEGIES, GenerationSettings, SettingsError
+from dpgviz.gui.status import ERROR_COLOR, INFO_COLOR, Cached
+
+log = logging.getLogger(__name__)
+
+PANEL_WIDTH = 300
+LENGTH_RANGE = (50, 1024)
+STEPS_RANGE = (1, 200)  # the slider's range; typing (Ctrl+click) allows more
+TEMPERATURE_RANGE = (0.1, 2.0)
+
+
+@dataclass
+class Commands:
+    """What the panel's buttons do; the app supplies these."""
+
+    load: Callable[[ModelEntry], None]
+    start: Callable[[], None]
+    stop: Callable[[], None]
+    continue_run: Callable[[], None]
+
+
+class SettingsPanel:
+    def __init__(self, commands: Commands, models_dir: str | None = None) -> None:
+        self.commands = commands
+        self.models_dirs: list[str] = [d for d in ("out", models_dir) if d]
+        self.entries: list[ModelEntry] = []
+        self.block_size: int | None = None
+        self._cache = Cached()
+        self.model_combo = self.load_button = self.load_progress = self.model_info = 0
+        self.temperature = self.steps = self.length = self.start_ratio = self.end_ratio = 0
+        self.randomness = self.strategy = self.seed = 0
+        self.start_button = self.stop_button = self.continue_button = self.message = 0
+        self.folder_dialog = 0
+
+    # -- building ------------------------------------------------------------------
+    def build(self, parent: int | str) -> None:
+        d = GenerationSettings()
+        label_w = -110  # leave room for labels on the right
+        with dpg.group(parent=parent):
+            dpg.add_text("Model", color=(140, 180, 255))
+            self.model_combo = dpg.add_combo([], width=-1)
+            with dpg.group(horizontal=True):
+                self.load_button = dpg.add_button(label="Load", width=80, callback=self._on_load)
+                dpg.add_button(label="Folder...", width=80, callback=lambda: dpg.show_item(self.folder_dialog))
+                dpg.add_button(label="Rescan", width=70, callback=lambda: self.rescan())
+            self.load_progress = dpg.add_progress_bar(default_value=0.0, width=-1, overlay="not loaded")
+            self.model_info = dpg.add_text("", wrap=PANEL_WIDTH - 24, color=INFO_COLOR)
+            dpg.add_separator()
+            dpg.add_text("Generation", color=(140, 180, 255))
+            self.temperature = dpg.add_slider_float(
+                label="temperature", default_value=d.temperature, min_value=TEMPERATURE_RANGE[0],
+                max_value=TEMPERATURE_RANGE[1], format="%.2f", width=label_w,
+            )
+            self.steps = dpg.add_slider_int(
+                label="steps", default_value=d.steps, min_value=STEPS_RANGE[0], max_value=STEPS_RANGE[1], width=label_w,
+            )
+            with dpg.tooltip(self.steps):
+                dpg.add_text("Ctrl+click to type a value above 200")
+            self.length = dpg.add_slider_int(
+                label="length", default_value=d.length, min_value=LENGTH_RANGE[0], max_value=LENGTH_RANGE[1], width=label_w,
+            )
+            self.start_ratio = dpg.add_slider_float(
+                label="start mask", default_value=d.start_ratio, min_value=0.0, max_value=1.0, format="%.2f", width=label_w,
+            )
+            self.end_ratio = dpg.add_slider_float(
+                label="end mask", default_value=d.end_ratio, min_value=0.0, max_value=1.0, format="%.2f", width=label_w,
+            )
+            self.randomness = dpg.add_slider_float(
+                label="randomness", default_value=d.randomness, min_value=0.0, max_value=1.0, format="%.2f", width=label_w,
+            )
+            self.strategy = dpg.add_combo(list(STRATEGIES), label="strategy", default_value=d.strategy, width=label_w)
+            self.seed = dpg.add_input_int(label="seed", default_value=d.seed, width=label_w, min_value=0, min_clamped=True)
+            dpg.add_spacer(height=4)
+            with dpg.group(horizontal=True):
+                self.start_button = dpg.add_button(label="Start", width=90, callback=lambda: self.commands.start())
+                self.stop_button = dpg.add_button(label="Stop", width=90, callback=lambda: self.commands.stop())
+            self.continue_button = dpg.add_button(
+                label="Continue with these settings", width=-1, callback=lambda: self.commands.continue_run()
+            )
+            with dpg.tooltip(self.continue_button):
+                dpg.add_text("Run again from the record shown on the canvas,\nwith the settings above, as a new run.")
+            self.message = dpg.add_text("", wrap=PANEL_WIDTH - 24, color=INFO_COLOR)
+        self.folder_dialog = dpg.add_file_dialog(
+            directory_selector=True, show=False, callback=self._on_folder, width=640, height=420, modal=True
+        )
+        self.rescan()
+
+    # -- models ----------------------------------------------------------------------
+    def rescan(self) -> None:
+        """Embedded default first, then checkpoints under ./out and the chosen folders."""
+        self.entries = find_checkpoints(*self.models_dirs)
+        labels = self._labels()
+        current = dpg.get_value(self.model_combo)
+        dpg.configure_item(self.model_combo, items=labels)
+        if current not in labels and labels:
+            dpg.set_value(self.model_combo, labels[0])
+
+    def _labels(self) -> list[str]:
+        return [e.name + ("" if e.path.is_file() else " (missing)") for e in self.entries]
+
+    def selected_entry(self) -> ModelEntry | None:
+        labels = self._labels()
+        value = dpg.get_value(self.model_combo)
+        return self.entries[labels.index(value)] if value in labels else None
+
+    def select_path(self, path: str | Path) -> bool:
+        """Pick the entry with this checkpoint path (tests and the CLI use it)."""
+        for entry, label in zip(self.entries, self._labels(), strict=True):
+            if Path(entry.path).resolve() == Path(path).resolve():
+                dpg.set_value(self.model_combo, label)
+                return True
+        return False
+
+    def _on_folder(self, sender: int, app_data: dict) -> None:
+        folder = app_data.get("file_path_name") if isinstance(app_data, dict) else None
+        if folder:
+            self.models_dirs.append(folder)
+            self.rescan()
+            for entry, label in zip(self.entries, self._labels(), strict=True):
+                if str(entry.path).startswith(str(folder)):
+                    dpg.set_value(self.model_combo, label)
+                    break
+
+    def _on_load(self) -> None:
+        entry = self.selected_entry()
+        if entry is None:
+            self.say("Pick a model first.", is_error=True)
+            return
+        self.commands.load(entry)
+
+    # -- state shown -----------------------------------------------------------------
+    def show_loading(self, fraction: float, message: str) -> None:
+        self._cache.set(self.load_progress, min(1.0, max(0.0, fraction)))
+        self._cache.configure(self.load_progress, overlay=message[:40])
+
+    def show_model(self, info: dict) -> None:
+        self.block_size = int(info["block_size"])
+        params = int(info.get("params", 0))
+        self._cache.set(
+            self.model_info,
+            f"{info.get('name', '?')}\n{params / 1e6:.2f}M params, vocabulary {info.get('vocab_size', '?')}, "
+            f"block {self.block_size}, on {info.get('device', '?')}",
+        )
+        self._cache.set(self.load_progress, 1.0)
+        self._cache.configure(self.load_progress, overlay="loaded")
+        dpg.configure_item(self.length, max_value=min(LENGTH_RANGE[1], self.block_size))
+        if dpg.get_value(self.length) > self.block_size:
+            dpg.set_value(self.length, self.block_size)
+
+    def set_running(self, is_running: bool, has_model: bool) -> None:
+        self._cache.configure(self.start_button, enabled=has_model and not is_running)
+        self._cache.configure(self.continue_button, enabled=has_model and not is_running)
+        self._cache.configure(self.stop_button, enabled=is_running)
+        self._cache.configure(self.load_button, enabled=not is_running)
+
+    def say(self, text: str, is_error: bool = False) -> None:
+        self._cache.set(self.message, text)
+        self._cache.configure(self.message, color=ERROR_COLOR if is_error else INFO_COLOR)
+
+    # -- reading -----------------------------------------------------------------------
+    def read(self) -> GenerationSettings:
+        """The settings in the widgets, validated; SettingsError says what is wrong."""
+        temperature = float(dpg.get_value(self.temperature))
+        if not TEMPERATURE_RANGE[0] <= temperature <= TEMPERATURE_RANGE[1] + 1e-9:
+            raise SettingsError(f"temperature must be between {TEMPERATURE_RANGE[0]} and {TEMPERATURE_RANGE[1]}, got {temperature:g}")
+        length = int(dpg.get_value(self.length))
+        if length < LENGTH_RANGE[0]:
+            raise SettingsError(f"length must be at least {LENGTH_RANGE[0]}, got {length}")
+        if self.block_size is not None and length > self.block_size:
+            raise SettingsError(f"length {length} exceeds the model's block size {self.block_size}")
+        settings = GenerationSettings(
+            temperature=temperature,
+            steps=int(dpg.get_value(self.steps)),
+            length=length,
+            start_ratio=round(float(dpg.get_value(self.start_ratio)), 4),
+            end_ratio=round(float(dpg.get_value(self.end_ratio)), 4),
+            randomness=round(float(dpg.get_value(self.randomness)), 4),
+            strategy=str(dpg.get_value(self.strategy)),
+            seed=int(dpg.get_value(self.seed)),
+        )
+        return settings.validate(self.block_size)
+
+    def write(self, settings: GenerationSettings) -> None:
+        """Show `settings` in the widgets (a run's settings, or a test's)."""
+        for item, value in (
+            (self.temperature, settings.temperature),
+            (self.steps, settings.steps),
+            (self.length, settings.length),
+            (self.start_ratio, settings.start_ratio),
+            (self.end_ratio, settings.end_ratio),
+            (self.randomness, settings.randomness),
+            (self.strategy, settings.strategy),
+            (self.seed, settings.seed),
+        ):
+            dpg.set_value(item, value)
+
+    def input_items(self) -> list[int | str]:
+        """Items that take typing: keyboard shortcuts stay off while one is active."""
+        return [
+            self.temperature, self.steps, self.length, self.start_ratio, self.end_ratio,
+            self.randomness, self.seed, self.model_combo, self.strategy,
+        ]

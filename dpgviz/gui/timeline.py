@@ -1,0 +1,104 @@
+"""The timeline: a slider over every record of the shown run, stepping, play and follow-live.
+
+Every received record ('prediction' and 'remask' substeps alike) is one stop on the
+slider, so any step can be revisited at once. Callbacks only change the `ViewState`;
+`refresh` pushes the state back into the widgets when it changed. dearpygui only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import dearpygui.dearpygui as dpg
+
+from dpgviz.gui.status import Cached
+from dpgviz.gui.view_state import ViewState
+from dpgviz.store.step_store import StepStore
+
+SPEEDS = (2.0, 5.0, 12.0, 30.0, 60.0)  # records per second
+
+
+class TimelinePanel:
+    """Slider, Previous/Next, Play, speed, follow live and the run picker."""
+
+    def __init__(self, view: ViewState, n_records: Callable[[], int], on_branch: Callable[[str], None]) -> None:
+        self.view = view
+        self._n_records = n_records
+        self._on_branch = on_branch
+        self._cache = Cached()
+        self._branch_labels: dict[str, str] = {}
+        self.slider = self.play_button = self.follow = self.speed = self.branch_combo = 0
+
+    def build(self, parent: int | str) -> None:
+        with dpg.group(parent=parent):
+            with dpg.group(horizontal=True):
+                dpg.add_button(label="|<", width=30, callback=lambda: self.view.home(self._n_records()))
+                dpg.add_button(label="<", width=30, callback=lambda: self.view.step(-1, self._n_records()))
+                self.play_button = dpg.add_button(
+                    label="Play", width=60, callback=lambda: self.view.toggle_play(self._n_records())
+                )
+                dpg.add_button(label=">", width=30, callback=lambda: self.view.step(1, self._n_records()))
+                dpg.add_button(label=">|", width=30, callback=lambda: self.view.end(self._n_records()))
+                self.slider = dpg.add_slider_int(
+                    width=-430, min_value=1, max_value=1, format="no records", callback=self._on_slider
+                )
+                self.speed = dpg.add_combo(
+                    [f"{s:g} rec/s" for s in SPEEDS],
+                    default_value=f"{self.view.play_speed:g} rec/s",
+                    width=90,
+                    callback=self._on_speed,
+                )
+                self.follow = dpg.add_checkbox(label="follow live", default_value=True, callback=self._on_follow)
+                self.branch_combo = dpg.add_combo([], width=-1, callback=self._on_branch_pick)
+        with dpg.tooltip(self.slider):
+            dpg.add_text("Left/Right: previous/next   Home/End: first/last   Space: play")
+
+    # -- callbacks: change view state only -----------------------------------------
+    def _on_slider(self, sender: int, value: int) -> None:
+        self.view.playing = False
+        self.view.select(int(value) - 1, self._n_records())  # the slider counts from 1
+
+    def _on_speed(self, sender: int, value: str) -> None:
+        self.view.play_speed = float(value.split()[0])
+
+    def _on_follow(self, sender: int, value: bool) -> None:
+        self.view.follow_live = bool(value)
+        if value:
+            self.view.playing = False
+
+    def _on_branch_pick(self, sender: int, value: str) -> None:
+        for branch, label in self._branch_labels.items():
+            if label == value:
+                self._on_branch(branch)
+                return
+
+    # -- refresh -------------------------------------------------------------------
+    def refresh(self, store: StepStore | None, view: ViewState, expected: int | None = None) -> None:
+        """Push the view into the widgets; `expected` is the live run's record count, if known."""
+        n = self._n_records()
+        if n == 0:
+            fmt = "no records yet"
+        elif expected and expected > n:
+            fmt = f"record %d of {n} (run: {expected})"
+        else:
+            fmt = f"record %d of {n}"
+        self._cache.configure(self.slider, max_value=max(1, n), enabled=n > 0, format=fmt)
+        self._cache.set(self.slider, view.record + 1)
+        self._cache.configure(self.play_button, label="Pause" if view.playing else "Play")
+        self._cache.set(self.follow, view.follow_live)
+        if store is not None:
+            labels = {b: self._label(store, b) for b in store.branch_order}
+            if labels != self._branch_labels:
+                self._branch_labels = labels
+                dpg.configure_item(self.branch_combo, items=list(labels.values()))
+            if view.branch in labels:
+                self._cache.set(self.branch_combo, labels[view.branch])
+
+    @staticmethod
+    def _label(store: StepStore, branch: str) -> str:
+        b = store.branches[branch]
+        settings = b.settings or {}
+        base = b.label or f"run {branch}"
+        if settings:
+            base += f" (seed {settings.get('seed', '?')}, {settings.get('steps', '?')} steps)"
+        return base

@@ -1,0 +1,70 @@
+"""View state: what the user is looking at, separate from the widgets that show it.
+
+The frame loop owns one `ViewState`; callbacks change it, panels read it. Nothing here
+imports dearpygui, so the timeline logic (follow live, play, clamping) is testable
+without a window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ViewState:
+    branch: str | None = None  # store branch shown on the canvas and timeline
+    record: int = 0  # index into the branch's records (not a store row)
+    color_mode: str = "state"  # palette.MODES key
+    text_mode: bool = False  # reading layout (wrap at newlines) instead of the fixed grid
+    top_row: int = 0  # first canvas row shown
+    follow_live: bool = True  # jump to the newest record as records arrive
+    playing: bool = False
+    play_speed: float = 12.0  # records per second while playing
+    _play_credit: float = 0.0  # fraction of a record accumulated between frames
+
+    # -- selection -----------------------------------------------------------------
+    def select(self, index: int, n_records: int, by_user: bool = True) -> None:
+        """Show record `index` (clamped). A user moving off the newest record stops following."""
+        last = max(0, n_records - 1)
+        self.record = min(max(0, int(index)), last)
+        if by_user and self.record < last:
+            self.follow_live = False
+
+    def step(self, delta: int, n_records: int) -> None:
+        self.playing = False
+        self.select(self.record + delta, n_records)
+
+    def home(self, n_records: int) -> None:
+        self.playing = False
+        self.select(0, n_records)
+
+    def end(self, n_records: int) -> None:
+        """Jump to the newest record and follow from there."""
+        self.playing = False
+        self.select(n_records - 1, n_records)
+        self.follow_live = True
+
+    def toggle_play(self, n_records: int) -> None:
+        self.playing = not self.playing
+        self._play_credit = 0.0
+        if self.playing:
+            self.follow_live = False
+            if self.record >= n_records - 1:  # at the end: play from the start
+                self.record = 0
+
+    # -- per frame -----------------------------------------------------------------
+    def advance(self, n_records: int, dt_s: float) -> None:
+        """Apply follow-live and play for one frame of `dt_s` seconds."""
+        last = max(0, n_records - 1)
+        if self.playing:
+            self._play_credit += max(0.0, dt_s) * self.play_speed
+            steps = int(self._play_credit)
+            if steps:
+                self._play_credit -= steps
+                self.record = min(last, self.record + steps)
+            if self.record >= last:  # caught up: keep tracking a live run from here
+                self.playing = False
+                self.follow_live = True
+        elif self.follow_live:
+            self.record = last
+        self.record = min(max(0, self.record), last)
