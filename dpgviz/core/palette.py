@@ -1,0 +1,160 @@
+"""Cell colours of the token canvas: one palette for the app, the PNG/GIF rasteriser and the HTML player.
+
+Two kinds of colour mode:
+
+    mask-state   a category per cell from the record's FLAG_* bits, coloured from the
+                 Okabe-Ito palette (Okabe & Ito 2008, "Color Universal Design"), whose
+                 hues stay distinct under the common colour-vision deficiencies.
+    confidence   a value per cell, coloured through viridis (van der Walt & Smith,
+    score        matplotlib 2015): perceptually uniform and readable with deuteranopia,
+    entropy      protanopia and in greyscale. Cells without a value (NaN) fall back to
+                 their mask-state background (a masked block or the plain visible grey).
+
+Everything here is a table or a vectorised numpy function of whole arrays, so the GUI
+can build its colormaps from the same tables (`STATE_RGB`, `VIRIDIS_RGB`, as 0..255
+RGB) and the exporters colour thousands of cells per frame without Python loops.
+
+numpy only: no Pillow, no dearpygui, no torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_NEW, FLAG_PROTECTED, FLAG_REMASKED
+
+COLOR_MODES = ("mask-state", "confidence", "score", "entropy")
+VALUE_MODES = COLOR_MODES[1:]  # modes that colour by a record field of the same name
+
+# Mask-state categories, in code order. Where several flags are set the most telling
+# one wins: remasked > masked > protected > edited > new (a remasked cell is also masked).
+# The values match the app's dark canvas (gui/palette.py), so an export looks like the app.
+STATE_NAMES = ("visible", "new", "masked", "remasked", "protected", "edited")
+STATE_VISIBLE, STATE_NEW, STATE_MASKED, STATE_REMASKED, STATE_PROTECTED, STATE_EDITED = range(len(STATE_NAMES))
+
+STATE_RGB = np.array(
+    [
+        (48, 52, 61),  # visible: settled text on the canvas's cell grey
+        (86, 180, 233),  # new: Okabe-Ito sky blue (unmasked in this record)
+        (118, 124, 136),  # masked: a filled grey block
+        (213, 94, 0),  # remasked: Okabe-Ito vermillion (blue/vermillion is the safest pair)
+        (240, 228, 66),  # protected: Okabe-Ito yellow
+        (204, 121, 167),  # edited: Okabe-Ito reddish purple
+    ],
+    dtype=np.uint8,
+)
+NO_VALUE_RGB = STATE_RGB[STATE_VISIBLE]  # a visible cell the value mode has no number for
+PAGE_RGB = np.array((30, 32, 38), dtype=np.uint8)  # canvas background: gutters, padding, captions
+INK_LIGHT = np.array((230, 232, 236), dtype=np.uint8)
+INK_DARK = np.array((16, 16, 20), dtype=np.uint8)
+
+# matplotlib's viridis sampled at 10 even stops (its published hex values); 256 entries
+# are interpolated linearly between them, within a few levels of the full table.
+_VIRIDIS_STOPS = (
+    0x440154, 0x482878, 0x3E4989, 0x31688E, 0x26828E, 0x1F9E89, 0x35B779, 0x6ECE58, 0xB5DE2B, 0xFDE725,
+)  # fmt: skip
+
+
+def _interpolate_stops(stops: tuple[int, ...], n: int = 256) -> np.ndarray:
+    rgb = np.array([((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in stops], dtype=np.float64)
+    at = np.linspace(0.0, 1.0, len(stops))
+    x = np.linspace(0.0, 1.0, n)
+    table = np.stack([np.interp(x, at, rgb[:, ch]) for ch in range(3)], axis=1)
+    return np.rint(table).astype(np.uint8)
+
+
+VIRIDIS_RGB = _interpolate_stops(_VIRIDIS_STOPS)  # (256, 3) uint8, low -> high
+
+
+def mask_states(flags: np.ndarray) -> np.ndarray:
+    """STATE_* code of every cell from FLAG_* bits (any shape), as uint8."""
+    flags = np.asarray(flags)
+    codes = np.full(flags.shape, STATE_VISIBLE, dtype=np.uint8)
+    # Lowest priority first; later assignments win.
+    codes[(flags & FLAG_NEW) != 0] = STATE_NEW
+    codes[(flags & FLAG_EDITED) != 0] = STATE_EDITED
+    codes[(flags & FLAG_PROTECTED) != 0] = STATE_PROTECTED
+    codes[(flags & FLAG_MASKED) != 0] = STATE_MASKED
+    codes[(flags & FLAG_REMASKED) != 0] = STATE_REMASKED
+    return codes
+
+
+def value_range(mode: str, vocab_size: int) -> tuple[float, float]:
+    """The fixed colour scale of a value mode, so frames of one run compare.
+
+    Confidence and remask scores live in [0, 1]; entropy (nats) runs from 0 to ln(V),
+    the entropy of the uniform distribution over V real tokens.
+    """
+    if mode == "entropy":
+        return 0.0, math.log(max(2, vocab_size))
+    if mode in ("confidence", "score"):
+        return 0.0, 1.0
+    raise ValueError(f"colour mode {mode!r} has no value scale; value modes are {', '.join(VALUE_MODES)}")
+
+
+def value_rgb(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """viridis colour of each value on the scale lo..hi (clipped); NaN maps to the low end."""
+    v = np.asarray(values, dtype=np.float32)
+    scaled = (v - lo) / max(hi - lo, 1e-12)
+    index = np.rint(np.clip(np.nan_to_num(scaled, nan=0.0), 0.0, 1.0) * 255).astype(np.intp)
+    return VIRIDIS_RGB[index]
+
+
+def cell_rgb(
+    mode: str, flags: np.ndarray, values: np.ndarray | None = None, scale: tuple[float, float] | None = None
+) -> np.ndarray:
+    """Background colour (..., 3) uint8 of each cell in `mode`.
+
+    `values` is the record field named by a value mode (confidence, score or entropy)
+    and `scale` its `value_range`; cells whose value is NaN keep their mask-state colour.
+    """
+    state_rgb = STATE_RGB[mask_states(flags)]
+    if mode == "mask-state":
+        return state_rgb
+    if mode not in VALUE_MODES:
+        raise ValueError(f"unknown colour mode {mode!r}; choose one of {', '.join(COLOR_MODES)}")
+    if values is None or scale is None:
+        raise ValueError(f"colour mode {mode!r} needs the record's {mode} values and a scale")
+    values = np.asarray(values, dtype=np.float32)
+    has_value = np.isfinite(values)
+    # A value mode shows values; the only states kept are "masked" and "no value".
+    plain = np.where((np.asarray(flags) & FLAG_MASKED)[..., None] != 0, STATE_RGB[STATE_MASKED], NO_VALUE_RGB)
+    return np.where(has_value[..., None], value_rgb(values, *scale), plain).astype(np.uint8)
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    """WCAG relative luminance of sRGB colours in 0..255."""
+    c = np.asarray(rgb, dtype=np.float32) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return linear @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+
+
+def ink_rgb(background: np.ndarray) -> np.ndarray:
+    """Glyph colour for each background: INK_DARK or INK_LIGHT, whichever has the higher WCAG contrast."""
+    lum = _luminance(background)
+    dark, light = float(_luminance(INK_DARK)), float(_luminance(INK_LIGHT))
+    use_dark = (lum + 0.05) / (dark + 0.05) > (light + 0.05) / (lum + 0.05)
+    return np.where(use_dark[..., None], INK_DARK, INK_LIGHT).astype(np.uint8)
+
+
+def legend(mode: str) -> list[tuple[str, tuple[int, int, int]]]:
+    """(label, rgb) swatches explaining a mode: the states, or the ends of the value scale."""
+    if mode == "mask-state":
+        return [(name, tuple(int(c) for c in STATE_RGB[i])) for i, name in enumerate(STATE_NAMES)]
+    if mode in VALUE_MODES:
+        low, high = VIRIDIS_RGB[0], VIRIDIS_RGB[-1]
+        return [
+            (f"low {mode}", tuple(int(c) for c in low)),
+            (f"high {mode}", tuple(int(c) for c in high)),
+            ("masked", tuple(int(c) for c in STATE_RGB[STATE_MASKED])),
+            ("no value", tuple(int(c) for c in NO_VALUE_RGB)),
+        ]
+    raise ValueError(f"unknown colour mode {mode!r}; choose one of {', '.join(COLOR_MODES)}")
+
+
+def hex_colour(rgb: np.ndarray | tuple[int, int, int]) -> str:
+    """'#rrggbb' of one colour (for HTML and dearpygui theme strings)."""
+    r, g, b = (int(c) for c in rgb)
+    return f"#{r:02x}{g:02x}{b:02x}"

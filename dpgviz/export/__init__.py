@@ -1,0 +1,76 @@
+"""Exports of a session: text, PNG, GIF, HTML player, CSV and JSON statistics.
+
+`export_session` is the one entry point the CLI and the GUI call; each format lives in
+its own module (`tables` for text/CSV/JSON, `images` for PNG/GIF with Pillow, `html` for
+the player) and is imported only when used. Every writer goes through
+`store.session.atomic_writer`, so a failed export never leaves a half-written file,
+and long ones report `progress(done, total)` for a tqdm bar or a GUI progress widget.
+
+Imports numpy and the standard library here; Pillow only inside the PNG/GIF path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dpgviz.core.palette import COLOR_MODES
+from dpgviz.store.session import Progress, Session, SessionError
+
+FORMATS = ("text", "png", "gif", "html", "csv", "json")
+DEFAULT_FRAME_MS = 120
+
+
+def export_session(
+    session: Session,
+    fmt: str,
+    out: str | Path,
+    *,
+    branch: str | None = None,
+    record: int | None = None,
+    frame_ms: int = DEFAULT_FRAME_MS,
+    mode: str = "mask-state",
+    columns: int = 64,
+    progress: Progress | None = None,
+) -> Path:
+    """Write one export of `session` to `out`; returns the path.
+
+    text   the text of record `record` of the branch (default: its last)
+    png    the canvas at record `record` (default: the last), coloured by `mode`
+    gif    the branch's denoising, one frame per record, `frame_ms` apart
+    html   a self-contained player of the branch (play/pause, scrub, speed)
+    csv    per-step statistics of the branch (export.tables.STAT_COLUMNS)
+    json   the same statistics, with the branch and its settings
+
+    `branch` None is the root. Raises SessionError for a bad format, branch, record,
+    mode or output path.
+    """
+    if fmt not in FORMATS:
+        raise SessionError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if mode not in COLOR_MODES:
+        raise SessionError(f"unknown colour mode {mode!r}; choose one of {', '.join(COLOR_MODES)}")
+    if columns < 1:
+        raise SessionError(f"columns must be >= 1, got {columns}")
+    if frame_ms < 1:
+        raise SessionError(f"frame time must be >= 1 ms, got {frame_ms}")
+    session.branch(branch)  # a bad branch is refused before any work
+    if record is not None:
+        session.record_index(branch, record)
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise SessionError(f"cannot write {out}: folder {out.parent} does not exist")
+    if fmt in ("text", "csv", "json"):
+        from dpgviz.export import tables
+
+        if fmt == "text":
+            return tables.write_text(session, out, branch, record)
+        writer = tables.write_csv if fmt == "csv" else tables.write_json
+        return writer(session, out, branch, progress)
+    if fmt == "html":
+        from dpgviz.export.html import write_html
+
+        return write_html(session, out, branch, frame_ms, progress)
+    from dpgviz.export import images
+
+    if fmt == "png":
+        return images.write_png(session, out, branch, record, mode, columns)
+    return images.write_gif(session, out, branch, frame_ms, mode, columns, progress)
