@@ -264,7 +264,7 @@ def train(cfg: TrainConfig) -> dict:
         it += 1
         tokens_since += x0.numel()
         if it % cfg.log_interval == 0 or it == cfg.iters:
-            last_loss, last_elbo = float(loss), float(elbo)
+            last_loss, last_elbo = float(loss.detach()), float(elbo.detach())
             dt = time.time() - t_log
             log.info("iter %d/%d loss %.4f elbo %.4f lr %.2e %.0f tok/s", it, cfg.iters, last_loss, last_elbo, lr, tokens_since / max(dt, 1e-9))
             t_log, tokens_since = time.time(), 0
