@@ -79,7 +79,8 @@ def read_checkpoint(path: str | Path) -> dict:
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
         raise CheckpointError(f"{path} is not a loadable checkpoint (refused by weights_only: {first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        # A cut-short zip surfaces as any of these from inside torch's reader.
         raise CheckpointError(f"{path} is not a checkpoint or is cut short ({type(exc).__name__})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
         raise CheckpointError(f"{path} is not a nanoGPT-style checkpoint (needs 'model' and 'model_args')")
