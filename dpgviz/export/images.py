@@ -198,7 +198,7 @@ def write_png(
     image = painter.frame(k)
     with atomic_writer(out) as f:
         image.save(f, format="PNG", optimize=True)
-    log.info("wrote %s: %dx%d, record %d of branch %s", out, image.width, image.height, k, painter.branch.id)
+    log.debug("wrote %s: %dx%d, record %d of branch %s", out, image.width, image.height, k, painter.branch.id)
     return Path(out)
 
 
@@ -236,5 +236,5 @@ def write_gif(
     first = quantised(0)
     with atomic_writer(out) as f:
         first.save(f, format="GIF", save_all=True, append_images=rest(), duration=durations, loop=0, disposal=1)
-    log.info("wrote %s: %d frames of %dx%d", out, n, first.width, first.height)
+    log.debug("wrote %s: %d frames of %dx%d", out, n, first.width, first.height)
     return Path(out)

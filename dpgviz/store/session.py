@@ -336,7 +336,7 @@ def save_session(
         f.write(blob)
     if progress is not None and total == 0:
         progress(0, 0)
-    log.info(
+    log.debug(
         "saved session %s: %d records, %d branches, %d bytes", path, count, len(store.branch_order), header["data_end"]
     )
     return path
@@ -491,7 +491,7 @@ def open_session(path: str | Path, *, verify: bool | None = None) -> Session:
             mm.close()
         raise
     model = header.get("model") or {}
-    log.info("opened session %s: %d records, %d branches (verified: %s)", path, count, len(tree), verify)
+    log.debug("opened session %s: %d records, %d branches (verified: %s)", path, count, len(tree), verify)
     return Session(
         store=store,
         vocab=vocab,
