@@ -220,7 +220,7 @@ def _rewrite_header(path, edit) -> None:
     magic, version, _, length = struct.unpack_from("<8sIIQ", data)
     header = json.loads(data[24 : 24 + length])
     edit(header)
-    blob = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode()
+    blob = json.dumps(header, separators=(",", ":")).encode()
     assert len(blob) <= length
     blob = blob + b" " * (length - len(blob))  # JSON allows trailing whitespace
     struct.pack_into("<8sIIQ", data, 0, magic, version, zlib.crc32(blob), length)
@@ -276,3 +276,12 @@ def test_unknown_branch_and_record_are_refused(saved):
         assert s.record_index(None, -1) == n - 1
         with pytest.raises(SessionError, match=f"records 0..{n - 1}, not {n}"):
             s.record_row(None, n)
+
+
+def test_numpy_scalars_and_non_ascii_vocabulary_round_trip(run, tmp_path):
+    store, vocab, _ = run
+    wide = type(vocab)(itos=(*vocab.itos[:-2], "é", "日本"), model_vocab_size=vocab.model_vocab_size)
+    path = save_session(tmp_path / "x.dpgviz", store, wide, settings={"steps": np.int64(8), "t": np.float32(0.5)})
+    with open_session(path) as s:
+        assert s.vocab == wide
+        assert s.settings == {"steps": 8, "t": 0.5}

@@ -236,9 +236,19 @@ def _little_endian(col: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(col.astype(col.dtype.newbyteorder("<"), copy=False))
 
 
+def _plain(value: object) -> object:
+    """json.dumps fallback: numpy scalars and arrays become Python numbers and lists."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON data")
+
+
 def _header_bytes(header: dict) -> bytes:
+    # ASCII-only JSON: a vocabulary string with a lone surrogate still round-trips.
     try:
-        return json.dumps(header, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+        return json.dumps(header, ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=_plain).encode(
+            "ascii"
+        )
     except (TypeError, ValueError) as exc:
         raise SessionError(f"session header is not plain JSON data ({exc})") from None
 
@@ -261,12 +271,17 @@ def save_session(
     a GUI can do it once per model). `progress(done_bytes, total_bytes)` is called as
     columns are written. `store` may itself be memory-mapped from `path`: the old file
     stays mapped until the rename replaces it.
+
+    The rows present when the call starts are saved: a frame loop may keep appending
+    while a worker thread saves (rows are never rewritten, and growing the store copies
+    into new arrays, leaving the ones held here intact); later rows are left out.
     """
     path = Path(path)
     layout, count = store.layout, len(store)
+    columns = {name: _little_endian(col[:count]) for name, col in list(store.columns.items())}
+    tree = [{**b, "rows": [r for r in b["rows"] if r < count]} for b in store.tree()]
     if vocab.n_ids > layout.n_ids or vocab.mask_id >= layout.n_ids:
         raise SessionError(f"vocabulary has {vocab.n_ids} ids but the records were laid out for {layout.n_ids}")
-    columns = {name: _little_endian(store.column(name)) for name in store.columns}
     table, offset = [], 0  # offsets are made absolute once the header length is known
     for name, col in columns.items():
         table.append(
@@ -297,7 +312,7 @@ def save_session(
         },
         "vocab": {"itos": list(vocab.itos), "model_vocab_size": vocab.model_vocab_size},
         "mask_id": vocab.mask_id,
-        "tree": store.tree(),
+        "tree": tree,
     }
     # Offsets and data_end change the header's length, which moves the data: iterate to a fixpoint
     # (digits only grow, so this settles in two or three rounds).
