@@ -13,6 +13,10 @@ frame, returns `WorkerDied`, and removes any ring the dead worker left named. Af
     every frame: for event in client.poll(store): ...
     client.close()                           # Shutdown, join, terminate/kill fallback
 
+The worker is started with the 'spawn' method, which imports the parent's main module
+in the child: a script that starts a client needs the `if __name__ == "__main__":` guard
+(the `dpgviz` entry points have it).
+
 Must not import torch or dpgviz.engine, directly or indirectly (tests check): the GUI
 process stays light and fork-safe; the worker owns the model.
 """
@@ -25,6 +29,7 @@ import multiprocessing as mp
 import os
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -84,7 +89,8 @@ class WorkerClient:
         self.log_level = log_level if log_level is not None else logging.getLogger("dpgviz").getEffectiveLevel()
         self.model_info: dict | None = None  # the last ModelInfo.info
         self.active_run: int | None = None  # the run started last, until it ends
-        self.latencies_ms: list[float] = []  # per record: worker wrote the slot -> appended to the store
+        # Per record, worker wrote the slot -> appended to the store; the last 64k records.
+        self.latencies_ms: deque[float] = deque(maxlen=1 << 16)
         self._ctx = mp.get_context("spawn")  # never fork: the worker imports torch (and maybe CUDA)
         self._process: mp.process.BaseProcess | None = None
         self._commands: Connection | None = None
@@ -182,6 +188,7 @@ class WorkerClient:
                 conn.close()
         self._process = self._commands = self._events = None
         self.active_run = None
+        self.model_info = None  # a new worker starts with no model
 
     def __enter__(self) -> WorkerClient:
         return self.start() if self._process is None else self

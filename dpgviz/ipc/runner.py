@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,15 @@ class WorkerFailed(RuntimeError):  # noqa: N818 (the CLI imports this name)
         self.traceback = traceback
 
 
+def raise_failures(events: list[Event]) -> None:
+    """Raise WorkerFailed for the first WorkerError or WorkerDied among `events`."""
+    for event in events:
+        if isinstance(event, WorkerError):
+            raise WorkerFailed(event.message, event.traceback)
+        if isinstance(event, WorkerDied):
+            raise WorkerFailed(f"the worker process died (exit code {event.exitcode})")
+
+
 def wait_for(
     client: WorkerClient,
     kinds: tuple[type, ...],
@@ -50,20 +59,17 @@ def wait_for(
                 on_event(event)
             if isinstance(event, kinds):
                 return event
-            if isinstance(event, WorkerError):
-                raise WorkerFailed(event.message, event.traceback)
-            if isinstance(event, WorkerDied):
-                raise WorkerFailed(f"the worker process died (exit code {event.exitcode})")
+            raise_failures([event])
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"no {', '.join(k.__name__ for k in kinds)} within {timeout_s} s")
         if not events:
             time.sleep(IDLE_SLEEP_S)
 
 
-def latency_stats(latencies_ms: list[float]) -> dict:
-    if not latencies_ms:
+def latency_stats(latencies_ms: Iterable[float]) -> dict:
+    arr = np.fromiter(latencies_ms, dtype=np.float64)
+    if arr.size == 0:
         return {"latency_ms_median": None, "latency_ms_p99": None, "latency_ms_max": None}
-    arr = np.asarray(latencies_ms)
     return {
         "latency_ms_median": float(np.median(arr)),
         "latency_ms_p99": float(np.percentile(arr, 99)),
