@@ -151,6 +151,7 @@ class App:
                         self.timeline.build(bottom)
             self.status.build(self.window)
 
+        self.key_handlers: dict[int, int | str] = {}
         with dpg.handler_registry():
             for key, action in (
                 (dpg.mvKey_Left, lambda: self.view.step(-1, self.n_records())),
@@ -159,7 +160,7 @@ class App:
                 (dpg.mvKey_End, lambda: self.view.end(self.n_records())),
                 (dpg.mvKey_Spacebar, lambda: self.view.toggle_play(self.n_records())),
             ):
-                dpg.add_key_press_handler(key, callback=self._keyboard(action))
+                self.key_handlers[key] = dpg.add_key_press_handler(key, callback=self._keyboard(action))
             dpg.add_mouse_wheel_handler(callback=self._on_wheel)
         dpg.set_item_callback(self.canvas.scrollbar, lambda: self.canvas.on_scrollbar(self.view))
 

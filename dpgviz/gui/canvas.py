@@ -82,8 +82,10 @@ class TokenCanvas:
         self._drawn_key: tuple | None = None
         self._heat_shape: tuple[int, int] = (0, 0)
         self.layout: CellLayout | None = None  # the layout last drawn (for tests, hover later)
+        self.cols = 1  # cells per row that fit the plot
         self.view_rows = 1  # whole rows that fit the plot
         self.visible = (0, 0)  # rows [r0, r1) last drawn
+        self.shown_row: int | None = None  # store row last drawn
         self.redraws = 0  # times the cells were pushed to the renderer (tests check this)
         self._colormap: int | str = 0
 
@@ -221,6 +223,7 @@ class TokenCanvas:
         self._update_scrollbar(top, layout.n_rows)
         self._update_info(store, row, view)
         self._drawn_key = key
+        self.shown_row = row
         self.layout = layout
         self.visible = (top, r1)
         self.redraws += 1
@@ -273,6 +276,7 @@ class TokenCanvas:
         self._push_rows(self._light_items, self._light_rows, [])
         self._push_rows(self._dark_items, self._dark_rows, [])
         self.layout = None
+        self.shown_row = None
 
     def _update_scrollbar(self, top: int, n_rows: int) -> None:
         top_max = max(0, n_rows - self.view_rows)

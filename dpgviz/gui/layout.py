@@ -185,19 +185,23 @@ def scatter_cells(
         within = np.arange(len(owner)) - np.repeat(np.cumsum(widths) - widths, widths)
         cells = first[owner] + within
     out: dict[str, np.ndarray] = {}
+    # The fixed char grid fills cells 0..n-1 in order: a slice beats a scatter there.
+    is_dense = within is None and (len(cells) == 0 or (cells[0] == 0 and cells[-1] == len(cells) - 1))
+    target = slice(0, len(cells)) if is_dense else cells
+
     for name, (per_pos, fill) in values.items():
         vis = np.asarray(per_pos)
         assert len(vis) == sl.stop - sl.start, (len(vis), sl)
         grid = np.full(n_vis_rows * cols, fill, dtype=vis.dtype)
-        grid[cells] = vis[owner]
+        grid[target] = vis[owner]
         out[name] = grid.reshape(n_vis_rows, cols)
     if tokens is not None and chars_by_id is not None:
         ids = np.asarray(tokens)
         grid = np.full(n_vis_rows * cols, " ", dtype="<U1")
         if within is None:
-            grid[cells] = chars_by_id[ids, 0]
+            grid[target] = chars_by_id[ids, 0]
         else:
-            grid[cells] = chars_by_id[ids[owner], np.minimum(within, chars_by_id.shape[1] - 1)]
+            grid[target] = chars_by_id[ids[owner], np.minimum(within, chars_by_id.shape[1] - 1)]
         out["chars"] = grid.reshape(n_vis_rows, cols)
     return out
 

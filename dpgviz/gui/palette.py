@@ -107,16 +107,24 @@ MODE_BY_KEY = {m.key: m for m in MODES}
 MODE_BY_LABEL = {m.label: m for m in MODES}
 
 
-def state_indices(flags: np.ndarray) -> np.ndarray:
-    """Colour index per position from FLAG_* bits; remasked > masked > protected > edited > new."""
-    flags = np.asarray(flags)
-    out = np.full(flags.shape, STATE_INDEX["visible"], dtype=np.uint8)
+def _state_table() -> np.ndarray:
+    """Colour index for every combination of the five FLAG_* bits (a 32-entry lookup)."""
+    flags = np.arange(32)
+    out = np.full(32, STATE_INDEX["visible"], dtype=np.uint8)
     out[(flags & FLAG_NEW) != 0] = STATE_INDEX["new"]
     out[(flags & FLAG_EDITED) != 0] = STATE_INDEX["edited"]
     out[(flags & FLAG_PROTECTED) != 0] = STATE_INDEX["protected"]
     out[(flags & FLAG_MASKED) != 0] = MASKED
     out[(flags & FLAG_REMASKED) != 0] = STATE_INDEX["remasked"]
     return out
+
+
+_STATE_TABLE = _state_table()
+
+
+def state_indices(flags: np.ndarray) -> np.ndarray:
+    """Colour index per position from FLAG_* bits; remasked > masked > protected > edited > new."""
+    return _STATE_TABLE[np.asarray(flags) & 31]
 
 
 def level_indices(values: np.ndarray, flags: np.ndarray, lo: float, hi: float) -> np.ndarray:

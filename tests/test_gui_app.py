@@ -1,0 +1,290 @@
+"""The app in a real window (Xvfb in CI): load, generate, scrub, stop, errors, worker death.
+
+One App (one Dear PyGui context, one worker) serves every test in this module, in
+order, the way one user session would; the checks drive it through the widgets'
+callbacks and the frame loop, and read pixels of frames saved with output_frame_buffer.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = [
+    pytest.mark.gui,
+    pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs an X display (run under xvfb-run -a)"),
+]
+
+dpg = pytest.importorskip("dearpygui.dearpygui")
+
+from dpgviz.core.discovery import default_model_entry  # noqa: E402
+from dpgviz.core.settings import GenerationSettings  # noqa: E402
+from dpgviz.gui import palette  # noqa: E402
+from dpgviz.gui.app import App, expected_records  # noqa: E402
+
+CORPUS = "/work/shared/data/tinyshakespeare.txt"
+SHORT = GenerationSettings(length=100, steps=5, seed=3)
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random checkpoint (block 256) and a broken one, as a user's models folder."""
+    import torch
+
+    from dpgviz.core.vocab import Vocabulary
+    from dpgviz.engine.model import DiffusionGPT, ModelConfig
+
+    root = tmp_path_factory.mktemp("models")
+    with open(CORPUS, encoding="utf-8") as f:
+        vocab = Vocabulary.from_text(f.read())
+    torch.manual_seed(0)
+    config = ModelConfig(block_size=256, vocab_size=vocab.size + 1, n_layer=1, n_head=2, n_embd=32)
+    (root / "tiny").mkdir()
+    torch.save({"model": DiffusionGPT(config).state_dict(), "model_args": config.to_model_args()}, root / "tiny" / "ckpt.pt")
+    (root / "broken").mkdir()
+    (root / "broken" / "ckpt.pt").write_bytes(b"not a checkpoint")
+    for folder in ("tiny", "broken"):
+        with open(root / folder / "meta.pkl", "wb") as f:
+            pickle.dump(vocab.to_meta(), f)
+    return root
+
+
+@pytest.fixture(scope="module")
+def app(models_dir: Path):
+    app = App(models_dir=str(models_dir), autoload=False, width=1400, height=860).build()
+    app.frame()
+    yield app
+    client = app.client
+    app.close()
+    assert client is None or not client.is_alive  # closing the window ends the worker
+
+
+def run_until(app: App, condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out; status: {app.status.text!r}"
+        assert app.frame(), "the window closed"
+
+
+def click(item: int | str) -> None:
+    """What a click does: the item's callback, then the loop runs on."""
+    dpg.get_item_callback(item)()
+
+
+def set_slider(app: App, record: int) -> None:
+    dpg.set_value(app.timeline.slider, record + 1)
+    dpg.get_item_callback(app.timeline.slider)(app.timeline.slider, record + 1)
+    app.frame()
+
+
+def grab(app: App, path: Path) -> np.ndarray:
+    """The canvas plot's pixels (H, W, 3) of the next rendered frame."""
+    from PIL import Image
+
+    path.unlink(missing_ok=True)
+    for _ in range(2):  # the saved frame is the one on screen when the request is served
+        app.frame()
+    dpg.output_frame_buffer(file=str(path))
+    for _ in range(20):
+        app.frame()
+        if path.exists() and path.stat().st_size > 0:
+            break
+    time.sleep(0.05)
+    frame = np.asarray(Image.open(path).convert("RGB"))
+    (x, y), (w, h) = dpg.get_item_rect_min(app.canvas.plot), dpg.get_item_rect_size(app.canvas.plot)
+    return frame[int(y) : int(y + h), int(x) : int(x + w)]
+
+
+def is_color(pixels: np.ndarray, rgb: tuple[int, int, int], tol: int = 3) -> np.ndarray:
+    return np.abs(pixels.astype(int) - np.array(rgb)).max(axis=-1) <= tol
+
+
+def fraction_of(pixels: np.ndarray, rgb: tuple[int, int, int]) -> float:
+    """Share of the drawn cells' pixels (background excluded) that have colour `rgb`."""
+    cells = ~is_color(pixels, palette.BACKGROUND)
+    return float((is_color(pixels, rgb) & cells).sum() / max(1, cells.sum()))
+
+
+def load_through_dropdown(app: App, path: Path) -> None:
+    assert app.settings.select_path(path), app.settings._labels()
+    click(app.settings.load_button)
+
+
+# -- tests, in the order a session would go ----------------------------------------------
+def test_window_opens_with_title_and_panels(app: App) -> None:
+    assert dpg.get_viewport_title().startswith("dpgviz")
+    assert app.frame()
+    w, h = dpg.get_item_rect_size(app.canvas.plot)
+    assert w > 400 and h > 200
+    assert app.file_menu  # where session and export items hook in
+
+
+def test_model_dropdown_lists_default_then_found(app: App, models_dir: Path) -> None:
+    entries = app.settings.entries
+    assert entries[0].is_default
+    assert {e.path for e in entries[1:]} >= {models_dir / "tiny" / "ckpt.pt", models_dir / "broken" / "ckpt.pt"}
+
+
+def test_bad_checkpoint_shows_error_and_app_stays_up(app: App, models_dir: Path) -> None:
+    load_through_dropdown(app, models_dir / "broken" / "ckpt.pt")
+    run_until(app, lambda: not app.is_loading)
+    assert app.model_info is None
+    assert "checkpoint" in app.status.text
+    assert dpg.get_item_configuration(app.status.message)["color"][0] > 0.9  # shown in red
+    for _ in range(3):
+        assert app.frame()
+
+
+def test_loads_a_model(app: App, models_dir: Path) -> None:
+    default = default_model_entry()
+    load_through_dropdown(app, default.path if default.path.is_file() else models_dir / "tiny" / "ckpt.pt")
+    run_until(app, lambda: app.model_info is not None)
+    assert app.model_info["device"] in dpg.get_value(app.status.device)
+    assert dpg.get_item_configuration(app.settings.start_button)["enabled"]
+
+
+def test_bad_settings_show_a_message(app: App) -> None:
+    app.settings.write(GenerationSettings(length=20, steps=6))
+    click(app.settings.start_button)
+    assert app.run_id is None
+    assert "length must be at least 50" in app.status.text
+
+
+def test_generates_a_short_run_and_slider_covers_every_record(app: App) -> None:
+    app.settings.write(SHORT)
+    click(app.settings.start_button)
+    run_until(app, lambda: app.run_id is None)
+    n = expected_records(SHORT)
+    assert app.n_records() == n
+    assert dpg.get_item_configuration(app.timeline.slider)["max_value"] == n
+    rows = app.store.branches[app.view.branch].rows
+    for record in range(n):
+        set_slider(app, record)
+        assert app.canvas.shown_row == rows[record]
+    assert app.store.kind(rows[0]) == "initial" and app.store.kind(rows[-1]) == "final"
+
+
+def test_moving_the_slider_changes_the_canvas(app: App, tmp_path: Path) -> None:
+    set_slider(app, 0)  # every position masked: grey blocks
+    first = grab(app, tmp_path / "first.png")
+    set_slider(app, app.n_records() - 1)  # the finished text: nothing masked
+    last = grab(app, tmp_path / "last.png")
+    assert fraction_of(first, palette.MASKED_COLOR) > 0.95
+    assert fraction_of(last, palette.MASKED_COLOR) < 0.001
+    assert fraction_of(last, palette.STATES[1][2]) > 0.3  # visible cells (text covers the rest)
+    assert (np.abs(first.astype(int) - last.astype(int)).max(axis=-1) > 30).mean() > 0.01
+
+
+def test_colour_modes_change_the_canvas(app: App, tmp_path: Path) -> None:
+    set_slider(app, app.n_records() - 1)
+    state = grab(app, tmp_path / "state.png")
+    app.set_color_mode("confidence")
+    confidence = grab(app, tmp_path / "confidence.png")
+    app.set_color_mode("state")
+    app.frame()
+    levels = palette.COLORS[palette.LEVEL0 :]
+    in_levels = sum(fraction_of(confidence, tuple(int(c) for c in rgb)) for rgb in levels)
+    assert in_levels > 0.3
+    assert not np.array_equal(state, confidence)
+
+
+def test_text_mode_changes_the_layout(app: App) -> None:
+    grid = app.canvas.layout
+    dpg.set_value(app.text_mode_box, True)
+    dpg.get_item_callback(app.text_mode_box)(app.text_mode_box, True)
+    app.frame()
+    text = app.canvas.layout
+    assert text is not grid
+    if (app.store.get("tokens", app.canvas.shown_row) == app.canvas.vocab.newline_id).any():
+        assert text.n_rows > grid.n_rows
+    dpg.set_value(app.text_mode_box, False)
+    dpg.get_item_callback(app.text_mode_box)(app.text_mode_box, False)
+    app.frame()
+
+
+def test_keyboard_steps_through_records(app: App) -> None:
+    n = app.n_records()
+    set_slider(app, 3)
+    click(app.key_handlers[dpg.mvKey_Right])
+    app.frame()
+    assert app.view.record == 4
+    click(app.key_handlers[dpg.mvKey_Left])
+    click(app.key_handlers[dpg.mvKey_Left])
+    app.frame()
+    assert app.view.record == 2
+    click(app.key_handlers[dpg.mvKey_End])
+    app.frame()
+    assert app.view.record == n - 1
+    click(app.key_handlers[dpg.mvKey_Home])
+    app.frame()
+    assert app.view.record == 0
+    click(app.key_handlers[dpg.mvKey_Spacebar])
+    assert app.view.playing
+    run_until(app, lambda: not app.view.playing, timeout_s=10)
+    assert app.view.record == n - 1
+
+
+def test_nothing_is_redrawn_when_nothing_changed(app: App) -> None:
+    app.frame()
+    before = app.canvas.redraws
+    for _ in range(5):
+        app.frame()
+    assert app.canvas.redraws == before
+
+
+def test_continue_runs_a_new_branch_from_the_shown_record(app: App) -> None:
+    parent = app.view.branch
+    set_slider(app, 4)  # initial, prediction 0, remask 0, prediction 1, remask 1
+    click(app.settings.continue_button)
+    assert app.run_id is not None
+    run_until(app, lambda: app.run_id is None)
+    branch = app.store.branches[app.view.branch]
+    assert branch.parent == parent and branch.fork_record == 4
+    assert app.n_records() == expected_records(SHORT, start_iteration=2)
+    assert app.store.kind(branch.rows[0]) == "initial"
+
+
+def test_stop_works_mid_run(app: App) -> None:
+    long = GenerationSettings(length=256, steps=200, seed=5)
+    app.settings.write(long)
+    click(app.settings.start_button)
+    run_until(app, lambda: app.n_records() >= 5)
+    click(app.settings.stop_button)
+    run_until(app, lambda: app.run_id is None, timeout_s=30)
+    assert 5 <= app.n_records() < expected_records(long)
+    assert "Stopped" in app.status.text
+    assert app.view.follow_live and app.view.record == app.n_records() - 1
+
+
+def test_worker_death_is_shown_and_loading_again_works(app: App, models_dir: Path) -> None:
+    os.kill(app.client.pid, signal.SIGKILL)
+    run_until(app, lambda: app.client is None, timeout_s=10)
+    assert "stopped unexpectedly" in app.status.text
+    assert app.model_info is None
+    assert app.n_records() > 0  # what was received stays viewable
+    load_through_dropdown(app, models_dir / "tiny" / "ckpt.pt")
+    run_until(app, lambda: app.model_info is not None)
+
+
+def test_tall_sequences_scroll(app: App) -> None:
+    from dpgviz.gui.bench_gui import synthetic_store, synthetic_vocab
+
+    vocab = synthetic_vocab()
+    app.show_store(synthetic_store(16384, 2, vocab=vocab), list(vocab.itos), vocab.n_ids)
+    app.frame()
+    layout = app.canvas.layout
+    assert layout.n_rows > app.canvas.view_rows
+    assert dpg.is_item_shown(app.canvas.scrollbar)
+    app.canvas.scroll_by(app.view, 10)
+    app.frame()
+    assert app.canvas.visible[0] == 10
+    app.canvas.scroll_by(app.view, 10_000)
+    app.frame()
+    assert app.canvas.visible == (layout.n_rows - app.canvas.view_rows, layout.n_rows)

@@ -1,0 +1,221 @@
+"""Canvas layout, palette and view state: pure numpy, no window."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_NEW, FLAG_PROTECTED, FLAG_REMASKED
+from dpgviz.gui import palette
+from dpgviz.gui.layout import (
+    _wrap_mixed,
+    _wrap_uniform,
+    char_table,
+    grid_layout,
+    row_strings,
+    scatter_cells,
+    text_layout,
+    visible_rows,
+    wrap,
+)
+from dpgviz.gui.view_state import ViewState
+
+
+# -- layout ---------------------------------------------------------------------------
+def test_grid_layout_fills_rows_in_order() -> None:
+    layout = grid_layout(10, cols=4)
+    assert layout.row.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
+    assert layout.col.tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    assert layout.n_rows == 3
+    assert layout.row_first.tolist() == [0, 4, 8, 10]
+
+
+def test_grid_layout_is_independent_of_tokens() -> None:
+    assert grid_layout(100, 7).same_as(grid_layout(100, 7))
+    assert not grid_layout(100, 7).same_as(grid_layout(100, 8))
+
+
+def test_grid_slots_wider_than_one_cell() -> None:
+    layout = grid_layout(5, cols=7, slot_width=3)  # two 3-cell slots fit a 7-cell row
+    assert layout.row.tolist() == [0, 0, 1, 1, 2]
+    assert layout.col.tolist() == [0, 3, 0, 3, 0]
+
+
+def test_text_layout_breaks_after_newlines() -> None:
+    ids = {"a": 0, "b": 1, "\n": 2}
+    tokens = np.array([ids[c] for c in "ab\nba\n\na"])
+    layout = text_layout(tokens, np.ones(3, np.int64), newline_id=2, cols=10)
+    assert layout.row.tolist() == [0, 0, 0, 1, 1, 1, 2, 3]
+    assert layout.col.tolist() == [0, 1, 2, 0, 1, 2, 0, 0]
+
+
+def test_text_layout_wraps_long_lines() -> None:
+    layout = text_layout(np.zeros(7, np.int64), np.ones(1, np.int64), newline_id=None, cols=3)
+    assert layout.row.tolist() == [0, 0, 0, 1, 1, 1, 2]
+
+
+def test_mixed_widths_never_straddle_rows() -> None:
+    layout = wrap(np.array([2, 3, 1, 4, 2]), cols=5)
+    assert layout.row.tolist() == [0, 0, 1, 1, 2]
+    assert layout.col.tolist() == [0, 2, 0, 1, 0]
+    assert (layout.col + layout.width <= 5).all()
+
+
+def test_token_wider_than_a_row_is_clipped_to_the_row() -> None:
+    layout = wrap(np.array([1, 9, 1]), cols=4)
+    assert layout.row.tolist() == [0, 1, 2]
+    assert layout.width.tolist() == [1, 4, 1]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_uniform_and_mixed_wrapping_agree(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, cols = 500, int(rng.integers(3, 40))
+    breaks = rng.random(n) < 0.05
+    row_u, col_u = _wrap_uniform(n, 1, cols, breaks)
+    row_m, col_m = _wrap_mixed(np.ones(n, np.int64), cols, breaks)
+    assert row_u.tolist() == row_m.tolist()
+    assert col_u.tolist() == col_m.tolist()
+
+
+def test_positions_of_rows_is_a_slice() -> None:
+    layout = grid_layout(10, cols=4)
+    assert layout.positions(1, 3) == slice(4, 10)
+    assert layout.positions(2, 99) == slice(8, 10)
+    assert layout.positions(5, 9) == slice(10, 10)
+
+
+def test_visible_rows_clamps_scroll() -> None:
+    assert visible_rows(0, 10, 4) == (0, 4)
+    assert visible_rows(50, 10, 40) == (30, 40)
+    assert visible_rows(-3, 10, 40) == (0, 10)
+    assert visible_rows(5, 10, 40) == (5, 15)
+
+
+def test_scatter_cells_fills_only_covered_cells() -> None:
+    layout = grid_layout(10, cols=4)
+    sl = layout.positions(1, 3)
+    values = np.arange(10)[sl]
+    grids = scatter_cells(layout, 1, 3, {"v": (values, -1)})
+    assert grids["v"].tolist() == [[4, 5, 6, 7], [8, 9, -1, -1]]
+
+
+def test_scatter_cells_spells_wide_tokens() -> None:
+    chars = char_table(np.array(["ab", "c", "xyz"], dtype=object), 3)
+    tokens = np.array([0, 1, 2])
+    layout = wrap(chars_width := np.array([2, 1, 3]), cols=4)
+    assert chars_width.sum() == 6
+    grids = scatter_cells(layout, 0, layout.n_rows, {"v": (tokens, -1)}, tokens=tokens, chars_by_id=chars)
+    assert row_strings(grids["chars"]) == ["abc ", "xyz "]
+    assert grids["v"].tolist() == [[0, 0, 1, -1], [2, 2, 2, -1]]
+
+
+def test_row_strings_joins_each_row() -> None:
+    grid = np.array([list("ab c"), list("↵d  ")], dtype="<U1")
+    assert row_strings(grid) == ["ab c", "↵d  "]
+
+
+# -- palette --------------------------------------------------------------------------
+def test_state_priority() -> None:
+    flags = np.array([0, FLAG_NEW, FLAG_MASKED, FLAG_MASKED | FLAG_REMASKED, FLAG_PROTECTED | FLAG_NEW, FLAG_EDITED])
+    got = palette.state_indices(flags)
+    want = [palette.STATE_INDEX[k] for k in ("visible", "new", "masked", "remasked", "protected", "edited")]
+    assert got.tolist() == want
+
+
+def test_levels_use_masked_and_no_value_colours() -> None:
+    values = np.array([0.0, 0.999, np.nan, np.nan, 0.5], dtype=np.float16)
+    flags = np.array([0, 0, FLAG_MASKED, 0, FLAG_MASKED])
+    got = palette.level_indices(values, flags, 0.0, 1.0)
+    assert got.tolist() == [palette.LEVEL0, palette.LEVEL0 + palette.LEVELS - 1, palette.MASKED, palette.NO_VALUE,
+                            palette.LEVEL0 + palette.LEVELS // 2]
+
+
+def test_heat_values_select_exact_colours() -> None:
+    """ImPlot's qualitative lookup: index = int(N * (v - min) / (max - min)), min 0, max N."""
+    idx = np.arange(palette.N_COLORS)
+    t = palette.heat_values(idx) / palette.N_COLORS
+    assert (np.clip((palette.N_COLORS * t).astype(int), 0, palette.N_COLORS - 1) == idx).all()
+
+
+def test_text_ink_contrasts_with_cells() -> None:
+    assert palette.TEXT_ON_LIGHT[palette.STATE_INDEX["protected"]]  # yellow: dark ink
+    assert not palette.TEXT_ON_LIGHT[palette.STATE_INDEX["visible"]]  # dark cell: light ink
+    assert not palette.TEXT_ON_LIGHT[palette.LEVEL0]  # dark end of viridis
+    assert palette.TEXT_ON_LIGHT[palette.N_COLORS - 1]  # yellow end of viridis
+
+
+def test_palette_colours_are_distinct() -> None:
+    states = {tuple(c) for c in palette.COLORS[1 : 1 + len(palette.STATES)]}
+    assert len(states) == len(palette.STATES)
+
+
+# -- view state -------------------------------------------------------------------------
+def test_follow_live_tracks_newest_record() -> None:
+    view = ViewState()
+    view.advance(5, 0.016)
+    assert view.record == 4
+    view.advance(9, 0.016)
+    assert view.record == 8
+
+
+def test_stepping_back_stops_following() -> None:
+    view = ViewState()
+    view.advance(9, 0.016)
+    view.step(-1, 9)
+    assert (view.record, view.follow_live) == (7, False)
+    view.advance(12, 0.016)
+    assert view.record == 7
+    view.end(12)
+    assert (view.record, view.follow_live) == (11, True)
+
+
+def test_play_advances_at_speed_and_stops_at_end() -> None:
+    view = ViewState(play_speed=10.0)
+    view.home(20)
+    view.toggle_play(20)
+    view.advance(20, 0.25)  # 2.5 records
+    assert view.record == 2
+    view.advance(20, 10.0)
+    assert view.record == 19 and not view.playing
+
+
+def test_play_at_end_restarts_from_first_record() -> None:
+    view = ViewState()
+    view.advance(5, 0.0)
+    view.toggle_play(5)
+    assert view.record == 0 and view.playing
+
+
+def test_select_clamps() -> None:
+    view = ViewState()
+    view.select(99, 10)
+    assert view.record == 9
+    view.select(-4, 10)
+    assert view.record == 0
+
+
+# -- app helpers and the process boundary ----------------------------------------------
+def test_expected_records_and_continue_point() -> None:
+    from dpgviz.core.settings import GenerationSettings
+    from dpgviz.gui.app import continue_point, expected_records
+
+    assert expected_records(GenerationSettings(steps=20)) == 41
+    assert expected_records(GenerationSettings(steps=20), start_iteration=5) == 31
+    assert continue_point("initial", 3) == 3
+    assert continue_point("remask", 3) == 4
+    assert continue_point("prediction", 3) == 4
+
+
+def test_gui_process_never_imports_torch() -> None:
+    code = (
+        "import sys\n"
+        "import dpgviz.gui.app, dpgviz.gui.bench_gui\n"
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'dpgviz.engine'))]\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
