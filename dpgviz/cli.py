@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--length", type=int, default=256)
     b.add_argument("--steps", type=int, default=20)
     b.add_argument("--json", action="store_true")
+    b = bench.add_parser("sampler", help="per-iteration time of each strategy vs one bare forward pass")
+    _model_args(b)
+    b.add_argument("--length", type=int, default=256)
+    b.add_argument("--steps", type=int, default=10)
+    b.add_argument("--rounds", type=int, default=3)
+    b.add_argument("--json", action="store_true")
 
     p = sub.add_parser("open", help="open a saved session in the app")
     p.add_argument("file")
@@ -116,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--branch")
     p.add_argument("--record", type=int)
     p.add_argument("--frame-ms", type=int, default=120)
+    p.add_argument("--mode", default="mask-state", choices=("mask-state", "confidence", "score", "entropy"),
+                   help="colouring of PNG and GIF exports")
     p.add_argument("--out", required=True)
     return parser
 
@@ -303,6 +311,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench == "sampler":
+        from dpgviz.engine.bench_sampler import main as bench_sampler
+
+        bench_sampler(args.length, args.steps, args.rounds, args.model, args.meta, args.device, args.json)
+        return 0
     from dpgviz.bench import bench_worker
 
     bench_worker(args.length, args.steps, args.model, args.meta, args.device, args.json)
@@ -318,7 +331,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from dpgviz.store.commands import cmd_export as export
 
-    return export(args.file, args.format, args.branch, args.record, args.frame_ms, args.out)
+    return export(args.file, args.format, args.branch, args.record, args.frame_ms, args.out, mode=args.mode)
 
 
 def cmd_gui(args: argparse.Namespace, session: str | None = None) -> int:
@@ -365,3 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("dpgviz: interrupted\n")
         return 130
+    except BrokenPipeError:  # `show --json | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
