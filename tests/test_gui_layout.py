@@ -148,6 +148,22 @@ def test_text_ink_contrasts_with_cells() -> None:
     assert palette.TEXT_ON_LIGHT[palette.N_COLORS - 1]  # yellow end of viridis
 
 
+@pytest.mark.parametrize("mode_key", ["state", "confidence", "score", "entropy"])
+def test_canvas_colours_match_the_exports(mode_key: str) -> None:
+    from dpgviz.core import palette as shared
+
+    rng = np.random.default_rng(1)
+    flags = rng.integers(0, 32, 500).astype(np.uint8)
+    values = np.where(rng.random(500) < 0.2, np.nan, rng.random(500) * 4.0).astype(np.float16)
+    mode = palette.for_vocab(palette.MODE_BY_KEY[mode_key], 65)
+    got = palette.COLORS[palette.mode_indices(mode, {"flags": flags, mode.field or "flags": values if mode.field else flags})]
+    if mode.field is None:
+        want = shared.cell_rgb("mask-state", flags)
+    else:
+        want = shared.cell_rgb(mode_key, flags, values, shared.value_range(mode_key, 65))
+    assert (got == want).all()
+
+
 def test_palette_colours_are_distinct() -> None:
     states = {tuple(c) for c in palette.COLORS[1 : 1 + len(palette.STATES)]}
     assert len(states) == len(palette.STATES)

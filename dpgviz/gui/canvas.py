@@ -239,9 +239,7 @@ class TokenCanvas:
         return rows[min(max(0, view.record), len(rows) - 1)]
 
     def _draw(self, store: StepStore, row: int, view: ViewState, layout: CellLayout, r0: int, r1: int) -> None:
-        mode = palette.MODE_BY_KEY[view.color_mode]
-        if mode.key == "entropy":
-            mode = dataclasses.replace(mode, hi=math.log(max(2, self.vocab.size)))
+        mode = palette.for_vocab(palette.MODE_BY_KEY[view.color_mode], self.vocab.size)
         sl = layout.positions(r0, r1)
         arrays = {"flags": store.get("flags", row)[sl]}
         if mode.field is not None:

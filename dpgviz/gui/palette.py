@@ -4,15 +4,15 @@ The canvas draws cells through ImPlot's heat series with one qualitative colorma
 table below), so a cell's value is simply an index into `COLORS`; switching modes only
 changes the indices. The table, in order:
 
-    BLANK      no token in the cell (plot background)
+    BLANK      no token in the cell (the canvas background)
     states     masked / visible / new / remasked / protected / edited  (mask-state mode)
     NO_VALUE   visible cell the current mode has no number for (e.g. score in a prediction)
     levels     LEVELS steps of viridis, for confidence, remask score and entropy
 
-Categorical colours are Okabe & Ito's colour-blind-safe set; the sequential scale is
-viridis (perceptually uniform, readable with the common colour-vision deficiencies).
-Masked cells are a solid grey block in every mode. `TEXT_ON_LIGHT[i]` says whether text
-over colour i must be dark. numpy only.
+The colours themselves come from `dpgviz.core.palette`, shared with the PNG/GIF/HTML
+exports so a picture looks like the app: Okabe & Ito's colour-blind-safe set for the
+states, viridis for values. Masked cells are a solid grey block in every mode.
+`TEXT_ON_LIGHT[i]` says whether text over colour i must be dark. numpy only.
 """
 
 from __future__ import annotations
@@ -21,45 +21,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dpgviz.core import palette as shared
 from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_NEW, FLAG_PROTECTED, FLAG_REMASKED
 
-BACKGROUND = (30, 32, 38)  # canvas background, also the BLANK cell colour
-MASKED_COLOR = (118, 124, 136)  # grey: a masked position is a filled block
 
-# (key, label, rgb) of the mask-state categories; the first is the masked block.
-STATES: tuple[tuple[str, str, tuple[int, int, int]], ...] = (
-    ("masked", "masked", MASKED_COLOR),
-    ("visible", "visible", (48, 52, 61)),
-    ("new", "new this step", (86, 180, 233)),  # Okabe-Ito sky blue
-    ("remasked", "remasked this step", (213, 94, 0)),  # Okabe-Ito vermillion
-    ("protected", "protected", (240, 228, 66)),  # Okabe-Ito yellow
-    ("edited", "edited by hand", (204, 121, 167)),  # Okabe-Ito reddish purple
+def _rgb(row: np.ndarray) -> tuple[int, int, int]:
+    return (int(row[0]), int(row[1]), int(row[2]))
+
+
+BACKGROUND = _rgb(shared.PAGE_RGB)  # canvas background, also the BLANK cell colour
+MASKED_COLOR = _rgb(shared.STATE_RGB[shared.STATE_MASKED])  # a masked position is a filled block
+NO_VALUE_COLOR = _rgb(shared.NO_VALUE_RGB)
+
+# (key, label, rgb) of the mask-state categories, in legend order.
+_STATE_LABELS = {
+    "masked": "masked",
+    "visible": "visible",
+    "new": "new this step",
+    "remasked": "remasked this step",
+    "protected": "protected",
+    "edited": "edited by hand",
+}
+STATES: tuple[tuple[str, str, tuple[int, int, int]], ...] = tuple(
+    (key, label, _rgb(shared.STATE_RGB[shared.STATE_NAMES.index(key)])) for key, label in _STATE_LABELS.items()
 )
-NO_VALUE_COLOR = (48, 52, 61)
-
-# viridis anchor colours (matplotlib's table at 0, 1/8, ..., 1), interpolated to LEVELS.
-_VIRIDIS = np.array(
-    [
-        (68, 1, 84),
-        (71, 44, 122),
-        (59, 81, 139),
-        (44, 113, 142),
-        (33, 144, 141),
-        (39, 173, 129),
-        (92, 200, 99),
-        (170, 220, 50),
-        (253, 231, 37),
-    ],
-    dtype=np.float64,
-)
-LEVELS = 32
-
-
-def _viridis(n: int) -> np.ndarray:
-    x = np.linspace(0.0, 1.0, n)
-    anchors = np.linspace(0.0, 1.0, len(_VIRIDIS))
-    return np.stack([np.interp(x, anchors, _VIRIDIS[:, c]) for c in range(3)], axis=1).round().astype(np.int64)
-
+LEVELS = len(shared.VIRIDIS_RGB)  # 256: the exports' scale, level for level
 
 BLANK = 0
 STATE_INDEX = {key: 1 + i for i, (key, _, _) in enumerate(STATES)}
@@ -67,24 +53,13 @@ MASKED = STATE_INDEX["masked"]
 NO_VALUE = 1 + len(STATES)
 LEVEL0 = NO_VALUE + 1
 
-COLORS = np.array([BACKGROUND, *(c for _, _, c in STATES), NO_VALUE_COLOR, *_viridis(LEVELS)], dtype=np.int64)
+COLORS = np.array([BACKGROUND, *(c for _, _, c in STATES), NO_VALUE_COLOR, *shared.VIRIDIS_RGB], dtype=np.int64)
 N_COLORS = len(COLORS)
 
 
-def _luminance(rgb: np.ndarray) -> np.ndarray:
-    """Relative luminance (WCAG) of sRGB colours in 0..255."""
-    c = rgb / 255.0
-    lin = np.where(c <= 0.03928, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    return lin @ np.array([0.2126, 0.7152, 0.0722])
-
-
-LIGHT_TEXT = (230, 232, 236, 255)
-DARK_TEXT = (16, 16, 20, 255)
-# Dark text wherever it contrasts better than light text (WCAG contrast ratios).
-_LUM = _luminance(COLORS.astype(np.float64))
-_LIGHT_LUM = float(_luminance(np.array(LIGHT_TEXT[:3], dtype=np.float64)))
-_DARK_LUM = float(_luminance(np.array(DARK_TEXT[:3], dtype=np.float64)))
-TEXT_ON_LIGHT = (_LUM + 0.05) / (_DARK_LUM + 0.05) > (_LIGHT_LUM + 0.05) / (_LUM + 0.05)  # True: draw dark text
+LIGHT_TEXT = (*_rgb(shared.INK_LIGHT), 255)
+DARK_TEXT = (*_rgb(shared.INK_DARK), 255)
+TEXT_ON_LIGHT = (shared.ink_rgb(COLORS.astype(np.uint8)) == shared.INK_DARK).all(axis=-1)  # True: draw dark text
 
 
 @dataclass(frozen=True)
@@ -102,15 +77,24 @@ MODES: tuple[ColorMode, ...] = (
     ColorMode("confidence", "Confidence p(token)", "confidence", 0.0, 1.0, "Model probability of the token shown"),
     ColorMode("score", "Remask score", "score", 0.0, 1.0, "Higher = more likely to be masked again"),
     ColorMode("entropy", "Entropy (nats)", "entropy", 0.0, 4.2, "Uncertainty of the prediction at this position"),
+    # entropy's top is ln V of the loaded vocabulary (see `for_vocab`); 4.2 ~ ln 65
 )
 MODE_BY_KEY = {m.key: m for m in MODES}
 MODE_BY_LABEL = {m.label: m for m in MODES}
 
 
+def for_vocab(mode: ColorMode, vocab_size: int) -> ColorMode:
+    """`mode` with the exports' fixed scale for a vocabulary of `vocab_size` tokens."""
+    if mode.field is None:
+        return mode
+    lo, hi = shared.value_range(mode.key, vocab_size)
+    return ColorMode(mode.key, mode.label, mode.field, lo, hi, mode.description)
+
+
 def _state_table() -> np.ndarray:
     """Colour index for every combination of the five FLAG_* bits (a 32-entry lookup)."""
     flags = np.arange(32)
-    out = np.full(32, STATE_INDEX["visible"], dtype=np.uint8)
+    out = np.full(32, STATE_INDEX["visible"], dtype=np.uint16)
     out[(flags & FLAG_NEW) != 0] = STATE_INDEX["new"]
     out[(flags & FLAG_EDITED) != 0] = STATE_INDEX["edited"]
     out[(flags & FLAG_PROTECTED) != 0] = STATE_INDEX["protected"]
@@ -134,11 +118,10 @@ def level_indices(values: np.ndarray, flags: np.ndarray, lo: float, hi: float) -
     """
     v = np.asarray(values, dtype=np.float32)
     finite = np.isfinite(v)
-    span = hi - lo if hi > lo else 1.0
-    level = np.clip(((np.nan_to_num(v, nan=lo) - lo) / span * LEVELS).astype(np.int64), 0, LEVELS - 1)
+    scaled = (np.nan_to_num(v, nan=lo) - lo) / max(hi - lo, 1e-12)
+    level = np.rint(np.clip(scaled, 0.0, 1.0) * (LEVELS - 1)).astype(np.uint16)  # as shared.value_rgb
     is_masked = (np.asarray(flags) & FLAG_MASKED) != 0
-    out = np.where(finite, LEVEL0 + level, np.where(is_masked, MASKED, NO_VALUE))
-    return out.astype(np.uint8)
+    return np.where(finite, LEVEL0 + level, np.where(is_masked, MASKED, NO_VALUE)).astype(np.uint16)
 
 
 def mode_indices(mode: ColorMode, arrays: dict[str, np.ndarray]) -> np.ndarray:
@@ -162,6 +145,7 @@ def colormap_colors() -> list[list[int]]:
     return [[int(r), int(g), int(b), 255] for r, g, b in COLORS]
 
 
-def level_colors() -> list[list[int]]:
-    """Only the sequential levels, for a legend's colour scale."""
-    return [[int(r), int(g), int(b), 255] for r, g, b in COLORS[LEVEL0:]]
+def level_colors(n: int = 64) -> list[list[int]]:
+    """`n` colours evenly along the sequential levels, for a legend's colour scale."""
+    picks = COLORS[LEVEL0 + np.linspace(0, LEVELS - 1, n).round().astype(int)]
+    return [[int(r), int(g), int(b), 255] for r, g, b in picks]
