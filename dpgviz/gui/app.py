@@ -33,7 +33,7 @@ from dpgviz.core.discovery import ModelEntry, default_model_entry
 from dpgviz.core.records import FLAG_PROTECTED, KINDS
 from dpgviz.core.settings import GenerationSettings, SettingsError
 from dpgviz.gui import palette
-from dpgviz.gui.canvas import TokenCanvas
+from dpgviz.gui.canvas import ZOOM_RANGE, TokenCanvas
 from dpgviz.gui.settings_panel import PANEL_WIDTH, Commands, SettingsPanel
 from dpgviz.gui.status import Legend, StatusBar
 from dpgviz.gui.theme import dark_theme, load_fonts
@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 TITLE = "dpgviz - masked diffusion visualizer"
 TIMELINE_PX = 40
-STATUS_PX = 28
+STATUS_PX = 34
 SCROLL_ROWS_PER_NOTCH = 3
 
 
@@ -145,6 +145,12 @@ class App:
                                 callback=self._on_mode,
                             )
                             self.text_mode_box = dpg.add_checkbox(label="text mode", callback=self._on_text_mode)
+                            self.zoom_slider = dpg.add_slider_int(
+                                label="zoom", width=140, default_value=self.view.font_px, min_value=ZOOM_RANGE[0],
+                                max_value=ZOOM_RANGE[1], format="%d px", callback=self._on_zoom,
+                            )
+                            with dpg.tooltip(self.zoom_slider):
+                                dpg.add_text("Text and cell size. Ctrl + mouse wheel over the canvas zooms too.")
                         self.legend.build(centre)
                         self.canvas.build(centre)
                     with dpg.child_window(height=TIMELINE_PX, border=True, no_scrollbar=True) as bottom:
@@ -165,6 +171,7 @@ class App:
         dpg.set_item_callback(self.canvas.scrollbar, lambda: self.canvas.on_scrollbar(self.view))
 
         dpg.set_primary_window(self.window, True)
+        dpg.configure_item(self.window, no_scrollbar=True)  # set_primary_window resets the flags
         dpg.setup_dearpygui()
         dpg.show_viewport()
         self._is_built = True
@@ -399,6 +406,7 @@ class App:
         self._last_rate = 0.0
         self.view.branch, self.view.record, self.view.top_row = branch, 0, 0
         self.view.follow_live, self.view.playing = True, False
+        self._fit_canvas(settings.length)
         self.say(f"Generating {settings.length} tokens in {settings.steps} steps...")
 
     def stop_run(self) -> None:
@@ -419,6 +427,11 @@ class App:
         self.view.branch = branch or (store.branch_order[0] if store.branch_order else None)
         self.view.record = max(0, self.n_records() - 1)
         self.view.follow_live = False
+        self._fit_canvas(store.layout.seq_len)
+
+    def _fit_canvas(self, seq_len: int) -> None:
+        self.canvas.fit(self.view, seq_len)
+        dpg.set_value(self.zoom_slider, self.view.font_px)
 
     def open_session(self, path: str | Path) -> None:
         """Open a saved session read-only (dpgviz.store.session)."""
@@ -445,8 +458,16 @@ class App:
         return on_key
 
     def _on_wheel(self, sender: int, delta: int) -> None:
-        if self.canvas.is_hovered():
+        if not self.canvas.is_hovered():
+            return
+        if dpg.is_key_down(dpg.mvKey_LControl) or dpg.is_key_down(dpg.mvKey_RControl):
+            self.canvas.zoom(self.view, self.view.font_px + int(delta))
+            dpg.set_value(self.zoom_slider, self.view.font_px)
+        else:
             self.canvas.scroll_by(self.view, -int(delta) * SCROLL_ROWS_PER_NOTCH)
+
+    def _on_zoom(self, sender: int, value: int) -> None:
+        self.canvas.zoom(self.view, value)
 
     def _on_mode(self, sender: int, label: str) -> None:
         self.view.color_mode = palette.MODE_BY_LABEL[label].key

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 ROW_HEIGHT = 1.35  # row pitch in font pixels: room between lines of text
 MAX_SLOT_WIDTH = 8  # widest grid slot (cells) for subword tokens; longer strings are cut
 SCROLLBAR_PX = 18
+ZOOM_RANGE = (6, 40)  # font pixels of the canvas text; cells scale with it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +78,7 @@ class TokenCanvas:
         self._light_rows: list[str] = []
         self._dark_rows: list[str] = []
         self._advance_ratio: float | None = None  # glyph advance / font pixel size
-        self._plot_px: tuple[int, int] = (0, 0)
+        self._metrics: tuple[int, int, int] = (0, 0, 0)  # plot width, height (px), font size (px)
         self._grid: CellLayout | None = None
         self._drawn_key: tuple | None = None
         self._heat_shape: tuple[int, int] = (0, 0)
@@ -127,7 +128,7 @@ class TokenCanvas:
                 dpg.bind_colormap(self.plot, self._colormap)
                 dpg.bind_item_theme(self.plot, canvas_plot_theme())
                 self._scroll = dpg.add_slider_int(
-                    vertical=True, width=SCROLLBAR_PX, height=-1, min_value=0, max_value=0, format="", enabled=True
+                    vertical=True, width=SCROLLBAR_PX, height=-1, min_value=0, max_value=0, format="", show=False
                 )
         dpg.set_axis_limits(self._x_axis, 0.0, 1.0)
         dpg.set_axis_limits(self._y_axis, -1.0, 0.0)
@@ -138,24 +139,22 @@ class TokenCanvas:
         self._drawn_key = None
 
     # -- geometry ------------------------------------------------------------------
-    def _measure(self) -> bool:
+    def _measure(self, font_px: int) -> bool:
         """Plot size and glyph metrics; False until the first frame has laid them out."""
         if self._advance_ratio is None:
-            size = dpg.get_text_size("M" * 100, font=self.fonts.mono) if self.fonts.mono else dpg.get_text_size("M" * 100)
+            probe = "M" * 100
+            size = dpg.get_text_size(probe, font=self.fonts.mono) if self.fonts.mono else dpg.get_text_size(probe)
             if not size or size[0] <= 0:
                 return False
-            font_px = MONO_FONT_PX if self.fonts.mono else 13
-            self._advance_ratio = size[0] / 100 / font_px
-            self._font_px = font_px
+            # Advance per pixel of font size: the same at every size for a monospace font.
+            self._advance_ratio = size[0] / len(probe) / (MONO_FONT_PX if self.fonts.mono else 13)
         w, h = dpg.get_item_rect_size(self.plot)
         if w <= 0 or h <= 0:
             return False
-        if (w, h) != self._plot_px:
-            self._plot_px = (int(w), int(h))
-            cell_px = self._advance_ratio * self._font_px
-            self._row_px = round(self._font_px * ROW_HEIGHT)
-            self._x_range = w / cell_px
-            self._y_range = h / self._row_px
+        if (w, h, font_px) != self._metrics:
+            self._metrics = (int(w), int(h), font_px)
+            self._x_range = w / (self._advance_ratio * font_px)  # cells across the plot
+            self._y_range = h / (font_px * ROW_HEIGHT)  # rows down the plot
             self.cols = max(1, int(self._x_range))
             self.view_rows = max(1, int(self._y_range))
             dpg.set_axis_limits(self._x_axis, 0.0, self._x_range)
@@ -166,8 +165,8 @@ class TokenCanvas:
 
     def _ensure_text_items(self, n_rows: int) -> None:
         """Two text items per visible row; created on first use and when the view grows."""
-        size = 1.0 / self._advance_ratio  # plot units -> the font's own pixel size (see module doc)
-        dy = (self._row_px - self._font_px) / 2 / self._row_px  # centre the text in its row
+        size = 1.0 / self._advance_ratio  # x units -> font pixels: one cell = one advance (module doc)
+        dy = (ROW_HEIGHT - 1.0) / 2 / ROW_HEIGHT  # centre a line of text in its row (row units)
         for row in range(len(self._light_items), n_rows):
             for items, color in ((self._light_items, palette.LIGHT_TEXT), (self._dark_items, palette.DARK_TEXT)):
                 item = dpg.draw_text((0.0, -row - dy), "", size=size, color=color, parent=self.plot)
@@ -180,6 +179,22 @@ class TokenCanvas:
     # -- scrolling -----------------------------------------------------------------
     def scroll_by(self, view: ViewState, rows: int) -> None:
         view.top_row = max(0, view.top_row + rows)
+
+    def fit(self, view: ViewState, seq_len: int, largest: int = 22) -> None:
+        """Zoom so `seq_len` tokens fit the view if they can, no larger than `largest` px."""
+        if self._advance_ratio is None or self._metrics[0] <= 0 or self.vocab is None:
+            return
+        w, h, _ = self._metrics
+        for font_px in range(largest, ZOOM_RANGE[0] - 1, -1):  # a few sizes, not tokens
+            slots = int(w / (self._advance_ratio * font_px)) // self.vocab.slot_width
+            if slots * int(h / (font_px * ROW_HEIGHT)) >= seq_len:
+                break
+        self.zoom(view, max(font_px, 12))  # below 12 px text is hard to read: scroll instead
+
+    @staticmethod
+    def zoom(view: ViewState, font_px: int) -> None:
+        """Set the canvas text size (and with it the cell size), keeping the top row."""
+        view.font_px = min(max(ZOOM_RANGE[0], int(font_px)), ZOOM_RANGE[1])
 
     def is_hovered(self) -> bool:
         return bool(self.plot) and dpg.is_item_hovered(self.plot)
@@ -204,7 +219,7 @@ class TokenCanvas:
 
     def refresh(self, store: StepStore | None, view: ViewState) -> bool:
         """Redraw if the shown record, mode, layout or scroll changed. True when it drew."""
-        if not self._measure():
+        if not self._measure(view.font_px):
             return False
         row = self._store_row(store, view)
         if row is None or self.vocab is None:
@@ -216,7 +231,7 @@ class TokenCanvas:
         top, r1 = visible_rows(view.top_row, self.view_rows, layout.n_rows)
         view.top_row = top
         r1 = min(layout.n_rows, top + len(self._light_items))  # draw the partly visible last row too
-        key = (id(store), row, view.color_mode, view.text_mode, self.cols, top, r1, id(self.vocab))
+        key = (id(store), row, view.color_mode, view.text_mode, self._metrics, top, r1, id(self.vocab))
         if key == self._drawn_key:
             return False
         self._draw(store, row, view, layout, top, r1)

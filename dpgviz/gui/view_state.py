@@ -17,6 +17,7 @@ class ViewState:
     color_mode: str = "state"  # palette.MODES key
     text_mode: bool = False  # reading layout (wrap at newlines) instead of the fixed grid
     top_row: int = 0  # first canvas row shown
+    font_px: int = 16  # canvas zoom: text size, and so cell size
     follow_live: bool = True  # jump to the newest record as records arrive
     playing: bool = False
     play_speed: float = 12.0  # records per second while playing
