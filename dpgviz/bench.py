@@ -11,7 +11,7 @@ The same generation (same model, strategy 'seed', same seed) three ways:
 Rates are records per second (a record = one substep the GUI can show). `bare` divides
 the sampler's record count by the bare forward time: the rate a sampler with zero
 overhead would reach. Each way runs once untimed (warm-up: allocator, thread pools,
-the first-call costs of every op) and then `repeats` times; the fastest counts
+the first-call costs of every op) and then `repeats` times, interleaved; the fastest counts
 (timeit's convention: slower repeats measure the machine's other load, not the code).
 Transport latency is per record, worker wrote the slot -> appended to the store.
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 
@@ -30,6 +29,7 @@ from dpgviz.core.settings import GenerationSettings
 from dpgviz.ipc.client import WorkerClient, run_layout
 from dpgviz.ipc.messages import ModelInfo, RunFinished
 from dpgviz.ipc.runner import IDLE_SLEEP_S, latency_stats, raise_failures, wait_for
+from dpgviz.ipc.worker import default_threads
 from dpgviz.store.step_store import StepStore
 
 log = logging.getLogger(__name__)
@@ -96,18 +96,16 @@ def bench_worker(
 ) -> dict:
     """Time bare forward passes, the in-process sampler and the worker path; print and return the numbers.
 
-    `threads` pins torch's intra-op threads in both processes (None: torch's default, one per
-    core); on a machine shared with other work, 1 thread gives steadier numbers.
+    All three use the same torch thread count, `threads` (None: what the worker takes by
+    default, every core but one), so the ratios measure the process boundary alone.
     """
-    if threads is not None:
-        os.environ["OMP_NUM_THREADS"] = str(threads)  # read by torch in the worker, spawned below
     import torch
 
     from dpgviz.engine.checkpoint import load_model
     from dpgviz.engine.sampler import Sampler
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+    threads = threads or default_threads()
+    torch.set_num_threads(threads)
 
     loaded = load_model(model, meta, device)  # CheckpointError (a ValueError) names what is wrong
     info = loaded.info()
@@ -115,7 +113,7 @@ def bench_worker(
     warmup = GenerationSettings(length=settings.length, steps=2, strategy="seed", seed=1)
     sampler = Sampler(loaded.model, loaded.vocab, loaded.device)
 
-    with WorkerClient() as client:
+    with WorkerClient(threads=threads) as client:
         client.load_model(model, meta, device)
         wait_for(client, (ModelInfo,))
         _time_inprocess(sampler, warmup, info)

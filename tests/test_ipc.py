@@ -139,6 +139,11 @@ def test_records_arrive_complete_in_order_and_equal_in_process_sampler(client: W
             np.testing.assert_array_equal(getattr(got, name), value, err_msg=f"{name} of record {row}")
 
 
+def test_model_info_reports_device_and_threads(client: WorkerClient):
+    assert client.model_info["device"] == "cpu"
+    assert client.model_info["threads"] >= 1 and client.model_info["block_size"] == 128
+
+
 def test_step_events_carry_scalars_and_latency(client: WorkerClient):
     settings = GenerationSettings(length=64, steps=5)
     store, branch = new_store(settings, client)

@@ -84,10 +84,11 @@ class _Run:
 class WorkerClient:
     """Owns one worker process and the GUI-side ends of its pipes and rings."""
 
-    def __init__(self, max_slots: int = 256, log_level: int | None = None) -> None:
+    def __init__(self, max_slots: int = 256, threads: int | None = None, log_level: int | None = None) -> None:
         self.max_slots = max_slots  # upper bound on ring slots per run (see ring.default_n_slots)
+        self.threads = threads  # torch threads in the worker; None = worker.default_threads()
         self.log_level = log_level if log_level is not None else logging.getLogger("dpgviz").getEffectiveLevel()
-        self.model_info: dict | None = None  # the last ModelInfo.info
+        self.model_info: dict | None = None  # the last ModelInfo.info (LoadedModel.info() + "threads")
         self.active_run: int | None = None  # the run started last, until it ends
         # Per record, worker wrote the slot -> appended to the store; the last 64k records.
         self.latencies_ms: deque[float] = deque(maxlen=1 << 16)
@@ -111,7 +112,7 @@ class WorkerClient:
         evt_read, evt_write = self._ctx.Pipe(duplex=False)
         self._process = self._ctx.Process(
             target=worker_main,
-            args=(cmd_read, evt_write, os.getpid(), self._session, self.max_slots, self.log_level),
+            args=(cmd_read, evt_write, os.getpid(), self._session, self.max_slots, self.log_level, self.threads),
             name="dpgviz-worker",
             daemon=True,  # multiprocessing's exit handler terminates it if close() was never called
         )
@@ -121,7 +122,7 @@ class WorkerClient:
         evt_write.close()
         self._commands, self._events = cmd_write, evt_read
         atexit.register(self.close)
-        log.info("worker %d started (session %s)", self._process.pid, self._session)
+        log.debug("worker %d started (session %s)", self._process.pid, self._session)
         return self
 
     @property

@@ -80,6 +80,19 @@ SLOT_WAIT_MIN_S = 0.0002  # first wait for a slot the GUI has not taken; doubles
 SLOT_WAIT_MAX_S = 0.005  # ...this, so a freed slot is noticed within 5 ms
 
 
+def default_threads() -> int:
+    """Torch threads for the worker: every core this process may use but one.
+
+    The GUI process is busy every frame (and under Xvfb, Mesa renders on the CPU). An
+    OpenMP team as wide as the machine then waits at each barrier for whichever thread
+    the GUI displaced: on this 2-core machine, beside a GUI polling every 2 ms, a tiny
+    model's run took 1.7x as long with 2 threads as with 1, and up to 60x as long while
+    other jobs also ran. So one core is left to the GUI.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return max(1, cores - 1)
+
+
 class _ParentGone(BaseException):
     """The GUI process is gone; exit without reporting to anyone."""
 
@@ -109,12 +122,15 @@ def one_line(exc: BaseException) -> str:
 
 
 class _Worker:
-    def __init__(self, commands: Connection, events: Connection, parent_pid: int, session: str, max_slots: int) -> None:
+    def __init__(
+        self, commands: Connection, events: Connection, parent_pid: int, session: str, max_slots: int, threads: int
+    ) -> None:
         self.commands = commands
         self.events = events
         self.parent_pid = parent_pid
         self.session = session
         self.max_slots = max_slots
+        self.threads = threads
         self.sampler: Any = None  # engine.sampler.Sampler once a model is loaded
         self.rings: list[Ring] = []  # created here and not yet unlinked + closed
         self.current: Ring | None = None  # ring of the run in progress
@@ -172,13 +188,17 @@ class _Worker:
     # -- commands --------------------------------------------------------------------
     def load(self, cmd: LoadModel) -> None:
         self.send(ModelLoading(0.0, "starting torch"))
+        import torch
+
         from dpgviz.engine.checkpoint import load_model
         from dpgviz.engine.sampler import Sampler
+
+        torch.set_num_threads(self.threads)
 
         self.send(ModelLoading(0.3, f"reading {cmd.path or 'the embedded default model'}"))
         loaded = load_model(cmd.path, cmd.meta, cmd.device)
         self.sampler = Sampler(loaded.model, loaded.vocab, loaded.device)  # replaces the old one only now
-        info = loaded.info()
+        info = {**loaded.info(), "threads": torch.get_num_threads()}
         self.send(ModelLoading(1.0, f"loaded {info['name']} on {info['device']}"))
         self.send(ModelInfo(info))
 
@@ -280,12 +300,13 @@ def worker_main(
     session: str,
     max_slots: int = 256,
     log_level: int = logging.WARNING,
+    threads: int | None = None,
 ) -> None:
-    """Entry point of the worker process. See Note [Worker shutdown] above."""
+    """Entry point of the worker process (`threads` None: default_threads()). See Note [Worker shutdown]."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
     logging.basicConfig(level=log_level, format="%(asctime)s dpgviz-worker %(levelname)s %(name)s: %(message)s")
-    worker = _Worker(commands, events, parent_pid, session, max_slots)
+    worker = _Worker(commands, events, parent_pid, session, max_slots, threads or default_threads())
     try:
         worker.serve()
     except _ParentGone:
