@@ -289,3 +289,18 @@ def test_tall_sequences_scroll(app: App) -> None:
     app.canvas.scroll_by(app.view, 10_000)
     app.frame()
     assert app.canvas.visible == (layout.n_rows - app.canvas.view_rows, layout.n_rows)
+
+
+def test_opens_a_saved_session(app: App, tmp_path: Path) -> None:
+    from dpgviz.gui.bench_gui import synthetic_store, synthetic_vocab
+    from dpgviz.store.session import save_session
+
+    vocab = synthetic_vocab()
+    path = save_session(tmp_path / "run.dpgviz", synthetic_store(300, 4, vocab=vocab), vocab)
+    app.open_session(path)
+    app.frame()
+    assert app.n_records() == 9
+    assert app.canvas.shown_row == app.store.branches[app.view.branch].rows[-1]
+    app.open_session(tmp_path / "missing.dpgviz")
+    assert "Cannot open" in app.status.text
+    assert app.frame()

@@ -106,6 +106,7 @@ class App:
         self.file_menu: int | str = 0
         self._arrivals: collections.deque[float] = collections.deque(maxlen=64)  # prediction records
         self._last_rate = 0.0
+        self._session = None  # an opened session file (store.session.Session), if any
         self._last_frame_t = time.perf_counter()
         self._is_built = False
 
@@ -198,6 +199,10 @@ class App:
         if self.client is not None:
             self.client.close()
             self.client = None
+        self.store = None
+        if self._session is not None:
+            self._session.close()
+            self._session = None
         if self._is_built:
             dpg.destroy_context()
             self._is_built = False
@@ -213,15 +218,19 @@ class App:
         """One frame: run callbacks, poll the worker into the store, refresh panels, render."""
         if not dpg.is_dearpygui_running():
             return False
+        self.update()
+        dpg.render_dearpygui_frame()
+        self.frame_count += 1
+        return True
+
+    def update(self) -> None:
+        """The Python half of a frame (everything but rendering): callbacks, poll, view, panels."""
         now = time.perf_counter()
         dt, self._last_frame_t = now - self._last_frame_t, now
         dpg.run_callbacks(dpg.get_callback_queue())
         self._poll()
         self.view.advance(self.n_records(), dt)
         self.refresh()
-        dpg.render_dearpygui_frame()
-        self.frame_count += 1
-        return True
 
     def refresh(self) -> None:
         """Push the current state into every panel (each skips what did not change)."""
@@ -445,8 +454,10 @@ class App:
         except (SessionError, OSError) as exc:
             self.say(f"Cannot open {path}: {exc}", is_error=True)
             return
-        self._session = session  # keeps the mapping alive while its arrays are shown
+        previous, self._session = self._session, session  # the session's mapping backs the store's arrays
         self.show_store(session.store, list(session.vocab.itos), session.vocab.n_ids)
+        if previous is not None:
+            previous.close()
         self.say(f"Opened {path}.")
 
     # -- callbacks (small: change the view state, then return) ----------------------

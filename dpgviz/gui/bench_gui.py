@@ -9,6 +9,7 @@ Numbers printed (medians):
   scrub_frame_ms         frame() while the record changes every frame (TOKENS x STEPS run)
   switch_py_ms[N]        Python time of the canvas refresh per step switch at N tokens
   idle_view_frame_ms     frame() showing a run without changes (nothing is redrawn)
+  idle_view_py_ms        the Python half of such a frame (App.update: callbacks, poll, panels)
 
 The records are synthetic (`synthetic_store`: the sampler's record shapes and flags from
 numpy random draws), so no model or torch is needed. Under Xvfb the renderer is Mesa's
@@ -147,6 +148,13 @@ def measure(tokens: int, steps: int, frames: int, switch_sizes: tuple[int, ...])
             samples.append(time.perf_counter() - t)
         results["idle_view_frame_ms"] = _median_ms(samples)
         results["idle_view_redraws"] = app.canvas.redraws - redraws
+        samples = []
+        for _ in range(frames):
+            t = time.perf_counter()
+            app.update()
+            samples.append(time.perf_counter() - t)
+            app.frame()
+        results["idle_view_py_ms"] = _median_ms(samples)
 
         for size in switch_sizes:
             store = synthetic_store(size, 20, vocab=vocab)

@@ -27,6 +27,7 @@ class TimelinePanel:
         self._on_branch = on_branch
         self._cache = Cached()
         self._branch_labels: dict[str, str] = {}
+        self._branches_key: tuple[int, int] | None = None
         self.slider = self.play_button = self.follow = self.speed = self.branch_combo = 0
 
     def build(self, parent: int | str) -> None:
@@ -87,12 +88,13 @@ class TimelinePanel:
         self._cache.configure(self.play_button, label="Pause" if view.playing else "Play")
         self._cache.set(self.follow, view.follow_live)
         if store is not None:
-            labels = {b: self._label(store, b) for b in store.branch_order}
-            if labels != self._branch_labels:
-                self._branch_labels = labels
-                dpg.configure_item(self.branch_combo, items=list(labels.values()))
-            if view.branch in labels:
-                self._cache.set(self.branch_combo, labels[view.branch])
+            branches_key = (id(store), len(store.branch_order))
+            if branches_key != self._branches_key:  # a run was added or the store replaced
+                self._branches_key = branches_key
+                self._branch_labels = {b: self._label(store, b) for b in store.branch_order}
+                dpg.configure_item(self.branch_combo, items=list(self._branch_labels.values()))
+            if view.branch in self._branch_labels:
+                self._cache.set(self.branch_combo, self._branch_labels[view.branch])
 
     @staticmethod
     def _label(store: StepStore, branch: str) -> str:
