@@ -28,6 +28,7 @@ import logging
 import multiprocessing as mp
 import os
 import secrets
+import select
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -96,6 +97,7 @@ class WorkerClient:
         self._process: mp.process.BaseProcess | None = None
         self._commands: Connection | None = None
         self._events: Connection | None = None
+        self._ready: select.poll | None = None
         self._session = ""
         self._next_run_id = 1
         self._runs: dict[int, _Run] = {}
@@ -121,6 +123,10 @@ class WorkerClient:
         cmd_read.close()
         evt_write.close()
         self._commands, self._events = cmd_write, evt_read
+        # Readable when an event arrived or the worker exited (its sentinel): poll()'s idle check.
+        self._ready = select.poll()
+        self._ready.register(evt_read.fileno(), select.POLLIN)
+        self._ready.register(self._process.sentinel, select.POLLIN)
         atexit.register(self.close)
         log.debug("worker %d started (session %s)", self._process.pid, self._session)
         return self
@@ -187,7 +193,7 @@ class WorkerClient:
         for conn in (self._commands, self._events):
             if conn is not None:
                 conn.close()
-        self._process = self._commands = self._events = None
+        self._process = self._commands = self._events = self._ready = None
         self.active_run = None
         self.model_info = None  # a new worker starts with no model
 
@@ -237,14 +243,14 @@ class WorkerClient:
     def poll(self, store: StepStore | None = None) -> list[Event]:
         """Every event that has arrived, without blocking; StepReady records go into `store`."""
         events: list[Event] = []
-        if self._process is None:
+        if self._process is None or not self._ready.poll(0):  # one syscall when nothing happened
             return events
         was_dead = not self._process.is_alive()
         is_eof = False
+        events_fd = self._events.fileno()
         try:
-            while self._events.poll(0):
-                event = self._events.recv()
-                events.extend(self._on_event(event, store))
+            while any(fd == events_fd for fd, _ in self._ready.poll(0)):  # data, or EOF once the worker is gone
+                events.extend(self._on_event(self._events.recv(), store))
         except (EOFError, OSError):
             is_eof = True
         if was_dead or is_eof:

@@ -45,6 +45,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import select
 import signal
 import sys
 import time
@@ -76,7 +77,7 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.5  # how often an idle worker checks that its parent lives (EOF is instant)
 RETIRE_POLL_S = 0.01  # while a finished run's ring waits for the GUI to attach
-SLOT_WAIT_MIN_S = 0.0002  # first wait for a slot the GUI has not taken; doubles up to...
+SLOT_WAIT_MIN_S = 0.001  # first wait for a slot the GUI has not taken (poll's unit is 1 ms); doubles up to...
 SLOT_WAIT_MAX_S = 0.005  # ...this, so a freed slot is noticed within 5 ms
 
 
@@ -126,6 +127,8 @@ class _Worker:
         self, commands: Connection, events: Connection, parent_pid: int, session: str, max_slots: int, threads: int
     ) -> None:
         self.commands = commands
+        self.command_ready = select.poll()  # a persistent poller: one syscall per check between records
+        self.command_ready.register(commands.fileno(), select.POLLIN)
         self.events = events
         self.parent_pid = parent_pid
         self.session = session
@@ -144,6 +147,10 @@ class _Worker:
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise _ParentGone() from exc
 
+    def has_command(self, timeout_s: float) -> bool:
+        """True when a command (or EOF: the GUI is gone) is waiting, after up to `timeout_s`."""
+        return bool(self.command_ready.poll(timeout_s * 1000))
+
     def check_parent(self) -> None:
         if os.getppid() != self.parent_pid:
             raise _ParentGone()
@@ -153,7 +160,7 @@ class _Worker:
         if self.pending:
             return self.pending.popleft()
         self.check_parent()
-        if not self.commands.poll(timeout):
+        if not self.has_command(timeout):
             return None
         try:
             return self.commands.recv()
@@ -257,7 +264,7 @@ class _Worker:
     def should_end_run(self, run_id: int, timeout: float) -> bool:
         """Read commands that arrived (waiting up to `timeout`); True if one ends run `run_id`."""
         self.check_parent()
-        if not self.commands.poll(timeout):
+        if not self.has_command(timeout):
             return False
         while True:
             try:
@@ -271,7 +278,7 @@ class _Worker:
             else:
                 self.pending.append(cmd)  # LoadModel / StartRun / Shutdown supersede this run
                 return True
-            if not self.commands.poll(0):
+            if not self.has_command(0):
                 return False
 
     # -- rings -----------------------------------------------------------------------
