@@ -304,3 +304,32 @@ def test_opens_a_saved_session(app: App, tmp_path: Path) -> None:
     app.open_session(tmp_path / "missing.dpgviz")
     assert "Cannot open" in app.status.text
     assert app.frame()
+
+
+def test_resizing_the_window_relays_the_canvas(app: App) -> None:
+    app.canvas.zoom(app.view, 16)
+    app.frame()
+    app.frame()
+    cols = app.canvas.cols
+    width = dpg.get_viewport_width()
+    dpg.set_viewport_width(width - 300)
+    try:
+        run_until(app, lambda: app.canvas.cols < cols, timeout_s=10)
+        assert app.canvas.layout.cols == app.canvas.cols
+    finally:
+        dpg.set_viewport_width(width)
+        app.frame()
+
+
+def test_folder_picker_adds_its_checkpoints(app: App, models_dir: Path) -> None:
+    app.settings.models_dirs = []
+    app.settings.rescan()
+    assert len(app.settings.entries) == 1  # the default only
+    click(app.settings.folder_button)
+    app.frame()
+    assert dpg.is_item_shown(app.settings.folder_dialog)
+    dpg.get_item_callback(app.settings.folder_dialog)(app.settings.folder_dialog, {"file_path_name": str(models_dir)})
+    dpg.hide_item(app.settings.folder_dialog)
+    app.frame()
+    assert len(app.settings.entries) == 3
+    assert app.settings.selected_entry().path.is_relative_to(models_dir)

@@ -47,7 +47,7 @@ class SettingsPanel:
         self.temperature = self.steps = self.length = self.start_ratio = self.end_ratio = 0
         self.randomness = self.strategy = self.seed = 0
         self.start_button = self.stop_button = self.continue_button = self.message = 0
-        self.folder_dialog = 0
+        self.folder_dialog = self.folder_button = 0
 
     # -- building ------------------------------------------------------------------
     def build(self, parent: int | str) -> None:
@@ -58,7 +58,9 @@ class SettingsPanel:
             self.model_combo = dpg.add_combo([], width=-1)
             with dpg.group(horizontal=True):
                 self.load_button = dpg.add_button(label="Load", width=80, callback=self._on_load)
-                dpg.add_button(label="Folder...", width=80, callback=lambda: dpg.show_item(self.folder_dialog))
+                self.folder_button = dpg.add_button(
+                    label="Folder...", width=80, callback=lambda: dpg.show_item(self.folder_dialog)
+                )
                 dpg.add_button(label="Rescan", width=70, callback=lambda: self.rescan())
             self.load_progress = dpg.add_progress_bar(default_value=0.0, width=-1, overlay="not loaded")
             self.model_info = dpg.add_text("", wrap=PANEL_WIDTH - 24, color=INFO_COLOR)
