@@ -238,7 +238,7 @@ class App:
         expected = self.run_expected if self.run_id is not None and self.view.branch == self.run_branch else None
         self.timeline.refresh(self.store, self.view, expected)
         self.legend.show(self.view.color_mode)
-        self.settings.set_running(self.run_id is not None, self.model_info is not None)
+        self.settings.set_running(self.run_id is not None, self.model_info is not None and not self.is_loading)
         info = self.model_info or {}
         if self.run_id is not None and self.run_branch is not None and self.store is not None:
             got = len(self.store.branches[self.run_branch].rows)

@@ -72,7 +72,6 @@ class TokenCanvas:
         self._heat: int | str = 0
         self._scroll: int | str = 0
         self._info: int | str = 0
-        self._placeholder: int | str = 0
         self._light_items: list[int | str] = []
         self._dark_items: list[int | str] = []
         self._light_rows: list[str] = []
