@@ -41,15 +41,19 @@ WRITTEN store, and the GUI reads a slot only after the StepReady message (a pipe
 syscall, a full barrier); the GUI's copy precedes its READ store. `_fence()` (a lock
 round trip, a full barrier, as vLLM's shm_broadcast does) sits before each state store.
 
-Lifetime: the worker creates the block (`Ring.create`) and is the only one to unlink it,
-as soon as it sees `is_attached` (the GUI mapped it), or at the end of a run, on
-shutdown, or on parent death if the GUI never attached. After the unlink only mappings
-remain and the kernel frees them when the last process unmaps or dies, so nothing can
-outlive both processes. The one exception: when the worker itself died (kill -9), the GUI
-removes the names of its runs with `Ring.remove_orphan`, since the creator no longer can.
-Both processes share one multiprocessing resource tracker under spawn; in Python <= 3.12
-attaching registers the name a second time, which the tracker's set absorbs, so each name
-is unregistered exactly once (by whichever unlink succeeds) and the tracker never warns.
+Lifetime: the worker creates the block (`Ring.create`) and is the only one to unlink it:
+as soon as it sees `is_attached` (checked after every record, and every 10 ms after the
+run), or, if the GUI never attached, on shutdown or parent death. After the unlink only
+mappings remain, which the kernel frees when the last process unmaps or dies, so nothing
+outlives both processes. The one exception: when the worker itself died (kill -9), the
+GUI removes its runs' names with `Ring.remove_orphan`, since the creator no longer can.
+Names are `dpgviz_<gui pid>_<random>_r<run id>` (`ring_name`), known to the GUI before
+the worker creates them, so this works even when RunStarted never arrived.
+
+Both processes share one multiprocessing resource tracker under spawn. Up to Python 3.12
+attaching registers the name a second time, which the tracker's set absorbs; from 3.13
+the GUI attaches with track=False. Either way each name is unregistered exactly once, by
+the unlink that succeeds, and the tracker never warns.
 
 Only this module holds numpy views into shared memory; `take` hands out copies.
 numpy and the standard library only; no torch.
