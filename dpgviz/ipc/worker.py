@@ -12,7 +12,8 @@ the run's shared-memory ring (`ipc.ring`), created here.
 
 During a run the worker checks the command pipe after every record and while it waits
 for the GUI to free a slot: StopRun ends the run; LoadModel, StartRun or Shutdown end it
-too and are handled next (one run at a time; a newer command supersedes it).
+too and are handled next (one run at a time; a newer command supersedes it). Torch gets
+every core but one (`default_threads`): the GUI process needs the last.
 
 Note [Worker shutdown]
 ~~~~~~~~~~~~~~~~~~~~~~
@@ -22,9 +23,9 @@ unlinking every ring it created that is still named, in each of these ways:
   * Shutdown command (WorkerClient.close()): the run in progress ends, the loop returns.
   * The GUI died (SIGKILL, SIGTERM, crash) or exited without close(): the GUI's end of the
     command pipe closes, so the pipe reads EOF at once; as a second signal, os.getppid()
-    no longer equals the parent pid (checked whenever a wait times out, at most every
-    0.5 s). Either raises _ParentGone. Rings the GUI already attached to were unlinked
-    when it attached, so only unattached ones are left to remove.
+    no longer equals the parent pid (checked between records and before every wait, so
+    at least every 0.5 s). Either raises _ParentGone. Rings the GUI had attached to were
+    unlinked as soon as the worker saw that, so only unattached ones are left to remove.
   * SIGTERM (Process.terminate(), the close() fallback, or multiprocessing's exit handler
     terminating this daemonic process): the handler raises _Terminated, a BaseException
     that run-error handling does not swallow, so the same `finally` cleanup runs. It runs
