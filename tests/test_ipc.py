@@ -325,14 +325,13 @@ def test_wait_for_raises_worker_failed_with_the_worker_message(client: WorkerCli
     assert "CheckpointError" in raised.value.traceback
 
 
-def test_runner_caps_length_and_returns_the_store(ckpt: Path):
+def test_runner_returns_the_store_of_one_run(ckpt: Path):
     from dpgviz.ipc.runner import run_via_worker
 
     seen = []
-    info, store, branch, summary = run_via_worker(
-        GenerationSettings(length=1000, steps=3), ckpt, None, "cpu", seen.append
-    )
-    assert info["block_size"] == 128 and summary["settings"]["length"] == 128
+    settings = GenerationSettings(length=100, steps=3)
+    info, store, branch, summary = run_via_worker(settings, ckpt, None, "cpu", seen.append)
+    assert info["block_size"] == 128 and store.layout.seq_len == 100
     assert len(store.branches[branch].rows) == summary["n_records"] == 7
     assert sum(isinstance(e, StepReady) for e in seen) == 7
     assert summary["latency_ms_median"] is not None

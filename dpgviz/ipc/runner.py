@@ -86,17 +86,14 @@ def run_via_worker(
 ) -> tuple[dict, StepStore, str, dict]:
     """Load and run in a worker; returns (model info, store, branch id, summary).
 
-    `settings.length` is capped at the model's block size. Raises WorkerFailed with the
-    worker's one-line message when loading or the run fails.
+    Raises WorkerFailed with the worker's one-line message when loading or the run fails
+    (a length over the model's block size included: the caller decides whether to cap).
     """
     with WorkerClient() as client:
         t0 = time.monotonic()
         client.load_model(model_path, meta_path, device)
         info = wait_for(client, (ModelInfo,), on_event=on_event).info
         load_s = time.monotonic() - t0
-        if settings.length > info["block_size"]:
-            log.info("length %d capped at the model's block size %d", settings.length, info["block_size"])
-            settings = settings.capped(info["block_size"])
         store = StepStore(run_layout(settings, info), capacity=2 * settings.steps + 2)
         branch = store.new_branch(settings.to_dict(), label="generate").id
         t1 = time.monotonic()
