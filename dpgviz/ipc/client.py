@@ -185,7 +185,9 @@ class WorkerClient:
             if run.ring is not None:
                 run.ring.close()
         self._runs.clear()
-        if self._process is not None:
+        if self._process is not None and self._process.exitcode is None:
+            log.error("worker %d outlived kill(); leaving its rings to it", self._process.pid)
+        elif self._process is not None:
             # The worker unlinks its rings; if it died first, a name may remain: remove it.
             for run_id in range(1, self._next_run_id):
                 Ring.remove_orphan(ring_name(self._session, run_id))
