@@ -13,7 +13,7 @@ loop (`frame`) is the only mover. Tests drive it frame by frame:
     app.load_model(entry); app.start_run(); ...
     app.close()
 
-The File menu (`App.file_menu`) is where session Save/Open and export items hook in.
+The File menu (`App.file_menu`) holds Open/Save/Export (`gui.files.SessionFiles`, jobs off the loop).
 
 Never imports torch or dpgviz.engine: the worker process owns the model.
 """
@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dearpygui.dearpygui as dpg
 import numpy as np
@@ -34,6 +35,7 @@ from dpgviz.core.records import FLAG_PROTECTED, KINDS
 from dpgviz.core.settings import GenerationSettings, SettingsError
 from dpgviz.gui import palette
 from dpgviz.gui.canvas import ZOOM_RANGE, TokenCanvas
+from dpgviz.gui.files import SessionFiles
 from dpgviz.gui.settings_panel import PANEL_WIDTH, Commands, SettingsPanel
 from dpgviz.gui.status import Legend, StatusBar
 from dpgviz.gui.theme import dark_theme, load_fonts
@@ -51,6 +53,9 @@ from dpgviz.ipc.messages import (
     WorkerError,
 )
 from dpgviz.store.step_store import StepStore
+
+if TYPE_CHECKING:
+    from dpgviz.store.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +109,7 @@ class App:
         self.run_branch: str | None = None
         self.frame_count = 0
         self.file_menu: int | str = 0
+        self.files: SessionFiles | None = None  # File menu: open, save, export
         self._arrivals: collections.deque[float] = collections.deque(maxlen=64)  # prediction records
         self._last_rate = 0.0
         self._session = None  # an opened session file (store.session.Session), if any
@@ -157,6 +163,8 @@ class App:
                     with dpg.child_window(height=TIMELINE_PX, border=True, no_scrollbar=True) as bottom:
                         self.timeline.build(bottom)
             self.status.build(self.window)
+        self.files = SessionFiles(self)
+        self.files.build(self.file_menu)
 
         self.key_handlers: dict[int, int | str] = {}
         with dpg.handler_registry():
@@ -196,6 +204,9 @@ class App:
 
     def close(self) -> None:
         """Stop the worker and destroy the context (closing the window calls this)."""
+        if self.files is not None:
+            self.files.close()  # a save in progress finishes first
+            self.files = None
         if self.client is not None:
             self.client.close()
             self.client = None
@@ -229,6 +240,7 @@ class App:
         dt, self._last_frame_t = now - self._last_frame_t, now
         dpg.run_callbacks(dpg.get_callback_queue())
         self._poll()
+        self.files.poll()
         self.view.advance(self.n_records(), dt)
         self.refresh()
 
@@ -240,7 +252,10 @@ class App:
         self.legend.show(self.view.color_mode)
         self.settings.set_running(self.run_id is not None, self.model_info is not None and not self.is_loading)
         info = self.model_info or {}
-        if self.run_id is not None and self.run_branch is not None and self.store is not None:
+        job = self.files.progress()
+        if job is not None:
+            progress, text = job
+        elif self.run_id is not None and self.run_branch is not None and self.store is not None:
             got = len(self.store.branches[self.run_branch].rows)
             progress, text = got / max(1, self.run_expected), f"{got} / {self.run_expected} records"
         elif self.is_loading:
@@ -441,6 +456,11 @@ class App:
     def _fit_canvas(self, seq_len: int) -> None:
         self.canvas.fit(self.view, seq_len)
         dpg.set_value(self.zoom_slider, self.view.font_px)
+
+    @property
+    def session(self) -> Session | None:
+        """The session file shown (memory-mapped), if the store came from one."""
+        return self._session
 
     def open_session(self, path: str | Path) -> None:
         """Open a saved session read-only (dpgviz.store.session)."""
