@@ -142,6 +142,7 @@ def test_open_shows_the_saved_records_and_picks_the_recorded_model(app: App, che
     assert app.session.model_path == str(checkpoint) and app.session.model_status() == "ok"
     assert app.settings.selected_entry().path.resolve() == checkpoint.resolve()
     assert "press Load" in app.status.text, app.status.text
+    assert app.settings.read() == SHORT  # the panel shows what the file was made with
     app.frame()
     assert app.canvas.shown_row == store.branches[app.view.branch].rows[-1]
 

@@ -189,10 +189,10 @@ class App:
         return self
 
     def start(self) -> None:
-        """After the first frame: start the worker and load the default model (or open a session)."""
+        """After the first frame: start the worker and load the default model, or open a session (no model)."""
         if self.session_path:
-            self.open_session(self.session_path)
-        if self.autoload:
+            self.files.open(self.session_path)  # and pick its recorded model, if unchanged
+        if self.autoload and not self.session_path:  # a session opens without a model
             self.load_model(default_model_entry())
 
     def run(self) -> None:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import dearpygui.dearpygui as dpg
 
+from dpgviz.core.settings import GenerationSettings
 from dpgviz.core.vocab import Vocabulary
 from dpgviz.store.session import SUFFIX, Progress, Session, SessionError, checkpoint_sha256, save_session
 from dpgviz.store.step_store import StepStore
@@ -226,6 +227,11 @@ class SessionFiles:
             return
         self.path = Path(path)
         store = session.store
+        if session.settings:  # restart or continue with what the file was made with
+            try:
+                app.settings.write(GenerationSettings.from_dict(session.settings))
+            except (TypeError, ValueError) as exc:
+                log.warning("session settings not shown: %s", exc)
         app.say(
             f"Opened {self.path.name}: {len(store)} records in {len(store.branch_order)} branches. "
             "Checking the recorded model..."
