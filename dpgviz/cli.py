@@ -33,7 +33,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _settings_args(p: argparse.ArgumentParser) -> None:
     d = GenerationSettings()
-    p.add_argument("--length", type=int, default=d.length)
+    p.add_argument("--length", type=int, default=None, help=f"tokens (default {d.length}, capped at the block size)")
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--temperature", type=float, default=d.temperature)
     p.add_argument("--start-ratio", type=float, default=d.start_ratio)
@@ -132,7 +132,7 @@ def settings_from(args: argparse.Namespace) -> GenerationSettings:
     return GenerationSettings(
         temperature=args.temperature,
         steps=args.steps,
-        length=args.length,
+        length=GenerationSettings.length if args.length is None else args.length,
         start_ratio=args.start_ratio,
         end_ratio=args.end_ratio,
         randomness=args.randomness,
@@ -156,13 +156,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     def on_event(event: object) -> None:
         name = type(event).__name__
         if name == "RunStarted":
-            bar.reset(total=2 * settings.steps + 1)
+            bar.reset(total=2 * settings.steps + 1)  # initial, (prediction, remask) x (S-1), prediction, final
             bar.set_description("denoising")
         elif name == "StepReady":
             bar.update(1)
 
     try:
-        info, store, branch, _summary = run_via_worker(settings, args.model, args.meta, args.device, on_event=on_event)
+        info, store, branch, _summary = run_via_worker(
+            settings, args.model, args.meta, args.device, on_event=on_event, cap_length=args.length is None
+        )
     except WorkerFailed as exc:
         raise UserError(str(exc)) from None
     finally:

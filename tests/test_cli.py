@@ -89,3 +89,9 @@ def test_causal_checkpoint_is_refused_by_cli(tmp_path):
     path = make_checkpoint(tmp_path / "out", attention_type="causal")
     out = run("generate", "--model", str(path), "--length", "10", "--device", "cpu")
     assert out.returncode != 0 and "causal" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_default_length_is_capped_at_block_size(tiny):
+    out = run("generate", "--model", str(tiny), "--steps", "3", "--json", "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)["final_text"]) == 64  # the tiny model's block size, not 1024

@@ -10,6 +10,7 @@ numpy only in this process: no torch, no dpgviz.engine.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -83,17 +84,22 @@ def run_via_worker(
     meta_path: str | Path | None,
     device: str = "auto",
     on_event: Callable[[Event], None] | None = None,
+    cap_length: bool = False,
 ) -> tuple[dict, StepStore, str, dict]:
     """Load and run in a worker; returns (model info, store, branch id, summary).
 
     Raises WorkerFailed with the worker's one-line message when loading or the run fails
-    (a length over the model's block size included: the caller decides whether to cap).
+    (a length over the model's block size included, unless `cap_length` caps it, as the
+    CLI does for its default length). Nothing but this loop waits on the worker here, so
+    the worker gets every core for torch (the GUI leaves one to its frame loop).
     """
-    with WorkerClient() as client:
+    with WorkerClient(threads=os.cpu_count() or 1) as client:
         t0 = time.monotonic()
         client.load_model(model_path, meta_path, device)
         info = wait_for(client, (ModelInfo,), on_event=on_event).info
         load_s = time.monotonic() - t0
+        if cap_length:
+            settings = settings.capped(int(info["block_size"]))
         store = StepStore(run_layout(settings, info), capacity=2 * settings.steps + 2)
         branch = store.new_branch(settings.to_dict(), label="generate").id
         t1 = time.monotonic()
