@@ -92,7 +92,21 @@ class Sampler:
 
         def emit(kind: str, iteration: int, target: int, conf, score, entropy, top_p, top_i) -> StepRecord:
             nonlocal prev_np
-            toks_np = tokens.cpu().numpy()
+            # One device -> host copy per dtype: ids (tokens | top-k ids) and values
+            # (confidence | score | entropy | top-k probs), instead of one sync per field.
+            nan_col = nan[:, None]
+            values = torch.cat(
+                [
+                    nan_col if conf is None else conf[:, None].float(),
+                    nan_col if score is None else score[:, None].float(),
+                    nan_col if entropy is None else entropy[:, None].float(),
+                    torch.zeros(n, k, device=dev) if top_p is None else top_p.float(),
+                ],
+                dim=1,
+            ).cpu().numpy()  # (N, 3 + k)
+            ids = tokens[:, None] if top_i is None else torch.cat([tokens[:, None], top_i], dim=1)
+            ids_np = ids.cpu().numpy()  # (N, 1) or (N, 1 + k)
+            toks_np = ids_np[:, 0]
             flags = step_flags(prev_np, toks_np, mask_id, protected_np)
             if kind == "initial" and edited_np is not None:
                 flags |= edited_np.astype(np.uint8) * FLAG_EDITED
@@ -100,15 +114,12 @@ class Sampler:
             rec = layout.empty()
             rec.tokens[:] = toks_np
             rec.flags[:] = flags
-            if conf is not None:
-                rec.confidence[:] = conf.cpu().numpy()
-            if score is not None:
-                rec.score[:] = score.cpu().numpy()
-            if entropy is not None:
-                rec.entropy[:] = entropy.cpu().numpy()
+            rec.confidence[:] = values[:, 0]
+            rec.score[:] = values[:, 1]
+            rec.entropy[:] = values[:, 2]
             if top_p is not None:
-                rec.top_probs[:, :k] = top_p.cpu().numpy()
-                rec.top_ids[:, :k] = top_i.cpu().numpy()
+                rec.top_probs[:, :k] = values[:, 3:]
+                rec.top_ids[:, :k] = ids_np[:, 1:]
             rec.iteration, rec.kind, rec.target_masks = iteration, kind, target
             rec.n_masked = int((toks_np == mask_id).sum())
             rec.forward_passes = passes
