@@ -26,10 +26,11 @@ pytestmark = [
 
 dpg = pytest.importorskip("dearpygui.dearpygui")
 
+from vocab_data import shakespeare_vocab  # noqa: E402
+
 from dpgviz.core.settings import GenerationSettings  # noqa: E402
 from dpgviz.gui.app import App, expected_records  # noqa: E402
 
-CORPUS = "/work/shared/data/tinyshakespeare.txt"
 SHORT = GenerationSettings(length=80, steps=4, seed=7)
 
 
@@ -38,13 +39,11 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random checkpoint with its vocabulary, in a folder of its own."""
     import torch
 
-    from dpgviz.core.vocab import Vocabulary
     from dpgviz.engine.model import DiffusionGPT, ModelConfig
 
     folder = tmp_path_factory.mktemp("models") / "tiny"
     folder.mkdir()
-    with open(CORPUS, encoding="utf-8") as f:
-        vocab = Vocabulary.from_text(f.read())
+    vocab = shakespeare_vocab()
     torch.manual_seed(0)
     config = ModelConfig(block_size=128, vocab_size=vocab.size + 1, n_layer=1, n_head=2, n_embd=32)
     torch.save({"model": DiffusionGPT(config).state_dict(), "model_args": config.to_model_args()}, folder / "ckpt.pt")

@@ -11,6 +11,7 @@ import functools
 
 import numpy as np
 import torch
+from vocab_data import shakespeare_vocab
 
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.core.vocab import Vocabulary
@@ -18,14 +19,12 @@ from dpgviz.engine.model import DiffusionGPT, ModelConfig
 from dpgviz.engine.sampler import Sampler, StartState
 from dpgviz.store.step_store import StepStore
 
-CORPUS = "/work/shared/data/tinyshakespeare.txt"
 FORK_RECORD = 4  # a remask record of the root (initial, then prediction/remask pairs)
 
 
 @functools.lru_cache(maxsize=1)
 def _sampler() -> Sampler:
-    with open(CORPUS, encoding="utf-8") as f:
-        vocab = Vocabulary.from_text(f.read())
+    vocab = shakespeare_vocab()
     torch.manual_seed(0)
     model = DiffusionGPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=128, vocab_size=66))
     return Sampler(model, vocab)

@@ -24,12 +24,13 @@ pytestmark = [
 
 dpg = pytest.importorskip("dearpygui.dearpygui")
 
+from vocab_data import shakespeare_vocab  # noqa: E402
+
 from dpgviz.core.discovery import default_model_entry  # noqa: E402
 from dpgviz.core.settings import GenerationSettings  # noqa: E402
 from dpgviz.gui import palette  # noqa: E402
 from dpgviz.gui.app import App, expected_records  # noqa: E402
 
-CORPUS = "/work/shared/data/tinyshakespeare.txt"
 SHORT = GenerationSettings(length=100, steps=5, seed=3)
 
 
@@ -38,12 +39,10 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random checkpoint (block 256) and a broken one, as a user's models folder."""
     import torch
 
-    from dpgviz.core.vocab import Vocabulary
     from dpgviz.engine.model import DiffusionGPT, ModelConfig
 
     root = tmp_path_factory.mktemp("models")
-    with open(CORPUS, encoding="utf-8") as f:
-        vocab = Vocabulary.from_text(f.read())
+    vocab = shakespeare_vocab()
     torch.manual_seed(0)
     config = ModelConfig(block_size=256, vocab_size=vocab.size + 1, n_layer=1, n_head=2, n_embd=32)
     (root / "tiny").mkdir()

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from vocab_data import shakespeare_vocab
 
 from dpgviz.core.records import SCALAR_FIELDS
 from dpgviz.core.settings import GenerationSettings
-from dpgviz.core.vocab import Vocabulary
 from dpgviz.engine.model import DiffusionGPT, ModelConfig
 from dpgviz.ipc.client import WorkerClient, run_layout
 from dpgviz.ipc.messages import (
@@ -37,7 +37,6 @@ from dpgviz.ipc.messages import (
 from dpgviz.ipc.ring import SHM_PREFIX
 from dpgviz.store.step_store import StepStore
 
-CORPUS = "/work/shared/data/tinyshakespeare.txt"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -47,8 +46,7 @@ def make_checkpoint(folder: Path) -> Path:
     config = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=128, vocab_size=66)
     model = DiffusionGPT(config)
     torch.save({"model": model.state_dict(), "model_args": config.to_model_args()}, folder / "ckpt.pt")
-    with open(CORPUS, encoding="utf-8") as f:
-        meta = Vocabulary.from_text(f.read()).to_meta()
+    meta = shakespeare_vocab().to_meta()
     (folder / "meta.pkl").write_bytes(pickle.dumps(meta))
     return folder / "ckpt.pt"
 
