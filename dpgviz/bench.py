@@ -27,7 +27,7 @@ import time
 
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.ipc.client import WorkerClient, run_layout
-from dpgviz.ipc.messages import ModelInfo, RunFinished
+from dpgviz.ipc.messages import ModelLoaded, RunFinished
 from dpgviz.ipc.runner import IDLE_SLEEP_S, latency_stats, raise_failures, wait_for
 from dpgviz.ipc.worker import default_threads
 from dpgviz.store.step_store import StepStore
@@ -109,13 +109,13 @@ def bench_worker(
 
     loaded = load_model(model, meta, device)  # CheckpointError (a ValueError) names what is wrong
     info = loaded.info()
-    settings = GenerationSettings(length=length, steps=steps, strategy="seed", seed=0).capped(info["block_size"])
+    settings = GenerationSettings(length=length, steps=steps, strategy="seed", seed=0).capped(info.block_size)
     warmup = GenerationSettings(length=settings.length, steps=2, strategy="seed", seed=1)
     sampler = Sampler(loaded.model, loaded.vocab, loaded.device)
 
     with WorkerClient(threads=threads) as client:
         client.load_model(model, meta, device)
-        wait_for(client, (ModelInfo,))
+        wait_for(client, (ModelLoaded,))
         _time_inprocess(sampler, warmup, info)
         _time_bare(loaded, settings.length, 2)
         _time_worker(client, warmup)
@@ -131,9 +131,9 @@ def bench_worker(
         raise RuntimeError(f"the worker sent {worker_records} records, the in-process sampler made {n_records}")
 
     result = {
-        "model": info["name"],
-        "params": info["params"],
-        "device": info["device"],
+        "model": info.name,
+        "params": info.params,
+        "device": info.device,
         "length": settings.length,
         "steps": settings.steps,
         "records": n_records,

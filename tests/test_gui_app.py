@@ -145,7 +145,7 @@ def test_loads_a_model(app: App, models_dir: Path) -> None:
     default = default_model_entry()
     load_through_dropdown(app, default.path if default.path.is_file() else models_dir / "tiny" / "ckpt.pt")
     run_until(app, lambda: app.model_info is not None)
-    assert app.model_info["device"] in dpg.get_value(app.status.device)
+    assert app.model_info.device in dpg.get_value(app.status.device)
     assert dpg.get_item_configuration(app.settings.start_button)["enabled"]
 
 

@@ -26,7 +26,7 @@ from dpgviz.engine.model import DiffusionGPT, ModelConfig
 from dpgviz.ipc.client import WorkerClient, run_layout
 from dpgviz.ipc.messages import (
     Event,
-    ModelInfo,
+    ModelLoaded,
     RunFinished,
     RunStarted,
     RunStopped,
@@ -94,7 +94,7 @@ def new_store(settings: GenerationSettings, client: WorkerClient) -> tuple[StepS
 def loaded_client(ckpt: Path, max_slots: int = 8) -> WorkerClient:
     client = WorkerClient(max_slots=max_slots).start()
     client.load_model(ckpt, None, "cpu")
-    poll_until(client, (ModelInfo,))
+    poll_until(client, (ModelLoaded,))
     return client
 
 
@@ -138,8 +138,8 @@ def test_records_arrive_complete_in_order_and_equal_in_process_sampler(client: W
 
 
 def test_model_info_reports_device_and_threads(client: WorkerClient):
-    assert client.model_info["device"] == "cpu"
-    assert client.model_info["threads"] >= 1 and client.model_info["block_size"] == 128
+    assert client.model_info.device == "cpu"
+    assert client.model_info.threads >= 1 and client.model_info.block_size == 128
 
 
 def test_step_events_carry_scalars_and_latency(client: WorkerClient):
@@ -211,12 +211,12 @@ PARENT_SCRIPT = """
 import sys, time
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.ipc.client import WorkerClient, run_layout
-from dpgviz.ipc.messages import ModelInfo, StepReady
+from dpgviz.ipc.messages import ModelLoaded, StepReady
 from dpgviz.store.step_store import StepStore
 
 client = WorkerClient(max_slots=4).start()
 client.load_model(sys.argv[1], None, "cpu")
-while not any(isinstance(e, ModelInfo) for e in client.poll()):
+while not any(isinstance(e, ModelLoaded) for e in client.poll()):
     time.sleep(0.005)
 settings = GenerationSettings(length=64, steps=120)
 store = StepStore(run_layout(settings, client.model_info))
@@ -262,7 +262,7 @@ CLOSE_SCRIPT = """
 import os, signal, sys, time
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.ipc.client import WorkerClient, run_layout
-from dpgviz.ipc.messages import ModelInfo, RunFinished, StepReady, WorkerDied
+from dpgviz.ipc.messages import ModelLoaded, RunFinished, StepReady, WorkerDied
 from dpgviz.store.step_store import StepStore
 
 def until(client, kind, store=None):
@@ -272,7 +272,7 @@ def until(client, kind, store=None):
 settings = GenerationSettings(length=64, steps=60)
 with WorkerClient(max_slots=4) as client:
     client.load_model(sys.argv[1], None, "cpu")
-    until(client, ModelInfo)
+    until(client, ModelLoaded)
     store = StepStore(run_layout(settings, client.model_info))
     client.start_run(settings, store.new_branch().id)
     while not os.path.exists("/dev/shm/" + client.ring_name(1)):
@@ -281,7 +281,7 @@ with WorkerClient(max_slots=4) as client:
     until(client, WorkerDied, store)
 with WorkerClient(max_slots=4) as client:        # a new client and worker run after that
     client.load_model(sys.argv[1], None, "cpu")
-    until(client, ModelInfo)
+    until(client, ModelLoaded)
     client.start_run(settings, store.new_branch().id)
     until(client, RunFinished, store)
     client.start_run(settings, store.new_branch().id)
@@ -314,7 +314,7 @@ def test_wait_for_raises_worker_failed_with_the_worker_message(client: WorkerCli
 
     client.load_model(tmp_path / "nope.pt", None, "cpu")
     with pytest.raises(WorkerFailed, match=r"nope.pt does not exist") as raised:
-        wait_for(client, (ModelInfo,), timeout_s=30)
+        wait_for(client, (ModelLoaded,), timeout_s=30)
     assert "CheckpointError" in raised.value.traceback
 
 
@@ -324,7 +324,7 @@ def test_runner_returns_the_store_of_one_run(ckpt: Path):
     seen = []
     settings = GenerationSettings(length=100, steps=3)
     info, store, branch, summary = run_via_worker(settings, ckpt, None, "cpu", seen.append)
-    assert info["block_size"] == 128 and store.layout.seq_len == 100
+    assert info.block_size == 128 and store.layout.seq_len == 100
     assert len(store.branches[branch].rows) == summary["n_records"] == 7
     assert sum(isinstance(e, StepReady) for e in seen) == 7
     assert summary["latency_ms_median"] is not None

@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 from session_data import FORK_RECORD, sampled_store
 
+from dpgviz.cli.sessions import cmd_export, cmd_open, cmd_show, save_run
+from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.records import KINDS
 from dpgviz.core.vocab import MASK_GLYPH
-from dpgviz.store.commands import cmd_export, cmd_open, cmd_show, save_run
 from dpgviz.store.session import SessionError, checkpoint_sha256
 
 
@@ -24,7 +25,7 @@ def saved(run, tmp_path):
     store, vocab, settings = run
     ckpt = tmp_path / "ckpt.pt"
     ckpt.write_bytes(b"weights")
-    info = {"name": "tiny", "path": str(ckpt), "itos": list(vocab.itos), "n_ids": vocab.n_ids, "block_size": 128}
+    info = ModelInfo(name="tiny", path=str(ckpt), block_size=128, params=1, itos=vocab.itos, n_ids=vocab.n_ids)
     return save_run(tmp_path / "run.dpgviz", store, info, settings.to_dict())
 
 

@@ -47,6 +47,15 @@ SCALAR_FIELDS: dict[str, np.dtype] = {
 }
 
 
+def record_count(steps: int, start_iteration: int = 0) -> int:
+    """Records a run of `steps` iterations yields from `start_iteration`.
+
+    'initial', then 'prediction' + 'remask' for every iteration but the last, then the
+    last iteration's 'prediction' and 'final': 2 * (steps - start_iteration) + 1.
+    """
+    return 2 * (steps - start_iteration) + 1
+
+
 def id_dtype_for(n_ids: int) -> np.dtype:
     """Smallest unsigned dtype holding every id (mask and reserved ids included)."""
     return np.dtype(np.uint16) if n_ids <= np.iinfo(np.uint16).max + 1 else np.dtype(np.int32)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from dpgviz.core.discovery import DEFAULT_MODEL_NAME, default_model_entry, find_meta
+from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.vocab import VocabError, Vocabulary
 from dpgviz.engine.model import DiffusionGPT, ModelConfig
 
@@ -43,20 +44,19 @@ class LoadedModel:
     def params(self) -> int:
         return self.model.num_params()
 
-    def info(self) -> dict:
-        """Plain-data description for the GUI and `models --json`."""
-        return {
-            "name": self.name,
-            "path": str(self.path),
-            "meta": str(self.meta_path) if self.meta_path else None,
-            "block_size": self.config.block_size,
-            "params": self.params,
-            "vocab_size": self.vocab.size,
-            "mask_id": self.vocab.mask_id,
-            "n_ids": self.vocab.n_ids,
-            "itos": list(self.vocab.itos),
-            "device": str(self.device),
-        }
+    def info(self, threads: int = 0) -> ModelInfo:
+        """The typed description the worker sends to the GUI (and `models --json` prints)."""
+        return ModelInfo(
+            name=self.name,
+            path=str(self.path),
+            meta=str(self.meta_path) if self.meta_path else None,
+            block_size=self.config.block_size,
+            params=self.params,
+            itos=tuple(self.vocab.itos),
+            n_ids=self.vocab.n_ids,
+            device=str(self.device),
+            threads=threads,
+        )
 
 
 def resolve_device(device: str = "auto") -> torch.device:

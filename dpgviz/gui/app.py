@@ -31,6 +31,7 @@ import dearpygui.dearpygui as dpg
 import numpy as np
 
 from dpgviz.core.discovery import ModelEntry, default_model_entry
+from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.records import FLAG_PROTECTED, KINDS
 from dpgviz.core.settings import GenerationSettings, SettingsError
 from dpgviz.gui import palette
@@ -43,7 +44,7 @@ from dpgviz.gui.timeline import TimelinePanel
 from dpgviz.gui.view_state import ViewState
 from dpgviz.ipc.client import WorkerClient, WorkerGoneError, run_layout
 from dpgviz.ipc.messages import (
-    ModelInfo,
+    ModelLoaded,
     ModelLoading,
     RunFinished,
     RunStarted,
@@ -102,7 +103,7 @@ class App:
         self.client: WorkerClient | None = None
         self.store: StepStore | None = None
         self.view = ViewState()
-        self.model_info: dict | None = None
+        self.model_info: ModelInfo | None = None
         self.is_loading = False
         self.run_id: int | None = None  # the run in progress
         self.run_expected = 0  # records the run in progress will yield
@@ -251,7 +252,7 @@ class App:
         self.timeline.refresh(self.store, self.view, expected)
         self.legend.show(self.view.color_mode)
         self.settings.set_running(self.run_id is not None, self.model_info is not None and not self.is_loading)
-        info = self.model_info or {}
+        info = self.model_info
         job = self.files.progress()
         if job is not None:
             progress, text = job
@@ -263,8 +264,8 @@ class App:
         else:
             progress, text = (1.0 if self.n_records() else 0.0), "idle"
         self.status.show(
-            info.get("name", "loading..." if self.is_loading else "none"),
-            info.get("device", "-"),
+            info.name if info else ("loading..." if self.is_loading else "none"),
+            info.device if info else "-",
             self.steps_per_s(),
             progress,
             text,
@@ -296,7 +297,7 @@ class App:
                 self._arrivals.append(time.perf_counter())
         elif isinstance(event, ModelLoading):
             self.settings.show_loading(event.fraction, event.message)
-        elif isinstance(event, ModelInfo):
+        elif isinstance(event, ModelLoaded):
             self._on_model(event.info)
         elif isinstance(event, RunStarted):
             log.info("run %d started: %s", event.run_id, event.layout)
@@ -311,13 +312,13 @@ class App:
         elif isinstance(event, WorkerDied):
             self._on_died(event)
 
-    def _on_model(self, info: dict) -> None:
+    def _on_model(self, info: ModelInfo) -> None:
         self.model_info = info
         self.is_loading = False
-        self.canvas.set_vocabulary(list(info["itos"]), int(info["n_ids"]))
-        self.legend.set_entropy_max(int(info["vocab_size"]))
+        self.canvas.set_vocabulary(list(info.itos), info.n_ids)
+        self.legend.set_entropy_max(info.vocab_size)
         self.settings.show_model(info)
-        self.say(f"Loaded {info.get('name', 'model')} on {info.get('device', '?')}.")
+        self.say(f"Loaded {info.name} on {info.device}.")
 
     def _on_error(self, event: WorkerError) -> None:
         log.warning("worker error: %s\n%s", event.message, event.traceback)

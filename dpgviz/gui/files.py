@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING
 import dearpygui.dearpygui as dpg
 
 from dpgviz.core.settings import GenerationSettings
-from dpgviz.core.vocab import Vocabulary
 from dpgviz.store.session import SUFFIX, Progress, Session, SessionError, checkpoint_sha256, save_session
 from dpgviz.store.step_store import StepStore
 
@@ -365,7 +364,7 @@ class SessionFiles:
         if from_file:
             vocab = opened.vocab
         elif info is not None:
-            vocab = Vocabulary(itos=tuple(str(s) for s in info["itos"]), model_vocab_size=int(info.get("n_ids", 0)))
+            vocab = info.vocab()
         else:
             app.say("These records have no vocabulary to save with: load a model first.", is_error=True)
             return None
@@ -378,8 +377,8 @@ class SessionFiles:
         if from_file and opened.model_path:  # the records' provenance: the model the file recorded
             model_path, sha, model_info = opened.model_path, opened.model_sha256, dict(opened.model_info)
         elif info is not None:
-            model_path, sha = info.get("path"), None
-            model_info = {k: v for k, v in info.items() if k != "itos"}
+            model_path, sha = info.path, None
+            model_info = info.to_dict(with_itos=False)
         else:
             model_path, sha, model_info = None, None, {}
         return Session(

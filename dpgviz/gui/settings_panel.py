@@ -15,6 +15,7 @@ from pathlib import Path
 import dearpygui.dearpygui as dpg
 
 from dpgviz.core.discovery import ModelEntry, find_checkpoints
+from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.settings import STRATEGIES, GenerationSettings, SettingsError
 from dpgviz.gui.status import ERROR_COLOR, INFO_COLOR, Cached
 
@@ -152,13 +153,12 @@ class SettingsPanel:
         self._cache.set(self.load_progress, min(1.0, max(0.0, fraction)))
         self._cache.configure(self.load_progress, overlay=message[:40])
 
-    def show_model(self, info: dict) -> None:
-        self.block_size = int(info["block_size"])
-        params = int(info.get("params", 0))
+    def show_model(self, info: ModelInfo) -> None:
+        self.block_size = info.block_size
         self._cache.set(
             self.model_info,
-            f"{info.get('name', '?')}\n{params / 1e6:.2f}M params, vocabulary {info.get('vocab_size', '?')}, "
-            f"block {self.block_size}, on {info.get('device', '?')}",
+            f"{info.name}\n{info.params / 1e6:.2f}M params, vocabulary {info.vocab_size}, "
+            f"block {self.block_size}, on {info.device}",
         )
         self._cache.set(self.load_progress, 1.0)
         self._cache.configure(self.load_progress, overlay="loaded")

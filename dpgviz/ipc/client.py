@@ -8,7 +8,7 @@ frame, returns `WorkerDied`, and removes any ring the dead worker left named. Af
 `start()` (or a new client) spawns a fresh worker.
 
     client = WorkerClient().start()          # or: with WorkerClient() as client:
-    client.load_model(path, meta, "auto")    # -> ModelLoading..., ModelInfo
+    client.load_model(path, meta, "auto")    # -> ModelLoading..., ModelLoaded
     run_id = client.start_run(settings, branch)
     every frame: for event in client.poll(store): ...
     client.close()                           # Shutdown, join, terminate/kill fallback
@@ -37,12 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
+from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.records import RecordLayout
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.ipc.messages import (
     Event,
     LoadModel,
-    ModelInfo,
+    ModelLoaded,
     RunFinished,
     RunStarted,
     RunStopped,
@@ -67,9 +68,9 @@ class WorkerGoneError(RuntimeError):
     """A command was sent with no live worker; start() one (again)."""
 
 
-def run_layout(settings: GenerationSettings, info: dict) -> RecordLayout:
+def run_layout(settings: GenerationSettings, info: ModelInfo) -> RecordLayout:
     """The layout a run of `settings` has on the model of `info` (as Sampler.layout computes it)."""
-    return RecordLayout(seq_len=settings.length, top_k=settings.top_k, n_ids=int(info["n_ids"]))
+    return RecordLayout(seq_len=settings.length, top_k=settings.top_k, n_ids=info.n_ids)
 
 
 @dataclass
@@ -89,7 +90,7 @@ class WorkerClient:
         self.max_slots = max_slots  # upper bound on ring slots per run (see ring.default_n_slots)
         self.threads = threads  # torch threads in the worker; None = worker.default_threads()
         self.log_level = log_level if log_level is not None else logging.getLogger("dpgviz").getEffectiveLevel()
-        self.model_info: dict | None = None  # the last ModelInfo.info (LoadedModel.info() + "threads")
+        self.model_info: ModelInfo | None = None  # from the last ModelLoaded
         self.active_run: int | None = None  # the run started last, until it ends
         # Per record, worker wrote the slot -> appended to the store; the last 64k records.
         self.latencies_ms: deque[float] = deque(maxlen=1 << 16)
@@ -215,7 +216,7 @@ class WorkerClient:
             raise WorkerGoneError("the worker has exited") from exc
 
     def load_model(self, path: str | Path | None = None, meta: str | Path | None = None, device: str = "auto") -> None:
-        """Ask the worker to load a checkpoint (None = embedded default): ModelLoading..., ModelInfo."""
+        """Ask the worker to load a checkpoint (None = embedded default): ModelLoading..., ModelLoaded."""
         self._send(LoadModel(None if path is None else str(path), None if meta is None else str(meta), device))
 
     def start_run(
@@ -266,7 +267,7 @@ class WorkerClient:
     def _on_event(self, event: Event, store: StepStore | None) -> list[Event]:
         if isinstance(event, StepReady):
             return self._on_step(event, store)
-        if isinstance(event, ModelInfo):
+        if isinstance(event, ModelLoaded):
             self.model_info = event.info
         elif isinstance(event, RunStarted):
             return self._on_run_started(event, store)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dpgviz.core.model_info import ModelInfo
+
 
 class Command:
     """Base of what the GUI sends to the worker."""
@@ -62,8 +64,8 @@ class ModelLoading(Event):
 
 
 @dataclass
-class ModelInfo(Event):
-    info: dict  # LoadedModel.info(): name, path, block_size, n_ids, itos, device, ...
+class ModelLoaded(Event):
+    info: ModelInfo  # name, path, block size, vocabulary, device, threads
 
 
 @dataclass

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from dpgviz.core.model_info import ModelInfo
+from dpgviz.core.records import record_count
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.ipc.client import WorkerClient, run_layout
-from dpgviz.ipc.messages import Event, ModelInfo, RunFinished, RunStopped, WorkerDied, WorkerError
+from dpgviz.ipc.messages import Event, ModelLoaded, RunFinished, RunStopped, WorkerDied, WorkerError
 from dpgviz.store.step_store import StepStore
 
 log = logging.getLogger(__name__)
@@ -85,7 +87,7 @@ def run_via_worker(
     device: str = "auto",
     on_event: Callable[[Event], None] | None = None,
     cap_length: bool = False,
-) -> tuple[dict, StepStore, str, dict]:
+) -> tuple[ModelInfo, StepStore, str, dict]:
     """Load and run in a worker; returns (model info, store, branch id, summary).
 
     Raises WorkerFailed with the worker's one-line message when loading or the run fails
@@ -96,11 +98,11 @@ def run_via_worker(
     with WorkerClient(threads=os.cpu_count() or 1) as client:
         t0 = time.monotonic()
         client.load_model(model_path, meta_path, device)
-        info = wait_for(client, (ModelInfo,), on_event=on_event).info
+        info = wait_for(client, (ModelLoaded,), on_event=on_event).info
         load_s = time.monotonic() - t0
         if cap_length:
-            settings = settings.capped(int(info["block_size"]))
-        store = StepStore(run_layout(settings, info), capacity=2 * settings.steps + 2)
+            settings = settings.capped(info.block_size)
+        store = StepStore(run_layout(settings, info), capacity=record_count(settings.steps))
         branch = store.new_branch(settings.to_dict(), label="generate").id
         t1 = time.monotonic()
         client.start_run(settings, branch)

@@ -6,7 +6,7 @@ from one pipe and writes events to another (`ipc.messages`); a run's arrays go t
 the run's shared-memory ring (`ipc.ring`), created here.
 
     idle:  wait on the command pipe (with a timeout, to notice a dead parent)
-    LoadModel  -> ModelLoading ..., ModelInfo (the old model stays if loading fails)
+    LoadModel  -> ModelLoading ..., ModelLoaded (the old model stays if loading fails)
     StartRun   -> RunStarted, StepReady per record, RunFinished | RunStopped
     any failure -> WorkerError(message, traceback, run_id); the worker stays alive
 
@@ -61,7 +61,7 @@ from dpgviz.ipc.messages import (
     Command,
     Event,
     LoadModel,
-    ModelInfo,
+    ModelLoaded,
     ModelLoading,
     RunFinished,
     RunStarted,
@@ -206,9 +206,9 @@ class _Worker:
         self.send(ModelLoading(0.3, f"reading {cmd.path or 'the embedded default model'}"))
         loaded = load_model(cmd.path, cmd.meta, cmd.device)
         self.sampler = Sampler(loaded.model, loaded.vocab, loaded.device)  # replaces the old one only now
-        info = {**loaded.info(), "threads": torch.get_num_threads()}
-        self.send(ModelLoading(1.0, f"loaded {info['name']} on {info['device']}"))
-        self.send(ModelInfo(info))
+        info = loaded.info(threads=torch.get_num_threads())
+        self.send(ModelLoading(1.0, f"loaded {info.name} on {info.device}"))
+        self.send(ModelLoaded(info))
 
     def run(self, cmd: StartRun) -> None:
         t0 = time.monotonic()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dpgviz.core.records import KINDS, SCALAR_FIELDS, RecordLayout, StepRecord
+from dpgviz.core.vocab import Vocabulary
 
 
 @dataclass
@@ -181,3 +182,21 @@ class StepStore:
             store.branch_order.append(branch.id)
         store.version = 1
         return store
+
+
+def records_json(store: StepStore, rows: np.ndarray | list[int], vocab: Vocabulary) -> list[dict]:
+    """Records in the form `generate --json` and `show --json` print (masks as U+2588).
+
+        {"iteration": int, "kind": str, "text": str, "masked": int}
+    """
+    table = vocab.strings()
+    tokens, iteration, kind, masked = (store.column(n) for n in ("tokens", "iteration", "kind", "n_masked"))
+    return [
+        {
+            "iteration": int(iteration[r]),
+            "kind": KINDS[int(kind[r])],
+            "text": "".join(table[tokens[r].astype(np.int64)]),
+            "masked": int(masked[r]),
+        }
+        for r in rows
+    ]

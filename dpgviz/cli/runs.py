@@ -1,64 +1,32 @@
-"""Command-line front: `python main.py [command]`. With no command it opens the app.
+"""Model commands: `generate`, `inspect`, `models`, `train`, `evaluate`.
 
-Only argument parsing and printing live here; each command calls into the package.
-Engine modules (torch) are imported inside the commands that need them, so
-`python main.py` (the GUI) never imports torch in its own process.
-Bad input ends with a one-line reason on stderr and a non-zero exit status.
+Each takes the parsed arguments, prints its output on stdout and returns an exit status;
+torch and dpgviz.engine are imported inside the commands, never at module import.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
-from dpgviz.core.settings import STRATEGIES, GenerationSettings, SettingsError
+from dpgviz.cli.common import UserError, add_model_args, add_settings_args, print_json, settings_from
+from dpgviz.core.records import record_count
 from dpgviz.core.vocab import MASK_GLYPH
 
 log = logging.getLogger("dpgviz")
 
 
-class UserError(Exception):
-    """Bad input: printed as one line, exit status 2."""
-
-
-# -- parsers ------------------------------------------------------------------------------
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="checkpoint (ckpt.pt); default: the embedded model")
-    p.add_argument("--meta", help="vocabulary meta.pkl (default: beside the checkpoint or in data/)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-
-
-def _settings_args(p: argparse.ArgumentParser) -> None:
-    d = GenerationSettings()
-    p.add_argument("--length", type=int, default=None, help=f"tokens (default {d.length}, capped at the block size)")
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--temperature", type=float, default=d.temperature)
-    p.add_argument("--start-ratio", type=float, default=d.start_ratio)
-    p.add_argument("--end-ratio", type=float, default=d.end_ratio)
-    p.add_argument("--randomness", type=float, default=d.randomness)
-    p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--top-k", type=int, default=d.top_k, help="candidates recorded per masked position")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dpgviz", description="Visualize masked-diffusion language models.")
-    parser.add_argument("--models-dir", help="extra folder to look for checkpoints in (GUI)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="GUI worker device")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command")
-
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="run a generation and print the final text")
-    _model_args(p)
-    _settings_args(p)
+    add_model_args(p)
+    add_settings_args(p)
     p.add_argument("--json", action="store_true", help="print every record as JSON")
     p.add_argument("--out", help="also save the run as a session file")
 
     p = sub.add_parser("inspect", help="one forward pass: top-K candidates per position")
-    _model_args(p)
+    add_model_args(p)
     p.add_argument("--text", required=True, help=f"text to inspect; {MASK_GLYPH} (U+2588) marks a mask")
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--json", action="store_true")
@@ -88,65 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt or OUT/ckpt.pt")
 
     p = sub.add_parser("evaluate", help="held-out masked CE and word realism of a model")
-    _model_args(p)
+    add_model_args(p)
     p.add_argument("--data", required=True, help="the corpus; its last 10%% is held out")
     p.add_argument("--windows", type=int, default=0, help="limit held-out windows (0 = all)")
     p.add_argument("--samples", type=int, default=10)
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("bench", help="benchmarks")
-    bench = p.add_subparsers(dest="bench", required=True)
-    b = bench.add_parser("worker", help="bare forward vs in-process sampler vs worker+transport")
-    _model_args(b)
-    b.add_argument("--length", type=int, default=256)
-    b.add_argument("--steps", type=int, default=20)
-    b.add_argument("--json", action="store_true")
-    b = bench.add_parser("sampler", help="per-iteration time of each strategy vs one bare forward pass")
-    _model_args(b)
-    b.add_argument("--length", type=int, default=256)
-    b.add_argument("--steps", type=int, default=10)
-    b.add_argument("--rounds", type=int, default=3)
-    b.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("open", help="open a saved session in the app")
-    p.add_argument("file")
-
-    p = sub.add_parser("show", help="print a saved session")
-    p.add_argument("file")
-    p.add_argument("--branch")
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("export", help="export a saved session")
-    p.add_argument("file")
-    p.add_argument("--format", required=True, choices=("text", "png", "gif", "html", "csv", "json"))
-    p.add_argument("--branch")
-    p.add_argument("--record", type=int)
-    p.add_argument("--frame-ms", type=int, default=120)
-    p.add_argument("--mode", default="mask-state", choices=("mask-state", "confidence", "score", "entropy"),
-                   help="colouring of PNG and GIF exports")
-    p.add_argument("--out", required=True)
-    return parser
-
-
-def settings_from(args: argparse.Namespace) -> GenerationSettings:
-    return GenerationSettings(
-        temperature=args.temperature,
-        steps=args.steps,
-        length=GenerationSettings.length if args.length is None else args.length,
-        start_ratio=args.start_ratio,
-        end_ratio=args.end_ratio,
-        randomness=args.randomness,
-        strategy=args.strategy,
-        seed=args.seed,
-        top_k=args.top_k,
-    ).validate()
-
-
-# -- commands -----------------------------------------------------------------------------
 def cmd_generate(args: argparse.Namespace) -> int:
-    from dpgviz.core.records import KINDS
-    from dpgviz.core.vocab import Vocabulary
     from dpgviz.ipc.runner import WorkerFailed, run_via_worker
+    from dpgviz.store.step_store import records_json
 
     settings = settings_from(args)
     from tqdm import tqdm
@@ -156,7 +75,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     def on_event(event: object) -> None:
         name = type(event).__name__
         if name == "RunStarted":
-            bar.reset(total=2 * settings.steps + 1)  # initial, (prediction, remask) x (S-1), prediction, final
+            bar.reset(total=record_count(settings.steps))
             bar.set_description("denoising")
         elif name == "StepReady":
             bar.update(1)
@@ -169,29 +88,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     finally:
         bar.close()
-    vocab = Vocabulary(itos=tuple(info["itos"]), model_vocab_size=info.get("n_ids", 0))
-    table = vocab.strings()
     rows = store.rows(branch)
-    tokens = store.column("tokens")
-    final_text = "".join(table[tokens[rows[-1]].astype(int)])
+    records = records_json(store, rows, info.vocab())
     if args.out:
-        from dpgviz.store.commands import save_run
+        from dpgviz.cli.sessions import save_run
 
         save_run(args.out, store, info, settings.to_dict())
     if args.json:
-        records = [
-            {
-                "iteration": int(store.column("iteration")[r]),
-                "kind": KINDS[int(store.column("kind")[r])],
-                "text": "".join(table[tokens[r].astype(int)]),
-                "masked": int(store.column("n_masked")[r]),
-            }
-            for r in rows
-        ]
-        json.dump({"final_text": final_text, "records": records}, sys.stdout, ensure_ascii=False)
-        sys.stdout.write("\n")
+        print_json({"final_text": records[-1]["text"], "records": records})
     else:
-        sys.stdout.write(final_text + "\n")
+        sys.stdout.write(records[-1]["text"] + "\n")
     return 0
 
 
@@ -231,8 +137,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         for i in range(len(ids))
     ]
     if args.json:
-        json.dump({"positions": positions}, sys.stdout, ensure_ascii=False)
-        sys.stdout.write("\n")
+        print_json({"positions": positions})
     else:
         for entry in positions:
             shown = MASK_GLYPH if entry["token"] is None else repr(entry["token"])
@@ -263,8 +168,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             }
         )
     if args.json:
-        json.dump({"models": models}, sys.stdout, ensure_ascii=False)
-        sys.stdout.write("\n")
+        print_json({"models": models})
     else:
         for m in models:
             mark = "*" if m["default"] else " "
@@ -302,44 +206,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"cannot read {args.data}: {exc}") from None
     result = evaluate(loaded, text, max_windows=args.windows, samples=args.samples)
     if args.json:
-        json.dump(result, sys.stdout, ensure_ascii=False)
-        sys.stdout.write("\n")
+        print_json(result)
     else:
         sys.stdout.write(f"held-out masked CE (mean over ratios 0.1..0.9): {result['masked_ce']:.4f} nats\n")
         for ratio, ce in result["masked_ce_by_ratio"].items():
             sys.stdout.write(f"  ratio {ratio}: {ce:.4f}\n")
         sys.stdout.write(f"words found in the corpus: {100 * result['word_share']:.1f}% of {args.samples} samples\n")
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    if args.bench == "sampler":
-        from dpgviz.engine.bench_sampler import main as bench_sampler
-
-        bench_sampler(args.length, args.steps, args.rounds, args.model, args.meta, args.device, args.json)
-        return 0
-    from dpgviz.bench import bench_worker
-
-    bench_worker(args.length, args.steps, args.model, args.meta, args.device, args.json)
-    return 0
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    from dpgviz.store.commands import cmd_show as show
-
-    return show(args.file, args.branch, args.json)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from dpgviz.store.commands import cmd_export as export
-
-    return export(args.file, args.format, args.branch, args.record, args.frame_ms, args.out, mode=args.mode)
-
-
-def cmd_gui(args: argparse.Namespace, session: str | None = None) -> int:
-    from dpgviz.gui.app import run_app
-
-    run_app(models_dir=args.models_dir, device=args.device, session=session)
     return 0
 
 
@@ -349,39 +221,4 @@ COMMANDS = {
     "models": cmd_models,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
-    "bench": cmd_bench,
-    "show": cmd_show,
-    "export": cmd_export,
 }
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s",
-        stream=sys.stderr,
-    )
-    from dpgviz.core.vocab import VocabError
-
-    user_errors: tuple[type[Exception], ...] = (UserError, SettingsError, VocabError, FileNotFoundError)
-    try:
-        if args.command is None:
-            return cmd_gui(args)
-        if args.command == "open":
-            return cmd_gui(args, session=args.file)
-        return COMMANDS[args.command](args)
-    except user_errors as exc:
-        sys.stderr.write(f"dpgviz: {exc}\n")
-        return 2
-    except ValueError as exc:  # CheckpointError, SessionError and friends are ValueErrors with a user message
-        sys.stderr.write(f"dpgviz: {exc}\n")
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write("dpgviz: interrupted\n")
-        return 130
-    except BrokenPipeError:  # `show --json | head`: the reader left; not an error of ours
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0

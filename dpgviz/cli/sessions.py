@@ -1,12 +1,9 @@
-"""Session commands behind the CLI: `show`, `export`, `open`, and `generate --out`.
+"""Session commands: `show`, `export`, `open`, and saving `generate --out`.
 
 Each command takes plain arguments, prints only its output to stdout (progress bars
 and messages go to stderr) and returns an exit status; anything the user got wrong
-raises SessionError with a one-line message for the CLI to print.
-
-The record JSON form is shared with `generate --json`:
-
-    {"iteration": int, "kind": str, "text": str, "masked": int}   (masks as U+2588)
+raises SessionError with a one-line message for the CLI to print. The record JSON is
+`store.step_store.records_json`, the same function `generate --json` prints with.
 
 Imports numpy and the standard library; `cmd_export` imports `dpgviz.export` (Pillow)
 and tqdm when called, so `show` and `open` stay light. No torch.
@@ -14,14 +11,15 @@ and tqdm when called, so `show` and `open` stay light. No torch.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-import json
 import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from dpgviz.core.records import KINDS
+from dpgviz.cli.common import print_json
+from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.core.vocab import Vocabulary
 from dpgviz.store.session import (
@@ -33,31 +31,15 @@ from dpgviz.store.session import (
     open_session,
     save_session,
 )
-from dpgviz.store.step_store import StepStore
+from dpgviz.store.step_store import StepStore, records_json
 
 log = logging.getLogger(__name__)
-
-
-# -- shared pieces --------------------------------------------------------------------------
-def branch_records(session: Session, branch: str | None = None) -> list[dict]:
-    """The branch's own records in the `generate --json` form."""
-    store, table = session.store, session.vocab.strings()
-    tokens, iteration, kind, masked = (store.column(n) for n in ("tokens", "iteration", "kind", "n_masked"))
-    return [
-        {
-            "iteration": int(iteration[r]),
-            "kind": KINDS[int(kind[r])],
-            "text": "".join(table[tokens[r].astype(int)]),
-            "masked": int(masked[r]),
-        }
-        for r in session.rows(branch)
-    ]
 
 
 def session_json(session: Session, branch: str | None = None) -> dict:
     """`show --json`: every branch (id, parent, fork_record, settings) and one branch's records."""
     chosen = session.branch(branch)
-    records = branch_records(session, chosen.id)
+    records = records_json(session.store, session.rows(chosen.id), session.vocab)
     return {
         "branches": [
             {"id": b.id, "parent": b.parent, "fork_record": b.fork_record, "settings": b.settings}
@@ -109,8 +91,7 @@ def cmd_show(path: str, branch: str | None = None, as_json: bool = False) -> int
     with open_session(path) as session:
         doc = session_json(session, branch)
         if as_json:
-            json.dump(doc, sys.stdout, ensure_ascii=False)
-            sys.stdout.write("\n")
+            print_json(doc)
             return 0
         sys.stdout.write(_summary(session, doc))
     return 0
@@ -174,7 +155,7 @@ def cmd_export(
 def save_run(
     path: str | Path,
     store: StepStore,
-    vocab: Vocabulary | dict,
+    vocab: Vocabulary | ModelInfo,
     settings: dict | GenerationSettings | None = None,
     model_path: str | Path | None = None,
     *,
@@ -182,19 +163,16 @@ def save_run(
 ) -> Path:
     """Save a finished run (`generate --out FILE`); returns the path.
 
-    `vocab` is the Vocabulary, or the worker's model info dict (LoadedModel.info(): itos,
-    n_ids, path, name, ...), from which the vocabulary, model path and info are taken.
-    The checkpoint is hashed (sha256, cached) when it exists and no hash is given.
+    `vocab` is the Vocabulary, or the worker's ModelInfo, from which the vocabulary,
+    model path and info are taken. The checkpoint is hashed (sha256, cached) when it
+    exists and no hash is given.
     """
     model_info: dict = {}
-    if isinstance(vocab, dict):
+    if isinstance(vocab, ModelInfo):
         info = vocab
-        try:
-            vocab = Vocabulary(itos=tuple(str(s) for s in info["itos"]), model_vocab_size=int(info.get("n_ids", 0)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SessionError(f"model info has no usable vocabulary ({exc})") from None
-        model_path = model_path or info.get("path")
-        model_info = {k: v for k, v in info.items() if k != "itos"}
+        vocab = info.vocab()
+        model_path = model_path or info.path
+        model_info = info.to_dict(with_itos=False)
     if model_path and model_sha256 is None and Path(model_path).is_file():
         model_sha256 = checkpoint_sha256(model_path)
     with tqdm_progress("saving session", unit="B", unit_scale=True) as progress:
@@ -210,3 +188,34 @@ def save_run(
         )
     log.info("saved session %s", written)
     return written
+
+
+# -- argparse ---------------------------------------------------------------------------
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("open", help="open a saved session in the app")
+    p.add_argument("file")
+
+    p = sub.add_parser("show", help="print a saved session")
+    p.add_argument("file")
+    p.add_argument("--branch")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("export", help="export a saved session")
+    p.add_argument("file")
+    p.add_argument("--format", required=True, choices=("text", "png", "gif", "html", "csv", "json"))
+    p.add_argument("--branch")
+    p.add_argument("--record", type=int)
+    p.add_argument("--frame-ms", type=int, default=120)
+    p.add_argument(
+        "--mode", default="mask-state", choices=("mask-state", "confidence", "score", "entropy"),
+        help="colouring of PNG and GIF exports",
+    )
+    p.add_argument("--out", required=True)
+
+
+COMMANDS = {
+    "show": lambda args: cmd_show(args.file, args.branch, args.json),
+    "export": lambda args: cmd_export(
+        args.file, args.format, args.branch, args.record, args.frame_ms, args.out, mode=args.mode
+    ),
+}

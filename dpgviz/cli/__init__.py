@@ -1,0 +1,103 @@
+"""Command-line front: `python main.py [command]`. With no command it opens the app.
+
+Only argument parsing and printing live in this package; each command calls into the
+rest of dpgviz. `cli.runs` holds the model commands (generate, inspect, models, train,
+evaluate), `cli.sessions` the session ones (open, show, export); benchmarks are
+`python main.py bench NAME`. Engine modules (torch) are imported inside the commands
+that need them, so `python main.py` (the GUI) never imports torch in its own process.
+Bad input ends with a one-line reason on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from dpgviz.cli import runs, sessions
+from dpgviz.cli.common import UserError, add_model_args
+from dpgviz.core.settings import SettingsError
+
+log = logging.getLogger("dpgviz")
+
+
+__all__ = ["UserError", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dpgviz", description="Visualize masked-diffusion language models.")
+    parser.add_argument("--models-dir", help="extra folder to look for checkpoints in (GUI)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="GUI worker device")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command")
+    runs.add_parsers(sub)
+    p = sub.add_parser("bench", help="benchmarks")
+    bench = p.add_subparsers(dest="bench", required=True)
+    b = bench.add_parser("worker", help="bare forward vs in-process sampler vs worker+transport")
+    add_model_args(b)
+    b.add_argument("--length", type=int, default=256)
+    b.add_argument("--steps", type=int, default=20)
+    b.add_argument("--json", action="store_true")
+    b = bench.add_parser("sampler", help="per-iteration time of each strategy vs one bare forward pass")
+    add_model_args(b)
+    b.add_argument("--length", type=int, default=256)
+    b.add_argument("--steps", type=int, default=10)
+    b.add_argument("--rounds", type=int, default=3)
+    b.add_argument("--json", action="store_true")
+
+    sessions.add_parsers(sub)
+    return parser
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench == "sampler":
+        from dpgviz.engine.bench_sampler import main as bench_sampler
+
+        bench_sampler(args.length, args.steps, args.rounds, args.model, args.meta, args.device, args.json)
+        return 0
+    from dpgviz.bench import bench_worker
+
+    bench_worker(args.length, args.steps, args.model, args.meta, args.device, args.json)
+    return 0
+
+
+def cmd_gui(args: argparse.Namespace, session: str | None = None) -> int:
+    from dpgviz.gui.app import run_app
+
+    run_app(models_dir=args.models_dir, device=args.device, session=session)
+    return 0
+
+
+COMMANDS = {**runs.COMMANDS, **sessions.COMMANDS, "bench": cmd_bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s",
+        stream=sys.stderr,
+    )
+    from dpgviz.core.vocab import VocabError
+
+    user_errors: tuple[type[Exception], ...] = (UserError, SettingsError, VocabError, FileNotFoundError)
+    try:
+        if args.command is None:
+            return cmd_gui(args)
+        if args.command == "open":
+            return cmd_gui(args, session=args.file)
+        return COMMANDS[args.command](args)
+    except user_errors as exc:
+        sys.stderr.write(f"dpgviz: {exc}\n")
+        return 2
+    except ValueError as exc:  # CheckpointError, SessionError and friends are ValueErrors with a user message
+        sys.stderr.write(f"dpgviz: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("dpgviz: interrupted\n")
+        return 130
+    except BrokenPipeError:  # `show --json | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,0 +1,56 @@
+"""Pieces every CLI module shares: the user-error type, model and settings arguments, JSON output.
+
+Standard library and dpgviz.core only; no torch (engine modules are imported inside the
+commands that need them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from dpgviz.core.settings import STRATEGIES, GenerationSettings
+
+
+class UserError(Exception):
+    """Bad input: printed as one line, exit status 2."""
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="checkpoint (ckpt.pt); default: the embedded model")
+    p.add_argument("--meta", help="vocabulary meta.pkl (default: beside the checkpoint or in data/)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def add_settings_args(p: argparse.ArgumentParser) -> None:
+    d = GenerationSettings()
+    p.add_argument("--length", type=int, default=None, help=f"tokens (default {d.length}, capped at the block size)")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--start-ratio", type=float, default=d.start_ratio)
+    p.add_argument("--end-ratio", type=float, default=d.end_ratio)
+    p.add_argument("--randomness", type=float, default=d.randomness)
+    p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--top-k", type=int, default=d.top_k, help="candidates recorded per masked position")
+
+
+def settings_from(args: argparse.Namespace) -> GenerationSettings:
+    return GenerationSettings(
+        temperature=args.temperature,
+        steps=args.steps,
+        length=GenerationSettings.length if args.length is None else args.length,
+        start_ratio=args.start_ratio,
+        end_ratio=args.end_ratio,
+        randomness=args.randomness,
+        strategy=args.strategy,
+        seed=args.seed,
+        top_k=args.top_k,
+    ).validate()
+
+
+def print_json(doc: object) -> None:
+    """One JSON document on stdout, non-ASCII kept as is."""
+    json.dump(doc, sys.stdout, ensure_ascii=False)
+    sys.stdout.write("\n")

@@ -1,0 +1,63 @@
+"""What the GUI and the CLI know about a loaded model: one typed record, made in the worker.
+
+The worker builds it from the loaded checkpoint (`engine.checkpoint.LoadedModel.info`)
+and sends it across the process boundary in `ipc.messages.ModelLoaded`; the GUI, the
+CLI and session files read it. Plain data only (it is pickled between processes and
+written into session headers), so numpy-free and torch-free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from dpgviz.core.vocab import Vocabulary
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A loaded model: where it came from, its size and its vocabulary."""
+
+    name: str  # what the model list and the status bar show
+    path: str | None  # the checkpoint file
+    block_size: int  # longest sequence the model takes
+    params: int
+    itos: tuple[str, ...]  # token strings by id (the vocabulary)
+    n_ids: int  # ids a record can hold: tokens, the mask and reserved ids
+    device: str = "cpu"  # where the worker runs it: cpu, cuda
+    meta: str | None = None  # the vocabulary file, when it came from one
+    threads: int = 0  # torch threads the worker uses (0 = not reported)
+    iter_num: int | None = None  # the trainer's iteration count, when the checkpoint has one
+    best_val_loss: float | None = None  # the trainer's best validation loss, when recorded
+    stand_ins: tuple[str, ...] = field(default_factory=tuple)  # classes kept as data, not loaded
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    @property
+    def mask_id(self) -> int:
+        return len(self.itos)
+
+    def vocab(self) -> Vocabulary:
+        """The vocabulary as the GUI and session files use it."""
+        return Vocabulary(itos=tuple(self.itos), model_vocab_size=self.n_ids)
+
+    def to_dict(self, with_itos: bool = True) -> dict:
+        """Plain JSON-able data (`models --json`, session headers keep it without itos)."""
+        data = dataclasses.asdict(self)
+        data["itos"] = list(self.itos)
+        data["stand_ins"] = list(self.stand_ins)
+        data.update(vocab_size=self.vocab_size, mask_id=self.mask_id)
+        if not with_itos:
+            del data["itos"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelInfo:
+        """From `to_dict` output (unknown keys, such as vocab_size, are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in data.items() if k in names}
+        kept["itos"] = tuple(str(s) for s in kept.get("itos", ()))
+        kept["stand_ins"] = tuple(kept.get("stand_ins", ()))
+        return cls(**kept)
