@@ -274,7 +274,7 @@ def test_worker_death_is_shown_and_loading_again_works(app: App, models_dir: Pat
 
 
 def test_tall_sequences_scroll(app: App) -> None:
-    from dpgviz.gui.bench_gui import synthetic_store, synthetic_vocab
+    from dpgviz.bench.synthetic import synthetic_store, synthetic_vocab
 
     vocab = synthetic_vocab()
     app.show_store(synthetic_store(16384, 2, vocab=vocab), list(vocab.itos), vocab.n_ids)
@@ -291,7 +291,7 @@ def test_tall_sequences_scroll(app: App) -> None:
 
 
 def test_opens_a_saved_session(app: App, tmp_path: Path) -> None:
-    from dpgviz.gui.bench_gui import synthetic_store, synthetic_vocab
+    from dpgviz.bench.synthetic import synthetic_store, synthetic_vocab
     from dpgviz.store.session import save_session
 
     vocab = synthetic_vocab()

@@ -229,7 +229,7 @@ def test_expected_records_and_continue_point() -> None:
 def test_gui_process_never_imports_torch() -> None:
     code = (
         "import sys\n"
-        "import dpgviz.gui.app, dpgviz.gui.bench_gui\n"
+        "import dpgviz.gui.app, dpgviz.bench, dpgviz.bench.gui\n"
         "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'dpgviz.engine'))]\n"
         "print(','.join(bad))\n"
     )

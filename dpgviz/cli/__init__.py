@@ -14,8 +14,9 @@ import argparse
 import logging
 import sys
 
+from dpgviz import bench
 from dpgviz.cli import runs, sessions
-from dpgviz.cli.common import UserError, add_model_args
+from dpgviz.cli.common import UserError
 from dpgviz.core.settings import SettingsError
 
 log = logging.getLogger("dpgviz")
@@ -31,34 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command")
     runs.add_parsers(sub)
-    p = sub.add_parser("bench", help="benchmarks")
-    bench = p.add_subparsers(dest="bench", required=True)
-    b = bench.add_parser("worker", help="bare forward vs in-process sampler vs worker+transport")
-    add_model_args(b)
-    b.add_argument("--length", type=int, default=256)
-    b.add_argument("--steps", type=int, default=20)
-    b.add_argument("--json", action="store_true")
-    b = bench.add_parser("sampler", help="per-iteration time of each strategy vs one bare forward pass")
-    add_model_args(b)
-    b.add_argument("--length", type=int, default=256)
-    b.add_argument("--steps", type=int, default=10)
-    b.add_argument("--rounds", type=int, default=3)
-    b.add_argument("--json", action="store_true")
-
+    bench.add_parser(sub)
     sessions.add_parsers(sub)
     return parser
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.bench == "sampler":
-        from dpgviz.engine.bench_sampler import main as bench_sampler
-
-        bench_sampler(args.length, args.steps, args.rounds, args.model, args.meta, args.device, args.json)
-        return 0
-    from dpgviz.bench import bench_worker
-
-    bench_worker(args.length, args.steps, args.model, args.meta, args.device, args.json)
-    return 0
+    return bench.main(args)  # imports the chosen benchmark's heavy modules only now
 
 
 def cmd_gui(args: argparse.Namespace, session: str | None = None) -> int:

@@ -1,4 +1,4 @@
-"""`dpgviz bench worker`: what the process boundary costs, measured against what it wraps.
+"""`python main.py bench worker`: what the process boundary costs, measured against what it wraps.
 
 The same generation (same model, strategy 'seed', same seed) three ways:
 
@@ -15,7 +15,8 @@ the first-call costs of every op) and then `repeats` times, interleaved; the fas
 (timeit's convention: slower repeats measure the machine's other load, not the code).
 Transport latency is per record, worker wrote the slot -> appended to the store.
 
-This process imports torch (the bare and in-process rows need it); the GUI never runs this.
+This process imports torch (the bare and in-process rows need it), inside `bench_worker`;
+only `dpgviz.bench.main` imports this module, and the GUI never runs it.
 """
 
 from __future__ import annotations

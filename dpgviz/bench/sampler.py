@@ -1,9 +1,12 @@
-"""Per-iteration cost of each strategy against one bare forward pass (in-process, no worker).
+"""`dpgviz bench sampler`: per-iteration cost of each strategy against one bare forward pass.
 
-`python main.py bench sampler [--length N] [--steps S] [--model CKPT] [--json]`. Without
---model it times a freshly initialised 6-layer, 384-wide, 6-head model (the seed's usual
-size); the weights do not change the cost. Strategies are interleaved round by round so
-a noisy machine slows all of them alike; medians are reported.
+`python main.py bench sampler [--length N] [--steps S] [--rounds R] [--model CKPT] [--json]`,
+in-process, no worker. Without --model it times a freshly initialised 6-layer, 384-wide,
+6-head model (the seed's usual size); the weights do not change the cost. Strategies are
+interleaved round by round so a noisy machine slows all of them alike; medians are reported.
+
+Imports torch at module level: only `dpgviz.bench.main` imports this module, when the
+benchmark runs; the GUI never does.
 """
 
 from __future__ import annotations

@@ -1,0 +1,89 @@
+"""Benchmarks, all started one way: `python main.py bench NAME [flags]`.
+
+    worker   bare forward vs in-process sampler vs worker + shared-memory ring (bench.worker; torch)
+    sampler  per-iteration time of each strategy vs one bare forward pass (bench.sampler; torch)
+    gui      frame times of the app on synthetic runs (bench.gui; dearpygui, needs a display)
+    session  save / cold open / first touch of a large session file (bench.session; numpy)
+
+`bench.synthetic` is the one generator of fake runs (numpy only), shared by the gui and
+session benchmarks and by the tests.
+
+This module only defines the argument parser and dispatches: importing it (the CLI does,
+to build its parser) must not import torch, dearpygui or any benchmark module; each
+benchmark's module, and what it needs, is imported when that benchmark runs. Benchmarks
+print their result tables (or one JSON document with --json) to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from typing import Any
+
+__all__ = ["NAMES", "add_parser", "main"]
+
+NAMES = ("worker", "sampler", "gui", "session")
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    """'4096,65536' -> (4096, 65536), for --switch-sizes."""
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated token counts, got {text!r}") from exc
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add `bench` and its four subcommands to the CLI's subparsers; returns the `bench` parser."""
+    from dpgviz.cli.common import add_model_args  # here, not at import: dpgviz.cli imports this package
+
+    p = sub.add_parser("bench", help="benchmarks")
+    bench = p.add_subparsers(dest="bench", required=True)
+    b = bench.add_parser("worker", help="bare forward vs in-process sampler vs worker+transport")
+    add_model_args(b)
+    b.add_argument("--length", type=int, default=256)
+    b.add_argument("--steps", type=int, default=20)
+    b.add_argument("--json", action="store_true")
+    b = bench.add_parser("sampler", help="per-iteration time of each strategy vs one bare forward pass")
+    add_model_args(b)
+    b.add_argument("--length", type=int, default=256)
+    b.add_argument("--steps", type=int, default=10)
+    b.add_argument("--rounds", type=int, default=3)
+    b.add_argument("--json", action="store_true")
+    b = bench.add_parser("gui", help="frame times of the app on a synthetic run (needs a display)")
+    b.add_argument("--tokens", type=int, default=1024, help="tokens of the scrubbed run")
+    b.add_argument("--steps", type=int, default=200, help="iterations of the scrubbed run")
+    b.add_argument("--frames", type=int, default=300, help="frames timed per measurement")
+    b.add_argument("--switch-sizes", type=_sizes, default=(4096, 65536), help="token counts for the step-switch timing")
+    b.add_argument("--no-first-frame", action="store_true", help="skip the subprocess start-up timing")
+    b.add_argument("--json", action="store_true")
+    b = bench.add_parser("session", help="save, cold open and first touch of a large session file")
+    b.add_argument("--tokens", type=int, default=16384)
+    b.add_argument("--records", type=int, default=1000, help="about this many records (a root run and one fork)")
+    b.add_argument("--dir", default=tempfile.gettempdir(), help="where the session file is written")
+    b.add_argument("--keep", action="store_true", help="keep the session file")
+    b.add_argument("--json", action="store_true")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the benchmark `args.bench` with the flags `add_parser` defined; exit status 0."""
+    if args.bench == "worker":
+        from dpgviz.bench.worker import bench_worker
+
+        bench_worker(args.length, args.steps, args.model, args.meta, args.device, args.json)
+    elif args.bench == "sampler":
+        from dpgviz.bench.sampler import main as bench_sampler
+
+        bench_sampler(args.length, args.steps, args.rounds, args.model, args.meta, args.device, args.json)
+    elif args.bench == "gui":
+        from dpgviz.bench.gui import main as bench_gui
+
+        bench_gui(args.tokens, args.steps, args.frames, args.switch_sizes, not args.no_first_frame, args.json)
+    elif args.bench == "session":
+        from dpgviz.bench.session import main as bench_session
+
+        bench_session(args.tokens, args.records, args.dir, args.keep, args.json)
+    else:
+        raise ValueError(f"no benchmark {args.bench!r}; choose from {', '.join(NAMES)}")
+    return 0
