@@ -47,7 +47,10 @@ def first_frame_seconds() -> float:
         "app.close()\n"
     )
     t0 = time.time()
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+    if out.returncode != 0:
+        tail = out.stderr.strip().splitlines()[-1:] or [f"exit status {out.returncode}"]
+        raise RuntimeError(f"the first-frame subprocess failed: {tail[0]}")
     return float(out.stdout.strip().splitlines()[-1]) - t0
 
 
