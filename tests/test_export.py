@@ -176,6 +176,60 @@ def test_html_player_runs_and_shows_the_last_record(session, tmp_path):
     assert shown["text"] == final.replace("\n", "\u21b5")
 
 
+def _run_player(page: str, tmp_path, check: str) -> dict:
+    """Run the page's own player script under node with a stub DOM, then `check` (prints JSON)."""
+    data_json = re.search(r'<script id="session-data" type="application/json">(.*?)</script>', page, re.S).group(1)
+    script = re.findall(r"<script>(.*?)</script>", page, re.S)[-1]
+    harness = tmp_path / "run.js"
+    harness.write_text(_NODE_DOM + f"\nconst __DATA = {json.dumps(data_json)};\n" + script + check)
+    result = subprocess.run(["node", str(harness)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _hex(rgb: np.ndarray) -> np.ndarray:
+    return np.array([f"#{r:02x}{g:02x}{b:02x}" for r, g, b in np.asarray(rgb).reshape(-1, 3).tolist()])
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the player's script")
+def test_html_player_colours_equal_the_png_cells(session, tmp_path):
+    """Every cell of every record, in both player modes: the player's background and ink are the PNG's."""
+    page = export_session(session, "html", tmp_path / "player.html").read_text(encoding="utf-8")
+    shown = _run_player(page, tmp_path, _NODE_COLOURS)
+    rows = session.rows("0")
+    n = session.store.layout.seq_len
+    # The fixture must exercise what could go wrong: several mask states and both confidence cases.
+    flags = session.store.column("flags")[rows]
+    assert len(np.unique(mask_states(flags))) >= 3
+    conf = session.store.column("confidence")[rows].astype(np.float32)
+    assert np.isfinite(conf).any() and (~np.isfinite(conf) & ((flags & FLAG_MASKED) != 0)).any()
+    for player_mode, png_mode in (("state", "mask-state"), ("confidence", "confidence")):
+        painter = FramePainter(session, "0", mode=png_mode)
+        raster = painter.raster
+        _, cols = raster.grid_shape(n)
+        pos = np.arange(n)
+        y0, x0 = (pos // cols) * raster.cell_h, (pos % cols) * raster.cell_w
+        for k, row in enumerate(rows):
+            tokens = session.store.get("tokens", row).astype(np.intp)
+            grid = painter.grid(k)
+            # Background: a pixel of each cell that its glyph leaves uncovered (the gutter is the page).
+            glyph = painter.raster.atlas[tokens][:, :-1, :-1]
+            blank = np.argmax(glyph.reshape(n, -1) == 0, axis=1)
+            assert (glyph.reshape(n, -1)[pos, blank] == 0).all()
+            by, bx = np.divmod(blank, glyph.shape[2])
+            background = grid[y0 + by, x0 + bx]
+            # Ink: where a glyph is fully drawn the pixel is the ink colour itself.
+            ink = ink_rgb(background)
+            bg_hex, ink_hex = shown[player_mode]["bg"][k], shown[player_mode]["ink"][k]
+            assert bg_hex == _hex(background).tolist(), (player_mode, k)
+            assert ink_hex == _hex(ink).tolist(), (player_mode, k)
+            full = glyph.reshape(n, -1) == 255
+            if full.any():
+                cell = np.argmax(full.any(axis=1))
+                fy, fx = np.divmod(np.argmax(full[cell]), glyph.shape[2])
+                assert grid[y0[cell] + fy, x0[cell] + fx].tolist() == ink[cell].tolist()
+
+
 _NODE_DOM = r"""
 // The smallest DOM the player touches, enough to run it under node.
 class El {
@@ -203,6 +257,23 @@ _NODE_CHECK = r"""
   show(R - 1);
   __els.mode.value = "confidence"; show(R - 1);
   console.log(JSON.stringify({ info: __els.info.textContent, text: cells.map((c) => c.textContent).join("") }));
+})();
+"""
+
+_NODE_COLOURS = r"""
+(async () => {
+  await ready;
+  if (__els.error && __els.error.textContent) { console.error(__els.error.textContent); process.exit(1); }
+  const out = {};
+  for (const mode of ["state", "confidence"]) {
+    out[mode] = { bg: [], ink: [] };
+    for (let r = 0; r < R; r++) {
+      const bg = [], ink = [];
+      for (let i = 0; i < N; i++) { const [b, c] = colourOf(mode, r, i); bg.push(b); ink.push(c); }
+      out[mode].bg.push(bg); out[mode].ink.push(ink);
+    }
+  }
+  console.log(JSON.stringify(out));
 })();
 """
 

@@ -28,11 +28,23 @@ from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_NEW, FLAG_PROTECT
 COLOR_MODES = ("mask-state", "confidence", "score", "entropy")
 VALUE_MODES = COLOR_MODES[1:]  # modes that colour by a record field of the same name
 
-# Mask-state categories, in code order. Where several flags are set the most telling
-# one wins: remasked > masked > protected > edited > new (a remasked cell is also masked).
+# Mask-state categories, in code order.
 # The values match the app's dark canvas (gui/palette.py), so an export looks like the app.
 STATE_NAMES = ("visible", "new", "masked", "remasked", "protected", "edited")
 STATE_VISIBLE, STATE_NEW, STATE_MASKED, STATE_REMASKED, STATE_PROTECTED, STATE_EDITED = range(len(STATE_NAMES))
+
+# Which state a cell shows when several FLAG_* bits are set: the first (flag, state) pair
+# whose flag is set wins, else STATE_VISIBLE. The most telling one comes first:
+# remasked > masked > protected > edited > new (a remasked cell is also masked).
+# This is the only copy of the order: gui/palette.py builds its lookup from `mask_states`
+# and the HTML player receives this table as JSON (export/html.py `player_palette`).
+STATE_PRIORITY: tuple[tuple[int, int], ...] = (
+    (FLAG_REMASKED, STATE_REMASKED),
+    (FLAG_MASKED, STATE_MASKED),
+    (FLAG_PROTECTED, STATE_PROTECTED),
+    (FLAG_EDITED, STATE_EDITED),
+    (FLAG_NEW, STATE_NEW),
+)
 
 STATE_RGB = np.array(
     [
@@ -72,13 +84,15 @@ def mask_states(flags: np.ndarray) -> np.ndarray:
     """STATE_* code of every cell from FLAG_* bits (any shape), as uint8."""
     flags = np.asarray(flags)
     codes = np.full(flags.shape, STATE_VISIBLE, dtype=np.uint8)
-    # Lowest priority first; later assignments win.
-    codes[(flags & FLAG_NEW) != 0] = STATE_NEW
-    codes[(flags & FLAG_EDITED) != 0] = STATE_EDITED
-    codes[(flags & FLAG_PROTECTED) != 0] = STATE_PROTECTED
-    codes[(flags & FLAG_MASKED) != 0] = STATE_MASKED
-    codes[(flags & FLAG_REMASKED) != 0] = STATE_REMASKED
+    # Lowest priority first, so the later (higher-priority) assignments win.
+    for flag, state in reversed(STATE_PRIORITY):
+        codes[(flags & flag) != 0] = state
     return codes
+
+
+def entropy_max(vocab_size: int) -> float:
+    """Top of the entropy scale in nats: ln V, the entropy of the uniform distribution over V real tokens."""
+    return math.log(max(2, vocab_size))
 
 
 def value_range(mode: str, vocab_size: int) -> tuple[float, float]:
@@ -88,18 +102,27 @@ def value_range(mode: str, vocab_size: int) -> tuple[float, float]:
     the entropy of the uniform distribution over V real tokens.
     """
     if mode == "entropy":
-        return 0.0, math.log(max(2, vocab_size))
+        return 0.0, entropy_max(vocab_size)
     if mode in ("confidence", "score"):
         return 0.0, 1.0
     raise ValueError(f"colour mode {mode!r} has no value scale; value modes are {', '.join(VALUE_MODES)}")
 
 
-def value_rgb(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """viridis colour of each value on the scale lo..hi (clipped); NaN maps to the low end."""
+def value_levels(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Row of VIRIDIS_RGB (0..255, intp) of each value on the scale lo..hi (clipped); NaN maps to 0.
+
+    The one quantisation of values to colours: the app's colormap levels, the PNG/GIF
+    rasteriser and the HTML player's embedded levels all come from here.
+    """
     v = np.asarray(values, dtype=np.float32)
     scaled = (v - lo) / max(hi - lo, 1e-12)
-    index = np.rint(np.clip(np.nan_to_num(scaled, nan=0.0), 0.0, 1.0) * 255).astype(np.intp)
-    return VIRIDIS_RGB[index]
+    top = len(VIRIDIS_RGB) - 1
+    return np.rint(np.clip(np.nan_to_num(scaled, nan=0.0), 0.0, 1.0) * top).astype(np.intp)
+
+
+def value_rgb(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """viridis colour of each value on the scale lo..hi (clipped); NaN maps to the low end."""
+    return VIRIDIS_RGB[value_levels(values, lo, hi)]
 
 
 def cell_rgb(

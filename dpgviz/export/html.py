@@ -5,12 +5,14 @@ Per record the player needs the tokens, the flags (mask state) and the confidenc
 is a (records, positions) array whose rows differ from the previous row in few places,
 so every row is XOR-ed with the one before (mostly zero bytes), deflated with zlib and
 base64-encoded. The browser undoes this with `DecompressionStream("deflate")` (all
-current browsers) and a running XOR. Confidence travels as a byte: round(p * 254), 255
-for "no value".
+current browsers) and a running XOR. Confidence travels as its colour level, a uint16:
+`core.palette.value_levels` (0..255, the PNG export's quantisation), 65535 for "no value".
 
-The player draws the same grid as the app and the PNG export (`core.palette` colours,
-a newline shown as a return arrow), with play/pause, a record slider, speed and colour
-mode (mask state or confidence); keys: space plays, arrows step.
+The player draws the same grid as the app and the PNG export, with play/pause, a record
+slider, speed and colour mode (mask state or confidence); keys: space plays, arrows step.
+Its colour rules are not written in its JavaScript: the flag bits, the mask-state
+priority, the colours and the ink choice arrive as JSON (`player_palette`), generated
+from `core.palette` and `core.records`, so the player cannot drift from the app.
 
 numpy and the standard library only.
 """
@@ -26,11 +28,26 @@ from pathlib import Path
 import numpy as np
 
 import dpgviz
-from dpgviz.core.palette import INK_DARK, PAGE_RGB, STATE_NAMES, STATE_RGB, VIRIDIS_RGB, hex_colour, ink_rgb
-from dpgviz.core.records import KINDS
+from dpgviz.core.palette import (
+    INK_DARK,
+    INK_LIGHT,
+    NO_VALUE_RGB,
+    PAGE_RGB,
+    STATE_MASKED,
+    STATE_NAMES,
+    STATE_PRIORITY,
+    STATE_RGB,
+    STATE_VISIBLE,
+    VIRIDIS_RGB,
+    hex_colour,
+    ink_rgb,
+    value_levels,
+)
+from dpgviz.core.records import FLAG_MASKED, KINDS
 from dpgviz.store.session import Progress, Session, atomic_writer
 
 _CHUNK_BYTES = 8 * 1024 * 1024  # rows per deflate chunk: progress granularity for long sessions
+NO_LEVEL = 0xFFFF  # a confidence level the player reads as "no value"
 
 
 def _packed(column: np.ndarray, rows: np.ndarray, transform=None, progress: Progress | None = None) -> str:
@@ -58,11 +75,45 @@ def _packed(column: np.ndarray, rows: np.ndarray, transform=None, progress: Prog
     return base64.b64encode(b"".join(parts)).decode("ascii")
 
 
-def _confidence_bytes(block: np.ndarray) -> np.ndarray:
+def _confidence_levels(block: np.ndarray) -> np.ndarray:
+    """viridis level of each confidence on the fixed 0..1 scale, NO_LEVEL where it has none.
+
+    Levels rather than probabilities: the player only colours by them, and quantising
+    here with the PNG's own function keeps the two exports' colours identical.
+    """
     p = block.astype(np.float32)
-    q = np.rint(np.clip(np.nan_to_num(p, nan=0.0), 0.0, 1.0) * 254).astype(np.uint8)
-    q[~np.isfinite(p)] = 255
-    return q
+    levels = value_levels(p, 0.0, 1.0).astype(np.uint16)
+    levels[~np.isfinite(p)] = NO_LEVEL
+    return levels
+
+
+def _dark_ink(backgrounds: np.ndarray) -> list[bool]:
+    return [bool((ink == INK_DARK).all()) for ink in ink_rgb(backgrounds)]
+
+
+def player_palette() -> dict:
+    """The player's colour rules as JSON data, all from core.palette and core.records.
+
+    `priority` is STATE_PRIORITY ([flag bit, state] pairs, first match wins); `*_dark_ink`
+    say, per colour, whether `ink_rgb` picks the dark ink. Viridis travels as one hex string
+    and its ink flags as a string of 0/1, 6 and 1 characters per level.
+    """
+    return {
+        "page": hex_colour(PAGE_RGB),
+        "ink": {"dark": hex_colour(INK_DARK), "light": hex_colour(INK_LIGHT)},
+        "states": [hex_colour(c) for c in STATE_RGB],
+        "state_names": list(STATE_NAMES),
+        "state_dark_ink": _dark_ink(STATE_RGB),
+        "priority": [[int(flag), int(state)] for flag, state in STATE_PRIORITY],
+        "visible": STATE_VISIBLE,
+        "masked": STATE_MASKED,
+        "flag_masked": FLAG_MASKED,
+        "no_value": hex_colour(NO_VALUE_RGB),
+        "no_value_dark_ink": _dark_ink(NO_VALUE_RGB[None])[0],
+        "no_level": NO_LEVEL,
+        "viridis": "".join(hex_colour(c)[1:] for c in VIRIDIS_RGB),
+        "viridis_dark_ink": "".join("1" if dark else "0" for dark in _dark_ink(VIRIDIS_RGB)),
+    }
 
 
 def player_data(
@@ -85,8 +136,6 @@ def player_data(
         return report
 
     ids = store.column("tokens")
-    state_ink = ink_rgb(STATE_RGB)
-    viridis_ink = ink_rgb(VIRIDIS_RGB)
     return {
         "title": f"dpgviz \u00b7 branch {b.id}" + (f" ({b.label})" if b.label else ""),
         "app_version": dpgviz.__version__,
@@ -104,15 +153,8 @@ def player_data(
         ],
         "tokens": _packed(ids, rows, progress=part(0)),
         "flags": _packed(store.column("flags"), rows, progress=part(1)),
-        "confidence": _packed(store.column("confidence"), rows, _confidence_bytes, progress=part(2)),
-        "palette": {
-            "page": hex_colour(PAGE_RGB),
-            "states": [hex_colour(c) for c in STATE_RGB],
-            "state_names": list(STATE_NAMES),
-            "state_dark_ink": [bool((i == INK_DARK).all()) for i in state_ink],
-            "viridis": "".join(hex_colour(c)[1:] for c in VIRIDIS_RGB),
-            "viridis_dark_ink": "".join("1" if (i == INK_DARK).all() else "0" for i in viridis_ink),
-        },
+        "confidence": _packed(store.column("confidence"), rows, _confidence_levels, progress=part(2)),
+        "palette": player_palette(),
     }
 
 
@@ -126,10 +168,20 @@ def write_html(
     """Write the player for one branch as a single HTML file."""
     data = player_data(session, branch, frame_ms, progress)
     blob = json.dumps(data, ensure_ascii=True, separators=(",", ":")).replace("<", "\\u003c")
-    page = _TEMPLATE.replace("%TITLE%", html.escape(data["title"])).replace("%DATA%", blob)
+    page = (
+        _TEMPLATE.replace("%TITLE%", html.escape(data["title"]))
+        .replace("%CSS_COLOURS%", _css_colours())
+        .replace("%DATA%", blob)
+    )
     with atomic_writer(out) as f:
         f.write(page.encode("utf-8"))
     return Path(out)
+
+
+def _css_colours() -> str:
+    """CSS custom properties for the page chrome, in the canvas's own colours."""
+    page, ink = hex_colour(PAGE_RGB), hex_colour(INK_LIGHT)
+    return f"--page: {page}; --ink: {ink}; --control: {hex_colour(STATE_RGB[STATE_VISIBLE])};"
 
 
 _TEMPLATE = """<!DOCTYPE html>
@@ -139,10 +191,11 @@ _TEMPLATE = """<!DOCTYPE html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>%TITLE%</title>
 <style>
-  body { background: #1e2026; color: #e6e8ec; font: 14px system-ui, sans-serif; margin: 16px; }
+  :root { %CSS_COLOURS% }
+  body { background: var(--page); color: var(--ink); font: 14px system-ui, sans-serif; margin: 16px; }
   h1 { font-size: 16px; font-weight: 600; margin: 0 0 8px; }
   .bar { display: flex; gap: 10px; align-items: center; flex-wrap: wrap; margin: 8px 0; }
-  button, select { background: #30343d; color: #e6e8ec; border: 1px solid #555; border-radius: 4px; padding: 3px 10px; font: inherit; }
+  button, select { background: var(--control); color: var(--ink); border: 1px solid #555; border-radius: 4px; padding: 3px 10px; font: inherit; }
   input[type=range] { flex: 1; min-width: 200px; }
   #info { font-variant-numeric: tabular-nums; }
   #grid { display: grid; gap: 1px; font: 13px/18px ui-monospace, Menlo, Consolas, monospace; }
@@ -185,20 +238,18 @@ async function unpack(b64, rowBytes) {
   return out;
 }
 
-function stateOf(f) {  // same priority as core/palette.py mask_states
-  if (f & 8) return 3; if (f & 1) return 2; if (f & 4) return 4; if (f & 16) return 5; if (f & 2) return 1; return 0;
+const P = D.palette, dark = P.ink.dark, light = P.ink.light;
+function stateOf(f) {  // P.priority is core/palette.py STATE_PRIORITY: the first set flag wins
+  for (const [bit, state] of P.priority) if (f & bit) return state;
+  return P.visible;
 }
-const P = D.palette, dark = "#101014", light = "#e6e8ec";
 function colourOf(mode, r, i) {
   const f = flags[r * N + i];
   if (mode === "confidence") {
-    const q = conf[r * N + i];
-    if (q !== 255) {
-      const v = Math.round(q / 254 * 255);
-      return ["#" + P.viridis.substr(6 * v, 6), P.viridis_dark_ink[v] === "1" ? dark : light];
-    }
-    const s = (f & 1) ? 2 : 0;
-    return [P.states[s], P.state_dark_ink[s] ? dark : light];
+    const v = conf[r * N + i];
+    if (v !== P.no_level) return ["#" + P.viridis.substr(6 * v, 6), P.viridis_dark_ink[v] === "1" ? dark : light];
+    if (f & P.flag_masked) return [P.states[P.masked], P.state_dark_ink[P.masked] ? dark : light];
+    return [P.no_value, P.no_value_dark_ink ? dark : light];
   }
   const s = stateOf(f);
   return [P.states[s], P.state_dark_ink[s] ? dark : light];
@@ -225,8 +276,9 @@ function legend() {
   if ($("mode").value === "confidence") {
     const bar = document.createElement("span"); bar.textContent = "confidence 0 ";
     const g = document.createElement("i"); g.style.width = "96px";
-    g.style.background = `linear-gradient(to right, #${P.viridis.substr(0, 6)}, #${P.viridis.substr(6 * 128, 6)}, #${P.viridis.substr(6 * 255, 6)})`;
-    bar.append(g, " 1"); el.append(bar); add(P.states[2], "masked"); add(P.states[0], "no value");
+    const top = P.viridis.length / 6 - 1;
+    g.style.background = `linear-gradient(to right, #${P.viridis.substr(0, 6)}, #${P.viridis.substr(6 * (top >> 1), 6)}, #${P.viridis.substr(6 * top, 6)})`;
+    bar.append(g, " 1"); el.append(bar); add(P.states[P.masked], "masked"); add(P.no_value, "no value");
   } else P.state_names.forEach((name, i) => add(P.states[i], name));
 }
 
@@ -249,7 +301,7 @@ async function main() {
   if (typeof DecompressionStream === "undefined") { $("error").textContent = "This browser cannot decompress the embedded records (no DecompressionStream)."; return; }
   const tok = await unpack(D.tokens, N * D.id_bytes);
   tokens = D.id_bytes === 2 ? new Uint16Array(tok.buffer) : new Int32Array(tok.buffer);
-  flags = await unpack(D.flags, N); conf = await unpack(D.confidence, N);
+  flags = await unpack(D.flags, N); conf = new Uint16Array((await unpack(D.confidence, 2 * N)).buffer);
   const grid = $("grid"); grid.style.gridTemplateColumns = `repeat(${COLS}, 1.25ch)`; grid.style.background = P.page;
   for (let i = 0; i < N; i++) { const c = document.createElement("span"); c.title = "position " + i; cells.push(c); grid.append(c); }
   shownTok = new Int32Array(N).fill(-1); shownCol = new Array(N).fill("");

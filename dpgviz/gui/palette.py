@@ -17,12 +17,17 @@ states, viridis for values. Masked cells are a solid grey block in every mode.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from dpgviz.core import palette as shared
-from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_NEW, FLAG_PROTECTED, FLAG_REMASKED
+from dpgviz.core.discovery import default_model_entry
+from dpgviz.core.records import FLAG_MASKED
+from dpgviz.core.vocab import VocabError, Vocabulary
+
+log = logging.getLogger(__name__)
 
 
 def _rgb(row: np.ndarray) -> tuple[int, int, int]:
@@ -72,12 +77,32 @@ class ColorMode:
     description: str = ""
 
 
+def _default_vocab_size() -> int:
+    """Real tokens of the embedded default model (its packaged meta.pkl), for the scale shown before a load."""
+    meta = default_model_entry().meta
+    try:
+        return Vocabulary.load(meta).size if meta is not None else 0
+    except VocabError as exc:
+        # Only the legend's placeholder depends on it; `for_vocab` sets the real scale on load.
+        log.warning("default vocabulary unreadable (%s); entropy scale starts at ln 2", exc)
+        return 0
+
+
+DEFAULT_VOCAB_SIZE = _default_vocab_size()
+
 MODES: tuple[ColorMode, ...] = (
     ColorMode("state", "Mask state", None, description="What happened to each position in this step"),
     ColorMode("confidence", "Confidence p(token)", "confidence", 0.0, 1.0, "Model probability of the token shown"),
     ColorMode("score", "Remask score", "score", 0.0, 1.0, "Higher = more likely to be masked again"),
-    ColorMode("entropy", "Entropy (nats)", "entropy", 0.0, 4.2, "Uncertainty of the prediction at this position"),
-    # entropy's top is ln V of the loaded vocabulary (see `for_vocab`); 4.2 ~ ln 65
+    # entropy's top is ln V: of the default vocabulary until a model loads, then `for_vocab`'s
+    ColorMode(
+        "entropy",
+        "Entropy (nats)",
+        "entropy",
+        0.0,
+        shared.entropy_max(DEFAULT_VOCAB_SIZE),
+        "Uncertainty of the prediction at this position",
+    ),
 )
 MODE_BY_KEY = {m.key: m for m in MODES}
 MODE_BY_LABEL = {m.label: m for m in MODES}
@@ -92,22 +117,20 @@ def for_vocab(mode: ColorMode, vocab_size: int) -> ColorMode:
 
 
 def _state_table() -> np.ndarray:
-    """Colour index for every combination of the five FLAG_* bits (a 32-entry lookup)."""
-    flags = np.arange(32)
-    out = np.full(32, STATE_INDEX["visible"], dtype=np.uint16)
-    out[(flags & FLAG_NEW) != 0] = STATE_INDEX["new"]
-    out[(flags & FLAG_EDITED) != 0] = STATE_INDEX["edited"]
-    out[(flags & FLAG_PROTECTED) != 0] = STATE_INDEX["protected"]
-    out[(flags & FLAG_MASKED) != 0] = MASKED
-    out[(flags & FLAG_REMASKED) != 0] = STATE_INDEX["remasked"]
-    return out
+    """Colour index for every combination of the five FLAG_* bits (a 32-entry lookup).
+
+    The priority among bits is core.palette's (`mask_states`); this only renumbers its
+    STATE_* codes into this table's indices.
+    """
+    to_index = np.array([STATE_INDEX[name] for name in shared.STATE_NAMES], dtype=np.uint16)
+    return to_index[shared.mask_states(np.arange(32))]
 
 
 _STATE_TABLE = _state_table()
 
 
 def state_indices(flags: np.ndarray) -> np.ndarray:
-    """Colour index per position from FLAG_* bits; remasked > masked > protected > edited > new."""
+    """Colour index per position from FLAG_* bits, with core.palette's STATE_PRIORITY."""
     return _STATE_TABLE[np.asarray(flags) & 31]
 
 
@@ -116,10 +139,8 @@ def level_indices(values: np.ndarray, flags: np.ndarray, lo: float, hi: float) -
 
     A masked position with a finite value (the score that got it remasked) shows the value.
     """
-    v = np.asarray(values, dtype=np.float32)
-    finite = np.isfinite(v)
-    scaled = (np.nan_to_num(v, nan=lo) - lo) / max(hi - lo, 1e-12)
-    level = np.rint(np.clip(scaled, 0.0, 1.0) * (LEVELS - 1)).astype(np.uint16)  # as shared.value_rgb
+    finite = np.isfinite(np.asarray(values, dtype=np.float32))
+    level = shared.value_levels(values, lo, hi)  # the exports' quantisation, level for level
     is_masked = (np.asarray(flags) & FLAG_MASKED) != 0
     return np.where(finite, LEVEL0 + level, np.where(is_masked, MASKED, NO_VALUE)).astype(np.uint16)
 

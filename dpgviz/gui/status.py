@@ -6,10 +6,9 @@ value only when it changed. dearpygui only.
 
 from __future__ import annotations
 
-import math
-
 import dearpygui.dearpygui as dpg
 
+from dpgviz.core.palette import entropy_max
 from dpgviz.gui import palette
 
 ERROR_COLOR = (255, 120, 100)
@@ -99,6 +98,7 @@ class Legend:
                         _scale_bar()
                         self._scale_hi[mode.key] = dpg.add_text(f"{mode.hi:g}")
                 self._groups[mode.key] = group
+        self.set_entropy_max(palette.DEFAULT_VOCAB_SIZE)  # until a model's vocabulary replaces it
 
     def show(self, mode_key: str) -> None:
         if mode_key == self._shown:
@@ -110,7 +110,7 @@ class Legend:
         self._shown = mode_key
 
     def set_entropy_max(self, vocab_size: int) -> None:
-        dpg.set_value(self._scale_hi["entropy"], f"{math.log(max(2, vocab_size)):.2f} (ln V)")
+        dpg.set_value(self._scale_hi["entropy"], f"{entropy_max(vocab_size):.2f} (ln V)")
 
 
 def _swatch(rgb: tuple[int, int, int]) -> None:

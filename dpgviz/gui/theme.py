@@ -14,9 +14,14 @@ from pathlib import Path
 
 import dearpygui.dearpygui as dpg
 
+from dpgviz.core.palette import PAGE_RGB
 from dpgviz.core.vocab import NEWLINE_GLYPH
 
 log = logging.getLogger(__name__)
+
+# The canvas page colour (core.palette) doubles as the panels' and plots' background, so
+# the token canvas and the exports sit on the same grey as the rest of the window.
+_PAGE = tuple(int(c) for c in PAGE_RGB)
 
 UI_FONT_PX = 15
 MONO_FONT_PX = 16
@@ -75,7 +80,7 @@ def dark_theme() -> int | str:
     with dpg.theme() as theme:
         with dpg.theme_component(dpg.mvAll):
             dpg.add_theme_color(dpg.mvThemeCol_WindowBg, (24, 26, 31))
-            dpg.add_theme_color(dpg.mvThemeCol_ChildBg, (30, 32, 38))
+            dpg.add_theme_color(dpg.mvThemeCol_ChildBg, _PAGE)
             dpg.add_theme_color(dpg.mvThemeCol_FrameBg, (44, 48, 56))
             dpg.add_theme_color(dpg.mvThemeCol_Button, (52, 72, 104))
             dpg.add_theme_color(dpg.mvThemeCol_ButtonHovered, (66, 94, 138))
@@ -87,8 +92,8 @@ def dark_theme() -> int | str:
             dpg.add_theme_style(dpg.mvStyleVar_WindowPadding, 8, 8)
             dpg.add_theme_style(dpg.mvStyleVar_ItemSpacing, 8, 6)
             dpg.add_theme_style(dpg.mvStyleVar_FramePadding, 6, 4)
-            dpg.add_theme_color(dpg.mvPlotCol_PlotBg, (30, 32, 38), category=dpg.mvThemeCat_Plots)
-            dpg.add_theme_color(dpg.mvPlotCol_FrameBg, (30, 32, 38), category=dpg.mvThemeCat_Plots)
+            dpg.add_theme_color(dpg.mvPlotCol_PlotBg, _PAGE, category=dpg.mvThemeCat_Plots)
+            dpg.add_theme_color(dpg.mvPlotCol_FrameBg, _PAGE, category=dpg.mvThemeCat_Plots)
         for kind in (dpg.mvButton, dpg.mvSliderInt, dpg.mvCombo):  # disabled items look disabled
             with dpg.theme_component(kind, enabled_state=False):
                 dpg.add_theme_color(dpg.mvThemeCol_Text, (110, 114, 124))
