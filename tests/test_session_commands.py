@@ -55,14 +55,15 @@ def test_show_json_has_the_agreed_form(run, saved, capsys):
     assert doc["final_text"] == records[-1]["text"] and MASK_GLYPH not in doc["final_text"]
 
 
-def test_show_json_of_a_child_branch_starts_at_its_edit(run, saved, capsys):
+def test_show_json_of_a_child_branch_has_its_full_history(run, saved, capsys):
+    """The parent's records up to and including the forked one, then the child's own."""
     store, vocab, _ = run
     cmd_show(str(saved), "1", True)
     doc = json.loads(capsys.readouterr().out)
-    child_rows = store.branches["1"].rows
-    assert len(doc["records"]) == len(child_rows)
-    assert doc["records"][0]["kind"] == "initial"
-    assert doc["records"][0]["text"] == vocab.decode(store.get("tokens", child_rows[0]))
+    parent_rows, child_rows = store.branches["0"].rows[: FORK_RECORD + 1], store.branches["1"].rows
+    texts = [vocab.decode(store.get("tokens", r)) for r in [*parent_rows, *child_rows]]
+    assert [r["text"] for r in doc["records"]] == texts
+    assert doc["records"][FORK_RECORD + 1]["kind"] == "initial"  # this fixture's child is a plain continue
     assert doc["final_text"] == vocab.decode(store.get("tokens", child_rows[-1]))
 
 

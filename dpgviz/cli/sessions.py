@@ -37,7 +37,11 @@ log = logging.getLogger(__name__)
 
 
 def session_json(session: Session, branch: str | None = None) -> dict:
-    """`show --json`: every branch (id, parent, fork_record, settings) and one branch's records."""
+    """`show --json`: every branch (id, parent, fork_record, settings) and one branch's records.
+
+    The records are the branch's full history (Session.rows): for a child, the parent's
+    history up to the forked record, then the child's own ('edit' first, for a fork).
+    """
     chosen = session.branch(branch)
     records = records_json(session.store, session.rows(chosen.id), session.vocab)
     return {

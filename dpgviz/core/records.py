@@ -19,6 +19,10 @@ Per token (N = seq_len, K = top_k), with ids stored as uint16 when the id space 
 That is 2+2+2+2+1+4K+... = 41 bytes per token-record for K=8 with uint16 ids.
 Per record scalars: iteration, kind, target_masks, n_masked, forward_passes.
 
+Kinds: 'initial' (a run's start state), 'prediction' (every masked position filled),
+'remask' (the schedule's masks put back), 'final' (the finished text) and 'edit' (made
+by hand: the first record of a branch forked with `StepStore.fork`).
+
 numpy only.
 """
 
@@ -28,7 +32,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-KINDS = ("initial", "prediction", "remask", "final")
+# New kinds go at the END: a kind is stored as its index here, so reordering would change
+# the meaning of every saved session. 'edit' is a record the user made by hand (a fork's
+# first record); its `iteration` is the iteration a restart from it begins at.
+KINDS = ("initial", "prediction", "remask", "final", "edit")
 KIND_CODE = {name: code for code, name in enumerate(KINDS)}
 
 # Flag bits: what happened at a position in this record, for the canvas's mask-state mode.
@@ -54,6 +61,16 @@ def record_count(steps: int, start_iteration: int = 0) -> int:
     last iteration's 'prediction' and 'final': 2 * (steps - start_iteration) + 1.
     """
     return 2 * (steps - start_iteration) + 1
+
+
+def continue_point(kind: str, iteration: int) -> int:
+    """Iteration a continued run starts at from a record of `kind` at `iteration`.
+
+    'initial' holds the state before its iteration, and an 'edit' record stores the
+    iteration a restart from it begins at; every other record holds the state after its
+    iteration (a 'prediction' record's tokens, all filled, are kept as they are).
+    """
+    return iteration if kind in ("initial", "edit") else iteration + 1
 
 
 def id_dtype_for(n_ids: int) -> np.dtype:

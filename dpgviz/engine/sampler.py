@@ -38,6 +38,9 @@ class StartState:
     iteration: int = 0
     protected: np.ndarray | None = None  # (N,) bool
     edited: np.ndarray | None = None  # (N,) bool: positions changed by hand (for flags only)
+    # False when the start state is already a record (a fork's 'edit' record): the run then
+    # opens with its first 'prediction', flagged relative to these tokens, with no 'initial'.
+    emit_initial: bool = True
 
 
 class Sampler:
@@ -59,7 +62,8 @@ class Sampler:
         return torch.softmax(logits / temperature, dim=-1)
 
     def run(self, settings: GenerationSettings, start: StartState | None = None) -> Iterator[StepRecord]:
-        """Yield 'initial', then ('prediction', 'remask') per iteration, then 'final'."""
+        """Yield 'initial' (unless start.emit_initial is False), then ('prediction', 'remask')
+        per iteration, then 'final'. Protected positions never change."""
         settings.validate(self.block_size)
         start = start or StartState()
         n, k, mask_id = settings.length, min(settings.top_k, self.vocab.size), self.vocab.mask_id
@@ -126,7 +130,10 @@ class Sampler:
             return rec
 
         nan = torch.full((n,), float("nan"), device=dev)
-        yield emit("initial", start.iteration, int((tokens == mask_id).sum()), None, None, None, None, None)
+        if start.emit_initial:
+            yield emit("initial", start.iteration, int((tokens == mask_id).sum()), None, None, None, None, None)
+        else:  # the start record exists already: flag the first prediction against it
+            prev_np = tokens.cpu().numpy()
 
         for it in range(start.iteration, settings.steps):
             is_masked = tokens == mask_id  # (N,)

@@ -227,10 +227,15 @@ class WorkerClient:
         iteration: int = 0,
         protected: np.ndarray | None = None,
         edited: np.ndarray | None = None,
+        emit_initial: bool = True,
     ) -> int:
-        """Start a run whose records poll() appends to `branch`; a run in progress is stopped first."""
+        """Start a run whose records poll() appends to `branch`; a run in progress is stopped first.
+
+        `emit_initial=False` for a restart from a fork's 'edit' record: the run's records
+        then follow that record directly, with no 'initial' of their own.
+        """
         run_id = self._next_run_id
-        self._send(StartRun(run_id, settings.to_dict(), tokens, iteration, protected, edited))
+        self._send(StartRun(run_id, settings.to_dict(), tokens, iteration, protected, edited, emit_initial))
         self._next_run_id += 1
         self._runs[run_id] = _Run(run_id, branch)
         self.active_run = run_id

@@ -44,6 +44,7 @@ class StartRun(Command):
     iteration: int = 0  # iteration the run starts at (a fork continues mid-run)
     protected: np.ndarray | None = None  # (N,) bool: positions the sampler must not change
     edited: np.ndarray | None = None  # (N,) bool: positions changed by hand (flags only)
+    emit_initial: bool = True  # False: the start is a fork's 'edit' record; send no 'initial'
 
 
 @dataclass

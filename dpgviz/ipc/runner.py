@@ -87,28 +87,52 @@ def run_via_worker(
     device: str = "auto",
     on_event: Callable[[Event], None] | None = None,
     cap_length: bool = False,
+    *,
+    store: StepStore | None = None,
+    branch: str | None = None,
+    tokens: np.ndarray | None = None,
+    iteration: int = 0,
+    protected: np.ndarray | None = None,
+    edited: np.ndarray | None = None,
+    emit_initial: bool = True,
+    on_loaded: Callable[[ModelInfo], None] | None = None,
 ) -> tuple[ModelInfo, StepStore, str, dict]:
     """Load and run in a worker; returns (model info, store, branch id, summary).
+
+    By default the run goes into a fresh store's new root branch. With `store` and
+    `branch` it is appended to that existing branch instead (`main.py branch` appends a
+    fork's run after its 'edit' record); `tokens`, `iteration`, `protected`, `edited`
+    and `emit_initial` are the start state (see engine.sampler.StartState).
+    `on_loaded(info)` runs once the model is loaded, before the run starts, and may
+    raise to stop there (e.g. the model's vocabulary does not match the store).
 
     Raises WorkerFailed with the worker's one-line message when loading or the run fails
     (a length over the model's block size included, unless `cap_length` caps it, as the
     CLI does for its default length). Nothing but this loop waits on the worker here, so
     the worker gets every core for torch (the GUI leaves one to its frame loop).
     """
+    if (store is None) != (branch is None):
+        raise ValueError("pass both store and branch, or neither")
     with WorkerClient(threads=os.cpu_count() or 1) as client:
         t0 = time.monotonic()
         client.load_model(model_path, meta_path, device)
         info = wait_for(client, (ModelLoaded,), on_event=on_event).info
         load_s = time.monotonic() - t0
+        if on_loaded is not None:
+            on_loaded(info)
         if cap_length:
             settings = settings.capped(info.block_size)
-        store = StepStore(run_layout(settings, info), capacity=record_count(settings.steps))
-        branch = store.new_branch(settings.to_dict(), label="generate").id
+        if store is None:
+            store = StepStore(
+                run_layout(settings, info), capacity=record_count(settings.steps), mask_id=info.mask_id
+            )
+            branch = store.new_branch(settings.to_dict(), label="generate").id
+        n_before = len(store.branches[branch].rows)
         t1 = time.monotonic()
-        client.start_run(settings, branch)
+        client.start_run(settings, branch, tokens, iteration, protected, edited, emit_initial)
         end = wait_for(client, (RunFinished, RunStopped), store, on_event)
         wall_s = time.monotonic() - t1
-        n_records = len(store.branches[branch].rows)
+        n_records = len(store.branches[branch].rows) - n_before
         summary = {
             "settings": settings.to_dict(),
             "n_records": n_records,

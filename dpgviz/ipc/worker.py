@@ -217,7 +217,7 @@ class _Worker:
         from dpgviz.engine.sampler import StartState
 
         settings = GenerationSettings.from_dict(cmd.settings)
-        start = StartState(cmd.tokens, cmd.iteration, cmd.protected, cmd.edited)
+        start = StartState(cmd.tokens, cmd.iteration, cmd.protected, cmd.edited, cmd.emit_initial)
         records = self.sampler.run(settings, start)
         try:
             first = next(records)  # validates settings and start state before any shared memory exists

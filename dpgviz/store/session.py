@@ -19,7 +19,10 @@ The header holds `format`, `format_version`, `app_version`, `created`, `layout`
 `dtype.str`, shape, offset, nbytes and crc32 as 8 hex digits), `data_end`, `settings`
 (the generation settings the session was saved with), `model` (path, sha256 of the
 checkpoint, free-form info), `vocab` (itos, model_vocab_size), `mask_id` and `tree`
-(StepStore.tree(): each branch's id, parent, fork_record, settings, label, rows).
+(StepStore.tree(): each branch's id, parent, fork_record, settings, label, edits, rows).
+`fork_record` indexes the parent's history (StepStore.history); `edits` may be absent
+(files written before branches could be edited) and then reads as none. Rows of deleted
+branches may remain in the columns, named by no branch.
 
 Opening checks the magic, the version, the header checksum and JSON, that every column
 lies inside the file (a file cut short is refused, not half-read) and that the branch
@@ -132,13 +135,14 @@ class Session:
         return self.store.branches[branch_id]
 
     def rows(self, branch_id: str | None = None) -> np.ndarray:
-        """Store rows of a branch's own records, in order (int64)."""
-        return np.asarray(self.branch(branch_id).rows, dtype=np.int64)
+        """Store rows of a branch's history, in order (int64): for a child, the parent's
+        history up to the forked record, then its own records (StepStore.history)."""
+        return self.store.history(self.branch(branch_id).id)
 
     def record_index(self, branch_id: str | None, record: int | None) -> int:
-        """Index of record `record` in a branch (None = its last; negatives count back from the end)."""
+        """Index of record `record` in a branch's history (None = its last; negatives count back)."""
         branch = self.branch(branch_id)
-        n = len(branch.rows)
+        n = self.store.history_length(branch.id)
         if n == 0:
             raise SessionError(f"branch {branch.id!r} has no records")
         k = n - 1 if record is None else int(record)
@@ -147,8 +151,8 @@ class Session:
         return k % n
 
     def record_row(self, branch_id: str | None, record: int | None) -> int:
-        """Store row of record `record` of a branch (None = its last)."""
-        return self.branch(branch_id).rows[self.record_index(branch_id, record)]
+        """Store row of record `record` of a branch's history (None = its last)."""
+        return int(self.rows(branch_id)[self.record_index(branch_id, record)])
 
     # -- the model ---------------------------------------------------------------------
     def model_status(self) -> str:
@@ -497,7 +501,7 @@ def open_session(path: str | Path, *, verify: bool | None = None) -> Session:
             for e in header["columns"]
         }
         try:
-            store = StepStore.from_columns(layout, columns, count, tree)
+            store = StepStore.from_columns(layout, columns, count, tree, mask_id=vocab.mask_id)
         except ValueError as exc:
             raise SessionError(f"{path} does not match its layout ({exc})") from None
     except BaseException:
@@ -554,7 +558,9 @@ def _checked_tree(path: Path, tree: list, count: int) -> list[dict]:
                 )
         if any(not 0 <= r < count for r in branch.rows):
             raise SessionError(f"{path} is corrupt (branch {branch.id!r} names rows outside 0..{count - 1})")
-        seen[branch.id] = len(branch.rows)
+        # History length: fork_record indexes the parent's history (StepStore.history).
+        inherited = 0 if branch.parent is None or branch.fork_record is None else branch.fork_record + 1
+        seen[branch.id] = inherited + len(branch.rows)
         all_rows.extend(branch.rows)
     if len(set(all_rows)) != len(all_rows):
         raise SessionError(f"{path} is corrupt (a row belongs to two branches)")
