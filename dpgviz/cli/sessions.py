@@ -1,4 +1,4 @@
-"""Session commands: `show`, `export`, `open`, and saving `generate --out`.
+"""Session commands: `show`, `export`, `open`, `branch`, and saving `generate --out`.
 
 Each command takes plain arguments, prints only its output to stdout (progress bars
 and messages go to stderr) and returns an exit status; anything the user got wrong
@@ -6,22 +6,28 @@ raises SessionError with a one-line message for the CLI to print. The record JSO
 `store.step_store.records_json`, the same function `generate --json` prints with.
 
 Imports numpy and the standard library; `cmd_export` imports `dpgviz.export` (Pillow)
-and tqdm when called, so `show` and `open` stay light. No torch.
+and tqdm when called, so `show` and `open` stay light. `branch` runs the model in a
+worker process (ipc.runner), so this process never imports torch either.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from dpgviz.cli.common import print_json
+import numpy as np
+
+from dpgviz.cli.common import UserError, add_model_args, print_json
 from dpgviz.core.model_info import ModelInfo
+from dpgviz.core.records import FLAG_PROTECTED, continue_point
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.core.vocab import Vocabulary
+from dpgviz.store.edits import apply_edit, encode_text, parse_range, parse_replace, predicted_tokens
 from dpgviz.store.session import (
     FORMAT_VERSION,
     Progress,
@@ -194,6 +200,113 @@ def save_run(
     return written
 
 
+BRANCH_OVERRIDES = ("temperature", "strategy", "randomness", "seed", "steps")
+
+
+def cmd_branch(
+    path: str,
+    record: int,
+    edits: list[tuple[str, str]],
+    branch: str | None = None,
+    overrides: dict | None = None,
+    model: str | None = None,
+    meta: str | None = None,
+    device: str = "auto",
+) -> int:
+    """Fork `branch` (None = the root) at history record `record`, edit, run, save; print the new id.
+
+    `edits` are (op, argument) pairs in command-line order: ('mask'|'unmask'|'protect'|
+    'unprotect', 'A:B') or ('replace', 'POS:TEXT'). The child runs with the parent's
+    settings, `overrides` (non-None values of BRANCH_OVERRIDES) replacing some, from the
+    edit record, through a worker like `generate`. Everything the user can get wrong is
+    checked before the model loads, and the file is written (atomically) only once the
+    run has finished, so any failure leaves it byte-identical.
+    """
+    from dpgviz.ipc.runner import WorkerFailed, run_via_worker
+
+    with open_session(path) as session:
+        store, vocab = session.store, session.vocab
+        parent = session.branch(branch).id
+        k = session.record_index(parent, record)
+        row = int(session.rows(parent)[k])
+        n = store.layout.seq_len
+        tokens = store.get("tokens", row).astype(np.int64)
+        protected = (store.get("flags", row) & FLAG_PROTECTED).astype(bool)
+        edited = np.zeros(n, dtype=bool)
+        predicted = predicted_tokens(store, parent, k)
+        done: list[dict] = []
+        for op, arg in edits:
+            text: str | None = None
+            text_ids = None
+            if op == "replace":
+                start, text = parse_replace(arg)
+                text_ids = encode_text(text, vocab)
+                stop = start + len(text_ids)
+            else:
+                start, stop = parse_range(arg, n)
+            tokens, protected, changed = apply_edit(
+                tokens, protected, op, start, stop, mask_id=vocab.mask_id, text_ids=text_ids, predicted=predicted
+            )
+            edited |= changed
+            done.append({"op": op, "start": start, "stop": stop, "text": text})
+
+        base = session.branch(parent).settings or session.settings
+        try:
+            settings = GenerationSettings.from_dict(base)
+            settings = dataclasses.replace(settings, **{k: v for k, v in (overrides or {}).items() if v is not None})
+            settings.validate()
+        except (TypeError, KeyError) as exc:
+            raise SessionError(f"branch {parent!r} has unusable settings ({exc})") from None
+        if settings.length != n or settings.top_k != store.layout.top_k:
+            raise SessionError(f"branch {parent!r} settings do not match the session's records ({n} tokens)")
+        kind, iteration = store.kind(row), int(store.get("iteration", row))
+        start_it = continue_point(kind, iteration)
+        if start_it >= settings.steps:
+            raise SessionError(
+                f"record {k} ({kind}) is after iteration {start_it - 1}; pass --steps above {start_it} to continue it"
+            )
+        model_path = model or session.model_path
+        if not model and (not model_path or not Path(model_path).is_file()):
+            recorded = session.model_path or "not recorded"
+            raise SessionError(f"the session's model ({recorded}) cannot be found; pass --model CKPT")
+
+        def check_model(info: ModelInfo) -> None:
+            if tuple(info.itos) != tuple(vocab.itos) or info.n_ids != store.layout.n_ids:
+                raise UserError(f"model {info.path or info.name} has another vocabulary than the session")
+
+        child = store.fork(
+            parent, k, tokens, protected, edited, settings.to_dict(), label=f"branch @ {k}", edits=done,
+            mask_id=vocab.mask_id,
+        )
+        try:
+            _, _, _, summary = run_via_worker(
+                settings, model_path, meta, device, store=store, branch=child.id, tokens=tokens,
+                iteration=start_it, protected=protected if protected.any() else None, edited=edited,
+                emit_initial=False, on_loaded=check_model,
+            )
+        except WorkerFailed as exc:
+            raise UserError(str(exc)) from None
+        save_session(
+            path, store, vocab, settings=session.settings, model_path=session.model_path,
+            model_sha256=session.model_sha256, model_info=session.model_info,
+        )
+    log.info(
+        "branch %s: forked from %s @ record %d (%d edits), %d records run", child.id, parent, k, len(done),
+        summary["n_records"],
+    )
+    sys.stdout.write(f"{child.id}\n")
+    return 0
+
+
+class _EditAction(argparse.Action):
+    """Collects --mask/--unmask/--replace/--protect/--unprotect into one list, in command-line order."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        edits = list(getattr(namespace, "edits", None) or [])
+        edits.append((self.dest, values))
+        namespace.edits = edits
+
+
 # -- argparse ---------------------------------------------------------------------------
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("open", help="open a saved session in the app")
@@ -216,8 +329,32 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True)
 
+    p = sub.add_parser("branch", help="fork a saved session at a record, edit it, run on, save (prints the new id)")
+    p.add_argument("file")
+    p.add_argument("--record", type=int, required=True, help="record of the branch's history (negative: from the end)")
+    p.add_argument("--branch", help="branch to fork (default: the root)")
+    for op, metavar, what in (
+        ("mask", "A:B", "mask positions A..B-1 (protected ones stay)"),
+        ("unmask", "A:B", "put back the prediction's tokens at masked positions A..B-1"),
+        ("replace", "POS:TEXT", "write TEXT from position POS"),
+        ("protect", "A:B", "protect the visible positions A..B-1 (the sampler never changes them)"),
+        ("unprotect", "A:B", "unprotect positions A..B-1"),
+    ):
+        p.add_argument(f"--{op}", dest=op, action=_EditAction, metavar=metavar, help=f"{what}; repeatable")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--strategy")
+    p.add_argument("--randomness", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--steps", type=int)
+    add_model_args(p)
+    p.set_defaults(edits=[])
+
 
 COMMANDS = {
+    "branch": lambda args: cmd_branch(
+        args.file, args.record, args.edits, args.branch, {k: getattr(args, k) for k in BRANCH_OVERRIDES},
+        args.model, args.meta, args.device,
+    ),
     "show": lambda args: cmd_show(args.file, args.branch, args.json),
     "export": lambda args: cmd_export(
         args.file, args.format, args.branch, args.record, args.frame_ms, args.out, mode=args.mode
