@@ -61,7 +61,7 @@ def test_synthetic_store_has_a_runs_shape() -> None:
     assert np.array_equal(store.get("tokens", synthetic_store(50, 4, vocab=vocab).branches["0"].rows[-1]), store.get("tokens", root.rows[-1]))
 
 
-def test_bench_session_runs_small(tmp_path) -> None:
+def test_session_benchmark_runs_small(tmp_path) -> None:
     from dpgviz.cli import main
 
     code = main(["bench", "session", "--tokens", "64", "--records", "20", "--dir", str(tmp_path), "--json"])
@@ -69,7 +69,7 @@ def test_bench_session_runs_small(tmp_path) -> None:
     assert list(tmp_path.iterdir()) == []  # the file is deleted unless --keep
 
 
-def test_bench_session_json(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_session_benchmark_json(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     from dpgviz.bench.session import main
 
     main(64, 20, str(tmp_path), keep=False, as_json=True)

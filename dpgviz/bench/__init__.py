@@ -73,17 +73,17 @@ def main(args: argparse.Namespace) -> int:
 
         bench_worker(args.length, args.steps, args.model, args.meta, args.device, args.json)
     elif args.bench == "sampler":
-        from dpgviz.bench.sampler import main as bench_sampler
+        from dpgviz.bench.sampler import main as run_sampler
 
-        bench_sampler(args.length, args.steps, args.rounds, args.model, args.meta, args.device, args.json)
+        run_sampler(args.length, args.steps, args.rounds, args.model, args.meta, args.device, args.json)
     elif args.bench == "gui":
-        from dpgviz.bench.gui import main as bench_gui
+        from dpgviz.bench.gui import main as run_gui
 
-        bench_gui(args.tokens, args.steps, args.frames, args.switch_sizes, not args.no_first_frame, args.json)
+        run_gui(args.tokens, args.steps, args.frames, args.switch_sizes, not args.no_first_frame, args.json)
     elif args.bench == "session":
-        from dpgviz.bench.session import main as bench_session
+        from dpgviz.bench.session import main as run_session
 
-        bench_session(args.tokens, args.records, args.dir, args.keep, args.json)
+        run_session(args.tokens, args.records, args.dir, args.keep, args.json)
     else:
         raise ValueError(f"no benchmark {args.bench!r}; choose from {', '.join(NAMES)}")
     return 0

@@ -36,7 +36,7 @@ def _model(path: str | None, meta: str | None, device: str) -> tuple[torch.nn.Mo
     return model, vocab, "random 6x384 (10.6M params)"
 
 
-def bench_sampler(length: int, steps: int, rounds: int, model_path: str | None, meta: str | None, device: str) -> dict:
+def measure(length: int, steps: int, rounds: int, model_path: str | None, meta: str | None, device: str) -> dict:
     model, vocab, name = _model(model_path, meta, device if device != "auto" else "cpu")
     dev = next(model.parameters()).device
     sampler = Sampler(model, vocab, dev)
@@ -66,7 +66,7 @@ def bench_sampler(length: int, steps: int, rounds: int, model_path: str | None, 
 
 
 def main(length: int, steps: int, rounds: int, model_path: str | None, meta: str | None, device: str, as_json: bool) -> None:
-    result = bench_sampler(length, steps, rounds, model_path, meta, device)
+    result = measure(length, steps, rounds, model_path, meta, device)
     if as_json:
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")
