@@ -3,10 +3,12 @@
 Run by test_gui_files.py in a process of its own (see there why); run it directly with
 `xvfb-run -a pytest tests/gui_files_scenario.py`.
 
-One App (one worker, a tiny random model) serves the module, in order: it generates a
-short run, saves it through the Save As dialog's callback, reopens it through Open,
-refuses a truncated copy without losing what is shown, and exports PNG and GIF on the
-job thread while the frame loop keeps running.
+One scenario, in order, as one user session: one App (one worker, a tiny random model)
+generates a short run, saves it through the Save As dialog's callback, reopens it
+through Open, refuses a truncated copy without losing what is shown, and exports PNG
+and GIF on the job thread while the frame loop keeps running. Each step builds on the
+one before by design (the file saved is the file reopened); the steps are separate
+tests only so a failure names its step.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ dpg = pytest.importorskip("dearpygui.dearpygui")
 
 from vocab_data import shakespeare_vocab  # noqa: E402
 
+from dpgviz.core.records import record_count  # noqa: E402
 from dpgviz.core.settings import GenerationSettings  # noqa: E402
-from dpgviz.gui.app import App, expected_records  # noqa: E402
+from dpgviz.gui.app import App  # noqa: E402
 
 SHORT = GenerationSettings(length=80, steps=4, seed=7)
 
@@ -99,29 +102,31 @@ def test_file_menu_has_open_save_export_and_quit(app: App) -> None:
 
 def test_saving_with_nothing_shown_says_so(app: App) -> None:
     click(app.files.items["save"])
+    app.frame()
     assert "Nothing to save" in app.status.text
-    assert not app.files.busy
+    assert app.workspace.job is None
 
 
 def test_save_as_writes_the_generated_run(app: App, checkpoint: Path, saved: dict) -> None:
     assert app.settings.select_path(checkpoint)
     click(app.settings.load_button)
-    run_until(app, lambda: app.model_info is not None)
+    ws = app.workspace
+    run_until(app, lambda: ws.model_info is not None)
     app.settings.write(SHORT)
     click(app.settings.start_button)
-    run_until(app, lambda: app.run_id is None)
-    assert app.n_records() == expected_records(SHORT)
-    saved["columns"] = {name: col.copy() for name, col in app.store.columns.items()}
-    saved["count"], saved["tree"] = len(app.store), app.store.tree()
+    run_until(app, lambda: not ws.is_running)
+    assert ws.n_records() == record_count(SHORT.steps)
+    saved["columns"] = {name: col.copy() for name, col in ws.store.columns.items()}
+    saved["count"], saved["tree"] = len(ws.store), ws.store.tree()
 
     click(app.files.items["save"])  # the first Save asks where, as Save As does
     assert dpg.is_item_shown(app.files.dialogs["save"])
     choose(app, "save", saved["path"].with_suffix(""))  # the suffix is added
-    assert app.files.busy
-    run_until(app, lambda: not app.files.busy)
+    assert ws.job is not None
+    run_until(app, lambda: ws.job is None)
     assert "Saved" in app.status.text, app.status.text
-    assert saved["path"].is_file() and app.files.path == saved["path"]
-    done, total = app.files.finished.read()
+    assert saved["path"].is_file() and ws.path == saved["path"]
+    done, total = ws.finished.read()
     assert total > 0 and done == total
 
 
@@ -132,30 +137,33 @@ def test_open_shows_the_saved_records_and_picks_the_recorded_model(app: App, che
     click(app.files.items["open"])
     assert dpg.is_item_shown(app.files.dialogs["open"])
     choose(app, "open", saved["path"])
-    assert app.session is not None and app.store is app.session.store
-    run_until(app, lambda: app.files._model_check is None)
-    store, count = app.store, saved["count"]
+    ws = app.workspace
+    assert ws.session is not None and ws.store is ws.session.store
+    run_until(app, lambda: "press Load" in app.status.text or "Its model" in app.status.text)
+    store, count = ws.store, saved["count"]
     assert len(store) == count and store.tree() == saved["tree"]
     for name, col in saved["columns"].items():
         assert np.array_equal(store.column(name), col[:count], equal_nan=col.dtype.kind == "f"), name
-    assert app.session.model_path == str(checkpoint) and app.session.model_status() == "ok"
+    assert ws.session.model_path == str(checkpoint) and ws.session.model_status() == "ok"
     assert app.settings.selected_entry().path.resolve() == checkpoint.resolve()
     assert "press Load" in app.status.text, app.status.text
     assert app.settings.read() == SHORT  # the panel shows what the file was made with
     app.frame()
-    assert app.canvas.shown_row == store.branches[app.view.branch].rows[-1]
+    assert app.canvas.shown_row == ws.rows()[-1]
 
 
 def test_truncated_file_shows_a_message_and_keeps_the_session(app: App, saved: dict, tmp_path: Path) -> None:
     cut = tmp_path / "cut.dpgviz"
     data = saved["path"].read_bytes()
     cut.write_bytes(data[: len(data) // 2])
-    before, shown = app.store, app.n_records()
+    ws = app.workspace
+    before, shown = ws.store, ws.n_records()
     choose(app, "open", cut)
+    app.frame()
     assert "cut short" in app.status.text, app.status.text
     assert dpg.get_item_configuration(app.status.message)["color"][0] > 0.9  # shown in red
-    assert app.store is before and app.n_records() == shown
-    assert app.files.path == saved["path"]  # Save still writes where it did
+    assert ws.store is before and ws.n_records() == shown
+    assert ws.path == saved["path"]  # Save still writes where it did
     assert app.frame()
 
 
@@ -169,9 +177,9 @@ def test_export_png_of_the_shown_record(app: App, tmp_path: Path) -> None:
     app.frame()
     click(app.files.items["png"])
     choose(app, "png", tmp_path / "step")
-    run_until(app, lambda: not app.files.busy)
+    run_until(app, lambda: app.workspace.job is None)
     assert "Exported PNG" in app.status.text, app.status.text
-    painter = FramePainter(app.session, app.view.branch, "confidence", app.canvas.cols)
+    painter = FramePainter(app.workspace.session, app.view.branch, "confidence", app.canvas.cols)
     with Image.open(tmp_path / "step.png") as im:
         assert im.format == "PNG" and im.size == painter.size
         assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(painter.frame(2)))
@@ -185,19 +193,22 @@ def test_export_gif_of_the_branch_reports_progress(app: App, tmp_path: Path) -> 
     choose(app, "gif", tmp_path / "run.gif")
     app.refresh()  # the status bar shows the job, not the idle run
     assert dpg.get_item_configuration(app.status.progress)["overlay"] == "exporting run.gif"
-    run_until(app, lambda: not app.files.busy)
+    run_until(app, lambda: app.workspace.job is None)
     assert "Exported GIF" in app.status.text, app.status.text
-    done, total = app.files.finished.read()
-    assert total == app.n_records() and done == total
+    done, total = app.workspace.finished.read()
+    n = app.workspace.n_records()
+    assert total == n and done == total
     with Image.open(tmp_path / "run.gif") as im:
-        assert im.format == "GIF" and im.n_frames == app.n_records()
+        assert im.format == "GIF" and im.n_frames == n
 
 
 def test_start_without_a_model_asks_for_one(app: App) -> None:
     import signal
 
-    os.kill(app.client.pid, signal.SIGKILL)
-    run_until(app, lambda: app.client is None, timeout_s=10)
-    app.start_run()  # what the Start button does (it is greyed out without a model)
+    ws = app.workspace
+    os.kill(ws.client.pid, signal.SIGKILL)
+    run_until(app, lambda: ws.client is None, timeout_s=10)
+    app.settings.start()  # what the Start button does (it is greyed out without a model)
+    app.frame()
     assert "Load a model" in app.status.text
-    assert app.n_records() > 0  # the opened session stays on screen
+    assert ws.n_records() > 0  # the opened session stays on screen

@@ -1,7 +1,9 @@
 """The app in a real window (Xvfb in CI): load, generate, scrub, stop, errors, worker death.
 
-One App (one Dear PyGui context, one worker) serves every test in this module, in
-order, the way one user session would; the checks drive it through the widgets'
+One App (one Dear PyGui context, one worker) serves every test in this module: Dear
+PyGui cannot host a second context in a process (see test_gui_files.py). Each test sets
+up the state it needs (`ensure_model`, `ensure_short_run`), so any one of them runs
+alone (`pytest -k`) or in any order. The checks drive the app through the widgets'
 callbacks and the frame loop, and read pixels of frames saved with output_frame_buffer.
 """
 
@@ -27,9 +29,10 @@ dpg = pytest.importorskip("dearpygui.dearpygui")
 from vocab_data import shakespeare_vocab  # noqa: E402
 
 from dpgviz.core.discovery import default_model_entry  # noqa: E402
+from dpgviz.core.records import record_count  # noqa: E402
 from dpgviz.core.settings import GenerationSettings  # noqa: E402
 from dpgviz.gui import palette  # noqa: E402
-from dpgviz.gui.app import App, expected_records  # noqa: E402
+from dpgviz.gui.app import App  # noqa: E402
 
 SHORT = GenerationSettings(length=100, steps=5, seed=3)
 
@@ -60,7 +63,7 @@ def app(models_dir: Path):
     app = App(models_dir=str(models_dir), autoload=False, width=1400, height=860).build()
     app.frame()
     yield app
-    client = app.client
+    client = app.workspace.client
     app.close()
     assert client is None or not client.is_alive  # closing the window ends the worker
 
@@ -84,19 +87,26 @@ def set_slider(app: App, record: int) -> None:
 
 
 def grab(app: App, path: Path) -> np.ndarray:
-    """The canvas plot's pixels (H, W, 3) of the next rendered frame."""
+    """The canvas plot's pixels (H, W, 3) of the next rendered frame, once the PNG is fully written."""
     from PIL import Image
 
     path.unlink(missing_ok=True)
     for _ in range(2):  # the saved frame is the one on screen when the request is served
         app.frame()
     dpg.output_frame_buffer(file=str(path))
-    for _ in range(20):
+    size = (dpg.get_viewport_client_width(), dpg.get_viewport_client_height())
+    frame = None
+    for _ in range(50):  # written by the render thread: wait for a whole image of the viewport's size
         app.frame()
-        if path.exists() and path.stat().st_size > 0:
-            break
-    time.sleep(0.05)
-    frame = np.asarray(Image.open(path).convert("RGB"))
+        try:
+            with Image.open(path) as im:
+                im.load()  # raises on a file cut short
+                if im.size == size:
+                    frame = np.asarray(im.convert("RGB"))
+                    break
+        except (OSError, SyntaxError):
+            time.sleep(0.02)
+    assert frame is not None, f"no complete {size} frame in {path}"
     (x, y), (w, h) = dpg.get_item_rect_min(app.canvas.plot), dpg.get_item_rect_size(app.canvas.plot)
     return frame[int(y) : int(y + h), int(x) : int(x + w)]
 
@@ -116,7 +126,33 @@ def load_through_dropdown(app: App, path: Path) -> None:
     click(app.settings.load_button)
 
 
-# -- tests, in the order a session would go ----------------------------------------------
+# -- state a test needs: each test asks for it, whatever ran before -----------------------
+def ensure_model(app: App, models_dir: Path) -> None:
+    """A model is loaded (the tiny one, unless one already is) and no run is going."""
+    ws = app.workspace
+    if ws.is_running:
+        ws.stop()
+        run_until(app, lambda: not ws.is_running, timeout_s=30)
+    if ws.model_info is None or ws.client is None:
+        load_through_dropdown(app, models_dir / "tiny" / "ckpt.pt")
+        run_until(app, lambda: ws.model_info is not None and not ws.is_loading)
+
+
+def ensure_short_run(app: App, models_dir: Path) -> str:
+    """A finished run of SHORT is shown (generated now if the shown branch is not one); its branch id."""
+    ensure_model(app, models_dir)
+    ws = app.workspace
+    shown = ws.store.branches.get(ws.view.branch) if ws.store is not None else None
+    is_short = shown is not None and shown.parent is None and shown.settings == SHORT.to_dict()
+    if not (is_short and ws.n_records() == record_count(SHORT.steps) and ws.session is None):
+        app.settings.write(SHORT)
+        click(app.settings.start_button)
+        run_until(app, lambda: not ws.is_running)
+    assert ws.n_records() == record_count(SHORT.steps)
+    return ws.view.branch
+
+
+# -- tests ---------------------------------------------------------------------------------
 def test_window_opens_with_title_and_panels(app: App) -> None:
     assert dpg.get_viewport_title().startswith("dpgviz")
     assert app.frame()
@@ -132,9 +168,11 @@ def test_model_dropdown_lists_default_then_found(app: App, models_dir: Path) -> 
 
 
 def test_bad_checkpoint_shows_error_and_app_stays_up(app: App, models_dir: Path) -> None:
+    ws = app.workspace
+    before = ws.model_info
     load_through_dropdown(app, models_dir / "broken" / "ckpt.pt")
-    run_until(app, lambda: not app.is_loading)
-    assert app.model_info is None
+    run_until(app, lambda: not ws.is_loading)
+    assert ws.model_info == before  # a failed load keeps the model there was (none, at first)
     assert "checkpoint" in app.status.text
     assert dpg.get_item_configuration(app.status.message)["color"][0] > 0.9  # shown in red
     for _ in range(3):
@@ -142,38 +180,46 @@ def test_bad_checkpoint_shows_error_and_app_stays_up(app: App, models_dir: Path)
 
 
 def test_loads_a_model(app: App, models_dir: Path) -> None:
+    ws = app.workspace
     default = default_model_entry()
     load_through_dropdown(app, default.path if default.path.is_file() else models_dir / "tiny" / "ckpt.pt")
-    run_until(app, lambda: app.model_info is not None)
-    assert app.model_info.device in dpg.get_value(app.status.device)
+    run_until(app, lambda: ws.model_info is not None and not ws.is_loading)
+    assert ws.model_info.device in dpg.get_value(app.status.device)
+    assert ws.model_info.name in dpg.get_value(app.settings.model_info)
     assert dpg.get_item_configuration(app.settings.start_button)["enabled"]
 
 
-def test_bad_settings_show_a_message(app: App) -> None:
+def test_bad_settings_show_a_message(app: App, models_dir: Path) -> None:
+    ensure_model(app, models_dir)
     app.settings.write(GenerationSettings(length=20, steps=6))
     click(app.settings.start_button)
-    assert app.run_id is None
+    assert not app.workspace.is_running
+    app.frame()
     assert "length must be at least 50" in app.status.text
 
 
-def test_generates_a_short_run_and_slider_covers_every_record(app: App) -> None:
+def test_generates_a_short_run_and_slider_covers_every_record(app: App, models_dir: Path) -> None:
+    ensure_model(app, models_dir)
+    ws = app.workspace
     app.settings.write(SHORT)
     click(app.settings.start_button)
-    run_until(app, lambda: app.run_id is None)
-    n = expected_records(SHORT)
-    assert app.n_records() == n
+    assert ws.is_running
+    run_until(app, lambda: not ws.is_running)
+    n = record_count(SHORT.steps)
+    assert ws.n_records() == n
     assert dpg.get_item_configuration(app.timeline.slider)["max_value"] == n
-    rows = app.store.branches[app.view.branch].rows
+    rows = ws.rows()
     for record in range(n):
         set_slider(app, record)
         assert app.canvas.shown_row == rows[record]
-    assert app.store.kind(rows[0]) == "initial" and app.store.kind(rows[-1]) == "final"
+    assert ws.store.kind(rows[0]) == "initial" and ws.store.kind(rows[-1]) == "final"
 
 
-def test_moving_the_slider_changes_the_canvas(app: App, tmp_path: Path) -> None:
+def test_moving_the_slider_changes_the_canvas(app: App, models_dir: Path, tmp_path: Path) -> None:
+    ensure_short_run(app, models_dir)
     set_slider(app, 0)  # every position masked: grey blocks
     first = grab(app, tmp_path / "first.png")
-    set_slider(app, app.n_records() - 1)  # the finished text: nothing masked
+    set_slider(app, app.workspace.n_records() - 1)  # the finished text: nothing masked
     last = grab(app, tmp_path / "last.png")
     assert fraction_of(first, palette.MASKED_COLOR) > 0.95
     assert fraction_of(last, palette.MASKED_COLOR) < 0.001
@@ -181,8 +227,10 @@ def test_moving_the_slider_changes_the_canvas(app: App, tmp_path: Path) -> None:
     assert (np.abs(first.astype(int) - last.astype(int)).max(axis=-1) > 30).mean() > 0.01
 
 
-def test_colour_modes_change_the_canvas(app: App, tmp_path: Path) -> None:
-    set_slider(app, app.n_records() - 1)
+def test_colour_modes_change_the_canvas(app: App, models_dir: Path, tmp_path: Path) -> None:
+    ensure_short_run(app, models_dir)
+    set_slider(app, app.workspace.n_records() - 1)
+    app.set_color_mode("state")
     state = grab(app, tmp_path / "state.png")
     app.set_color_mode("confidence")
     confidence = grab(app, tmp_path / "confidence.png")
@@ -195,89 +243,110 @@ def test_colour_modes_change_the_canvas(app: App, tmp_path: Path) -> None:
     assert not np.array_equal(state, confidence)
 
 
-def test_text_mode_changes_the_layout(app: App) -> None:
+def test_text_mode_wraps_at_newlines(app: App) -> None:
+    from dpgviz.bench.synthetic import synthetic_store, synthetic_vocab
+
+    ws, vocab = app.workspace, synthetic_vocab()
+    ws.show_store(synthetic_store(600, 2, vocab=vocab), vocab)
+    app.frame()
+    tokens = ws.store.get("tokens", ws.current_row())
+    ends = np.flatnonzero(tokens == vocab.itos.index("\n"))
+    assert 0 < len(ends) and ends[0] < len(tokens) - 1, "the synthetic text has newlines inside"
     grid = app.canvas.layout
+    assert np.array_equal(grid.row, np.arange(len(tokens)) // grid.cols)  # the grid ignores the tokens
     dpg.set_value(app.text_mode_box, True)
     dpg.get_item_callback(app.text_mode_box)(app.text_mode_box, True)
     app.frame()
-    text = app.canvas.layout
-    assert text is not grid
-    if (app.store.get("tokens", app.canvas.shown_row) == app.canvas.vocab.newline_id).any():
+    try:
+        text = app.canvas.layout
+        for pos in ends[ends < len(tokens) - 1]:  # a newline ends its row; the next token starts one
+            assert text.row[pos + 1] == text.row[pos] + 1 and text.col[pos + 1] == 0, pos
         assert text.n_rows > grid.n_rows
-    dpg.set_value(app.text_mode_box, False)
-    dpg.get_item_callback(app.text_mode_box)(app.text_mode_box, False)
-    app.frame()
+    finally:
+        dpg.set_value(app.text_mode_box, False)
+        dpg.get_item_callback(app.text_mode_box)(app.text_mode_box, False)
+        app.frame()
 
 
-def test_keyboard_steps_through_records(app: App) -> None:
-    n = app.n_records()
+def test_keyboard_steps_through_records(app: App, models_dir: Path) -> None:
+    ensure_short_run(app, models_dir)
+    view, n = app.view, app.workspace.n_records()
     set_slider(app, 3)
     click(app.key_handlers[dpg.mvKey_Right])
     app.frame()
-    assert app.view.record == 4
+    assert view.record == 4
     click(app.key_handlers[dpg.mvKey_Left])
     click(app.key_handlers[dpg.mvKey_Left])
     app.frame()
-    assert app.view.record == 2
+    assert view.record == 2
     click(app.key_handlers[dpg.mvKey_End])
     app.frame()
-    assert app.view.record == n - 1
+    assert view.record == n - 1
     click(app.key_handlers[dpg.mvKey_Home])
     app.frame()
-    assert app.view.record == 0
+    assert view.record == 0
     click(app.key_handlers[dpg.mvKey_Spacebar])
-    assert app.view.playing
-    run_until(app, lambda: not app.view.playing, timeout_s=10)
-    assert app.view.record == n - 1
+    assert view.playing
+    run_until(app, lambda: not view.playing, timeout_s=10)
+    assert view.record == n - 1
 
 
-def test_nothing_is_redrawn_when_nothing_changed(app: App) -> None:
+def test_nothing_is_redrawn_when_nothing_changed(app: App, models_dir: Path) -> None:
+    ensure_short_run(app, models_dir)
     app.frame()
     before = app.canvas.redraws
     for _ in range(5):
         app.frame()
     assert app.canvas.redraws == before
+    set_slider(app, 1)
+    assert app.canvas.redraws == before + 1  # and a change does redraw
 
 
-def test_continue_runs_a_new_branch_from_the_shown_record(app: App) -> None:
-    parent = app.view.branch
+def test_continue_runs_a_new_branch_from_the_shown_record(app: App, models_dir: Path) -> None:
+    parent = ensure_short_run(app, models_dir)
+    ws = app.workspace
     set_slider(app, 4)  # initial, prediction 0, remask 0, prediction 1, remask 1
     click(app.settings.continue_button)
-    assert app.run_id is not None
-    run_until(app, lambda: app.run_id is None)
-    branch = app.store.branches[app.view.branch]
+    assert ws.is_running
+    run_until(app, lambda: not ws.is_running)
+    branch = ws.store.branches[app.view.branch]
     assert branch.parent == parent and branch.fork_record == 4
-    assert app.n_records() == expected_records(SHORT, start_iteration=2)
-    assert app.store.kind(branch.rows[0]) == "initial"
+    assert len(branch.rows) == record_count(SHORT.steps, start_iteration=2)
+    assert ws.store.kind(branch.rows[0]) == "initial"
 
 
-def test_stop_works_mid_run(app: App) -> None:
+def test_stop_works_mid_run(app: App, models_dir: Path) -> None:
+    ensure_model(app, models_dir)
+    ws = app.workspace
     long = GenerationSettings(length=256, steps=200, seed=5)
     app.settings.write(long)
     click(app.settings.start_button)
-    run_until(app, lambda: app.n_records() >= 5)
+    run_until(app, lambda: ws.n_records() >= 5)
     click(app.settings.stop_button)
-    run_until(app, lambda: app.run_id is None, timeout_s=30)
-    assert 5 <= app.n_records() < expected_records(long)
+    run_until(app, lambda: not ws.is_running, timeout_s=30)
+    assert 5 <= ws.n_records() < record_count(long.steps)
     assert "Stopped" in app.status.text
-    assert app.view.follow_live and app.view.record == app.n_records() - 1
+    assert app.view.follow_live and app.view.record == ws.n_records() - 1
 
 
 def test_worker_death_is_shown_and_loading_again_works(app: App, models_dir: Path) -> None:
-    os.kill(app.client.pid, signal.SIGKILL)
-    run_until(app, lambda: app.client is None, timeout_s=10)
+    ensure_short_run(app, models_dir)
+    ws = app.workspace
+    os.kill(ws.client.pid, signal.SIGKILL)
+    run_until(app, lambda: ws.client is None, timeout_s=10)
     assert "stopped unexpectedly" in app.status.text
-    assert app.model_info is None
-    assert app.n_records() > 0  # what was received stays viewable
+    assert ws.model_info is None
+    assert ws.n_records() > 0  # what was received stays viewable
+    assert not dpg.get_item_configuration(app.settings.start_button)["enabled"]
     load_through_dropdown(app, models_dir / "tiny" / "ckpt.pt")
-    run_until(app, lambda: app.model_info is not None)
+    run_until(app, lambda: ws.model_info is not None)
 
 
 def test_tall_sequences_scroll(app: App) -> None:
     from dpgviz.bench.synthetic import synthetic_store, synthetic_vocab
 
     vocab = synthetic_vocab()
-    app.show_store(synthetic_store(16384, 2, vocab=vocab), list(vocab.itos), vocab.n_ids)
+    app.workspace.show_store(synthetic_store(16384, 2, vocab=vocab), vocab)
     app.frame()
     layout = app.canvas.layout
     assert layout.n_rows > app.canvas.view_rows
@@ -294,14 +363,20 @@ def test_opens_a_saved_session(app: App, tmp_path: Path) -> None:
     from dpgviz.bench.synthetic import synthetic_store, synthetic_vocab
     from dpgviz.store.session import save_session
 
+    ws = app.workspace
+    if ws.is_running:
+        ws.stop()
+        run_until(app, lambda: not ws.is_running, timeout_s=30)
     vocab = synthetic_vocab()
     path = save_session(tmp_path / "run.dpgviz", synthetic_store(300, 4, vocab=vocab), vocab)
-    app.open_session(path)
+    assert ws.open(path)
     app.frame()
-    assert app.n_records() == 9
-    assert app.canvas.shown_row == app.store.branches[app.view.branch].rows[-1]
-    app.open_session(tmp_path / "missing.dpgviz")
+    assert ws.n_records() == 9
+    assert app.canvas.shown_row == ws.rows()[-1]
+    assert not ws.open(tmp_path / "missing.dpgviz")
+    app.frame()
     assert "Cannot open" in app.status.text
+    assert ws.n_records() == 9  # what was shown stays
     assert app.frame()
 
 

@@ -216,12 +216,11 @@ class TokenCanvas:
             self._grid = grid_layout(store.layout.seq_len, self.cols, vocab.slot_width)
         return self._grid
 
-    def refresh(self, store: StepStore | None, view: ViewState) -> bool:
-        """Redraw if the shown record, mode, layout or scroll changed. True when it drew."""
+    def refresh(self, store: StepStore | None, row: int | None, view: ViewState) -> bool:
+        """Draw store row `row` if it, the mode, layout or scroll changed. True when it drew."""
         if not self._measure(view.font_px):
             return False
-        row = self._store_row(store, view)
-        if row is None or self.vocab is None:
+        if store is None or row is None or self.vocab is None:
             if self._drawn_key != ("empty",):
                 self._clear()
                 self._drawn_key = ("empty",)
@@ -242,15 +241,6 @@ class TokenCanvas:
         self.visible = (top, r1)
         self.redraws += 1
         return True
-
-    @staticmethod
-    def _store_row(store: StepStore | None, view: ViewState) -> int | None:
-        if store is None or view.branch is None or view.branch not in store.branches:
-            return None
-        rows = store.branches[view.branch].rows
-        if not rows:
-            return None
-        return rows[min(max(0, view.record), len(rows) - 1)]
 
     def _draw(self, store: StepStore, row: int, view: ViewState, layout: CellLayout, r0: int, r1: int) -> None:
         mode = palette.for_vocab(palette.MODE_BY_KEY[view.color_mode], self.vocab.size)

@@ -1,15 +1,14 @@
 """The settings panel: model choice and loading, generation settings, Start/Stop/Continue.
 
 Widgets hold the user's choices; `read()` turns them into a validated GenerationSettings
-or raises SettingsError with a message to show. Buttons call the commands the app
-passes in (load, start, stop, continue); nothing here talks to the worker. dearpygui only.
+or raises SettingsError with a message to show. Buttons call the workspace's operations
+(load, start, stop, continue); messages come back through the workspace's notices, which
+the app shows here and in the status bar. Nothing here talks to the worker.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import dearpygui.dearpygui as dpg
@@ -18,6 +17,7 @@ from dpgviz.core.discovery import ModelEntry, find_checkpoints
 from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.settings import STRATEGIES, GenerationSettings, SettingsError
 from dpgviz.gui.status import ERROR_COLOR, INFO_COLOR, Cached
+from dpgviz.gui.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +27,9 @@ STEPS_RANGE = (1, 200)  # the slider's range; typing (Ctrl+click) allows more
 TEMPERATURE_RANGE = (0.1, 2.0)
 
 
-@dataclass
-class Commands:
-    """What the panel's buttons do; the app supplies these."""
-
-    load: Callable[[ModelEntry], None]
-    start: Callable[[], None]
-    stop: Callable[[], None]
-    continue_run: Callable[[], None]
-
-
 class SettingsPanel:
-    def __init__(self, commands: Commands, models_dir: str | None = None) -> None:
-        self.commands = commands
+    def __init__(self, workspace: Workspace, models_dir: str | None = None) -> None:
+        self.workspace = workspace
         self.models_dirs: list[str] = [d for d in ("out", models_dir) if d]
         self.entries: list[ModelEntry] = []
         self.block_size: int | None = None
@@ -92,10 +82,10 @@ class SettingsPanel:
             self.seed = dpg.add_input_int(label="seed", default_value=d.seed, width=label_w, min_value=0, min_clamped=True)
             dpg.add_spacer(height=4)
             with dpg.group(horizontal=True):
-                self.start_button = dpg.add_button(label="Start", width=90, callback=lambda: self.commands.start())
-                self.stop_button = dpg.add_button(label="Stop", width=90, callback=lambda: self.commands.stop())
+                self.start_button = dpg.add_button(label="Start", width=90, callback=lambda: self.start())
+                self.stop_button = dpg.add_button(label="Stop", width=90, callback=lambda: self.workspace.stop())
             self.continue_button = dpg.add_button(
-                label="Continue with these settings", width=-1, callback=lambda: self.commands.continue_run()
+                label="Continue with these settings", width=-1, callback=lambda: self.continue_run()
             )
             with dpg.tooltip(self.continue_button):
                 dpg.add_text("Run again from the record shown on the canvas,\nwith the settings above, as a new run.")
@@ -116,7 +106,8 @@ class SettingsPanel:
             dpg.set_value(self.model_combo, labels[0])
 
     def _labels(self) -> list[str]:
-        return [e.name + ("" if e.path.is_file() else " (missing)") for e in self.entries]
+        # label() adds the trainer's iteration and best loss, so runs of one folder can be told apart
+        return [e.label() + ("" if e.path.is_file() else " (missing)") for e in self.entries]
 
     def selected_entry(self) -> ModelEntry | None:
         labels = self._labels()
@@ -144,9 +135,39 @@ class SettingsPanel:
     def _on_load(self) -> None:
         entry = self.selected_entry()
         if entry is None:
-            self.say("Pick a model first.", is_error=True)
+            self.workspace.say("Pick a model first.", is_error=True)
             return
-        self.commands.load(entry)
+        self.workspace.load_model(entry)
+
+    def offer(self, path: str | Path) -> None:
+        """Pick the checkpoint at `path`, adding its folder to the list when it is not there."""
+        if not self.select_path(path):
+            self.models_dirs.append(str(Path(path).parent))
+            self.rescan()
+            self.select_path(path)
+
+    # -- commands ----------------------------------------------------------------------
+    def _read_or_say(self) -> GenerationSettings | None:
+        if not self.workspace.can_run:
+            self.workspace.say("Load a model first.", is_error=True)
+            return None
+        try:
+            return self.read()
+        except SettingsError as exc:
+            self.workspace.say(str(exc), is_error=True)
+            return None
+
+    def start(self) -> None:
+        """Start: a fresh run with the settings shown."""
+        settings = self._read_or_say()
+        if settings is not None:
+            self.workspace.start(settings)
+
+    def continue_run(self) -> None:
+        """Continue: run again from the record shown, with the settings shown, as a new branch."""
+        settings = self._read_or_say()
+        if settings is not None:
+            self.workspace.continue_from(settings)
 
     # -- state shown -----------------------------------------------------------------
     def show_loading(self, fraction: float, message: str) -> None:

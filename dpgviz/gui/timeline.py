@@ -7,12 +7,11 @@ slider, so any step can be revisited at once. Callbacks only change the `ViewSta
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import dearpygui.dearpygui as dpg
 
 from dpgviz.gui.status import Cached
 from dpgviz.gui.view_state import ViewState
+from dpgviz.gui.workspace import Workspace
 from dpgviz.store.step_store import StepStore
 
 SPEEDS = (2.0, 5.0, 12.0, 30.0, 60.0)  # records per second
@@ -21,10 +20,11 @@ SPEEDS = (2.0, 5.0, 12.0, 30.0, 60.0)  # records per second
 class TimelinePanel:
     """Slider, Previous/Next, Play, speed, follow live and the run picker."""
 
-    def __init__(self, view: ViewState, n_records: Callable[[], int], on_branch: Callable[[str], None]) -> None:
-        self.view = view
-        self._n_records = n_records
-        self._on_branch = on_branch
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self.view = workspace.view
+        self._n_records = workspace.n_records
+        self._on_branch = workspace.select_branch
         self._cache = Cached()
         self._branch_labels: dict[str, str] = {}
         self._branches_key: tuple[int, int] | None = None
