@@ -15,6 +15,7 @@ from dpgviz.gui.layout import (
     _wrap_uniform,
     char_table,
     grid_layout,
+    pos_at,
     row_strings,
     scatter_cells,
     text_layout,
@@ -33,9 +34,11 @@ def test_grid_layout_fills_rows_in_order() -> None:
     assert layout.row_first.tolist() == [0, 4, 8, 10]
 
 
-def test_grid_layout_is_independent_of_tokens() -> None:
+def test_same_as_compares_cell_placement() -> None:
+    """Equal placements compare equal (separately built); another row width does not."""
     assert grid_layout(100, 7).same_as(grid_layout(100, 7))
     assert not grid_layout(100, 7).same_as(grid_layout(100, 8))
+    assert not grid_layout(100, 7).same_as(None)
 
 
 def test_grid_slots_wider_than_one_cell() -> None:
@@ -79,6 +82,43 @@ def test_uniform_and_mixed_wrapping_agree(seed: int) -> None:
     row_m, col_m = _wrap_mixed(np.ones(n, np.int64), cols, breaks)
     assert row_u.tolist() == row_m.tolist()
     assert col_u.tolist() == col_m.tolist()
+
+
+def _assert_pos_at_inverts_cell_of(layout) -> None:
+    """Every cell of every token maps back to it; every other cell of the rows (and beyond) is None."""
+    covered = set()
+    for pos in range(layout.seq_len):
+        r, c = layout.cell_of(pos)
+        for dc in range(int(layout.width[pos])):
+            assert pos_at(layout, r, c + dc) == pos, (pos, r, c + dc)
+            covered.add((r, c + dc))
+    for r in range(-1, layout.n_rows + 2):
+        for c in range(-1, layout.cols + 2):
+            if (r, c) not in covered:
+                assert pos_at(layout, r, c) is None, (r, c)
+
+
+def test_pos_at_inverts_cell_of_in_a_grid() -> None:
+    _assert_pos_at_inverts_cell_of(grid_layout(10, cols=4))  # last row half full
+    _assert_pos_at_inverts_cell_of(grid_layout(5, cols=7, slot_width=3))  # wide slots, a spare cell per row
+
+
+def test_pos_at_inverts_cell_of_in_text_layouts() -> None:
+    ids = {"a": 0, "b": 1, "\n": 2}
+    tokens = np.array([ids[c] for c in "ab\nba\n\naaaaaaa"])
+    _assert_pos_at_inverts_cell_of(text_layout(tokens, np.ones(3, np.int64), newline_id=2, cols=4))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pos_at_inverts_cell_of_with_mixed_widths(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    widths = rng.integers(1, 5, 60)
+    breaks = rng.random(60) < 0.1
+    _assert_pos_at_inverts_cell_of(wrap(widths, cols=int(rng.integers(3, 12)), breaks=breaks))
+
+
+def test_pos_at_of_an_empty_layout_is_none() -> None:
+    assert pos_at(wrap(np.empty(0, np.int64), cols=4), 0, 0) is None
 
 
 def test_positions_of_rows_is_a_slice() -> None:
@@ -215,13 +255,13 @@ def test_select_clamps() -> None:
 
 
 # -- app helpers and the process boundary ----------------------------------------------
-def test_expected_records_and_continue_point() -> None:
-    from dpgviz.core.settings import GenerationSettings
-    from dpgviz.gui.app import continue_point, expected_records
+def test_record_count_and_continue_point() -> None:
+    from dpgviz.core.records import continue_point, record_count
 
-    assert expected_records(GenerationSettings(steps=20)) == 41
-    assert expected_records(GenerationSettings(steps=20), start_iteration=5) == 31
+    assert record_count(20) == 41
+    assert record_count(20, start_iteration=5) == 31
     assert continue_point("initial", 3) == 3
+    assert continue_point("edit", 3) == 3  # an edit record stores where its restart begins
     assert continue_point("remask", 3) == 4
     assert continue_point("prediction", 3) == 4
 

@@ -138,6 +138,26 @@ def text_layout(tokens: np.ndarray, id_widths: np.ndarray, newline_id: int | Non
     return wrap(np.asarray(id_widths)[tokens], cols, breaks)
 
 
+def pos_at(layout: CellLayout, row: int, col: int) -> int | None:
+    """The position whose cells include (row, col): the inverse of `CellLayout.cell_of`.
+
+    Any cell of a wide token returns that token. None for a cell no token covers: past
+    the end of a row's tokens, left of column 0, or outside the rows. Two binary searches
+    (the row's positions, then the column within them), so it is cheap on any length.
+    """
+    row, col = int(row), int(col)
+    if not 0 <= row < layout.n_rows or col < 0:
+        return None
+    first, stop = int(layout.row_first[row]), int(layout.row_first[row + 1])
+    if first == stop:
+        return None
+    # Columns rise within a row, so the token holding `col` is the last one starting at or before it.
+    k = first + int(np.searchsorted(layout.col[first:stop], col, side="right")) - 1
+    if k < first or col >= layout.col[k] + layout.width[k]:
+        return None
+    return k
+
+
 def visible_rows(top_row: int, view_rows: int, n_rows: int) -> tuple[int, int]:
     """Clamp a scroll position: the rows [r0, r1) a view of `view_rows` rows shows."""
     view_rows = max(1, int(view_rows))
