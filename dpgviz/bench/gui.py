@@ -71,8 +71,8 @@ def measure(tokens: int, steps: int, frames: int, switch_sizes: tuple[int, ...])
 
         vocab = synthetic_vocab()
         store = synthetic_store(tokens, steps, vocab=vocab)
-        app.show_store(store, list(vocab.itos), vocab.n_ids)
-        n = app.n_records()
+        app.workspace.show_store(store, vocab)
+        n = app.workspace.n_records()
         for _ in range(5):
             app.frame()
         samples, redraws = [], app.canvas.redraws
@@ -100,8 +100,8 @@ def measure(tokens: int, steps: int, frames: int, switch_sizes: tuple[int, ...])
 
         for size in switch_sizes:
             store = synthetic_store(size, 20, vocab=vocab)
-            app.show_store(store, list(vocab.itos), vocab.n_ids)
-            n = app.n_records()
+            app.workspace.show_store(store, vocab)
+            n = app.workspace.n_records()
             for _ in range(3):
                 app.frame()
             for mode_key, text_mode in (("state", False), ("confidence", False), ("state", True)):
@@ -111,7 +111,7 @@ def measure(tokens: int, steps: int, frames: int, switch_sizes: tuple[int, ...])
                 for i in range(min(frames, 200)):
                     app.view.select(i % n, n)
                     t = time.perf_counter()
-                    app.canvas.refresh(app.store, app.view)
+                    app.canvas.refresh(app.workspace.store, app.workspace.current_row(), app.view)
                     samples.append(time.perf_counter() - t)
                     app.frame()
                 name = f"switch_py_ms[{size}{',' + mode_key if mode_key != 'state' else ''}{',text' if text_mode else ''}]"

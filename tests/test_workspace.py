@@ -1,0 +1,191 @@
+"""The app's state without a window: a real worker, a tiny model, runs, branches, files.
+
+`Workspace` is driven the way the frame loop drives it (`update` once a "frame") with
+no Dear PyGui context, so these run anywhere, display or not.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from vocab_data import shakespeare_vocab
+
+from dpgviz.core.discovery import ModelEntry
+from dpgviz.core.records import record_count
+from dpgviz.core.settings import GenerationSettings
+from dpgviz.gui.workspace import ModelReady, Said, SettingsRestored, StoreShown, Workspace
+from dpgviz.store.session import open_session
+
+SHORT = GenerationSettings(length=60, steps=4, seed=2)
+
+
+@pytest.fixture(scope="module")
+def entry(tmp_path_factory: pytest.TempPathFactory) -> ModelEntry:
+    import torch
+
+    from dpgviz.engine.model import DiffusionGPT, ModelConfig
+
+    folder = tmp_path_factory.mktemp("ws") / "tiny"
+    folder.mkdir()
+    vocab = shakespeare_vocab()
+    torch.manual_seed(0)
+    config = ModelConfig(block_size=128, vocab_size=vocab.size + 1, n_layer=1, n_head=2, n_embd=32)
+    torch.save({"model": DiffusionGPT(config).state_dict(), "model_args": config.to_model_args()}, folder / "ckpt.pt")
+    with open(folder / "meta.pkl", "wb") as f:
+        pickle.dump(vocab.to_meta(), f)
+    return ModelEntry("tiny", folder / "ckpt.pt", folder / "meta.pkl")
+
+
+@pytest.fixture(scope="module")
+def ws(entry: ModelEntry):
+    workspace = Workspace(device="cpu")
+    workspace.load_model(entry)
+    until(workspace, lambda: workspace.model_info is not None)
+    yield workspace
+    client = workspace.client
+    workspace.close()
+    assert client is None or not client.is_alive
+
+
+def until(ws: Workspace, condition: Callable[[], bool], timeout_s: float = 60.0) -> list:
+    """Run 'frames' until `condition`; returns the notices seen meanwhile."""
+    seen: list = []
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out; notices: {seen[-5:]}"
+        ws.update(0.01)
+        seen += ws.take_notices()
+        time.sleep(0.002)
+    ws.update(0.01)
+    return seen + ws.take_notices()
+
+
+def test_loading_reports_the_model(entry: ModelEntry) -> None:
+    with Workspace(device="cpu") as ws:
+        ws.load_model(entry)
+        assert ws.is_loading and not ws.can_run
+        seen = until(ws, lambda: ws.model_info is not None)
+        assert ws.can_run and ws.model_info.block_size == 128 and ws.model_info.device == "cpu"
+        assert any(isinstance(n, ModelReady) and n.info == ws.model_info for n in seen)
+
+
+def test_start_runs_to_the_end_and_follows_live(ws: Workspace) -> None:
+    assert ws.start(SHORT)
+    first = ws.take_notices()
+    assert any(isinstance(n, StoreShown) and n.seq_len == SHORT.length for n in first)
+    seen = until(ws, lambda: not ws.is_running)
+    assert ws.n_records() == record_count(SHORT.steps)
+    assert ws.view.record == ws.n_records() - 1  # followed the run to its last record
+    assert ws.store.kind(ws.current_row()) == "final"
+    assert any(isinstance(n, Said) and n.text.startswith("Done") for n in seen)
+    assert ws.progress() == (1.0, "idle")
+
+
+def test_continue_forks_a_child_branch_with_the_parents_tokens(ws: Workspace) -> None:
+    ws.start(SHORT)
+    until(ws, lambda: not ws.is_running)
+    parent = ws.view.branch
+    parent_rows = list(ws.rows())
+    before = {name: ws.store.column(name)[parent_rows].copy() for name in ws.store.columns}
+    ws.view.record = 4  # a remask record: iteration 1's state
+    fork_tokens = ws.store.get("tokens", parent_rows[4]).copy()
+    assert ws.continue_from(SHORT)
+    until(ws, lambda: not ws.is_running)
+    child = ws.store.branches[ws.view.branch]
+    assert child.parent == parent and child.fork_record == 4
+    assert len(child.rows) == record_count(SHORT.steps, start_iteration=2)
+    assert np.array_equal(ws.store.get("tokens", child.rows[0]), fork_tokens)  # starts where it forked
+    for name, col in before.items():  # the parent's records are untouched
+        assert np.array_equal(ws.store.column(name)[parent_rows], col, equal_nan=col.dtype.kind == "f"), name
+
+
+def test_continue_refuses_a_changed_length(ws: Workspace) -> None:
+    ws.start(SHORT)
+    until(ws, lambda: not ws.is_running)
+    n_branches = len(ws.store.branch_order)
+    assert not ws.continue_from(GenerationSettings(length=SHORT.length + 1, steps=SHORT.steps))
+    assert "length must stay" in ws.take_notices()[-1].text
+    assert len(ws.store.branch_order) == n_branches
+
+
+def test_stop_ends_a_long_run_early(ws: Workspace) -> None:
+    long = GenerationSettings(length=100, steps=300, seed=1)
+    ws.start(long)
+    until(ws, lambda: ws.n_records() >= 4)
+    ws.stop()
+    seen = until(ws, lambda: not ws.is_running, timeout_s=30)
+    assert 4 <= ws.n_records() < record_count(long.steps)
+    assert any(isinstance(n, Said) and n.text.startswith("Stopped") for n in seen)
+
+
+def test_save_and_open_again_round_trips_every_branch(ws: Workspace, tmp_path: Path) -> None:
+    ws.start(SHORT)
+    until(ws, lambda: not ws.is_running)
+    ws.view.record = 2
+    ws.continue_from(SHORT)
+    until(ws, lambda: not ws.is_running)
+    store = ws.store
+    count, tree = len(store), store.tree()
+    columns = {name: store.column(name).copy() for name in store.columns}
+    path = tmp_path / "run.dpgviz"
+    assert ws.save(path)
+    ws.wait_for_job()
+    assert ws.path == path and path.is_file()
+    assert not ws.take_notices()[-1].is_error
+
+    with Workspace(device="cpu") as other:  # a second window-free app opens it without a model
+        assert other.open(path)
+        seen = other.take_notices()
+        assert any(isinstance(n, SettingsRestored) for n in seen)
+        assert other.model_info is None and other.session is not None
+        assert len(other.store) == count and other.store.tree() == tree
+        for name, col in columns.items():
+            assert np.array_equal(other.store.column(name), col, equal_nan=col.dtype.kind == "f"), name
+        assert other.view.branch == tree[0]["id"] and other.view.record == len(tree[0]["rows"]) - 1
+        other.wait_for_job()  # the recorded model's hash check
+        assert "press Load" in other.take_notices()[-1].text
+
+
+def test_saving_while_a_run_appends_writes_the_snapshot(ws: Workspace, tmp_path: Path) -> None:
+    long = GenerationSettings(length=100, steps=400, seed=4)
+    ws.start(long)
+    until(ws, lambda: ws.n_records() >= 6)
+    path = tmp_path / "live.dpgviz"
+    assert ws.save(path)  # the snapshot is taken now; the run keeps appending meanwhile
+    job = ws.job
+    snapshot_count = job is not None and len(ws.store)
+    until(ws, lambda: ws.job is None, timeout_s=60)
+    grown = len(ws.store)
+    ws.stop()
+    until(ws, lambda: not ws.is_running, timeout_s=30)
+    with open_session(path) as saved:
+        n = len(saved.store)
+        assert 6 <= n <= snapshot_count
+        for name in ("tokens", "flags", "confidence", "iteration"):
+            col = ws.store.column(name)[:n]
+            assert np.array_equal(saved.store.column(name), col, equal_nan=col.dtype.kind == "f"), name
+    assert grown >= n  # records kept arriving while it saved
+
+
+def test_open_failure_keeps_what_is_shown(ws: Workspace, tmp_path: Path) -> None:
+    ws.start(SHORT)
+    until(ws, lambda: not ws.is_running)
+    store, shown = ws.store, ws.n_records()
+    bad = tmp_path / "bad.dpgviz"
+    bad.write_bytes(b"\x89DPGVIZ\n" + b"\0" * 10)
+    assert not ws.open(bad)
+    note = ws.take_notices()[-1]
+    assert note.is_error and "Cannot open" in note.text
+    assert ws.store is store and ws.n_records() == shown
+
+
+def test_start_without_a_model_says_so() -> None:
+    with Workspace(device="cpu") as ws:
+        assert not ws.start(SHORT)
+        assert ws.take_notices() == [Said("Load a model first.", True)]
+        assert ws.store is None
