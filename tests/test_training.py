@@ -84,3 +84,25 @@ def test_packaged_default_model_is_seed_format():
     assert meta["vocab_size"] == 65 and len(meta["itos"]) == 65 and meta["stoi"]["\n"] == 0
     loaded = load_model(None, device="cpu")
     assert loaded.vocab.mask_id == 65 and loaded.config.vocab_size >= 66
+
+
+def test_heldout_ce_is_the_mean_log_loss_of_the_masked_tokens():
+    """The shared masked-CE loop against a hand computation with the same mask draws."""
+    from dpgviz.engine.evaluate import heldout_ce
+    from dpgviz.engine.train import EVAL_RATIOS, split_corpus
+
+    loaded = load_model(None, device="cpu")
+    text = TEXT * 4  # a held-out tenth a little over one 1024-token window
+    got = heldout_ce(loaded, text, max_windows=1, seed=7)
+    ids = torch.as_tensor(loaded.vocab.encode(split_corpus(text)[1]))
+    block = min(loaded.config.block_size, len(ids))
+    x0 = ids[:block][None]
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for ratio in EVAL_RATIOS:
+            is_masked = torch.rand(x0.shape, generator=gen) < ratio
+            logits = loaded.model(torch.where(is_masked, loaded.vocab.mask_id, x0))[..., : loaded.vocab.size]
+            nll = -torch.log_softmax(logits.double(), dim=-1).gather(-1, x0[..., None])[..., 0]
+            want = float(nll[is_masked].mean())
+            assert math.isclose(got[ratio], want, rel_tol=1e-4), (ratio, got[ratio], want)
+    assert got[0.9] > got[0.1]  # more context hidden, harder to guess

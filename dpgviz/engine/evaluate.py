@@ -1,7 +1,8 @@
 """Quality numbers for any model: held-out masked CE and how corpus-like its samples are.
 
 1. Masked-token cross-entropy (nats, softmax over the real vocabulary) on the last 10%
-   of a text, averaged over mask ratios 0.1, 0.3, 0.5, 0.7, 0.9.
+   of a text, averaged over mask ratios 0.1, 0.3, 0.5, 0.7, 0.9 (train.masked_ce_by_ratio,
+   the same loop training's periodic evaluation runs).
 2. Word realism: the share of alphabetic words in 10 seeded 512-token samples (default
    settings) that occur somewhere in the text.
 """
@@ -9,15 +10,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.engine.checkpoint import LoadedModel
 from dpgviz.engine.sampler import Sampler
-from dpgviz.engine.train import EVAL_RATIOS, split_corpus
+from dpgviz.engine.train import masked_ce_by_ratio, split_corpus
 
 _WORD = re.compile(r"[A-Za-z]+")
 
@@ -34,19 +35,12 @@ def heldout_ce(loaded: LoadedModel, text: str, max_windows: int = 0, batch_size:
         n_windows = min(n_windows, max_windows)
     windows = torch.as_tensor(ids[: n_windows * block].reshape(n_windows, block), device=loaded.device)
     gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for ratio in EVAL_RATIOS:
-        total, count = 0.0, 0
+
+    def batches() -> Iterator[torch.Tensor]:
         for start in range(0, n_windows, batch_size):
-            x0 = windows[start : start + batch_size]
-            is_masked = (torch.rand(x0.shape, generator=gen) < ratio).to(x0.device)
-            xt = torch.where(is_masked, vocab.mask_id, x0)
-            logits = model(xt)[..., : vocab.size].float()
-            ce = F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")
-            total += float((ce * is_masked).sum())
-            count += int(is_masked.sum())
-        out[ratio] = total / max(1, count)
-    return out
+            yield windows[start : start + batch_size]
+
+    return masked_ce_by_ratio(model, batches, vocab.size, vocab.mask_id, gen)
 
 
 def word_realism(loaded: LoadedModel, text: str, samples: int = 10, length: int = 512) -> tuple[float, list[str]]:

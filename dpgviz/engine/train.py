@@ -19,6 +19,7 @@ import logging
 import math
 import pickle
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -85,6 +86,43 @@ def get_batch(data: torch.Tensor, batch_size: int, block: int, gen: torch.Genera
     return data[idx.to(data.device)]
 
 
+def masked_ce(model: DiffusionGPT, x0: torch.Tensor, is_masked: torch.Tensor, vocab_size: int, mask_id: int) -> torch.Tensor:
+    """Cross-entropy (nats, B x T) of the clean tokens x0 at the masked positions, 0 elsewhere.
+
+    The model sees x0 with `is_masked` positions replaced by the mask id; the softmax runs
+    over the real vocabulary only (the mask and reserved ids are never a target).
+    """
+    xt = torch.where(is_masked, mask_id, x0)
+    logits = model(xt)[..., :vocab_size].float()  # (B, T, V): real vocabulary only
+    ce = F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")  # (B, T)
+    return ce * is_masked
+
+
+def masked_ce_by_ratio(
+    model: DiffusionGPT,
+    batches: Callable[[], Iterable[torch.Tensor]],
+    vocab_size: int,
+    mask_id: int,
+    gen: torch.Generator,
+) -> dict[float, float]:
+    """Masked-token CE (nats per masked token) at each ratio of EVAL_RATIOS.
+
+    `batches()` yields the clean (B, T) batches of one pass; it is called once per ratio.
+    Each token is masked with probability `ratio` by a CPU draw from `gen` made right after
+    its batch is produced, so a lazily drawn batch and its mask share one random stream.
+    Run it without gradients (the callers' no_grad / inference_mode).
+    """
+    out = {}
+    for ratio in EVAL_RATIOS:
+        total, count = 0.0, 0
+        for x0 in batches():
+            is_masked = (torch.rand(x0.shape, generator=gen) < ratio).to(x0.device)
+            total += float(masked_ce(model, x0, is_masked, vocab_size, mask_id).sum())
+            count += int(is_masked.sum())
+        out[ratio] = total / max(1, count)
+    return out
+
+
 def masked_losses(
     model: DiffusionGPT, x0: torch.Tensor, t: torch.Tensor, vocab_size: int, mask_id: int, gen: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,10 +132,7 @@ def masked_losses(
     # Every sequence needs a target; mask position 0 where the draw masked nothing.
     none = ~is_masked.any(dim=1)
     is_masked[none, 0] = True
-    xt = torch.where(is_masked, mask_id, x0)
-    logits = model(xt)[..., :vocab_size].float()  # (B, T, V): real vocabulary only
-    ce = F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")  # (B, T)
-    ce = ce * is_masked
+    ce = masked_ce(model, x0, is_masked, vocab_size, mask_id)
     per_seq = ce.sum(1) / is_masked.sum(1)
     elbo = (ce / t[:, None]).sum() / x0.numel()
     return per_seq.mean(), elbo
@@ -109,19 +144,10 @@ def evaluate_ce(model: DiffusionGPT, data: torch.Tensor, vocab_size: int, mask_i
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for ratio in EVAL_RATIOS:
-        total, count = 0.0, 0
-        for _ in range(batches):
-            x0 = get_batch(data, batch_size, block, gen)
-            noise = torch.rand(x0.shape, generator=gen).to(x0.device)
-            is_masked = noise < ratio
-            xt = torch.where(is_masked, mask_id, x0)
-            logits = model(xt)[..., :vocab_size].float()
-            ce = F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")
-            total += float((ce * is_masked).sum())
-            count += int(is_masked.sum())
-        out[ratio] = total / max(1, count)
+    # A generator expression: each window is drawn just before its mask, as the ratio loop expects.
+    out = masked_ce_by_ratio(
+        model, lambda: (get_batch(data, batch_size, block, gen) for _ in range(batches)), vocab_size, mask_id, gen
+    )
     model.train(was_training)
     return out
 
