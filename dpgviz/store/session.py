@@ -19,7 +19,8 @@ The header holds `format`, `format_version`, `app_version`, `created`, `layout`
 `dtype.str`, shape, offset, nbytes and crc32 as 8 hex digits), `data_end`, `settings`
 (the generation settings the session was saved with), `model` (path, sha256 of the
 checkpoint, free-form info), `vocab` (itos, model_vocab_size), `mask_id` and `tree`
-(StepStore.tree(): each branch's id, parent, fork_record, settings, label, edits, rows).
+(StepStore.tree(): each branch's id, parent, fork_record, settings, label, edits, rows)
+and `next_branch_id` (the id the next new branch gets; ids are never reused).
 `fork_record` indexes the parent's history (StepStore.history); `edits` may be absent
 (files written before branches could be edited) and then reads as none. Rows of deleted
 branches may remain in the columns, named by no branch.
@@ -49,7 +50,9 @@ import mmap
 import os
 import secrets
 import struct
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,25 +85,41 @@ class SessionError(ValueError):
 
 
 # -- checkpoint hashing ---------------------------------------------------------------
-_hash_cache: dict[tuple[str, int, int], str] = {}
+_HASH_CACHE_SIZE = 32  # checkpoints a user switches between in one sitting; each entry is ~200 bytes
+# checkpoint_sha256 runs on the GUI's job thread (save) and its frame thread (model info),
+# so the cache is an LRU behind a lock. The lock guards only the dict: the hashing itself
+# runs unlocked, so a long hash never stalls the other thread (two threads hashing the
+# same new file at once both do the work once and store the same digest).
+_hash_cache: OrderedDict[tuple[str, int, int], str] = OrderedDict()
+_hash_lock = threading.Lock()
 
 
 def checkpoint_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, streamed in 1 MiB chunks and cached by (path, size, mtime)."""
+    """Hex sha256 of a file, streamed in 1 MiB chunks and cached by (resolved path, size, mtime_ns).
+
+    Thread-safe; the cache keeps the `_HASH_CACHE_SIZE` most recently used files.
+    """
     path = Path(path)
     try:
         st = path.stat()
         key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-        if key in _hash_cache:
-            return _hash_cache[key]
+        with _hash_lock:
+            if key in _hash_cache:
+                _hash_cache.move_to_end(key)
+                return _hash_cache[key]
         digest = hashlib.sha256()
         with path.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
     except OSError as exc:
         raise SessionError(f"cannot hash checkpoint {path}: {exc.strerror or exc}") from None
-    _hash_cache[key] = digest.hexdigest()
-    return _hash_cache[key]
+    hexdigest = digest.hexdigest()
+    with _hash_lock:
+        _hash_cache[key] = hexdigest
+        _hash_cache.move_to_end(key)
+        while len(_hash_cache) > _HASH_CACHE_SIZE:
+            _hash_cache.popitem(last=False)  # least recently used
+    return hexdigest
 
 
 # -- the opened session -----------------------------------------------------------------
@@ -317,6 +336,7 @@ def save_session(
         "vocab": {"itos": list(vocab.itos), "model_vocab_size": vocab.model_vocab_size},
         "mask_id": vocab.mask_id,
         "tree": tree,
+        "next_branch_id": store.next_branch_id,  # so a deleted branch's id is not handed out again
     }
     # Offsets and data_end change the header's length, which moves the data: iterate to a fixpoint
     # (digits only grow, so this settles in two or three rounds).
@@ -509,6 +529,9 @@ def open_session(path: str | Path, *, verify: bool | None = None) -> Session:
         with contextlib.suppress(BufferError):
             mm.close()
         raise
+    next_id = header.get("next_branch_id")  # absent in files written before branches could be deleted
+    if isinstance(next_id, int):
+        store.next_branch_id = max(store.next_branch_id, next_id)
     model = header.get("model") or {}
     log.debug("opened session %s: %d records, %d branches (verified: %s)", path, count, len(tree), verify)
     return Session(

@@ -94,7 +94,7 @@ class StepStore:
         # The mask id is the vocabulary's (vocab.mask_id), which the layout cannot tell
         # (n_ids may include reserved ids). Given here or found from a masked cell; see mask_of.
         self.mask_id = mask_id
-        self._next_id = 0  # ids are never reused, even after delete
+        self.next_branch_id = 0  # ids are never reused, even after delete (session files keep it)
         self._count = 0
         self._capacity = 0
         self.columns: dict[str, np.ndarray] = {}
@@ -131,12 +131,10 @@ class StepStore:
     def new_branch(self, settings: dict | None = None, parent: str | None = None, fork_record: int | None = None, label: str = "") -> Branch:
         if parent is not None and parent not in self.branches:
             raise KeyError(f"no branch {parent!r}")
-        if parent is not None and fork_record is not None and not 0 <= fork_record < len(self.branches[parent].rows):
-            raise IndexError(f"branch {parent!r} has no record {fork_record}")
         if parent is not None and fork_record is not None and not 0 <= fork_record < self.history_length(parent):
             raise IndexError(f"branch {parent!r} has no record {fork_record}")
-        branch_id = str(self._next_id)
-        self._next_id += 1
+        branch_id = str(self.next_branch_id)
+        self.next_branch_id += 1
         branch = Branch(branch_id, parent, fork_record, dict(settings or {}), [], label)
         self.branches[branch_id] = branch
         self.branch_order.append(branch_id)
@@ -353,7 +351,7 @@ class StepStore:
         known = [int(b) for b in store.branch_order if b.isdigit()]
         if count:
             known.append(int(store.columns["branch_index"][:count].max()))
-        store._next_id = max(known, default=-1) + 1
+        store.next_branch_id = max(known, default=-1) + 1
         store.version = 1
         return store
 
