@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
+import threading
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,7 +84,19 @@ def test_open_maps_columns_read_only(saved):
     with open_session(saved) as s:
         tokens = s.store.column("tokens")
         assert not tokens.flags.writeable
-        assert isinstance(tokens.base, (memoryview, np.ndarray)) or tokens.base is not None
+        # A view of the file's one mapping, not a copy: the base chain ends at the session's mmap.
+        base = tokens
+        while isinstance(base, (np.ndarray, memoryview)):
+            base = base.base if isinstance(base, np.ndarray) else base.obj
+        assert base is s._mmap
+        # ...so bytes written to the file show through it (MAP_SHARED), proving nothing was read in.
+        offset = np.frombuffer(s._mmap, np.uint8).__array_interface__["data"][0]
+        at = tokens.__array_interface__["data"][0] - offset
+        first = tokens[0, 0]
+        with open(saved, "r+b") as f:
+            f.seek(at)
+            f.write((first + 1).tobytes())
+        assert tokens[0, 0] == first + 1
         with pytest.raises(ValueError):
             tokens[0, 0] = 1
 
@@ -266,6 +281,50 @@ def test_checkpoint_hash_is_sha256(tmp_path):
     path = tmp_path / "ckpt.pt"
     path.write_bytes(b"abc")
     assert checkpoint_sha256(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_checkpoint_hash_cache_follows_changes_and_stays_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(session_mod, "_hash_cache", session_mod.OrderedDict())
+    monkeypatch.setattr(session_mod, "_HASH_CACHE_SIZE", 3)
+    path = tmp_path / "ckpt.pt"
+    path.write_bytes(b"abc")
+    first = checkpoint_sha256(path)
+    path.write_bytes(b"abd")  # a new size or mtime is a new key: the old digest is not reused
+    os.utime(path, ns=(1, 1))
+    assert checkpoint_sha256(path) == hashlib.sha256(b"abd").hexdigest() != first
+    for i in range(5):
+        other = tmp_path / f"{i}.pt"
+        other.write_bytes(bytes([i]))
+        assert checkpoint_sha256(other) == hashlib.sha256(bytes([i])).hexdigest()
+    assert len(session_mod._hash_cache) == 3  # the least recently used entries went
+    assert [Path(k[0]).name for k in session_mod._hash_cache] == ["2.pt", "3.pt", "4.pt"]
+
+
+def test_checkpoint_hash_is_safe_from_two_threads(tmp_path, monkeypatch):
+    monkeypatch.setattr(session_mod, "_hash_cache", session_mod.OrderedDict())
+    monkeypatch.setattr(session_mod, "_HASH_CACHE_SIZE", 4)
+    files = []
+    for i in range(12):
+        files.append(tmp_path / f"{i}.pt")
+        files[-1].write_bytes(bytes([i]) * 1000)
+    want = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    errors: list[BaseException] = []
+
+    def hammer(order: list[Path]) -> None:
+        try:
+            for _ in range(30):
+                for f in order:
+                    assert checkpoint_sha256(f) == want[f]
+        except BaseException as exc:  # reported to the main thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(o,)) for o in (files, files[::-1])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert len(session_mod._hash_cache) <= 4
 
 
 def test_unknown_branch_and_record_are_refused(saved):
