@@ -248,7 +248,8 @@ def test_text_mode_wraps_at_newlines(app: App) -> None:
 
     ws, vocab = app.workspace, synthetic_vocab()
     ws.show_store(synthetic_store(600, 2, vocab=vocab), vocab)
-    app.frame()
+    for _ in range(3):  # the fit takes effect once the plot has been laid out at its new zoom
+        app.frame()
     tokens = ws.store.get("tokens", ws.current_row())
     ends = np.flatnonzero(tokens == vocab.itos.index("\n"))
     assert 0 < len(ends) and ends[0] < len(tokens) - 1, "the synthetic text has newlines inside"
@@ -347,7 +348,8 @@ def test_tall_sequences_scroll(app: App) -> None:
 
     vocab = synthetic_vocab()
     app.workspace.show_store(synthetic_store(16384, 2, vocab=vocab), vocab)
-    app.frame()
+    for _ in range(3):  # the fit takes effect once the plot has been laid out at its new zoom
+        app.frame()
     layout = app.canvas.layout
     assert layout.n_rows > app.canvas.view_rows
     assert dpg.is_item_shown(app.canvas.scrollbar)
