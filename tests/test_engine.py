@@ -273,9 +273,75 @@ def test_records_are_arrays_with_the_layout(sampler):
             arr = getattr(r, name)
             assert isinstance(arr, np.ndarray) and arr.shape == shape and arr.dtype == dtype, name
     pred = next(r for r in sampler.run(s) if r.kind == "prediction")
-    np.testing.assert_allclose(pred.top_probs.astype(np.float32).sum(1), pred.top_probs.astype(np.float32).sum(1))
+    top = pred.top_probs.astype(np.float32)
+    # Five of a distribution's probabilities: each in (0, 1], together at most 1 (float16 rounding aside).
+    assert (top > 0).all() and (top <= 1).all() and (top.sum(1) <= 1 + 5e-3).all()
     assert (np.diff(pred.top_probs.astype(np.float32), axis=1) <= 1e-3).all(), "top-k sorted by probability"
     assert np.isfinite(pred.entropy).all() and (pred.entropy >= 0).all()  # every position was masked at the start
+
+
+def _reference_probs(tiny: Path, tokens: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(logits / T) over the real vocabulary, from the float64 re-implementation of the model."""
+    ckpt = torch.load(tiny, weights_only=True)
+    logits = reference_logits(ckpt["model"], ckpt["model_args"], torch.as_tensor(tokens.astype(np.int64)))
+    return torch.softmax(logits[:, : VOCAB.size] / temperature, dim=-1).numpy()
+
+
+def test_prediction_beliefs_match_the_reference_model(sampler, tiny):
+    """top_ids / top_probs / confidence / entropy of each prediction, from the logits of the tokens it saw."""
+    k, temperature = 5, 0.3  # a cool softmax: the tiny random model's near-uniform beliefs spread apart
+    records = list(sampler.run(GenerationSettings(length=40, steps=4, top_k=k, temperature=temperature, seed=2)))
+    predictions = [i for i, r in enumerate(records) if r.kind == "prediction"]
+    assert len(predictions) == 4
+    for i in predictions:
+        before, pred = records[i - 1], records[i]
+        masked = before.tokens == VOCAB.mask_id
+        assert masked.any()
+        ref = _reference_probs(tiny, before.tokens, temperature)[masked]  # (M, V)
+        want_ids = np.argsort(-ref, axis=1, kind="stable")[:, :k]
+        want_probs = np.take_along_axis(ref, want_ids, axis=1)
+        got_ids, got_probs = pred.top_ids[masked].astype(np.int64), pred.top_probs[masked].astype(np.float64)
+        # The recorded probabilities are the k largest, in order (float16: ~1e-3 relative).
+        np.testing.assert_allclose(got_probs, want_probs, rtol=2e-3, atol=1e-4)
+        # ...and belong to the ids recorded beside them (ids may swap only where probabilities tie).
+        np.testing.assert_allclose(np.take_along_axis(ref, got_ids, axis=1), got_probs, rtol=2e-3, atol=1e-4)
+        # Rows whose top-k are apart by more than float32-vs-float64 error must order ids exactly.
+        clear = np.abs(np.diff(want_probs, axis=1)).min(axis=1) > 1e-5
+        assert clear.sum() >= masked.sum() // 2
+        assert (got_ids[clear] == want_ids[clear]).all()
+        # Beliefs exist only where the prediction sampled: visible positions carry none.
+        assert (pred.top_probs[~masked] == 0).all() and (pred.top_ids[~masked] == 0).all()
+        held = pred.tokens[masked].astype(np.int64)
+        np.testing.assert_allclose(pred.confidence[masked], ref[np.arange(len(held)), held], rtol=2e-3, atol=1e-4)
+        entropy = -(ref * np.log(ref)).sum(1)
+        np.testing.assert_allclose(pred.entropy[masked], entropy, rtol=2e-3, atol=1e-3)
+        assert np.isnan(pred.entropy[~masked]).all()
+
+
+@pytest.mark.parametrize("randomness", [0.0, 0.6])
+def test_seed_remask_score_is_one_minus_p_from_a_second_pass(sampler, tiny, randomness):
+    """seed strategy: score = r*U + (1-r)*(1-p), p of each current token in a pass over the predicted text."""
+    temperature = 1.3
+    records = list(sampler.run(GenerationSettings(length=40, steps=4, temperature=temperature, seed=5,
+                                                  strategy="seed", randomness=randomness)))
+    remasks = [i for i, r in enumerate(records) if r.kind == "remask"]
+    assert len(remasks) == 3
+    for i in remasks:
+        pred, remask = records[i - 1], records[i]
+        assert pred.kind == "prediction" and (pred.tokens < VOCAB.size).all()
+        p = _reference_probs(tiny, pred.tokens, temperature)[np.arange(40), pred.tokens.astype(np.int64)]
+        deterministic = (1 - randomness) * (1 - p)
+        score = remask.score.astype(np.float64)
+        if randomness == 0.0:
+            np.testing.assert_allclose(score, deterministic, rtol=2e-3, atol=2e-4)
+        else:  # the uniform part lies in [0, r) and is not the same everywhere
+            noise = score - deterministic
+            assert (noise > -2e-3).all() and (noise < randomness + 2e-3).all()
+            assert noise.std() > 0.05
+        # The positions remasked are the highest-scoring ones.
+        chosen = remask.tokens == VOCAB.mask_id
+        if chosen.any() and (~chosen).any():
+            assert score[chosen].min() >= score[~chosen].max() - 2e-3
 
 
 def test_llada_never_changes_committed_tokens(sampler):
