@@ -62,7 +62,7 @@ def test_models_json_lists_default_first(tiny, tmp_path):
     assert out.returncode == 0, out.stderr
     models = json.loads(out.stdout)["models"]
     assert models[0]["default"] is True and models[0]["block_size"] == 1024
-    assert set(models[0]) == {"name", "path", "meta", "block_size", "params", "default"}
+    assert set(models[0]) == {"name", "path", "meta", "block_size", "params", "default", "iter_num", "best_val_loss", "stand_ins"}
     mine = [m for m in models if m["path"] == str(tiny)]
     assert mine and mine[0]["default"] is False and mine[0]["block_size"] == 64 and mine[0]["meta"].endswith("meta.pkl")
 

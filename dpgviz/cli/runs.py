@@ -165,6 +165,9 @@ def cmd_models(args: argparse.Namespace) -> int:
                 "block_size": loaded.config.block_size,
                 "params": loaded.params,
                 "default": entry.is_default,
+                "iter_num": loaded.iter_num,
+                "best_val_loss": loaded.best_val_loss,
+                "stand_ins": list(loaded.stand_ins),
             }
         )
     if args.json:
@@ -172,7 +175,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     else:
         for m in models:
             mark = "*" if m["default"] else " "
-            sys.stdout.write(f"{mark} {m['name']:40s} {m['params'] / 1e6:6.2f}M  block {m['block_size']:5d}  {m['path']}\n")
+            trained = "" if m["iter_num"] is None else f"  iter {m['iter_num']}"
+            trained += "" if m["best_val_loss"] is None else f"  val {m['best_val_loss']:.4f}"
+            sys.stdout.write(f"{mark} {m['name']:40s} {m['params'] / 1e6:6.2f}M  block {m['block_size']:5d}{trained}  {m['path']}\n")
+            for line in m["stand_ins"]:  # classes of the trainer kept as data, so users see what was not loaded
+                sys.stdout.write(f"      {line}\n")
     return 0
 
 

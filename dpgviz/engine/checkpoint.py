@@ -1,7 +1,11 @@
 """Loading users' nanoGPT-style diffusion checkpoints (and the embedded default) safely.
 
 `torch.load(weights_only=True)` only, so a checkpoint cannot run code; the vocabulary goes
-through `core.vocab`'s restricted unpickler. Everything a user can get wrong raises
+through `core.vocab`'s restricted unpickler. The seed's trainer pickles its own classes
+into checkpoints (`config` is a `train_utils.StickyStageConfig`); those get an inert
+`StandIn` that keeps the pickled state as plain data, registered with weights_only for
+that one load. Names from torch, the standard library (`os`, `subprocess`, `builtins`, ...)
+and names that look like functions stay refused. Everything a user can get wrong raises
 CheckpointError with a one-line message the CLI and GUI show as is.
 """
 
@@ -9,13 +13,16 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
+import sys
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from dpgviz.core.discovery import DEFAULT_MODEL_NAME, default_model_entry, find_meta
+from dpgviz.core.discovery import DEFAULT_MODEL_NAME, default_model_entry, find_meta, meta_search_places
 from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.vocab import VocabError, Vocabulary
 from dpgviz.engine.model import DiffusionGPT, ModelConfig
@@ -25,9 +32,115 @@ log = logging.getLogger(__name__)
 _REQUIRED_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
 _COMPILE_PREFIX = "_orig_mod."  # torch.compile wraps the module and prefixes every key
 
+# Never stood in for, whatever weights_only says: modules whose names a malicious pickle
+# reaches for. The standard library as a whole is refused as well (sys.stdlib_module_names);
+# this list also covers aliases and third-party runners outside it.
+_DENIED_MODULES = frozenset({
+    "os", "posix", "nt", "subprocess", "sys", "builtins", "__builtin__", "shutil", "importlib",
+    "pickle", "_pickle", "socket", "runpy", "code", "codeop", "ctypes", "marshal", "pty",
+    "multiprocessing", "threading", "signal", "webbrowser", "pdb", "types", "functools",
+    "operator", "io", "_io", "tempfile", "pathlib", "glob", "inspect", "torch", "numpy",
+    "dill", "cloudpickle", "joblib", "setuptools", "pip", "pkg_resources",
+})
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+# PEP 8 class names; a lower-case name (`train_utils.make_config`) is a function and stays refused.
+_CLASS_NAME = re.compile(r"_*[A-Z][A-Za-z0-9_]*$")
+
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be used; the message says why in one line."""
+
+
+class StandIn:
+    """An inert placeholder for a class the checkpoint names but dpgviz never imports.
+
+    weights_only builds it the way pickle builds any instance (`cls.__new__(cls, *args)`,
+    then `__setstate__(state)`); it only records the arguments and the state, which the
+    restricted unpickler has already decoded into plain data and tensors. No method of the
+    original class exists here, so nothing in the file can run.
+    """
+
+    stands_for = ""  # "module.Name", set on the per-name subclass
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> StandIn:
+        self = object.__new__(cls)
+        self.args = args
+        self.state = None
+        return self
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass  # state arrives through __setstate__; there is no behaviour to set up
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def fields(self) -> dict:
+        """The pickled attributes (a dataclass's fields), or {} when the state is not a dict."""
+        state = self.state
+        if isinstance(state, tuple) and len(state) == 2:  # (dict, slots) as pickle writes it
+            merged = dict(state[0] or {})
+            merged.update(state[1] or {})
+            return merged
+        return dict(state) if isinstance(state, dict) else {}
+
+    def __repr__(self) -> str:
+        return f"<{self.stands_for} stored as data: {self.fields() or self.args!r}>"
+
+
+def _refusal(name: str) -> str | None:
+    """Why the global `name` must stay refused, or None when an inert StandIn may replace it."""
+    module, _, attr = name.rpartition(".")
+    if not module or not _DOTTED.match(name):
+        return "not a plain module.Name"
+    top = module.split(".")[0]
+    if top in _DENIED_MODULES or top in sys.stdlib_module_names or top.startswith("torch"):
+        return f"module {module} is never loaded"
+    if not _CLASS_NAME.match(attr):
+        return "a function, not a class"
+    return None
+
+
+def _stand_ins_for(path: Path) -> list[tuple[type, str]]:
+    """(StandIn subclass, "module.Name") for each class the file needs beyond torch's allow-list.
+
+    Reads only the pickle's opcodes (torch lists the globals without loading anything).
+    Raises CheckpointError when any needed name must stay refused.
+    """
+    needed = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    pairs = []
+    for name in needed:
+        reason = _refusal(name)
+        if reason is not None:
+            raise CheckpointError(f"{path} is not a loadable checkpoint (refused by weights_only: it needs {name}, {reason}; nothing was run)")
+        # One subclass per name, because weights_only matches the class object itself.
+        stub = type(f"StandIn[{name}]", (StandIn,), {"stands_for": name, "__module__": __name__})
+        pairs.append((stub, name))
+    return pairs
+
+
+def describe_stand_ins(ckpt: Any, where: str = "") -> list[str]:
+    """'config: train_utils.StickyStageConfig (not loaded; stored as data)' for each StandIn."""
+    found: list[str] = []
+    if isinstance(ckpt, StandIn):
+        found.append(f"{where or '(top)'}: {ckpt.stands_for} (not loaded; stored as data)")
+        found += describe_stand_ins(ckpt.fields(), where)
+        found += describe_stand_ins(list(ckpt.args), f"{where}()")
+    elif isinstance(ckpt, dict):
+        for key, value in ckpt.items():
+            found += describe_stand_ins(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(ckpt, (list, tuple)):
+        for i, value in enumerate(ckpt):
+            found += describe_stand_ins(value, f"{where}[{i}]")
+    return list(dict.fromkeys(found))
+
+
+def _as_float(value: Any) -> float | None:
+    """The trainer stores best_val_loss as a 0-d tensor; older files as a float."""
+    if isinstance(value, torch.Tensor):
+        return float(value.item()) if value.numel() == 1 else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 @dataclass
@@ -39,6 +152,9 @@ class LoadedModel:
     meta_path: Path | None
     device: torch.device
     name: str
+    iter_num: int | None = None  # the trainer's iteration count, when the file has one
+    best_val_loss: float | None = None
+    stand_ins: tuple[str, ...] = field(default_factory=tuple)  # describe_stand_ins lines
 
     @property
     def params(self) -> int:
@@ -56,6 +172,9 @@ class LoadedModel:
             n_ids=self.vocab.n_ids,
             device=str(self.device),
             threads=threads,
+            iter_num=self.iter_num,
+            best_val_loss=self.best_val_loss,
+            stand_ins=self.stand_ins,
         )
 
 
@@ -70,12 +189,19 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """torch.load a checkpoint dict with weights_only=True, or raise CheckpointError."""
+    """torch.load a checkpoint dict with weights_only=True, or raise CheckpointError.
+
+    Classes of the trainer's own modules are loaded as StandIns (see the module docstring).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        stand_ins = _stand_ins_for(path)
+        with torch.serialization.safe_globals(stand_ins):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise  # a refused global, already said in one line (it is a ValueError, caught below)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
         raise CheckpointError(f"{path} is not a loadable checkpoint (refused by weights_only: {first})") from None
@@ -100,21 +226,32 @@ def check_model_args(model_args: dict, path: Path) -> ModelConfig:
     if attention != "bidirectional":
         raise CheckpointError(f"{path}: unknown attention_type {attention!r}")
     if model_args.get("binary_classification"):
-        raise CheckpointError(f"{path}: binary_classification head; dpgviz needs a token-prediction head")
+        raise CheckpointError(
+            f"{path}: binary_classification head: a remasking classifier (it scores each token keep/remask), "
+            "not a token predictor; dpgviz needs an unmasking checkpoint"
+        )
     return ModelConfig.from_model_args(model_args)
 
 
+def _dataset_of(config: Any) -> str | None:
+    """The data set a checkpoint names: nanoGPT's config dict, or a stood-in dataclass's fields."""
+    fields = config.fields() if isinstance(config, StandIn) else config
+    dataset = fields.get("dataset") if isinstance(fields, dict) else None
+    return dataset if isinstance(dataset, str) and dataset else None
+
+
 def load_vocab(ckpt: dict, path: Path, meta: str | Path | None, model_vocab_size: int) -> tuple[Vocabulary, Path | None]:
-    """Vocabulary from --meta, else meta.pkl nearby, else one embedded in the checkpoint."""
+    """Vocabulary from --meta, else meta.pkl found the seed's way (`find_meta`), else one embedded."""
     if meta is not None:
         return Vocabulary.load(meta, model_vocab_size), Path(meta)
-    dataset = (ckpt.get("config") or {}).get("dataset") if isinstance(ckpt.get("config"), dict) else None
+    dataset = _dataset_of(ckpt.get("config"))
     found = find_meta(path, dataset)
     if found is not None:
         return Vocabulary.load(found, model_vocab_size), found
     if isinstance(ckpt.get("vocab"), dict):
         return Vocabulary.from_meta(ckpt["vocab"], model_vocab_size), None
-    raise CheckpointError(f"no vocabulary for {path}: put meta.pkl beside it or pass --meta")
+    places = ", ".join(meta_search_places(path, dataset))
+    raise CheckpointError(f"no vocabulary (meta.pkl) for {path}; searched {places}; pass --meta PATH/meta.pkl")
 
 
 def load_model(path: str | Path | None = None, meta: str | Path | None = None, device: str = "auto") -> LoadedModel:
@@ -147,4 +284,13 @@ def load_model(path: str | Path | None = None, meta: str | Path | None = None, d
         raise CheckpointError(f"{path}: weights do not match model_args ({summary})") from None
     model.to(dev).eval()
     log.info("loaded %s (%d params) on %s", path, model.num_params(), dev)
-    return LoadedModel(model, vocab, config, path, meta_path, dev, name)
+    stand_ins = tuple(describe_stand_ins({k: v for k, v in ckpt.items() if k != "model"}))
+    for line in stand_ins:
+        log.debug("%s: %s", path, line)
+    iter_num = ckpt.get("iter_num")
+    return LoadedModel(
+        model, vocab, config, path, meta_path, dev, name,
+        iter_num=int(iter_num) if isinstance(iter_num, int) and not isinstance(iter_num, bool) else None,
+        best_val_loss=_as_float(ckpt.get("best_val_loss")),
+        stand_ins=stand_ins,
+    )
