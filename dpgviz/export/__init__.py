@@ -41,7 +41,9 @@ def export_session(
     csv    per-step statistics of the branch (export.tables.STAT_COLUMNS)
     json   the same statistics, with the branch and its settings
 
-    `branch` None is the root. Raises SessionError for a bad format, branch, record,
+    `branch` None is the root. Records are those of the branch's history (Session.rows:
+    for a child, the parent's records up to the fork, then its own), and `record`
+    indexes that history. Raises SessionError for a bad format, branch, record,
     mode or output path.
     """
     if fmt not in FORMATS:
