@@ -159,13 +159,52 @@ def test_stop_interrupts_a_worker_waiting_for_slots(client: WorkerClient):
     store, branch = new_store(settings, client)
     run_id = client.start_run(settings, branch)
     poll_until(client, (StepReady,), store)
-    time.sleep(0.3)  # no polling: the ring fills and the worker waits on a slot
+    # No polling from here: the ring fills and the worker must wait on a slot. Prove it
+    # rather than hope a sleep was long enough: every slot holds an untaken record and the
+    # ring's header has counted the writer finding its next slot still unread.
+    ring = client._runs[run_id].ring  # the GUI's mapping of the run's ring (attached by the poll above)
+    deadline = time.monotonic() + 30
+    while not (ring.full_waits > 0 and set(ring.states()) == {"written"}):
+        assert time.monotonic() < deadline, f"the worker never waited: {ring.states()}, {ring.full_waits} waits"
+        time.sleep(0.005)
+    waits = ring.full_waits
+    time.sleep(0.05)
+    assert ring.full_waits > waits  # still waiting (asking again) when the stop is sent
     client.stop()
     events = poll_until(client, (RunStopped,), store)
     assert isinstance(events[-1], RunStopped) and events[-1].run_id == run_id
     assert 0 < events[-1].n_records == len(store.branches[branch].rows) < 2 * settings.steps + 1
     assert client.active_run is None
     assert segments(client.ring_name(run_id)) == []
+
+
+def test_run_whose_layout_differs_from_the_store_is_stopped_and_kept_out(client: WorkerClient):
+    # Long enough that it cannot finish: the stop goes out before the client takes any record,
+    # so the worker writes at most its 8 slots (and one more) before it reads the StopRun.
+    settings = GenerationSettings(length=64, steps=120)
+    other = GenerationSettings(length=32, steps=120)  # the store was laid out for another length
+    store, branch = new_store(other, client)
+    assert store.layout != run_layout(settings, client.model_info)
+    run_id = client.start_run(settings, branch)
+    events = poll_until(client, (RunStopped, RunFinished), store)
+    errors = [e for e in events if isinstance(e, WorkerError)]
+    assert len(errors) == 1 and errors[0].run_id == run_id
+    assert "layout" in errors[0].message and "stopping it" in errors[0].message
+    steps = [e for e in events if isinstance(e, StepReady)]
+    # Records still come out of the ring (so its slots are freed), but none goes into the store.
+    assert len(store) == 0 and store.branches[branch].rows == []
+    assert all(e.row is None and e.arrays["tokens"].shape == (64,) for e in steps)
+    assert [e.seq for e in steps] == list(range(len(steps)))
+    # Stopped, not run to the end: the client asked the worker to stop as soon as it saw RunStarted.
+    assert isinstance(events[-1], RunStopped) and events[-1].run_id == run_id
+    assert events[-1].n_records == len(steps) < 2 * settings.steps + 1
+    assert client.active_run is None and segments(client.ring_name(run_id)) == []
+    assert events[-1].n_records <= 8 + 1
+    short = GenerationSettings(length=32, steps=4)
+    good, good_branch = new_store(short, client)  # the worker lives on for the next run
+    client.start_run(short, good_branch)
+    poll_until(client, (RunFinished,), good)
+    assert len(good) == 2 * short.steps + 1
 
 
 def test_bad_checkpoint_reports_an_error_and_the_worker_lives_on(client: WorkerClient, tmp_path: Path):
@@ -190,7 +229,7 @@ def test_bad_settings_end_the_run_with_an_error(client: WorkerClient):
 
 
 # -- processes dying -----------------------------------------------------------------------
-def test_killed_worker_is_reported_within_a_second_and_leaves_no_segment(ckpt: Path):
+def test_killed_worker_is_reported_promptly_and_leaves_no_segment(ckpt: Path):
     client = loaded_client(ckpt, max_slots=4)
     settings = GenerationSettings(length=64, steps=120)
     store, branch = new_store(settings, client)
@@ -199,8 +238,12 @@ def test_killed_worker_is_reported_within_a_second_and_leaves_no_segment(ckpt: P
     time.sleep(0.3)  # the worker writes up to its 4 slots and waits
     os.kill(client.pid, signal.SIGKILL)
     t0 = time.monotonic()
-    events = poll_until(client, (WorkerDied,), store, timeout_s=5)
-    assert time.monotonic() - t0 < 1.0
+    events = poll_until(client, (WorkerDied,), store, timeout_s=10)
+    # The death is seen through the process sentinel on the next poll, normally within
+    # milliseconds. The bound is loose because a busy 2-core CI machine can stall this
+    # process for a second or more; 3 s still fails a client that only notices a dead
+    # worker by a timeout (a join or command of JOIN_TIMEOUT_S = 5 s).
+    assert time.monotonic() - t0 < 3.0
     assert events[-1].exitcode == -signal.SIGKILL
     assert 1 <= len(store) <= 4  # the records written before the kill still arrive
     assert segments(f"{SHM_PREFIX}{client.session}") == []

@@ -11,7 +11,10 @@ One POSIX shared-memory block per run, laid out once from the run's `RecordLayou
     24                  1   uint8         is_attached: 0 until the GUI has mapped the block
     25                  3                 zero
     28                  12  uint32 x3     layout: seq_len, top_k, n_ids (checked on attach)
-    40                  24                zero
+    40                  8   uint64        full_waits: times the writer found its next slot
+                                          still WRITTEN (`is_writable` said no), i.e. the
+                                          ring was full and the worker had to wait
+    48                  16                zero
     64                  n_slots uint8     state[i]: FREE 0, WRITTEN 1, READ 2
     64 + ceil8(n)       n_slots int64     seq[i]: record index (within the run) in slot i
     header_bytes        n_slots * slot_bytes
@@ -81,6 +84,7 @@ STATE_NAMES = {FREE: "free", WRITTEN: "written", READ: "read"}
 _MAGIC = b"dpgvizR1"
 _FIXED = struct.Struct("<8sIIQB3xIII")  # magic, n_slots, header_bytes, slot_bytes, is_attached, layout
 _ATTACHED_OFFSET = 24
+_FULL_WAITS_OFFSET = 40
 _STATE_OFFSET = 64
 _TRACK_PARAM = sys.version_info >= (3, 13)  # SharedMemory(track=...) exists from 3.13
 _fence_lock = threading.Lock()
@@ -147,6 +151,7 @@ class Ring:
         self.header_bytes = header_bytes(n_slots)
         buf = shm.buf
         self._attached = np.ndarray((1,), np.uint8, buffer=buf, offset=_ATTACHED_OFFSET)
+        self._full_waits = np.ndarray((1,), np.uint64, buffer=buf, offset=_FULL_WAITS_OFFSET)
         self._state = np.ndarray((n_slots,), np.uint8, buffer=buf, offset=_STATE_OFFSET)
         self._seq = np.ndarray((n_slots,), np.int64, buffer=buf, offset=_STATE_OFFSET + _round_up(n_slots, 8))
         self._slots = np.ndarray((n_slots,), dtype, buffer=buf, offset=self.header_bytes)
@@ -201,8 +206,21 @@ class Ring:
 
     # -- worker side -----------------------------------------------------------------
     def is_writable(self, slot: int) -> bool:
-        """True when the GUI no longer needs `slot` (FREE or READ)."""
-        return int(self._state[slot]) != WRITTEN
+        """True when the GUI no longer needs `slot` (FREE or READ).
+
+        A False answer counts in `full_waits` (the worker asks again while it waits, so
+        one wait may count several times). Only the writer calls this, so the counter has
+        one mover, like the state bytes; it lets a test or a profile see back-pressure.
+        """
+        if int(self._state[slot]) != WRITTEN:
+            return True
+        self._full_waits[0] += 1
+        return False
+
+    @property
+    def full_waits(self) -> int:
+        """How often the writer found its next slot still unread (0: the reader always kept up)."""
+        return int(self._full_waits[0])
 
     def write(self, slot: int, seq: int, arrays: dict[str, np.ndarray]) -> None:
         """Copy one record's arrays into `slot`, then mark it WRITTEN. The slot must be writable."""
@@ -260,7 +278,7 @@ class Ring:
         if self._is_closed:
             return
         self._is_closed = True
-        self._attached = self._state = self._seq = self._slots = None
+        self._attached = self._full_waits = self._state = self._seq = self._slots = None
         self._fields = {}
         self._shm.close()
 
