@@ -21,7 +21,41 @@ class ViewState:
     follow_live: bool = True  # jump to the newest record as records arrive
     playing: bool = False
     play_speed: float = 12.0  # records per second while playing
+    sel_anchor: int | None = None  # token position where the selection started (click, shift-click keeps it)
+    sel_cursor: int | None = None  # token position where it ends now (drag, shift-click, Shift+arrows)
+    canvas_focus: bool = False  # the last click was on the canvas: Shift+arrows extend the selection
     _play_credit: float = 0.0  # fraction of a record accumulated between frames
+
+    # -- token selection ---------------------------------------------------------------
+    def selection(self) -> tuple[int, int] | None:
+        """Selected token positions as [start, stop), or None."""
+        if self.sel_anchor is None or self.sel_cursor is None:
+            return None
+        a, b = sorted((self.sel_anchor, self.sel_cursor))
+        return a, b + 1
+
+    def select_tokens(self, pos: int, extend: bool = False) -> None:
+        """A click on position `pos` (shift-click: extend from the anchor)."""
+        if not extend or self.sel_anchor is None:
+            self.sel_anchor = int(pos)
+        self.sel_cursor = int(pos)
+
+    def drag_to(self, pos: int) -> None:
+        if self.sel_anchor is not None:
+            self.sel_cursor = int(pos)
+
+    def extend_selection(self, delta: int, seq_len: int) -> None:
+        """Shift+Left/Right: move the selection's moving end by `delta` positions."""
+        if self.sel_cursor is None:
+            return
+        self.sel_cursor = min(max(0, self.sel_cursor + int(delta)), seq_len - 1)
+
+    def select_all(self, seq_len: int) -> None:
+        if seq_len > 0:
+            self.sel_anchor, self.sel_cursor = 0, seq_len - 1
+
+    def clear_selection(self) -> None:
+        self.sel_anchor = self.sel_cursor = None
 
     # -- selection -----------------------------------------------------------------
     def select(self, index: int, n_records: int, by_user: bool = True) -> None:

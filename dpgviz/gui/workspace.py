@@ -52,8 +52,9 @@ from dpgviz.ipc.messages import (
     WorkerDied,
     WorkerError,
 )
+from dpgviz.store.edits import EditError, apply_edit, encode_text, predicted_tokens
 from dpgviz.store.session import Progress, Session, SessionError, checkpoint_sha256, open_session, save_session
-from dpgviz.store.step_store import StepStore
+from dpgviz.store.step_store import Branch, StepStore
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,16 @@ class ModelOffered:
 Notice = Said | LoadProgress | ModelReady | StoreShown | SettingsRestored | ModelOffered
 
 
+def matching_record(iterations: np.ndarray, kinds: np.ndarray, iteration: int, kind: int) -> int:
+    """Index of the record showing the same moment: same iteration and kind if there is one,
+    else the last record at or before that iteration, else the first."""
+    same = np.flatnonzero((iterations == iteration) & (kinds == kind))
+    if same.size:
+        return int(same[-1])
+    before = np.flatnonzero(iterations <= iteration)
+    return int(before[-1]) if before.size else 0
+
+
 # -- background jobs ---------------------------------------------------------------------
 @dataclass
 class JobProgress:
@@ -146,6 +157,7 @@ class ActiveRun:
     run_id: int
     branch: str
     expected: int  # records it will yield
+    base: int = 0  # records the branch's timeline held before the run (its parent's, up to the fork)
 
 
 class Workspace:
@@ -163,6 +175,7 @@ class Workspace:
         self.model_info: ModelInfo | None = None
         self.is_loading = False
         self.run: ActiveRun | None = None
+        self.compare: tuple[str, str] | None = None  # two branches side by side (the first is the shown one)
         self.job: _Job | None = None  # the save or export in progress
         self.finished: JobProgress | None = None  # the last job's final progress
         self._notices: list[Notice] = []
@@ -170,6 +183,8 @@ class Workspace:
         self._arrivals: collections.deque[float] = collections.deque(maxlen=64)  # prediction records
         self._last_rate = 0.0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpgviz-jobs")
+        self._history_key: tuple | None = None
+        self._history = np.zeros(0, dtype=np.int64)
 
     # -- telling the window --------------------------------------------------------------
     def say(self, text: str, is_error: bool = False) -> None:
@@ -191,12 +206,19 @@ class Workspace:
         """A model is loaded and idle enough to start a run."""
         return self.model_info is not None and not self.is_loading and self.client is not None
 
-    def rows(self, branch: str | None = None) -> list[int]:
-        """Store rows of a branch's records in timeline order (default: the shown branch)."""
+    def rows(self, branch: str | None = None) -> np.ndarray:
+        """Store rows of a branch's timeline (default: the shown branch): its history.
+
+        A child's timeline is its parent's records up to the fork, then its own
+        (`StepStore.history`); cached until the store changes.
+        """
         branch = self.view.branch if branch is None else branch
         if self.store is None or branch not in self.store.branches:
-            return []
-        return self.store.branches[branch].rows
+            return np.zeros(0, dtype=np.int64)
+        key = (id(self.store), self.store.version, branch)
+        if self._history_key != key:
+            self._history_key, self._history = key, self.store.history(branch)
+        return self._history
 
     def n_records(self) -> int:
         return len(self.rows())
@@ -204,9 +226,9 @@ class Workspace:
     def current_row(self) -> int | None:
         """Store row of the record shown, or None when there is nothing to show."""
         rows = self.rows()
-        if not rows:
+        if not len(rows):
             return None
-        return rows[min(max(0, self.view.record), len(rows) - 1)]
+        return int(rows[min(max(0, self.view.record), len(rows) - 1)])
 
     def steps_per_s(self) -> float:
         """Denoising iterations per second over the last records of the run in progress."""
@@ -219,7 +241,7 @@ class Workspace:
     def expected_records(self) -> int | None:
         """Records the run in progress will yield, when the shown branch is that run's."""
         if self.run is not None and self.view.branch == self.run.branch:
-            return self.run.expected
+            return self.run.base + self.run.expected
         return None
 
     def progress(self) -> tuple[float, str]:
@@ -326,13 +348,14 @@ class Workspace:
         branch = self.view.branch if branch is None else branch
         record = self.view.record if record is None else record
         rows = self.rows(branch)
-        if self.store is None or not rows:
+        if self.store is None or not len(rows):
             self.say("Nothing to continue from: Start a run first.", is_error=True)
             return False
         if settings.length != self.store.layout.seq_len:
             self.say(f"To continue this run, length must stay {self.store.layout.seq_len}.", is_error=True)
             return False
-        row = rows[min(max(0, record), len(rows) - 1)]
+        record = min(max(0, record), len(rows) - 1)
+        row = int(rows[record])
         start_it = continue_point(self.store.kind(row), int(self.store.columns["iteration"][row]))
         if start_it >= settings.steps:
             self.say(f"This record is after iteration {start_it}; raise steps above {start_it} to continue.", is_error=True)
@@ -362,10 +385,13 @@ class Workspace:
         except WorkerGoneError as exc:
             self.say(f"{exc}; load a model again.", is_error=True)
             return False
-        self.run = ActiveRun(run_id, branch, record_count(settings.steps, int(start.get("iteration", 0))))
+        expected = record_count(settings.steps, int(start.get("iteration", 0))) - (not start.get("emit_initial", True))
+        self.run = ActiveRun(run_id, branch, expected, base=self.store.history_length(branch))
         self._arrivals.clear()
         self._last_rate = 0.0
-        self.view.branch, self.view.record, self.view.top_row = branch, 0, 0
+        self.view.branch, self.view.record = branch, max(0, self.store.history_length(branch) - 1)
+        if self.store.branches[branch].parent is None:
+            self.view.top_row = 0
         self.view.follow_live, self.view.playing = True, False
         self._notices.append(StoreShown(self.vocab, settings.length))
         self.say(f"Generating {settings.length} tokens in {settings.steps} steps...")
@@ -382,6 +408,7 @@ class Workspace:
             self.view.branch = branch
             self.view.record = max(0, len(self.rows(branch)) - 1)
             self.view.playing = False
+            self.view.follow_live = self.run is not None and self.run.branch == branch
 
     def show_store(self, store: StepStore, vocab: Vocabulary, branch: str | None = None) -> None:
         """Show records that did not come from the worker (a session file, a test fixture)."""
@@ -390,6 +417,160 @@ class Workspace:
         self.view.record = max(0, self.n_records() - 1)
         self.view.follow_live = False
         self._notices.append(StoreShown(vocab, store.layout.seq_len))
+
+    # -- editing and branches --------------------------------------------------------------
+    def draft(self) -> Branch | None:
+        """The shown branch when it is an edit that has not run yet (its own only record: 'edit')."""
+        store = self.store
+        if store is None or self.view.branch not in store.branches:
+            return None
+        b = store.branches[self.view.branch]
+        if b.parent is None or len(b.rows) != 1 or store.kind(b.rows[0]) != "edit":
+            return None
+        return b
+
+    def edit(self, op: str, text: str | None = None) -> bool:
+        """Mask / unmask / replace / protect / unprotect the selected tokens of the record shown.
+
+        The first edit of a record forks a child branch whose first record is the edited
+        one ('edit'); further edits amend that record until the branch runs. A run in
+        progress is stopped first. False (and a message) when the edit cannot be made.
+        """
+        store, row = self.store, self.current_row()
+        if store is None or row is None or self.vocab is None:
+            self.say("Nothing to edit: generate a run or open a session.", is_error=True)
+            return False
+        selection = self.view.selection()
+        if selection is None:
+            self.say("Select tokens on the canvas first: click, drag or shift-click.", is_error=True)
+            return False
+        start, stop = selection
+        stop = min(stop, store.layout.seq_len)
+        branch, record = self.view.branch, min(self.view.record, self.n_records() - 1)
+        mask_id = self.vocab.mask_id
+        flags = store.get("flags", row)
+        tokens = store.get("tokens", row).astype(np.int64)
+        protected = (flags & FLAG_PROTECTED).astype(bool)
+        edited = (flags & FLAG_EDITED).astype(bool)
+        try:
+            text_ids = encode_text(text or "", self.vocab) if op == "replace" else None
+            predicted = predicted_tokens(store, branch, record) if op == "unmask" else None
+            tokens, protected, changed = apply_edit(
+                tokens, protected, op, start, stop, mask_id=mask_id, text_ids=text_ids, predicted=predicted
+            )
+        except EditError as exc:
+            self.say(str(exc), is_error=True)
+            return False
+        if self.run is not None:
+            self.stop()
+            self.say("The run was stopped so this step can be edited.")
+        entry = {"op": op, "start": start, "stop": stop, "text": text if op == "replace" else None}
+        draft = self.draft()
+        if draft is not None and self.view.record == self.n_records() - 1:
+            store.amend_edit(draft.id, tokens, protected, edited | changed, [*draft.edits, entry], mask_id=mask_id)
+        else:
+            parent = store.branches[branch]
+            child = store.fork(
+                branch, record, tokens, protected, edited | changed, dict(parent.settings),
+                label=f"edit of {parent.label or branch} @ {record + 1}", edits=[entry], mask_id=mask_id,
+            )
+            self.view.branch = child.id
+        self.view.record = self.n_records() - 1
+        self.view.follow_live = self.view.playing = False
+        what = f"{op} {start}:{stop}" + (f" = {text!r}" if op == "replace" else "")
+        self.say(f"Edited ({what}). Restart from here (Ctrl+R) runs the model from this step.")
+        return True
+
+    def restart(self, settings: GenerationSettings) -> bool:
+        """Run the sampler from the record shown with `settings`: an unrun edit runs in its own
+        branch (its edited and protected tokens reach the worker); any other record forks a child."""
+        if self.model_info is None or self.client is None or self.is_loading:
+            self._ask_for_model()
+            return False
+        draft = self.draft()
+        if draft is None or self.view.record != self.n_records() - 1:
+            return self.continue_from(settings)
+        store, row = self.store, draft.rows[0]
+        if settings.length != store.layout.seq_len:
+            self.say(f"To restart this edit, length must stay {store.layout.seq_len}.", is_error=True)
+            return False
+        start_it = int(store.columns["iteration"][row])
+        if start_it >= settings.steps:
+            self.say(f"This step is after iteration {start_it}; raise steps above {start_it} to restart.", is_error=True)
+            return False
+        flags = store.get("flags", row)
+        protected = (flags & FLAG_PROTECTED).astype(bool)
+        edited = (flags & FLAG_EDITED).astype(bool)
+        draft.settings = settings.to_dict()
+        return self._launch(
+            settings, draft.id, tokens=store.get("tokens", row).astype(np.int64), iteration=start_it,
+            protected=protected if protected.any() else None, edited=edited if edited.any() else None,
+            emit_initial=False,
+        )
+
+    def _ask_for_model(self) -> None:
+        """Restarting needs a model: name the one the session came from and offer it."""
+        path = self.session.model_path if self.session is not None else None
+        if path and Path(path).is_file():
+            self._notices.append(ModelOffered(str(path)))
+            self.say(f"Restarting needs a model. This session was made with {path}: it is picked, press Load.", True)
+        elif path:
+            self.say(f"Restarting needs a model. This session was made with {path}, which is not there: load one.", True)
+        else:
+            self.say("Restarting needs a model: load one.", is_error=True)
+
+    def rename_branch(self, branch: str, label: str) -> None:
+        if self.store is not None and branch in self.store.branches:
+            self.store.rename(branch, label.strip())
+
+    def delete_branch(self, branch: str) -> bool:
+        """Delete a branch and its descendants (a run in one of them is stopped first)."""
+        store = self.store
+        if store is None or branch not in store.branches:
+            return False
+        parent = store.branches[branch].parent
+        try:
+            doomed = set(store.delete(branch))
+        except ValueError as exc:
+            self.say(str(exc), is_error=True)
+            return False
+        if self.run is not None and self.run.branch in doomed:
+            self.stop()
+        if self.view.branch in doomed:
+            self.select_branch(parent if parent in store.branches else store.branch_order[0])
+        if self.compare is not None and doomed & set(self.compare):
+            self.compare = None
+        self.say(f"Deleted {len(doomed)} branch{'es' if len(doomed) > 1 else ''}: {', '.join(sorted(doomed, key=int))}.")
+        return True
+
+    def start_compare(self, left: str, right: str) -> bool:
+        """Show `left` and `right` side by side; the timeline scrubs `left`, `right` follows by iteration."""
+        store = self.store
+        if store is None or left not in store.branches or right not in store.branches:
+            self.say("Pick two branches to compare.", is_error=True)
+            return False
+        if left == right:
+            self.say("Pick two different branches to compare.", is_error=True)
+            return False
+        self.compare = (left, right)
+        if self.view.branch != left:
+            self.select_branch(left)
+        return True
+
+    def compare_rows(self) -> tuple[int, int] | None:
+        """Store rows of the two compare panes at the shown step (synchronised by iteration)."""
+        if self.compare is None or self.store is None:
+            return None
+        left = self.current_row()
+        right_rows = self.rows(self.compare[1])
+        if left is None or not len(right_rows):
+            return None
+        store = self.store
+        k = matching_record(
+            store.column("iteration")[right_rows], store.column("kind")[right_rows],
+            int(store.columns["iteration"][left]), int(store.columns["kind"][left]),
+        )
+        return left, int(right_rows[k])
 
     # -- session files -----------------------------------------------------------------------
     def open(self, path: str | Path) -> bool:

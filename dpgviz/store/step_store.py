@@ -235,6 +235,49 @@ class StepStore:
         `mask_id` defaults to `mask_of()`. Raises KeyError / IndexError / ValueError for
         an unknown parent, a record outside its history or arrays of the wrong shape.
         """
+        rec = self._edit_record(parent, fork_record, tokens, protected, edited, mask_id)
+        child = self.new_branch(settings, parent=parent, fork_record=fork_record, label=label)
+        child.edits = [dict(e) for e in edits or []]
+        self.append_record(rec, child.id)
+        log.debug("forked branch %s from %s @ %d (%d edits)", child.id, parent, fork_record, len(child.edits))
+        return child
+
+    def amend_edit(
+        self,
+        branch: str,
+        tokens: np.ndarray,
+        protected: np.ndarray,
+        edited: np.ndarray,
+        edits: list[dict],
+        *,
+        mask_id: int | None = None,
+    ) -> int:
+        """Replace the 'edit' record of a fork that has not run yet (its only record); returns the new row.
+
+        The new edit record is built from the same source record as `fork` builds it, and
+        appended as a new row: rows are never rewritten (a save may be reading them), the
+        old row is simply no longer referenced. ValueError when `branch` has run already.
+        """
+        b = self._branch(branch)
+        if b.parent is None or b.fork_record is None or len(b.rows) != 1 or self.kind(b.rows[0]) != "edit":
+            raise ValueError(f"branch {branch!r} is not an edit that has yet to run")
+        rec = self._edit_record(b.parent, b.fork_record, tokens, protected, edited, mask_id)
+        row = self.append_record(rec, branch)  # appended to b.rows ...
+        b.rows = [row]  # ... then it stands in for the old edit record
+        b.edits = [dict(e) for e in edits]
+        self.version += 1
+        return row
+
+    def _edit_record(
+        self,
+        parent: str,
+        fork_record: int,
+        tokens: np.ndarray,
+        protected: np.ndarray,
+        edited: np.ndarray,
+        mask_id: int | None,
+    ) -> StepRecord:
+        """The 'edit' record `fork` and `amend_edit` store (see `fork` for its contents)."""
         mask = self.mask_of() if mask_id is None else int(mask_id)
         hist = self.history(parent)
         if not 0 <= fork_record < len(hist):
@@ -251,8 +294,7 @@ class StepStore:
         is_masked = tokens == mask
         if (protected & is_masked).any():
             raise ValueError("a protected position is masked; protect only visible tokens")
-        src = int(hist[fork_record])
-        rec = self.record(src)
+        rec = self.record(int(hist[fork_record]))
         stale = is_masked | (tokens != rec.tokens)
         rec.tokens[:] = tokens
         for name in ("confidence", "score", "entropy"):
@@ -267,11 +309,7 @@ class StepStore:
         rec.iteration = continue_point(rec.kind, rec.iteration)
         rec.kind = "edit"
         rec.n_masked = int(is_masked.sum())
-        child = self.new_branch(settings, parent=parent, fork_record=fork_record, label=label)
-        child.edits = [dict(e) for e in edits or []]
-        self.append_record(rec, child.id)
-        log.debug("forked branch %s from %s @ %d (%d edits)", child.id, parent, fork_record, len(child.edits))
-        return child
+        return rec
 
     # -- records ---------------------------------------------------------------------
     def append(self, scalars: dict, arrays: dict[str, np.ndarray], branch: str) -> int:
