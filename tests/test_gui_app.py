@@ -409,3 +409,151 @@ def test_folder_picker_adds_its_checkpoints(app: App, models_dir: Path) -> None:
     app.frame()
     assert len(app.settings.entries) == 3
     assert app.settings.selected_entry().path.is_relative_to(models_dir)
+
+
+# -- editing, branches and compare, driven through the app's own mouse and key handlers -------
+def shot(app: App, name: str) -> None:
+    """Save the whole window as DPGVIZ_SHOTS/name.png when that variable names a folder (to look at)."""
+    folder = os.environ.get("DPGVIZ_SHOTS")
+    if folder:
+        grab(app, Path(folder) / f"{name}.png")
+
+
+def drag(app: App, start: int, stop: int) -> None:
+    """Press on token `start`, move to token `stop`, release (viewport pixels of their cells)."""
+    (x0, y0), (x1, y1) = app.canvas.pixel_of(start), app.canvas.pixel_of(stop)
+    app.pointer_down(x0, y0)
+    app.pointer_move((x0 + x1) / 2, (y0 + y1) / 2)
+    app.pointer_move(x1, y1)
+    app.pointer_up()
+    app.frame()
+
+
+def test_a_click_picks_the_token_drawn_under_it(app: App, models_dir: Path) -> None:
+    ensure_short_run(app, models_dir)
+    app.frame()
+    for pos in (0, 7, 63, 99):
+        x, y = app.canvas.pixel_of(pos)
+        assert app.canvas.pos_at_pixel(x, y) == pos
+        row, col = app.canvas.layout.cell_of(pos)
+        cell_px = app.canvas.pixel_of(1)[0] - app.canvas.pixel_of(0)[0]
+        assert app.canvas.pos_at_pixel(x + 0.45 * cell_px, y) == pos  # anywhere inside its cell
+    x, y = app.canvas.pixel_of(99)
+    assert app.canvas.pos_at_pixel(x + 20 * cell_px, y) is None  # past the last token
+    assert app.canvas.pos_at_pixel(x + 20 * cell_px, y, clamp=True) == 99  # a drag there ends at it
+
+
+def test_selection_is_drawn_over_the_cells(app: App, models_dir: Path, tmp_path: Path) -> None:
+    ensure_short_run(app, models_dir)
+    set_slider(app, app.workspace.n_records() - 1)
+    app.view.clear_selection()
+    before = grab(app, tmp_path / "before.png")
+    drag(app, 12, 18)
+    assert app.view.selection() == (12, 19)
+    after = grab(app, tmp_path / "after.png")
+    changed = np.abs(before.astype(int) - after.astype(int)).max(axis=-1) > 8
+    (px, py), (x0, y0) = app.canvas.pixel_of(15), dpg.get_item_rect_min(app.canvas.plot)
+    assert changed[int(py - y0), int(px - x0)]  # a selected cell is tinted
+    ox, oy = app.canvas.pixel_of(40)
+    assert not changed[int(oy - y0), int(ox - x0)]  # an unselected one is not
+    app.press("escape")
+    app.frame()
+    assert app.view.selection() is None
+
+
+def test_edit_protect_restart_then_switch_and_compare(app: App, models_dir: Path, tmp_path: Path) -> None:
+    parent = ensure_short_run(app, models_dir)
+    ws = app.workspace
+    parent_rows = ws.rows().copy()
+    before = {name: ws.store.column(name)[parent_rows].copy() for name in ws.store.columns}
+    set_slider(app, 4)  # a middle step: the remask of iteration 1
+    shot(app, "1-middle-step")
+
+    # 1. select by dragging, then M
+    drag(app, 10, 19)
+    assert app.view.selection() == (10, 20)
+    shot(app, "2-selection")
+    click(app.key_handlers[dpg.mvKey_M])
+    app.frame()
+    child = ws.view.branch
+    assert child != parent and ws.store.kind(ws.current_row()) == "edit"
+    assert (ws.store.get("tokens", ws.current_row())[10:20] == ws.vocab.mask_id).all()
+
+    # 2. write a word and protect it: click its first cell, shift-click its last, Enter, type, Enter, P
+    (x0, y0), (x1, y1) = app.canvas.pixel_of(30), app.canvas.pixel_of(34)
+    app.pointer_down(x0, y0)
+    app.pointer_up()
+    app.pointer_down(x1, y1, shift=True)
+    app.pointer_up()
+    assert app.view.selection() == (30, 35)
+    click(app.key_handlers[dpg.mvKey_Return])  # focuses the replacement box
+    dpg.set_value(app.edit_bar.replace_input, "crown")
+    dpg.get_item_callback(app.edit_bar.replace_input)(app.edit_bar.replace_input, "crown")  # Enter in the box
+    app.frame()
+    assert ws.vocab.decode(ws.store.get("tokens", ws.current_row())[30:35]) == "crown"
+    assert ws.view.branch == child and len(ws.store.branches[child].edits) == 2  # the same unrun edit
+    click(app.key_handlers[dpg.mvKey_P])
+    app.view.clear_selection()
+    pixels = grab(app, tmp_path / "edit.png")
+    shot(app, "3-edit-before-restart")
+    assert not ws.is_running and ws.view.branch == child
+    x, y = app.canvas.pixel_of(32)
+    x_top, y_top = dpg.get_item_rect_min(app.canvas.plot)
+    assert is_color(pixels[int(y - y_top), int(x - x_top) - 3 : int(x - x_top) - 1], palette.STATES[4][2]).any()
+    protected_text = ws.store.get("tokens", ws.current_row())[30:35].copy()
+    assert "not run yet" in dpg.get_value(app.edit_bar.selection_text)
+
+    # 3. restart (Ctrl+R): the child keeps the protected text in every record, the parent is unchanged
+    app.press("ctrl+r")
+    assert ws.is_running
+    run_until(app, lambda: not ws.is_running)
+    own = ws.store.branches[child].rows
+    assert len(own) > 2 and ws.store.kind(own[-1]) == "final"
+    for r in own:
+        assert np.array_equal(ws.store.get("tokens", r)[30:35], protected_text)
+    for name, col in before.items():
+        assert np.array_equal(ws.store.column(name)[parent_rows], col, equal_nan=col.dtype.kind == "f"), name
+    shot(app, "4-child-after-restart")
+
+    # 4. switch branches in the branch panel, then compare the two side by side
+    app.frame()
+    assert {parent, child} <= set(app.branches.items)
+    click(app.branches.items[parent])
+    app.frame()
+    assert ws.view.branch == parent and ws.rows().tolist() == parent_rows.tolist()
+    assert "a root run" in dpg.get_value(app.branches.details)
+    shot(app, "5-branch-panel")
+    app.branches.compare(child)
+    for _ in range(3):
+        app.frame()
+    assert ws.compare == (parent, child) and app.compare_view.is_shown
+    set_slider(app, ws.n_records() - 1)
+    left, right = ws.compare_rows()
+    assert ws.store.kind(left) == ws.store.kind(right) == "final"
+    assert app.compare_view.highlight.sum() == (ws.store.get("tokens", left) != ws.store.get("tokens", right)).sum()
+    assert app.compare_view.panes[1].shown_row == right
+    assert dpg.get_value(app.compare_view.left_text) and "alike" in dpg.get_value(app.compare_view.summary)
+    shot(app, "6-compare")
+    app.compare_view.close()
+    app.frame()
+    assert ws.compare is None and not app.compare_view.is_shown
+
+
+def test_refused_replacement_keeps_the_typed_text(app: App, models_dir: Path) -> None:
+    ensure_short_run(app, models_dir)
+    drag(app, 5, 9)
+    dpg.set_value(app.edit_bar.replace_input, "naïve€")
+    n_branches = len(app.workspace.store.branch_order)
+    click(app.edit_bar.buttons["replace"])
+    app.frame()
+    assert "'ï', '€'" in app.status.text
+    assert dpg.get_value(app.edit_bar.replace_input) == "naïve€"
+    assert len(app.workspace.store.branch_order) == n_branches
+    dpg.set_value(app.edit_bar.replace_input, "")
+
+
+def test_help_lists_every_shortcut(app: App) -> None:
+    from dpgviz.gui.keys import SHORTCUTS
+
+    assert set(app.actions) <= {c for c, _ in SHORTCUTS}
+    assert {"ctrl+enter", "escape", "ctrl+r", "m", "u", "p"} <= set(app.actions)

@@ -28,8 +28,12 @@ import dearpygui.dearpygui as dpg
 
 from dpgviz.core.discovery import default_model_entry
 from dpgviz.gui import palette
+from dpgviz.gui.branches import BranchPanel
 from dpgviz.gui.canvas import ZOOM_RANGE, TokenCanvas
+from dpgviz.gui.compare_view import CompareView
+from dpgviz.gui.edit_bar import EditBar
 from dpgviz.gui.files import SessionFiles
+from dpgviz.gui.keys import chord, help_text
 from dpgviz.gui.settings_panel import PANEL_WIDTH, SettingsPanel
 from dpgviz.gui.status import Legend, StatusBar
 from dpgviz.gui.theme import dark_theme, load_fonts
@@ -51,7 +55,24 @@ log = logging.getLogger(__name__)
 TITLE = "dpgviz - masked diffusion visualizer"
 TIMELINE_PX = 40
 STATUS_PX = 34
+BRANCHES_PX = 290  # the branch panel on the right
 SCROLL_ROWS_PER_NOTCH = 3
+
+# Keys the app listens to (chord names in gui.keys); modifiers are read when one is pressed.
+KEYS = {
+    "left": dpg.mvKey_Left,
+    "right": dpg.mvKey_Right,
+    "home": dpg.mvKey_Home,
+    "end": dpg.mvKey_End,
+    "space": dpg.mvKey_Spacebar,
+    "enter": dpg.mvKey_Return,
+    "escape": dpg.mvKey_Escape,
+    "a": dpg.mvKey_A,
+    "m": dpg.mvKey_M,
+    "p": dpg.mvKey_P,
+    "r": dpg.mvKey_R,
+    "u": dpg.mvKey_U,
+}
 
 
 class App:
@@ -82,6 +103,12 @@ class App:
         self.status = StatusBar()
         self.legend = Legend()
         self.files = SessionFiles(self.workspace, columns=lambda: self.canvas.cols if self.canvas else 0)
+        self.edit_bar = EditBar(self.workspace, restart=self.settings.restart)
+        self.branches = BranchPanel(self.workspace, on_compare=lambda: self.compare_view.show())
+        self.compare_view: CompareView | None = None  # needs the fonts: made in build()
+        self.help_window: int | str = 0
+        self.actions = self._actions()  # chord -> action (gui.keys lists them)
+        self.is_dragging = False
         self.window: int | str = 0
         self.file_menu: int | str = 0
         self.mode_combo = self.text_mode_box = self.zoom_slider = 0
@@ -97,6 +124,7 @@ class App:
         dpg.bind_theme(dark_theme())
         dpg.create_viewport(title=TITLE, width=self.size[0], height=self.size[1], clear_color=(24, 26, 31, 255))
         self.canvas = TokenCanvas(self.fonts)
+        self.compare_view = CompareView(self.workspace, self.fonts)
 
         with dpg.window(tag="dpgviz-main", no_scrollbar=True) as self.window:
             with dpg.menu_bar():
@@ -104,11 +132,15 @@ class App:
                     dpg.add_menu_item(label="Quit", callback=lambda: dpg.stop_dearpygui())
                 with dpg.menu(label="View"):
                     dpg.add_menu_item(label="Text mode (wrap at newlines)", check=True, callback=self._on_text_mode_menu)
+                with dpg.menu(label="Help"):
+                    dpg.add_menu_item(label="Keyboard and mouse...", callback=lambda: dpg.show_item(self.help_window))
             with dpg.group(horizontal=True):
                 with dpg.child_window(width=PANEL_WIDTH, height=-STATUS_PX) as left:
                     self.settings.build(left)
                 with dpg.group():
-                    with dpg.child_window(height=-(TIMELINE_PX + STATUS_PX), border=True) as centre:
+                    with dpg.child_window(
+                        width=-BRANCHES_PX, height=-(TIMELINE_PX + STATUS_PX), border=True, no_scrollbar=True
+                    ) as centre:
                         with dpg.group(horizontal=True):
                             self.mode_combo = dpg.add_combo(
                                 [m.label for m in palette.MODES],
@@ -123,24 +155,28 @@ class App:
                             )
                             with dpg.tooltip(self.zoom_slider):
                                 dpg.add_text("Text and cell size. Ctrl + mouse wheel over the canvas zooms too.")
+                        self.edit_bar.build(centre)
                         self.legend.build(centre)
                         self.canvas.build(centre)
-                    with dpg.child_window(height=TIMELINE_PX, border=True, no_scrollbar=True) as bottom:
+                    with dpg.child_window(width=-BRANCHES_PX, height=TIMELINE_PX, border=True, no_scrollbar=True) as bottom:
                         self.timeline.build(bottom)
+                with dpg.child_window(width=BRANCHES_PX - 8, height=-STATUS_PX) as right:
+                    self.branches.build(right)
             self.status.build(self.window)
+        with dpg.window(label="Keyboard and mouse", show=False, width=560, height=520, pos=(200, 120)) as self.help_window:
+            text = dpg.add_text(help_text())
+            if self.fonts.mono:
+                dpg.bind_item_font(text, self.fonts.mono)
         self.files.build(self.file_menu)
+        self.compare_view.build()
 
-        n = self.workspace.n_records
         with dpg.handler_registry():
-            for key, action in (
-                (dpg.mvKey_Left, lambda: self.view.step(-1, n())),
-                (dpg.mvKey_Right, lambda: self.view.step(1, n())),
-                (dpg.mvKey_Home, lambda: self.view.home(n())),
-                (dpg.mvKey_End, lambda: self.view.end(n())),
-                (dpg.mvKey_Spacebar, lambda: self.view.toggle_play(n())),
-            ):
-                self.key_handlers[key] = dpg.add_key_press_handler(key, callback=self._keyboard(action))
+            for name, key in KEYS.items():
+                self.key_handlers[key] = dpg.add_key_press_handler(key, callback=self._on_key(name))
             dpg.add_mouse_wheel_handler(callback=self._on_wheel)
+            dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Left, callback=self._on_click)
+            dpg.add_mouse_drag_handler(button=dpg.mvMouseButton_Left, threshold=1.0, callback=self._on_drag)
+            dpg.add_mouse_release_handler(button=dpg.mvMouseButton_Left, callback=self._on_release)
         dpg.set_item_callback(self.canvas.scrollbar, lambda: self.canvas.on_scrollbar(self.view))
 
         dpg.set_primary_window(self.window, True)
@@ -226,6 +262,9 @@ class App:
         ws = self.workspace
         self.canvas.refresh(ws.store, ws.current_row(), self.view)
         self.timeline.refresh(ws.store, self.view, ws.expected_records())
+        self.edit_bar.refresh()
+        self.branches.refresh()
+        self.compare_view.refresh(self.view.color_mode)
         self.legend.show(self.view.color_mode)
         self.settings.set_running(ws.is_running, ws.model_info is not None and not ws.is_loading)
         info = ws.model_info
@@ -238,15 +277,109 @@ class App:
             text,
         )
 
-    # -- callbacks (small: change the view state, then return) ----------------------
-    def _keyboard(self, action: Callable[[], None]) -> Callable[[], None]:
+    # -- keys -------------------------------------------------------------------------
+    def _actions(self) -> dict[str, Callable[[], None]]:
+        """What each chord of gui.keys.SHORTCUTS does (Ctrl+O / Ctrl+S belong to the File menu)."""
+        view, ws = self.view, self.workspace
+        n = ws.n_records
+
+        def seq_len() -> int:
+            return ws.store.layout.seq_len if ws.store is not None else 0
+
+        def shift_step(delta: int) -> None:
+            if view.canvas_focus and view.selection() is not None:
+                view.extend_selection(delta, seq_len())
+            else:
+                view.step(delta, n())
+
+        def escape() -> None:
+            if ws.is_running:
+                ws.stop()
+            else:
+                view.clear_selection()
+
+        return {
+            "left": lambda: view.step(-1, n()),
+            "right": lambda: view.step(1, n()),
+            "shift+left": lambda: shift_step(-1),
+            "shift+right": lambda: shift_step(1),
+            "home": lambda: view.home(n()),
+            "end": lambda: view.end(n()),
+            "space": lambda: view.toggle_play(n()),
+            "ctrl+enter": self.settings.start,
+            "escape": escape,
+            "ctrl+r": self.settings.restart,
+            "ctrl+a": lambda: view.select_all(seq_len()),
+            "m": lambda: ws.edit("mask"),
+            "u": lambda: ws.edit("unmask"),
+            "p": lambda: ws.edit("protect"),
+            "shift+p": lambda: ws.edit("unprotect"),
+            "enter": self.edit_bar.focus_replace,
+        }
+
+    def press(self, name: str) -> bool:
+        """Do what chord `name` does (key handlers and tests come here); False if it means nothing."""
+        action = self.actions.get(name)
+        if action is None:
+            return False
+        action()
+        return True
+
+    def _typing(self) -> bool:
+        """A text or number box has the keyboard: keys are its, not shortcuts."""
+        return any(dpg.is_item_active(item) for item in (*self.settings.input_items(), *self.edit_bar.input_items(),
+                                                           self.branches.name_input))
+
+    def _on_key(self, name: str) -> Callable[[], None]:
         def on_key() -> None:
-            if not any(dpg.is_item_active(item) for item in self.settings.input_items()):
-                action()
+            ctrl = dpg.is_key_down(dpg.mvKey_LControl) or dpg.is_key_down(dpg.mvKey_RControl)
+            shift = dpg.is_key_down(dpg.mvKey_LShift) or dpg.is_key_down(dpg.mvKey_RShift)
+            if not self._typing():
+                self.press(chord(name, ctrl, shift))
 
         return on_key
 
+    # -- mouse on the canvas -------------------------------------------------------------
+    def pointer_down(self, x: float, y: float, shift: bool = False) -> None:
+        """A left click at viewport pixel (x, y): select the token there (shift: extend)."""
+        pos = self.canvas.pos_at_pixel(x, y)
+        self.view.canvas_focus = self.canvas.cell_at_pixel(x, y) is not None
+        if pos is None:
+            self.is_dragging = False
+            return
+        self.view.select_tokens(pos, extend=shift)
+        self.is_dragging = True
+
+    def pointer_move(self, x: float, y: float) -> None:
+        """The mouse moved with the button down: extend the selection to the token under it."""
+        if self.is_dragging:
+            pos = self.canvas.pos_at_pixel(x, y, clamp=True)
+            if pos is not None:
+                self.view.drag_to(pos)
+
+    def pointer_up(self) -> None:
+        self.is_dragging = False
+
+    def _on_click(self, sender: int, button: int) -> None:
+        x, y = dpg.get_mouse_pos(local=False)
+        if self.canvas.is_hovered():
+            self.pointer_down(x, y, dpg.is_key_down(dpg.mvKey_LShift) or dpg.is_key_down(dpg.mvKey_RShift))
+        else:
+            self.view.canvas_focus = False
+
+    def _on_drag(self, sender: int, app_data: object) -> None:
+        if self.is_dragging:
+            x, y = dpg.get_mouse_pos(local=False)
+            self.pointer_move(x, y)
+
+    def _on_release(self, sender: int, button: int) -> None:
+        self.pointer_up()
+
+    # -- view callbacks (small: change the view state, then return) ------------------
+
     def _on_wheel(self, sender: int, delta: int) -> None:
+        if self.compare_view.scroll_pane(-int(delta) * SCROLL_ROWS_PER_NOTCH):
+            return
         if not self.canvas.is_hovered():
             return
         if dpg.is_key_down(dpg.mvKey_LControl) or dpg.is_key_down(dpg.mvKey_RControl):

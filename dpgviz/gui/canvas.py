@@ -5,6 +5,10 @@ every visible cell (see `palette`), and two `draw_text` items per visible row ca
 row's characters, one in light ink over dark cells and one in dark ink over light cells.
 Only visible rows are sent, only when the record, mode, layout or scroll changed; the
 frame path has no per-token Python loop (rows are built with numpy, see `layout`).
+A second heat series over the cells tints the token selection and, in the compare
+view, the cells two branches disagree on (translucent colormap entries, so the colour
+of any mode shows through). Mouse positions map back to token positions with
+`pos_at_pixel` (the inverse of the layout, `layout.pos_at`).
 
 Geometry: x is in cells, y in rows (row r spans y in [-(r - top) - 1, -(r - top)]), and
 the axis limits are chosen so a cell is exactly one glyph advance of the monospace font
@@ -26,7 +30,16 @@ import numpy as np
 from dpgviz.core.records import KINDS
 from dpgviz.core.vocab import Vocabulary
 from dpgviz.gui import palette
-from dpgviz.gui.layout import CellLayout, char_table, grid_layout, row_strings, scatter_cells, text_layout, visible_rows
+from dpgviz.gui.layout import (
+    CellLayout,
+    char_table,
+    grid_layout,
+    pos_at,
+    row_strings,
+    scatter_cells,
+    text_layout,
+    visible_rows,
+)
 from dpgviz.gui.theme import MONO_FONT_PX, Fonts, canvas_plot_theme
 from dpgviz.gui.view_state import ViewState
 from dpgviz.store.step_store import StepStore
@@ -70,6 +83,8 @@ class TokenCanvas:
         self._x_axis: int | str = 0
         self._y_axis: int | str = 0
         self._heat: int | str = 0
+        self._overlay: int | str = 0  # selection / difference tint over the cells
+        self._overlay_key: tuple | None = None
         self._scroll: int | str = 0
         self._info: int | str = 0
         self._light_items: list[int | str] = []
@@ -114,6 +129,18 @@ class TokenCanvas:
                     )
                     self._heat = dpg.add_heat_series(
                         [palette.heat_values(np.zeros(1))[0]],
+                        1,
+                        1,
+                        parent=self._y_axis,
+                        scale_min=0.0,
+                        scale_max=float(palette.N_COLORS),
+                        bounds_min=(0.0, -1.0),
+                        bounds_max=(1.0, 0.0),
+                        format="",
+                        contribute_to_bounds=False,
+                    )
+                    self._overlay = dpg.add_heat_series(
+                        [palette.heat_values(np.full(1, palette.OVERLAY_CLEAR))[0]],
                         1,
                         1,
                         parent=self._y_axis,
@@ -216,8 +243,18 @@ class TokenCanvas:
             self._grid = grid_layout(store.layout.seq_len, self.cols, vocab.slot_width)
         return self._grid
 
-    def refresh(self, store: StepStore | None, row: int | None, view: ViewState) -> bool:
-        """Draw store row `row` if it, the mode, layout or scroll changed. True when it drew."""
+    def refresh(
+        self,
+        store: StepStore | None,
+        row: int | None,
+        view: ViewState,
+        highlight: np.ndarray | None = None,
+    ) -> bool:
+        """Draw store row `row` if it, the mode, layout or scroll changed. True when it drew.
+
+        The selection (view.selection()) and `highlight` (bool per position: cells to tint,
+        the same array object while it means the same) are tinted over the cells.
+        """
         if not self._measure(view.font_px):
             return False
         if store is None or row is None or self.vocab is None:
@@ -225,6 +262,11 @@ class TokenCanvas:
                 self._clear()
                 self._drawn_key = ("empty",)
             return False
+        drew = self._refresh_cells(store, row, view)
+        self._refresh_overlay(view.selection(), highlight)
+        return drew
+
+    def _refresh_cells(self, store: StepStore, row: int, view: ViewState) -> bool:
         layout = self._layout_for(store, row, view.text_mode)
         top, r1 = visible_rows(view.top_row, self.view_rows, layout.n_rows)
         view.top_row = top
@@ -249,6 +291,8 @@ class TokenCanvas:
         if mode.field is not None:
             arrays[mode.field] = store.get(mode.field, row)[sl]
         colors = palette.mode_indices(mode, arrays)
+        if mode.field is not None:  # edited and protected cells show as such in every mode
+            colors = palette.with_hand_marks(colors, arrays["flags"])
         grids = scatter_cells(
             layout, r0, r1, {"color": (colors, palette.BLANK)}, tokens=store.get("tokens", row)[sl], chars_by_id=self.vocab.chars
         )
@@ -263,6 +307,76 @@ class TokenCanvas:
         on_light = palette.TEXT_ON_LIGHT[color]
         self._push_rows(self._dark_items, self._dark_rows, row_strings(np.where(on_light, chars, " ")))
         self._push_rows(self._light_items, self._light_rows, row_strings(np.where(on_light, " ", chars)))
+
+    def _refresh_overlay(self, selection: tuple[int, int] | None, highlight: np.ndarray | None) -> None:
+        """Tint the selected and the highlighted cells of the rows drawn (only when either changed)."""
+        layout, (r0, r1) = self.layout, self.visible
+        key = (selection, id(highlight), self._drawn_key)
+        if key == self._overlay_key:
+            return
+        self._overlay_key = key
+        n_rows, cols = self._heat_shape
+        if layout is None or (selection is None and highlight is None) or n_rows * cols == 0:
+            dpg.configure_item(self._overlay, show=False)
+            return
+        sl = layout.positions(r0, r1)
+        positions = np.arange(sl.start, sl.stop)
+        tint = np.full(len(positions), palette.OVERLAY_CLEAR, dtype=np.uint16)
+        if highlight is not None:
+            tint[np.asarray(highlight, dtype=bool)[sl]] = palette.OVERLAY_DIFFERS
+        if selection is not None:
+            tint[(positions >= selection[0]) & (positions < selection[1])] = palette.OVERLAY_SELECTED
+        grid = scatter_cells(layout, r0, r1, {"tint": (tint, palette.OVERLAY_CLEAR)})["tint"]
+        if grid.shape != (n_rows, cols):  # same rows and columns as the cells under it
+            grid = np.pad(grid, ((0, n_rows - grid.shape[0]), (0, cols - grid.shape[1])), constant_values=palette.OVERLAY_CLEAR)
+        dpg.configure_item(
+            self._overlay, rows=max(1, n_rows), cols=cols, bounds_min=(0.0, -float(max(1, n_rows))),
+            bounds_max=(float(cols), 0.0), show=True,
+        )
+        dpg.set_value(self._overlay, [palette.heat_values(grid).ravel()])
+
+    # -- picking ---------------------------------------------------------------------
+    def cell_at_pixel(self, x: float, y: float) -> tuple[int, int] | None:
+        """(layout row, column) under viewport pixel (x, y), or None outside the plot."""
+        if self._advance_ratio is None or self._metrics[0] <= 0:
+            return None
+        (x0, y0), (w, h) = dpg.get_item_rect_min(self.plot), dpg.get_item_rect_size(self.plot)
+        dx, dy = x - x0, y - y0
+        if not (0 <= dx < w and 0 <= dy < h):
+            return None
+        font_px = self._metrics[2]
+        cell_px, row_px = self._advance_ratio * font_px, font_px * ROW_HEIGHT  # as _measure sets the axes
+        return self.visible[0] + int(dy // row_px), int(dx // cell_px)
+
+    def pos_at_pixel(self, x: float, y: float, clamp: bool = False) -> int | None:
+        """Token position under viewport pixel (x, y) as drawn now; None where there is none.
+
+        With `clamp` (dragging), a pixel past a row's end or below the last row gives the
+        nearest position instead, so a drag selects up to the row's end.
+        """
+        cell, layout = self.cell_at_pixel(x, y), self.layout
+        if cell is None or layout is None or layout.seq_len == 0:
+            return None
+        row, col = cell
+        pos = pos_at(layout, row, col)
+        if pos is None and clamp:
+            if row >= layout.n_rows:
+                return layout.seq_len - 1
+            first, stop = int(layout.row_first[row]), int(layout.row_first[row + 1])
+            return stop - 1 if stop > first else None
+        return pos
+
+    def pixel_of(self, pos: int) -> tuple[float, float] | None:
+        """Viewport pixel at the centre of position `pos`'s first cell, if its row is drawn (tests)."""
+        layout = self.layout
+        if layout is None or self._advance_ratio is None or not 0 <= pos < layout.seq_len:
+            return None
+        row, col = layout.cell_of(pos)
+        if not self.visible[0] <= row < self.visible[1]:
+            return None
+        (x0, y0) = dpg.get_item_rect_min(self.plot)
+        font_px = self._metrics[2]
+        return x0 + (col + 0.5) * self._advance_ratio * font_px, y0 + (row - self.visible[0] + 0.5) * font_px * ROW_HEIGHT
 
     @staticmethod
     def _push_rows(items: list, current: list[str], rows: list[str]) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from dpgviz.core import palette as shared
 from dpgviz.core.discovery import default_model_entry
-from dpgviz.core.records import FLAG_MASKED
+from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_PROTECTED
 from dpgviz.core.vocab import VocabError, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,18 @@ NO_VALUE = 1 + len(STATES)
 LEVEL0 = NO_VALUE + 1
 
 COLORS = np.array([BACKGROUND, *(c for _, _, c in STATES), NO_VALUE_COLOR, *shared.VIRIDIS_RGB], dtype=np.int64)
-N_COLORS = len(COLORS)
+
+# Overlay entries after the opaque cell colours: a second heat series over the cells uses
+# them to tint the selection and the cells two compared branches disagree on, translucent
+# so the colour underneath (any mode) still shows. CLEAR draws nothing.
+OVERLAY_RGBA = {
+    "clear": (0, 0, 0, 0),
+    "selected": (255, 255, 255, 96),
+    "differs": (*_rgb(shared.STATE_RGB[shared.STATE_NAMES.index("edited")]), 150),
+}
+OVERLAY_INDEX = {key: len(COLORS) + i for i, key in enumerate(OVERLAY_RGBA)}
+OVERLAY_CLEAR, OVERLAY_SELECTED, OVERLAY_DIFFERS = (OVERLAY_INDEX[k] for k in ("clear", "selected", "differs"))
+N_COLORS = len(COLORS) + len(OVERLAY_RGBA)  # the heat series' scale covers cells and overlays
 
 
 LIGHT_TEXT = (*_rgb(shared.INK_LIGHT), 255)
@@ -162,8 +173,20 @@ def heat_values(indices: np.ndarray) -> np.ndarray:
 
 
 def colormap_colors() -> list[list[int]]:
-    """The table as dearpygui colormap colours (RGBA 0..255)."""
-    return [[int(r), int(g), int(b), 255] for r, g, b in COLORS]
+    """The table as dearpygui colormap colours (RGBA 0..255): opaque cells, then the overlays."""
+    return [[int(r), int(g), int(b), 255] for r, g, b in COLORS] + [list(rgba) for rgba in OVERLAY_RGBA.values()]
+
+
+def with_hand_marks(indices: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """Visible edited and protected cells keep their own colours in every mode.
+
+    Protected wins over edited and a masked cell stays masked, as in mask-state mode
+    (core.palette.STATE_PRIORITY).
+    """
+    flags = np.asarray(flags)
+    visible = (flags & FLAG_MASKED) == 0
+    out = np.where(visible & ((flags & FLAG_EDITED) != 0), STATE_INDEX["edited"], indices)
+    return np.where(visible & ((flags & FLAG_PROTECTED) != 0), STATE_INDEX["protected"], out).astype(np.uint16)
 
 
 def level_colors(n: int = 64) -> list[list[int]]:

@@ -85,10 +85,13 @@ class SettingsPanel:
                 self.start_button = dpg.add_button(label="Start", width=90, callback=lambda: self.start())
                 self.stop_button = dpg.add_button(label="Stop", width=90, callback=lambda: self.workspace.stop())
             self.continue_button = dpg.add_button(
-                label="Continue with these settings", width=-1, callback=lambda: self.continue_run()
+                label="Restart from here (Ctrl+R)", width=-1, callback=lambda: self.restart()
             )
             with dpg.tooltip(self.continue_button):
-                dpg.add_text("Run again from the record shown on the canvas,\nwith the settings above, as a new run.")
+                dpg.add_text(
+                    "Run again from the step shown on the canvas, with the settings above:\n"
+                    "an edit runs in its own branch, any other step starts a new branch."
+                )
             self.message = dpg.add_text("", wrap=PANEL_WIDTH - 24, color=INFO_COLOR)
         self.folder_dialog = dpg.add_file_dialog(
             directory_selector=True, show=False, callback=self._on_folder, width=640, height=420, modal=True
@@ -163,11 +166,14 @@ class SettingsPanel:
         if settings is not None:
             self.workspace.start(settings)
 
-    def continue_run(self) -> None:
-        """Continue: run again from the record shown, with the settings shown, as a new branch."""
+    def restart(self) -> None:
+        """Restart from here: run from the step shown (an unrun edit in place) with the settings shown."""
+        if not self.workspace.can_run:
+            self.workspace.restart(GenerationSettings())  # says what model is needed, and offers it
+            return
         settings = self._read_or_say()
         if settings is not None:
-            self.workspace.continue_from(settings)
+            self.workspace.restart(settings)
 
     # -- state shown -----------------------------------------------------------------
     def show_loading(self, fraction: float, message: str) -> None:

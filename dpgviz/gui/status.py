@@ -81,8 +81,7 @@ class Legend:
         self.description = 0
 
     def build(self, parent: int | str) -> None:
-        with dpg.group(parent=parent, horizontal=True):
-            self.description = dpg.add_text("", color=INFO_COLOR)
+        with dpg.group(parent=parent, horizontal=True) as row:
             for mode in palette.MODES:
                 with dpg.group(horizontal=True, show=False) as group:
                     if mode.field is None:
@@ -98,6 +97,8 @@ class Legend:
                         _scale_bar()
                         self._scale_hi[mode.key] = dpg.add_text(f"{mode.hi:g}")
                 self._groups[mode.key] = group
+        with dpg.tooltip(row):  # what the mode shows, without taking the row's width
+            self.description = dpg.add_text("", color=INFO_COLOR)
         self.set_entropy_max(palette.DEFAULT_VOCAB_SIZE)  # until a model's vocabulary replaces it
 
     def show(self, mode_key: str) -> None:
@@ -106,7 +107,7 @@ class Legend:
         for key, group in self._groups.items():
             dpg.configure_item(group, show=key == mode_key)
         mode = palette.MODE_BY_KEY[mode_key]
-        dpg.set_value(self.description, mode.description + ":")
+        dpg.set_value(self.description, mode.description)
         self._shown = mode_key
 
     def set_entropy_max(self, vocab_size: int) -> None:

@@ -18,17 +18,14 @@ SPEEDS = (2.0, 5.0, 12.0, 30.0, 60.0)  # records per second
 
 
 class TimelinePanel:
-    """Slider, Previous/Next, Play, speed, follow live and the run picker."""
+    """Slider, Previous/Next, Play, speed, follow live, and which branch the slider runs over."""
 
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
         self.view = workspace.view
         self._n_records = workspace.n_records
-        self._on_branch = workspace.select_branch
         self._cache = Cached()
-        self._branch_labels: dict[str, str] = {}
-        self._branches_key: tuple[int, int] | None = None
-        self.slider = self.play_button = self.follow = self.speed = self.branch_combo = 0
+        self.slider = self.play_button = self.follow = self.speed = self.branch_text = 0
 
     def build(self, parent: int | str) -> None:
         with dpg.group(parent=parent):
@@ -50,7 +47,7 @@ class TimelinePanel:
                     callback=self._on_speed,
                 )
                 self.follow = dpg.add_checkbox(label="follow live", default_value=True, callback=self._on_follow)
-                self.branch_combo = dpg.add_combo([], width=-1, callback=self._on_branch_pick)
+                self.branch_text = dpg.add_text("")
         with dpg.tooltip(self.slider):
             dpg.add_text("Left/Right: previous/next   Home/End: first/last   Space: play")
 
@@ -67,12 +64,6 @@ class TimelinePanel:
         if value:
             self.view.playing = False
 
-    def _on_branch_pick(self, sender: int, value: str) -> None:
-        for branch, label in self._branch_labels.items():
-            if label == value:
-                self._on_branch(branch)
-                return
-
     # -- refresh -------------------------------------------------------------------
     def refresh(self, store: StepStore | None, view: ViewState, expected: int | None = None) -> None:
         """Push the view into the widgets; `expected` is the live run's record count, if known."""
@@ -87,14 +78,8 @@ class TimelinePanel:
         self._cache.set(self.slider, view.record + 1)
         self._cache.configure(self.play_button, label="Pause" if view.playing else "Play")
         self._cache.set(self.follow, view.follow_live)
-        if store is not None:
-            branches_key = (id(store), len(store.branch_order))
-            if branches_key != self._branches_key:  # a run was added or the store replaced
-                self._branches_key = branches_key
-                self._branch_labels = {b: self._label(store, b) for b in store.branch_order}
-                dpg.configure_item(self.branch_combo, items=list(self._branch_labels.values()))
-            if view.branch in self._branch_labels:
-                self._cache.set(self.branch_combo, self._branch_labels[view.branch])
+        if store is not None and view.branch in store.branches:
+            self._cache.set(self.branch_text, self._label(store, view.branch))
 
     @staticmethod
     def _label(store: StepStore, branch: str) -> str:

@@ -58,6 +58,7 @@ from dpgviz.store.step_store import Branch, StepStore
 
 log = logging.getLogger(__name__)
 
+RATE_MIN_SPAN_S = 0.25  # shortest span of arrivals a steps/s reading is taken over
 # Export formats that take one record (the one shown); the rest take the whole branch.
 PER_RECORD_FORMATS = ("text", "png")
 
@@ -182,6 +183,7 @@ class Workspace:
         self._model_check: tuple[Session, Future] | None = None
         self._arrivals: collections.deque[float] = collections.deque(maxlen=64)  # prediction records
         self._last_rate = 0.0
+        self._run_predictions = 0  # 'prediction' records of the run in progress (its iterations)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpgviz-jobs")
         self._history_key: tuple | None = None
         self._history = np.zeros(0, dtype=np.int64)
@@ -231,11 +233,14 @@ class Workspace:
         return int(rows[min(max(0, self.view.record), len(rows) - 1)])
 
     def steps_per_s(self) -> float:
-        """Denoising iterations per second over the last records of the run in progress."""
+        """Denoising iterations per second: over the last records of the run in progress, or
+        the last run's whole (a span shorter than RATE_MIN_SPAN_S is noise: records that came
+        in one poll would read as thousands per second)."""
         if self.run is None or len(self._arrivals) < 2:
             return self._last_rate
         span = self._arrivals[-1] - self._arrivals[0]
-        self._last_rate = (len(self._arrivals) - 1) / span if span > 0 else 0.0
+        if span >= RATE_MIN_SPAN_S:
+            self._last_rate = (len(self._arrivals) - 1) / span
         return self._last_rate
 
     def expected_records(self) -> int | None:
@@ -268,6 +273,7 @@ class Workspace:
         if isinstance(event, StepReady):
             if KINDS[int(event.scalars["kind"])] == "prediction":
                 self._arrivals.append(time.perf_counter())
+                self._run_predictions += 1
         elif isinstance(event, ModelLoading):
             self._notices.append(LoadProgress(event.fraction, event.message))
         elif isinstance(event, ModelLoaded):
@@ -281,6 +287,8 @@ class Workspace:
         elif isinstance(event, RunFinished):
             if self.run is not None and event.run_id == self.run.run_id:
                 self.run = None
+                if event.elapsed_s > 0:  # the worker's own clock: iterations = forward passes of 'prediction's
+                    self._last_rate = self._run_predictions / event.elapsed_s
                 self.say(
                     f"Done: {event.n_records} records, {event.forward_passes} forward passes in {event.elapsed_s:.2f} s."
                 )
@@ -388,7 +396,7 @@ class Workspace:
         expected = record_count(settings.steps, int(start.get("iteration", 0))) - (not start.get("emit_initial", True))
         self.run = ActiveRun(run_id, branch, expected, base=self.store.history_length(branch))
         self._arrivals.clear()
-        self._last_rate = 0.0
+        self._last_rate, self._run_predictions = 0.0, 0
         self.view.branch, self.view.record = branch, max(0, self.store.history_length(branch) - 1)
         if self.store.branches[branch].parent is None:
             self.view.top_row = 0

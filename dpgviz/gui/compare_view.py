@@ -1,0 +1,145 @@
+"""The compare view: two branches in two canvases side by side, and their final texts diffed.
+
+The workspace holds which two branches are compared (`Workspace.compare`); the left pane
+shows the first at the record the timeline is on, the right pane the second at the same
+iteration (`Workspace.compare_rows`), so scrubbing moves both. Each pane keeps its own
+view state (scroll, zoom); the colour mode follows the main canvas. Cells whose tokens
+differ at that iteration are tinted in both panes. Below, the two final texts with the
+differing stretches bracketed, from a character diff (difflib).
+
+dearpygui, numpy and the standard library only; no torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import dearpygui.dearpygui as dpg
+import numpy as np
+
+from dpgviz.core.vocab import Vocabulary
+from dpgviz.gui.canvas import TokenCanvas
+from dpgviz.gui.status import INFO_COLOR, Cached
+from dpgviz.gui.theme import Fonts
+from dpgviz.gui.view_state import ViewState
+from dpgviz.gui.workspace import Workspace
+
+WINDOW_SIZE = (1240, 720)
+OPEN, CLOSE = "\u27e6", "\u27e7"  # white square brackets around a differing stretch
+
+
+def char_diff(a: str, b: str) -> tuple[str, str, float]:
+    """(a, b) with their differing stretches bracketed, and the share of characters in common."""
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    left, right = [], []
+    for tag, i0, i1, j0, j1 in matcher.get_opcodes():
+        if tag == "equal":
+            left.append(a[i0:i1])
+            right.append(b[j0:j1])
+        else:
+            left.append(f"{OPEN}{a[i0:i1]}{CLOSE}")
+            right.append(f"{OPEN}{b[j0:j1]}{CLOSE}")
+    return "".join(left), "".join(right), matcher.ratio()
+
+
+class CompareView:
+    """A window with two canvases and the diff of the two branches' final texts."""
+
+    def __init__(self, workspace: Workspace, fonts: Fonts) -> None:
+        self.workspace = workspace
+        self.fonts = fonts
+        self.panes = (TokenCanvas(fonts), TokenCanvas(fonts))
+        self.views = (ViewState(follow_live=False), ViewState(follow_live=False))
+        self.window = self.header = self.left_text = self.right_text = self.summary = 0
+        self.titles: list[int | str] = []
+        self._cache = Cached()
+        self._highlight_key: tuple | None = None
+        self.highlight: np.ndarray | None = None  # positions whose tokens differ at the shown iteration
+        self._diff_key: tuple | None = None
+        self._vocab_key: int | None = None
+
+    def build(self) -> None:
+        with dpg.window(
+            label="Compare branches", width=WINDOW_SIZE[0], height=WINDOW_SIZE[1], show=False,
+            on_close=lambda: self.close(),
+        ) as self.window:
+            self.header = dpg.add_text("", color=INFO_COLOR)
+            with dpg.group(horizontal=True):
+                for pane in self.panes:
+                    with dpg.child_window(width=WINDOW_SIZE[0] // 2 - 14, height=-190, border=True) as box:
+                        self.titles.append(dpg.add_text("", color=(140, 180, 255)))
+                        pane.build(box)
+            self.summary = dpg.add_text("", color=INFO_COLOR)
+            with dpg.group(horizontal=True):
+                with dpg.child_window(width=WINDOW_SIZE[0] // 2 - 14, height=-1):
+                    self.left_text = dpg.add_text("", wrap=WINDOW_SIZE[0] // 2 - 40)
+                with dpg.child_window(width=WINDOW_SIZE[0] // 2 - 14, height=-1):
+                    self.right_text = dpg.add_text("", wrap=WINDOW_SIZE[0] // 2 - 40)
+
+    def show(self) -> None:
+        dpg.show_item(self.window)
+        dpg.focus_item(self.window)
+
+    def close(self) -> None:
+        self.workspace.compare = None
+        dpg.hide_item(self.window)
+
+    @property
+    def is_shown(self) -> bool:
+        return bool(self.window) and dpg.is_item_shown(self.window)
+
+    def refresh(self, color_mode: str) -> None:
+        """Once a frame: both panes at the shown iteration, the tint where they differ, the diff."""
+        ws = self.workspace
+        if ws.compare is None or ws.store is None or ws.vocab is None:
+            if self.is_shown:
+                dpg.hide_item(self.window)
+            return
+        if not self.is_shown:
+            self.show()
+        store, vocab = ws.store, ws.vocab
+        if self._vocab_key != id(vocab):
+            for pane in self.panes:
+                pane.set_vocabulary(list(vocab.itos), vocab.n_ids)
+            self._vocab_key = id(vocab)
+        rows = ws.compare_rows()
+        if rows is None:
+            return
+        if self._highlight_key != rows:  # the same array object while the rows stay
+            self._highlight_key = rows
+            self.highlight = store.get("tokens", rows[0]) != store.get("tokens", rows[1])
+        for pane, view, branch, row, title in zip(self.panes, self.views, ws.compare, rows, self.titles, strict=True):
+            view.branch, view.color_mode, view.text_mode = branch, color_mode, ws.view.text_mode
+            pane.refresh(store, row, view, highlight=self.highlight)
+            b = store.branches[branch]
+            self._cache.set(title, f"{b.id}  {b.label or 'run ' + b.id}")
+        iteration = int(store.columns["iteration"][rows[0]])
+        self._cache.set(
+            self.header,
+            f"iteration {iteration + 1}: {int(self.highlight.sum())} of {len(self.highlight)} positions differ "
+            "(tinted). The timeline scrubs both.",
+        )
+        self._refresh_diff(vocab)
+
+    def _refresh_diff(self, vocab: Vocabulary) -> None:
+        ws, store = self.workspace, self.workspace.store
+        finals = [ws.rows(b) for b in ws.compare]
+        if not all(len(r) for r in finals):
+            return
+        key = (ws.compare, int(finals[0][-1]), int(finals[1][-1]))
+        if key == self._diff_key:
+            return
+        self._diff_key = key
+        a, b = (vocab.decode(store.get("tokens", int(r[-1]))) for r in finals)
+        left, right, ratio = char_diff(a, b)
+        dpg.set_value(self.summary, f"Final texts: {100 * ratio:.1f}% alike; differing stretches in {OPEN} {CLOSE}")
+        dpg.set_value(self.left_text, left)
+        dpg.set_value(self.right_text, right)
+
+    def scroll_pane(self, delta_rows: int) -> bool:
+        """Mouse wheel over a pane scrolls that pane only; True when it was over one."""
+        for pane, view in zip(self.panes, self.views, strict=True):
+            if self.is_shown and pane.is_hovered():
+                pane.scroll_by(view, delta_rows)
+                return True
+        return False

@@ -1,0 +1,89 @@
+"""The edit bar above the canvas: what is selected, and Mask / Unmask / Protect / Replace / Restart.
+
+Buttons call the workspace's edit operations on the selection of the record shown; the
+typed replacement stays in its box when it is refused (a character outside the model's
+vocabulary), so nothing typed is lost. Keyboard shortcuts for the same actions live in
+the app's key map (M, U, P, Enter, Ctrl+R). dearpygui only; no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import dearpygui.dearpygui as dpg
+
+from dpgviz.gui.status import INFO_COLOR, Cached
+from dpgviz.gui.workspace import Workspace
+
+SELECTION_COLOR = (230, 230, 235)
+
+
+class EditBar:
+    """Selection readout, edit buttons, the replacement box and Restart from here."""
+
+    def __init__(self, workspace: Workspace, restart: Callable[[], None]) -> None:
+        self.workspace = workspace
+        self.restart = restart  # reads the settings panel, then workspace.restart
+        self._cache = Cached()
+        self.selection_text = self.replace_input = self.restart_button = 0
+        self.buttons: dict[str, int | str] = {}
+
+    def build(self, parent: int | str) -> None:
+        with dpg.group(horizontal=True, parent=parent):
+            self.selection_text = dpg.add_text("no selection", color=INFO_COLOR)
+            for op, label, tip in (
+                ("mask", "Mask", "Mask the selected tokens (M)"),
+                ("unmask", "Unmask", "Put back what this step's prediction sampled there (U)"),
+                ("protect", "Protect", "Keep the selected tokens fixed when the run restarts (P)"),
+                ("unprotect", "Unprotect", "Let the sampler change them again (Shift+P)"),
+            ):
+                self.buttons[op] = dpg.add_button(label=label, callback=self._op(op))
+                with dpg.tooltip(self.buttons[op]):
+                    dpg.add_text(tip)
+            self.replace_input = dpg.add_input_text(
+                hint="new text (Enter)", width=130, on_enter=True, callback=lambda *_: self.replace()
+            )
+            self.buttons["replace"] = dpg.add_button(label="Replace", callback=lambda: self.replace())
+            with dpg.tooltip(self.buttons["replace"]):
+                dpg.add_text("Same length replaces the selection; shorter text masks the rest (Enter types)")
+            self.restart_button = dpg.add_button(label="Restart", callback=lambda: self.restart())
+            with dpg.tooltip(self.restart_button):
+                dpg.add_text(
+                    "Restart from here (Ctrl+R): run the model from the step shown, with the settings\n"
+                    "on the left. An edit runs in its own branch; any other step starts a new branch."
+                )
+
+    def _op(self, op: str) -> Callable[[], None]:
+        return lambda: self.workspace.edit(op)
+
+    def replace(self) -> None:
+        """Replace the selection with the typed text; the text stays in the box if refused."""
+        text = str(dpg.get_value(self.replace_input))
+        if not text:
+            dpg.focus_item(self.replace_input)
+            self.workspace.say("Type the replacement, then press Enter.")
+            return
+        if self.workspace.edit("replace", text):
+            dpg.set_value(self.replace_input, "")
+
+    def focus_replace(self) -> None:
+        dpg.focus_item(self.replace_input)
+
+    def refresh(self) -> None:
+        ws = self.workspace
+        sel = ws.view.selection()
+        if sel is None:
+            text = "select: click, drag"
+        else:
+            text = f"{sel[0]}:{sel[1]} ({sel[1] - sel[0]})"
+        draft = ws.draft()
+        if draft is not None:
+            text += " | edit not run yet"
+        self._cache.set(self.selection_text, text)
+        has = sel is not None and ws.store is not None
+        for item in self.buttons.values():
+            self._cache.configure(item, enabled=has)
+        self._cache.configure(self.restart_button, enabled=ws.n_records() > 0 and not ws.is_running)
+
+    def input_items(self) -> list[int | str]:
+        return [self.replace_input]
