@@ -26,6 +26,7 @@ import logging
 import sys
 import time
 
+from dpgviz.core.records import record_count
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.ipc.client import WorkerClient, run_layout
 from dpgviz.ipc.messages import ModelLoaded, RunFinished
@@ -59,7 +60,7 @@ def _time_bare(loaded: object, length: int, passes: int) -> float:
 
 
 def _time_inprocess(sampler: object, settings: GenerationSettings, info: dict) -> tuple[float, int, int]:
-    store = StepStore(run_layout(settings, info), capacity=2 * settings.steps + 2)
+    store = StepStore(run_layout(settings, info), capacity=record_count(settings.steps))
     branch = store.new_branch(settings.to_dict()).id
     t0 = time.perf_counter()
     passes = 0
@@ -70,7 +71,7 @@ def _time_inprocess(sampler: object, settings: GenerationSettings, info: dict) -
 
 
 def _time_worker(client: WorkerClient, settings: GenerationSettings) -> tuple[float, int, list[float]]:
-    store = StepStore(run_layout(settings, client.model_info), capacity=2 * settings.steps + 2)
+    store = StepStore(run_layout(settings, client.model_info), capacity=record_count(settings.steps))
     branch = store.new_branch(settings.to_dict()).id
     client.latencies_ms.clear()
     t0 = time.perf_counter()
