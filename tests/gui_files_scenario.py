@@ -14,7 +14,6 @@ tests only so a failure names its step.
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +27,7 @@ pytestmark = [
 
 dpg = pytest.importorskip("dearpygui.dearpygui")
 
-from vocab_data import shakespeare_vocab  # noqa: E402
+from model_data import tiny_checkpoint  # noqa: E402
 
 from dpgviz.core.records import record_count  # noqa: E402
 from dpgviz.core.settings import GenerationSettings  # noqa: E402
@@ -40,19 +39,7 @@ SHORT = GenerationSettings(length=80, steps=4, seed=7)
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random checkpoint with its vocabulary, in a folder of its own."""
-    import torch
-
-    from dpgviz.engine.model import DiffusionGPT, ModelConfig
-
-    folder = tmp_path_factory.mktemp("models") / "tiny"
-    folder.mkdir()
-    vocab = shakespeare_vocab()
-    torch.manual_seed(0)
-    config = ModelConfig(block_size=128, vocab_size=vocab.size + 1, n_layer=1, n_head=2, n_embd=32)
-    torch.save({"model": DiffusionGPT(config).state_dict(), "model_args": config.to_model_args()}, folder / "ckpt.pt")
-    with open(folder / "meta.pkl", "wb") as f:
-        pickle.dump(vocab.to_meta(), f)
-    return folder / "ckpt.pt"
+    return tiny_checkpoint(tmp_path_factory.mktemp("models") / "tiny")
 
 
 @pytest.fixture(scope="module")

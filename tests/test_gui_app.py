@@ -10,7 +10,6 @@ callbacks and the frame loop, and read pixels of frames saved with output_frame_
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ pytestmark = [
 
 dpg = pytest.importorskip("dearpygui.dearpygui")
 
-from vocab_data import shakespeare_vocab  # noqa: E402
+from model_data import tiny_checkpoint  # noqa: E402
 
 from dpgviz.core.discovery import default_model_entry  # noqa: E402
 from dpgviz.core.records import record_count  # noqa: E402
@@ -40,21 +39,11 @@ SHORT = GenerationSettings(length=100, steps=5, seed=3)
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random checkpoint (block 256) and a broken one, as a user's models folder."""
-    import torch
-
-    from dpgviz.engine.model import DiffusionGPT, ModelConfig
-
     root = tmp_path_factory.mktemp("models")
-    vocab = shakespeare_vocab()
-    torch.manual_seed(0)
-    config = ModelConfig(block_size=256, vocab_size=vocab.size + 1, n_layer=1, n_head=2, n_embd=32)
-    (root / "tiny").mkdir()
-    torch.save({"model": DiffusionGPT(config).state_dict(), "model_args": config.to_model_args()}, root / "tiny" / "ckpt.pt")
+    tiny_checkpoint(root / "tiny", block_size=256)
     (root / "broken").mkdir()
     (root / "broken" / "ckpt.pt").write_bytes(b"not a checkpoint")
-    for folder in ("tiny", "broken"):
-        with open(root / folder / "meta.pkl", "wb") as f:
-            pickle.dump(vocab.to_meta(), f)
+    (root / "broken" / "meta.pkl").write_bytes((root / "tiny" / "meta.pkl").read_bytes())
     return root
 
 

@@ -185,7 +185,7 @@ def test_text_ink_contrasts_with_cells() -> None:
     assert palette.TEXT_ON_LIGHT[palette.STATE_INDEX["protected"]]  # yellow: dark ink
     assert not palette.TEXT_ON_LIGHT[palette.STATE_INDEX["visible"]]  # dark cell: light ink
     assert not palette.TEXT_ON_LIGHT[palette.LEVEL0]  # dark end of viridis
-    assert palette.TEXT_ON_LIGHT[palette.N_COLORS - 1]  # yellow end of viridis
+    assert palette.TEXT_ON_LIGHT[palette.LEVEL0 + palette.LEVELS - 1]  # yellow end of viridis
 
 
 @pytest.mark.parametrize("mode_key", ["state", "confidence", "score", "entropy"])
@@ -275,3 +275,25 @@ def test_gui_process_never_imports_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_edited_and_protected_cells_keep_their_colours_in_value_modes() -> None:
+    flags = np.array([0, FLAG_EDITED, FLAG_PROTECTED, FLAG_EDITED | FLAG_PROTECTED, FLAG_MASKED | FLAG_EDITED], np.uint8)
+    levels = np.full(5, palette.LEVEL0 + 7, dtype=np.uint16)
+    marked = palette.with_hand_marks(levels, flags)
+    assert marked.tolist() == [
+        palette.LEVEL0 + 7,  # untouched
+        palette.STATE_INDEX["edited"],
+        palette.STATE_INDEX["protected"],
+        palette.STATE_INDEX["protected"],  # protected wins, as in mask-state mode
+        palette.LEVEL0 + 7,  # a masked cell keeps what the mode shows for it
+    ]
+    assert (palette.state_indices(flags[1:4]) == marked[1:4]).all()  # the same colours as mask-state mode
+
+
+def test_overlay_tints_are_translucent_entries_after_the_cells() -> None:
+    colors = palette.colormap_colors()
+    assert len(colors) == palette.N_COLORS
+    assert colors[palette.OVERLAY_CLEAR][3] == 0  # draws nothing
+    assert 0 < colors[palette.OVERLAY_SELECTED][3] < 255 and 0 < colors[palette.OVERLAY_DIFFERS][3] < 255
+    assert all(c[3] == 255 for c in colors[: len(palette.COLORS)])  # cells are opaque

@@ -6,14 +6,13 @@ no Dear PyGui context, so these run anywhere, display or not.
 
 from __future__ import annotations
 
-import pickle
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from vocab_data import shakespeare_vocab
+from model_data import tiny_checkpoint
 
 from dpgviz.core.discovery import ModelEntry
 from dpgviz.core.records import record_count
@@ -26,19 +25,8 @@ SHORT = GenerationSettings(length=60, steps=4, seed=2)
 
 @pytest.fixture(scope="module")
 def entry(tmp_path_factory: pytest.TempPathFactory) -> ModelEntry:
-    import torch
-
-    from dpgviz.engine.model import DiffusionGPT, ModelConfig
-
-    folder = tmp_path_factory.mktemp("ws") / "tiny"
-    folder.mkdir()
-    vocab = shakespeare_vocab()
-    torch.manual_seed(0)
-    config = ModelConfig(block_size=128, vocab_size=vocab.size + 1, n_layer=1, n_head=2, n_embd=32)
-    torch.save({"model": DiffusionGPT(config).state_dict(), "model_args": config.to_model_args()}, folder / "ckpt.pt")
-    with open(folder / "meta.pkl", "wb") as f:
-        pickle.dump(vocab.to_meta(), f)
-    return ModelEntry("tiny", folder / "ckpt.pt", folder / "meta.pkl")
+    path = tiny_checkpoint(tmp_path_factory.mktemp("ws") / "tiny")
+    return ModelEntry("tiny", path, path.with_name("meta.pkl"))
 
 
 @pytest.fixture(scope="module")
