@@ -1,0 +1,528 @@
+"""Probability inspection: one position's history, run-wide series, the overview image and re-sampling previews.
+
+Everything here reads a `StepStore` and a branch's history rows (the int array
+`StepStore.history(branch)` / `Session.rows` returns; "record i" below is index i into
+those rows, as on the timeline) and answers with numpy arrays or plain dicts:
+
+    position_history    one position across the records, as JSON-ready dicts (`show --position`)
+    history_arrays      the same as arrays for plotting, plus an event code per record
+    sampled_at          the record whose candidates a settled token was drawn from
+    last_sampled_records  the same for every position of one record
+    run_series          per record: masked fraction, mean confidence, mean entropy
+    changed_since_previous  which tokens differ from the previous record
+    commit_records      decoding order: the record from which each position keeps its final token
+    overview_values / overview_image / overview_pick
+                        a records x positions picture of the run, downsampled, and its
+                        pixel -> (record, position) inverse for click-to-jump
+    preview_distribution / resample_preview
+                        what another temperature / top-p would have drawn from a record's stored top-k
+
+Work is vectorised over positions; the only Python loops run over records (at most a
+few thousand), and whole-run passes go through the rows in chunks, so a 1,000-record x
+65,536-token run never has a full records x positions float array in memory.
+
+numpy and dpgviz.core only: no torch, no Pillow, no dearpygui, nothing from export/gui/cli
+(the GUI process, the CLI and the exporters all import it).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from dpgviz.core.palette import (
+    NO_VALUE_RGB,
+    STATE_MASKED,
+    STATE_NAMES,
+    STATE_RGB,
+    STATE_VISIBLE,
+    VALUE_MODES,
+    VIRIDIS_RGB,
+    cell_rgb,
+    mask_states,
+    value_levels,
+    value_range,
+)
+from dpgviz.core.records import FLAG_MASKED, KINDS
+from dpgviz.core.vocab import Vocabulary
+from dpgviz.store.step_store import StepStore
+
+log = logging.getLogger(__name__)
+
+# -- event codes of history_arrays -------------------------------------------------------
+# What happened at the position in each record, relative to the previous record of the
+# history (record 0 has no previous one: masked or visible).
+EVENT_VISIBLE = 0  # visible, same token as before
+EVENT_MASKED = 1  # masked, and was masked before (or record 0 is masked)
+EVENT_UNMASKED = 2  # masked before, visible now
+EVENT_REMASKED = 3  # visible before, masked now
+EVENT_CHANGED = 4  # visible before and now, with another token (an edit, or a re-drawn token)
+EVENT_NAMES = ("visible", "masked", "unmasked", "remasked", "changed")
+
+# -- overview modes ----------------------------------------------------------------------
+# The export's colour modes plus two of the overview's own. "state" is accepted as an alias
+# of "mask-state" (the GUI's short name).
+OVERVIEW_MODES = ("mask-state", "confidence", "score", "entropy", "changed", "order")
+# 'changed' mode: a changed token in the brightest viridis colour (stands out on the dark
+# canvas grey); unchanged keeps the plain visible grey and masks the masked grey.
+CHANGED_RGB = VIRIDIS_RGB[-1]
+CHANGED_CODES = ("unchanged", "changed", "masked")  # Overview.codes in 'changed' mode
+_CHANGED_RGB_TABLE = np.stack([STATE_RGB[STATE_VISIBLE], CHANGED_RGB, STATE_RGB[STATE_MASKED]]).astype(np.uint8)
+
+_SERIES_CHUNK_CELLS = 256 * 1024  # cells per chunk of rows in run_series: ~1 MB of float32, cache-sized
+
+
+def _rows(rows: np.ndarray | list[int]) -> np.ndarray:
+    return np.asarray(rows, dtype=np.int64).reshape(-1)
+
+
+def _check_pos(store: StepStore, pos: int) -> int:
+    n = store.layout.seq_len
+    if not 0 <= int(pos) < n:
+        raise IndexError(f"position {pos} outside 0..{n - 1}")
+    return int(pos)
+
+
+def _check_record(rows: np.ndarray, record: int) -> int:
+    if not 0 <= int(record) < len(rows):
+        raise IndexError(f"record {record} outside 0..{len(rows) - 1}")
+    return int(record)
+
+
+def _computed(top_probs: np.ndarray) -> np.ndarray:
+    """Where candidates were stored: any of the last axis's probabilities non-zero (±0 both count as none).
+
+    Compares the float16 bit patterns as integers: numpy has no native float16 compare, and
+    this is the inner step of whole-run passes.
+    """
+    bits = np.asarray(top_probs).view(np.uint16) & np.uint16(0x7FFF)
+    return bits.any(axis=-1)
+
+
+# -- one position ----------------------------------------------------------------------------
+def history_arrays(store: StepStore, rows: np.ndarray | list[int], pos: int) -> dict[str, np.ndarray]:
+    """Position `pos` across the records of `rows`, as arrays of length len(rows) (for plots).
+
+    confidence, entropy, score   float32, NaN where the record holds none
+    tokens                       int64 token ids (the mask id where masked)
+    is_masked                    bool (FLAG_MASKED)
+    events                       uint8 EVENT_* code (see EVENT_NAMES)
+    computed                     bool: candidates (top-k) were stored at this record
+    iteration, kind              int32 iteration and uint8 KIND code of each record
+    """
+    rows, pos = _rows(rows), _check_pos(store, pos)
+    col = store.column
+    tokens = col("tokens")[rows, pos].astype(np.int64)
+    is_masked = (col("flags")[rows, pos] & FLAG_MASKED) != 0
+    events = np.where(is_masked, EVENT_MASKED, EVENT_VISIBLE).astype(np.uint8)
+    if len(rows) > 1:
+        was_masked, now_masked = is_masked[:-1], is_masked[1:]
+        later = events[1:]  # a view: writes land in `events`
+        later[was_masked & ~now_masked] = EVENT_UNMASKED
+        later[~was_masked & now_masked] = EVENT_REMASKED
+        later[~was_masked & ~now_masked & (tokens[1:] != tokens[:-1])] = EVENT_CHANGED
+    return {
+        "confidence": col("confidence")[rows, pos].astype(np.float32),
+        "entropy": col("entropy")[rows, pos].astype(np.float32),
+        "score": col("score")[rows, pos].astype(np.float32),
+        "tokens": tokens,
+        "is_masked": is_masked,
+        "events": events,
+        "computed": _computed(col("top_probs")[rows, pos]),
+        "iteration": col("iteration")[rows].astype(np.int32),
+        "kind": col("kind")[rows].astype(np.uint8),
+    }
+
+
+def _number(x: float) -> float | None:
+    return None if not np.isfinite(x) else round(float(x), 6)
+
+
+def position_history(store: StepStore, rows: np.ndarray | list[int], pos: int, vocab: Vocabulary) -> list[dict]:
+    """One dict per record of `rows`, in order, describing position `pos` (`show --position --json`).
+
+        {"record": i, "iteration": int, "kind": str,
+         "token": str | None,      # None where masked
+         "state": str,             # core.palette STATE_NAMES name of the cell
+         "p": float | None,        # confidence; None where NaN
+         "entropy": float | None, "score": float | None,
+         "top": [[token, prob], ...]}  # stored candidates, most probable first; [] where none
+
+    Numbers are rounded to 6 decimals; zero-probability padding of the top-k is left out.
+    """
+    rows, pos = _rows(rows), _check_pos(store, pos)
+    arrays = history_arrays(store, rows, pos)
+    table = vocab.strings()
+    states = mask_states(store.column("flags")[rows, pos])
+    top_ids = store.column("top_ids")[rows, pos].astype(np.int64)  # (R, K)
+    top_probs = store.column("top_probs")[rows, pos].astype(np.float32)
+    order = np.argsort(-top_probs, axis=1, kind="stable")  # most probable first, ties in stored order
+    top_ids = np.take_along_axis(top_ids, order, axis=1)
+    top_probs = np.take_along_axis(top_probs, order, axis=1)
+    out = []
+    for i in range(len(rows)):  # one dict per record: the JSON form itself, not a per-token loop
+        keep = top_probs[i] > 0
+        out.append(
+            {
+                "record": i,
+                "iteration": int(arrays["iteration"][i]),
+                "kind": KINDS[int(arrays["kind"][i])],
+                "token": None if arrays["is_masked"][i] else str(table[arrays["tokens"][i]]),
+                "state": STATE_NAMES[int(states[i])],
+                "p": _number(arrays["confidence"][i]),
+                "entropy": _number(arrays["entropy"][i]),
+                "score": _number(arrays["score"][i]),
+                "top": [
+                    [str(table[t]), round(float(p), 6)] for t, p in zip(top_ids[i][keep], top_probs[i][keep], strict=True)
+                ],
+            }
+        )
+    return out
+
+
+def sampled_at(store: StepStore, rows: np.ndarray | list[int], pos: int, record: int) -> int | None:
+    """Index (into rows) of the last record at or before `record` that stored candidates for `pos`.
+
+    "The step that last sampled it": a settled token's tooltip shows the candidates from
+    there. None when no record up to `record` computed any.
+    """
+    rows, pos = _rows(rows), _check_pos(store, pos)
+    record = _check_record(rows, record)
+    computed = _computed(store.column("top_probs")[rows[: record + 1], pos])
+    hits = np.flatnonzero(computed)
+    return int(hits[-1]) if len(hits) else None
+
+
+def last_sampled_records(store: StepStore, rows: np.ndarray | list[int], record: int) -> np.ndarray:
+    """`sampled_at` for every position of record `record`: (N,) int32, -1 where never computed.
+
+    Walks back from `record` one record at a time and stops once every position is
+    found, so positions sampled recently cost one record each; the worst case reads the
+    top-k of every earlier record (one (N, K) slice at a time, never the whole run).
+    """
+    rows = _rows(rows)
+    record = _check_record(rows, record)
+    top_probs = store.column("top_probs")
+    last = np.full(store.layout.seq_len, -1, dtype=np.int32)
+    missing = np.ones(store.layout.seq_len, dtype=bool)
+    for i in range(record, -1, -1):
+        hit = missing & _computed(top_probs[rows[i]])
+        last[hit] = i
+        missing &= ~hit
+        if not missing.any():
+            break
+    return last
+
+
+# -- whole run ---------------------------------------------------------------------------------
+def _row_means(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Row means of float32 `values` over `valid` cells (zeroes the rest in place); NaN where a row has none."""
+    np.copyto(values, 0.0, where=~valid)
+    n = np.count_nonzero(valid, axis=1)
+    # float32 sums are pairwise along a contiguous row: ample for a mean of <= 65,536
+    # values, and a float64 accumulator would double the pass's cost.
+    total = values.sum(axis=1, dtype=np.float32).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+def run_series(store: StepStore, rows: np.ndarray | list[int]) -> dict[str, np.ndarray]:
+    """Per record of `rows` (float64 arrays of len(rows), plus the x axes):
+
+        masked_fraction   n_masked / seq_len
+        mean_confidence   mean confidence over visible tokens that have one; NaN if none
+        mean_entropy      mean entropy over positions where it was computed; NaN if none
+        iteration         int32 iteration, record  int64 0..len(rows)-1
+
+    Goes through the rows in chunks of ~256K cells (cache-sized: measured fastest, and
+    memory stays bounded). Each record's values depend on that record alone, so a view
+    can extend a cached series with `run_series(store, new_rows)` as records arrive.
+    """
+    rows = _rows(rows)
+    seq_len = store.layout.seq_len
+    mean_conf = np.full(len(rows), np.nan)
+    mean_entropy = np.full(len(rows), np.nan)
+    flags_col, conf_col, ent_col = store.column("flags"), store.column("confidence"), store.column("entropy")
+    chunk = max(1, _SERIES_CHUNK_CELLS // max(1, seq_len))
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        sl = slice(start, start + len(part))
+        confidence = conf_col[part].astype(np.float32)
+        valid = np.isfinite(confidence)
+        valid &= (flags_col[part] & FLAG_MASKED) == 0
+        mean_conf[sl] = _row_means(confidence, valid)
+        entropy = ent_col[part].astype(np.float32)
+        mean_entropy[sl] = _row_means(entropy, np.isfinite(entropy))
+    return {
+        "masked_fraction": store.column("n_masked")[rows].astype(np.float64) / max(1, seq_len),
+        "mean_confidence": mean_conf,
+        "mean_entropy": mean_entropy,
+        "iteration": store.column("iteration")[rows].astype(np.int32),
+        "record": np.arange(len(rows), dtype=np.int64),
+    }
+
+
+def changed_since_previous(store: StepStore, rows: np.ndarray | list[int], record: int) -> np.ndarray:
+    """(N,) bool: the token at each position differs from the previous record's (record 0: all False).
+
+    Masking and unmasking count as changes (the id becomes or stops being the mask id).
+    """
+    rows = _rows(rows)
+    record = _check_record(rows, record)
+    if record == 0:
+        return np.zeros(store.layout.seq_len, dtype=bool)
+    tokens = store.column("tokens")
+    return tokens[rows[record]] != tokens[rows[record - 1]]
+
+
+def commit_records(store: StepStore, rows: np.ndarray | list[int]) -> np.ndarray:
+    """Decoding order: (N,) int32 index (into rows) of the record from which each position holds
+    its final token for good (never masked or changed after); -1 where the last record is masked.
+
+    Walks back from the last record keeping the positions whose token still equals the
+    final one, and stops once none are left.
+    """
+    rows = _rows(rows)
+    n = store.layout.seq_len
+    commit = np.full(n, -1, dtype=np.int32)
+    if len(rows) == 0:
+        return commit
+    tokens, flags = store.column("tokens"), store.column("flags")
+    final = tokens[rows[-1]]
+    holding = (flags[rows[-1]] & FLAG_MASKED) == 0
+    commit[holding] = len(rows) - 1
+    for i in range(len(rows) - 2, -1, -1):
+        holding &= (tokens[rows[i]] == final) & ((flags[rows[i]] & FLAG_MASKED) == 0)
+        if not holding.any():
+            break
+        commit[holding] = i
+    return commit
+
+
+# -- overview ------------------------------------------------------------------------------------
+def normalise_mode(mode: str) -> str:
+    """An OVERVIEW_MODES name ('state' is 'mask-state'); ValueError for anything else."""
+    mode = "mask-state" if mode == "state" else mode
+    if mode not in OVERVIEW_MODES:
+        raise ValueError(f"unknown overview mode {mode!r}; choose one of state, {', '.join(OVERVIEW_MODES)}")
+    return mode
+
+
+def overview_bins(n: int, size: int) -> np.ndarray:
+    """Edges (m + 1,) of m = min(n, size) nearly equal bins over 0..n: bin j is edges[j]..edges[j+1]-1."""
+    m = max(1, min(int(n), int(size)))
+    return (np.arange(m + 1, dtype=np.int64) * int(n)) // m
+
+
+def overview_samples(n_records: int, seq_len: int, width_px: int, height_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """(records (H,), positions (W,)) an overview image shows, H = min(n_records, height_px), W = min(seq_len, width_px).
+
+    Nearest-neighbour sampling over equal bins: each image row shows the LAST record of its
+    bin of records (so the bottom row is always the finished text) and each column the
+    FIRST position of its bin of positions (the left edge is position 0). With no
+    downsampling both are the identity.
+    """
+    rec_edges = overview_bins(n_records, height_px)
+    pos_edges = overview_bins(seq_len, width_px)
+    return rec_edges[1:] - 1, pos_edges[:-1]
+
+
+def overview_pick(n_records: int, seq_len: int, width_px: int, height_px: int, x: float, y: float) -> tuple[int, int]:
+    """(record, position) shown at image pixel (x, y) of `overview_image(..., width_px, height_px)`.
+
+    x, y are in the image's own pixels (column, row; fractions allowed, clamped to the
+    image): a view showing the image scaled must scale mouse coordinates back first. The
+    result is exactly the sampled record and position the pixel was coloured from.
+    """
+    records, positions = overview_samples(n_records, seq_len, width_px, height_px)
+    row = int(np.clip(np.floor(y), 0, len(records) - 1))
+    col = int(np.clip(np.floor(x), 0, len(positions) - 1))
+    return int(records[row]), int(positions[col])
+
+
+@dataclass
+class Overview:
+    """What `overview_values` sampled: the grid before colouring.
+
+    records (H,) and positions (W,) are the history indices / positions of each image row /
+    column. `codes` (H, W) uint8 is the category of each cell: STATE_* codes in mask-state
+    mode, CHANGED_CODES indices in changed mode, and in the value modes and order
+    STATE_MASKED / STATE_VISIBLE for cells that show no value. `values` (H, W) float32 is the
+    value shown (NaN where none) in value modes and order (the commit record), else None;
+    `scale` its (lo, hi).
+    """
+
+    mode: str
+    records: np.ndarray
+    positions: np.ndarray
+    codes: np.ndarray
+    values: np.ndarray | None = None
+    scale: tuple[float, float] | None = None
+
+
+def overview_values(
+    store: StepStore,
+    rows: np.ndarray | list[int],
+    mode: str,
+    vocab_size: int,
+    width_px: int = 1200,
+    height_px: int = 1000,
+) -> Overview:
+    """Sample the records x positions grid of a branch for the overview in `mode`.
+
+    Cost: mask-state, value modes and order read only the H x W sampled cells (plus, for
+    order, one token row per record walking back from the end: `commit_records`).
+    'changed' is max-pooled over each column's bin of positions instead of sampled (a
+    single changed token in 65,536 would otherwise vanish between samples): it reads the
+    full token rows of the H sampled records and of the record before each.
+    """
+    mode = normalise_mode(mode)
+    rows = _rows(rows)
+    n_records, seq_len = len(rows), store.layout.seq_len
+    if n_records == 0:
+        raise ValueError("no records to draw")
+    if width_px < 1 or height_px < 1:
+        raise ValueError(f"overview size must be at least 1x1, got {width_px}x{height_px}")
+    records, positions = overview_samples(n_records, seq_len, width_px, height_px)
+    grid = np.ix_(rows[records], positions)
+    flags = store.column("flags")[grid]
+    masked = (flags & FLAG_MASKED) != 0
+    if mode == "mask-state":
+        return Overview(mode, records, positions, mask_states(flags))
+    plain = np.where(masked, STATE_MASKED, STATE_VISIBLE).astype(np.uint8)
+    if mode in VALUE_MODES:
+        values = store.column(mode)[grid].astype(np.float32)
+        return Overview(mode, records, positions, plain, values, value_range(mode, vocab_size))
+    if mode == "order":
+        commit = commit_records(store, rows)[positions]  # (W,)
+        settled = (commit[None, :] >= 0) & (records[:, None] >= commit[None, :])
+        values = np.where(settled, commit[None, :].astype(np.float32), np.nan).astype(np.float32)
+        return Overview(mode, records, positions, plain, values, (0.0, float(max(1, n_records - 1))))
+    # changed: any visible position of the column's bin differs from the previous record
+    tokens = store.column("tokens")
+    starts = overview_bins(seq_len, width_px)[:-1]
+    changed = np.zeros((len(records), len(positions)), dtype=bool)
+    for j, k in enumerate(records):  # one row of the image at a time: O(N) memory
+        if k == 0:
+            continue
+        row, prev = rows[k], rows[k - 1]
+        diff = (tokens[row] != tokens[prev]) & ((store.column("flags")[row] & FLAG_MASKED) == 0)
+        changed[j] = np.logical_or.reduceat(diff, starts)
+    codes = np.where(changed, 1, np.where(masked, 2, 0)).astype(np.uint8)
+    return Overview(mode, records, positions, codes)
+
+
+def overview_rgb(view: Overview) -> np.ndarray:
+    """(H, W, 3) uint8 colours of a sampled overview (the palette of `overview_image`)."""
+    if view.mode == "mask-state":
+        return STATE_RGB[view.codes]
+    if view.mode == "changed":
+        return _CHANGED_RGB_TABLE[view.codes]
+    assert view.values is not None and view.scale is not None
+    if view.mode in VALUE_MODES:
+        # cell_rgb's rule: masked grey, no value plain grey; the codes carry the mask bit.
+        flags = np.where(view.codes == STATE_MASKED, FLAG_MASKED, 0).astype(np.uint8)
+        return cell_rgb(view.mode, flags, view.values, view.scale)
+    has_value = np.isfinite(view.values)
+    plain = np.where((view.codes == STATE_MASKED)[..., None], STATE_RGB[STATE_MASKED], NO_VALUE_RGB)
+    coloured = VIRIDIS_RGB[value_levels(view.values, *view.scale)]
+    return np.where(has_value[..., None], coloured, plain).astype(np.uint8)
+
+
+def overview_image(
+    store: StepStore,
+    rows: np.ndarray | list[int],
+    mode: str,
+    vocab_size: int,
+    width_px: int = 1200,
+    height_px: int = 1000,
+) -> np.ndarray:
+    """(H, W, 3) uint8 picture of a branch: one row per record (top = record 0), one column per position.
+
+    H = min(len(rows), height_px), W = min(seq_len, width_px): downsampled by nearest-
+    neighbour sampling (see `overview_samples`; 'changed' is max-pooled over positions,
+    see `overview_values`), so a 1,000 x 65,536 run costs ~H x W cells, never a full image.
+
+        mask-state   core.palette state colours ('state' is accepted too)
+        confidence, score, entropy   viridis on the value_range scale; masked grey, none plain grey
+        changed      CHANGED_RGB where a visible token differs from the previous record,
+                     masked grey, else the plain visible grey
+        order        decoding order: viridis of the commit record (dark = settled early) from
+                     that record on; masked grey / plain grey until the position settles
+
+    `overview_pick` maps a pixel back to (record, position).
+    """
+    return overview_rgb(overview_values(store, rows, mode, vocab_size, width_px, height_px))
+
+
+# -- re-sampling previews --------------------------------------------------------------------------
+def _preview_probs(top_probs: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
+    """(N, K) float64 distribution over each row's stored candidates after temperature and top-p.
+
+    p^(1/T) renormalised over the candidates with p > 0 (T <= 0: all mass on the most
+    probable), then the nucleus: candidates are kept most probable first while the mass
+    before them is below top_p (the first always stays), renormalised. Rows with no
+    candidates are all zero.
+    """
+    p = np.asarray(top_probs, dtype=np.float64)
+    p = p.reshape(-1, p.shape[-1]) if p.ndim else p.reshape(1, 1)
+    valid = p > 0
+    with np.errstate(divide="ignore"):
+        logp = np.where(valid, np.log(np.where(valid, p, 1.0)), -np.inf)
+    if temperature <= 0:
+        best = np.argmax(np.where(valid, p, -1.0), axis=1)
+        q = np.zeros_like(p)
+        q[np.arange(len(p)), best] = 1.0
+        q[~valid.any(axis=1)] = 0.0
+    else:
+        scaled = logp / float(temperature)
+        top = np.max(scaled, axis=1, keepdims=True)
+        q = np.where(valid, np.exp(scaled - np.where(np.isfinite(top), top, 0.0)), 0.0)
+    total = q.sum(axis=1, keepdims=True)
+    q = np.divide(q, total, out=np.zeros_like(q), where=total > 0)
+    order = np.argsort(-q, axis=1, kind="stable")
+    q_sorted = np.take_along_axis(q, order, axis=1)
+    before = np.cumsum(q_sorted, axis=1) - q_sorted
+    keep_sorted = (before < top_p) | (np.arange(q.shape[1]) == 0)
+    keep = np.zeros_like(keep_sorted)
+    np.put_along_axis(keep, order, keep_sorted, axis=1)
+    q = np.where(keep, q, 0.0)
+    total = q.sum(axis=1, keepdims=True)
+    return np.divide(q, total, out=np.zeros_like(q), where=total > 0)
+
+
+def preview_distribution(top_probs_row: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
+    """(K,) float64 probabilities of one position's stored candidates (same order) at another
+    temperature / top-p; all zero where the position has none. See `resample_preview`."""
+    row = np.asarray(top_probs_row)
+    return _preview_probs(row.reshape(1, -1), temperature, top_p)[0]
+
+
+def resample_preview(
+    top_ids: np.ndarray,
+    top_probs: np.ndarray,
+    temperature: float,
+    top_p: float,
+    rng_or_seed: np.random.Generator | int | None = 0,
+) -> np.ndarray:
+    """(N,) int64 ids another temperature / top-p would have drawn from a record's stored top-k.
+
+    Each position draws one candidate from `preview_distribution` of its row (p^(1/T)
+    renormalised over the stored candidates, then the top-p nucleus); positions with no
+    candidates give -1. Only the stored K candidates are known, so this is the draw
+    restricted to them. One uniform number per position in order: the same seed gives
+    the same ids.
+    """
+    ids = np.asarray(top_ids)
+    q = _preview_probs(top_probs, temperature, top_p)
+    ids = ids.reshape(q.shape)
+    rng = rng_or_seed if isinstance(rng_or_seed, np.random.Generator) else np.random.default_rng(rng_or_seed)
+    u = rng.random(len(q))
+    cum = np.cumsum(q, axis=1)
+    # First candidate whose cumulative mass exceeds u * total (< total, as u < 1): a
+    # zero-mass candidate's cumulative equals the one before it, so it is never the first.
+    choice = np.minimum((cum <= (u * cum[:, -1])[:, None]).sum(axis=1), q.shape[1] - 1)
+    drawn = ids[np.arange(len(q)), choice].astype(np.int64)
+    return np.where(cum[:, -1] > 0, drawn, -1)
