@@ -546,3 +546,129 @@ def test_help_lists_every_shortcut(app: App) -> None:
 
     assert set(app.actions) <= {c for c, _ in SHORTCUTS}
     assert {"ctrl+enter", "escape", "ctrl+r", "m", "u", "p"} <= set(app.actions)
+
+
+# -- probability inspection ---------------------------------------------------------------------
+def test_hovering_a_token_shows_its_numbers_and_candidates(app: App, models_dir: Path) -> None:
+    ensure_short_run(app, models_dir)
+    ws = app.workspace
+    set_slider(app, 1)  # iteration 1's prediction: every position was masked before it, so all have candidates
+    x, y = app.canvas.pixel_of(42)
+    app.pointer_hover(x, y)
+    app.frame()
+    tip = app.hover_tip
+    assert tip.info is not None and tip.info.pos == 42
+    row = ws.current_row()
+    token = int(ws.store.columns["tokens"][row, 42])
+    assert tip.info.token == ws.vocab.itos[token]
+    assert tip.info.p == pytest.approx(float(ws.store.columns["confidence"][row, 42]))
+    ids, probs = ws.store.columns["top_ids"][row, 42], ws.store.columns["top_probs"][row, 42].astype(np.float32)
+    order = np.argsort(-probs, kind="stable")
+    assert [c[0] for c in tip.info.candidates] == ids[order].tolist()
+    assert [c[2] for c in tip.info.candidates] == pytest.approx(probs[order].tolist())
+    assert tip.info.sampled_label == "this step"
+    assert "position 42" in dpg.get_value(tip.title)
+    assert f"{tip.info.p:.3f}" in dpg.get_value(tip.values)
+    # A settled token later in the run shows the candidates of the step that last sampled it.
+    from dpgviz.store.inspect import sampled_at
+
+    seen_earlier = False
+    for record in range(2, ws.n_records()):
+        set_slider(app, record)
+        sampled = sampled_at(ws.store, ws.rows(), 42, record)
+        assert tip.info.record == record and tip.info.sampled_record == sampled
+        if sampled is not None and sampled < record:
+            seen_earlier = True
+            assert tip.info.sampled_label.startswith(f"record {sampled + 1} (iteration")
+            assert f"from record {sampled + 1}" in dpg.get_value(tip.source)
+    assert seen_earlier  # some record showed candidates from an earlier step
+    before = tip.rebuilds
+    for _ in range(5):  # idle frames: nothing is rebuilt
+        app.frame()
+    assert tip.rebuilds == before
+
+
+def test_a_candidate_key_places_it_as_an_edit(app: App, models_dir: Path) -> None:
+    ensure_short_run(app, models_dir)
+    ws = app.workspace
+    set_slider(app, 1)
+    x, y = app.canvas.pixel_of(7)
+    app.pointer_hover(x, y)
+    app.frame()
+    second = app.hover_tip.info.candidates[1][0]
+    click(app.key_handlers[dpg.mvKey_2])
+    app.frame()
+    assert ws.store.kind(ws.current_row()) == "edit"
+    assert int(ws.store.columns["tokens"][ws.current_row(), 7]) == second
+
+
+def test_pinning_shows_the_tokens_history(app: App, models_dir: Path) -> None:
+    from dpgviz.store.inspect import history_arrays
+
+    ensure_short_run(app, models_dir)
+    ws = app.workspace
+    app.view.pinned.clear()
+    x, y = app.canvas.pixel_of(11)
+    app.pointer_hover(x, y)
+    click(app.key_handlers[dpg.mvKey_I])
+    app.frame()
+    app.frame()
+    assert app.view.pinned == [11] and dpg.get_value(app.side_tabs) == app.tabs["Inspect"]
+    data = app.inspector.data[11]
+    want = history_arrays(ws.store, ws.rows(), 11)
+    assert np.array_equal(data["tokens"], want["tokens"]) and np.array_equal(data["events"], want["events"])
+    xs, ys = dpg.get_value(app.inspector.cards[11]["confidence"])[:2]
+    assert len(xs) == ws.n_records()
+    conf = want["confidence"].astype(np.float64)
+    assert np.allclose(np.array(ys)[np.isfinite(conf)], conf[np.isfinite(conf)], atol=1e-6)
+    assert "held:" in dpg.get_value(app.inspector.cards[11]["held"])
+    app.view.unpin(11)
+    app.frame()
+    assert not app.inspector.cards
+
+
+def test_run_plots_follow_the_branch_and_a_click_scrubs(app: App, models_dir: Path) -> None:
+    from dpgviz.store.inspect import run_series
+
+    ensure_short_run(app, models_dir)
+    ws = app.workspace
+    app.frame()
+    want = run_series(ws.store, ws.rows())
+    assert np.allclose(app.run_plots.data["masked"], want["masked_fraction"])
+    app.run_plots.jump_to(3.2)
+    app.frame()
+    assert app.view.record == 3
+    assert dpg.get_value(app.run_plots.now)[0][0] == 3.0
+
+
+def test_clicking_the_overview_goes_to_that_step_and_position(app: App, models_dir: Path) -> None:
+    ensure_short_run(app, models_dir)
+    ws = app.workspace
+    dpg.set_value(app.side_tabs, app.tabs["Overview"])
+    for _ in range(3):
+        app.frame()
+    picture = app.overview.shown
+    assert picture.shape[:2] == (ws.n_records(), min(ws.store.layout.seq_len, 268))
+    (x0, y0), (w, h) = dpg.get_item_rect_min(app.overview.image), dpg.get_item_rect_size(app.overview.image)
+    record, pos = app.overview.click(x0 + 0.5 * w, y0 + 0.25 * h)
+    app.frame()
+    assert app.view.record == record == int(0.25 * ws.n_records())
+    assert app.view.selection() == (pos, pos + 1) and 0 < pos < ws.store.layout.seq_len
+    dpg.set_value(app.side_tabs, app.tabs["Branches"])
+
+
+def test_resample_preview_is_labelled_and_changes_nothing_stored(app: App, models_dir: Path) -> None:
+    ensure_short_run(app, models_dir)
+    ws = app.workspace
+    set_slider(app, 1)
+    row = ws.current_row()
+    stored = ws.store.get("tokens", row).copy()
+    dpg.set_value(app.inspector.temperature, 2.5)
+    dpg.set_value(app.inspector.top_p, 1.0)
+    click(app.inspector.preview_button)
+    app.frame()
+    assert ws.preview is not None and "PREVIEW" in dpg.get_value(app.canvas._info)
+    assert np.array_equal(ws.store.get("tokens", row), stored)
+    ws.clear_preview()
+    app.frame()
+    assert "PREVIEW" not in dpg.get_value(app.canvas._info)

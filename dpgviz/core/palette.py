@@ -51,12 +51,17 @@ STATE_RGB = np.array(
         (48, 52, 61),  # visible: settled text on the canvas's cell grey
         (86, 180, 233),  # new: Okabe-Ito sky blue (unmasked in this record)
         (118, 124, 136),  # masked: a filled grey block
-        (213, 94, 0),  # remasked: Okabe-Ito vermillion (blue/vermillion is the safest pair)
+        # remasked: Okabe-Ito vermillion darkened towards the masked grey. Early in a seed run
+        # nearly every cell is remasked; full vermillion flooded the grid. A dark cell still
+        # reads as "masked now", its hue says "just put back", and the app draws the token
+        # it held in GHOST_RGB over it, so "put back" and "stayed" differ at a glance.
+        (128, 70, 44),
         (240, 228, 66),  # protected: Okabe-Ito yellow
         (204, 121, 167),  # edited: Okabe-Ito reddish purple
     ],
     dtype=np.uint8,
 )
+GHOST_RGB = np.array((255, 160, 110), dtype=np.uint8)  # a remasked cell's former token: light vermillion
 NO_VALUE_RGB = STATE_RGB[STATE_VISIBLE]  # a visible cell the value mode has no number for
 PAGE_RGB = np.array((30, 32, 38), dtype=np.uint8)  # canvas background: gutters, padding, captions
 INK_LIGHT = np.array((230, 232, 236), dtype=np.uint8)

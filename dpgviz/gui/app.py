@@ -33,7 +33,9 @@ from dpgviz.gui.canvas import ZOOM_RANGE, TokenCanvas
 from dpgviz.gui.compare_view import CompareView
 from dpgviz.gui.edit_bar import EditBar
 from dpgviz.gui.files import SessionFiles
+from dpgviz.gui.inspector import HoverTip, InspectorPanel
 from dpgviz.gui.keys import chord, help_text
+from dpgviz.gui.plots import OverviewPanel, RunPlots
 from dpgviz.gui.settings_panel import PANEL_WIDTH, SettingsPanel
 from dpgviz.gui.status import Legend, StatusBar
 from dpgviz.gui.theme import dark_theme, load_fonts
@@ -72,6 +74,8 @@ KEYS = {
     "p": dpg.mvKey_P,
     "r": dpg.mvKey_R,
     "u": dpg.mvKey_U,
+    "i": dpg.mvKey_I,
+    **{str(k): getattr(dpg, f"mvKey_{k}") for k in range(1, 9)},
 }
 
 
@@ -106,6 +110,12 @@ class App:
         self.edit_bar = EditBar(self.workspace, restart=self.settings.restart)
         self.branches = BranchPanel(self.workspace, on_compare=lambda: self.compare_view.show())
         self.compare_view: CompareView | None = None  # needs the fonts: made in build()
+        self.hover_tip = HoverTip(self.workspace)
+        self.inspector = InspectorPanel(self.workspace, restart_with=self._restart_with)
+        self.run_plots = RunPlots(self.workspace)
+        self.overview = OverviewPanel(self.workspace, reveal=lambda pos: self.canvas.reveal(self.view, pos))
+        self.side_tabs: int | str = 0
+        self.tabs: dict[str, int | str] = {}
         self.help_window: int | str = 0
         self.actions = self._actions()  # chord -> action (gui.keys lists them)
         self.is_dragging = False
@@ -160,8 +170,13 @@ class App:
                         self.canvas.build(centre)
                     with dpg.child_window(width=-BRANCHES_PX, height=TIMELINE_PX, border=True, no_scrollbar=True) as bottom:
                         self.timeline.build(bottom)
-                with dpg.child_window(width=BRANCHES_PX - 8, height=-STATUS_PX) as right:
-                    self.branches.build(right)
+                with dpg.child_window(width=BRANCHES_PX - 8, height=-STATUS_PX):
+                    with dpg.tab_bar() as self.side_tabs:
+                        for name, panel in (("Branches", self.branches), ("Inspect", self.inspector),
+                                            ("Plots", self.run_plots), ("Overview", self.overview)):
+                            with dpg.tab(label=name) as tab:
+                                self.tabs[name] = tab
+                                panel.build(tab)
             self.status.build(self.window)
         with dpg.window(label="Keyboard and mouse", show=False, width=560, height=520, pos=(200, 120)) as self.help_window:
             text = dpg.add_text(help_text())
@@ -169,6 +184,7 @@ class App:
                 dpg.bind_item_font(text, self.fonts.mono)
         self.files.build(self.file_menu)
         self.compare_view.build()
+        self.hover_tip.build(self.canvas.plot_group)
 
         with dpg.handler_registry():
             for name, key in KEYS.items():
@@ -177,6 +193,8 @@ class App:
             dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Left, callback=self._on_click)
             dpg.add_mouse_drag_handler(button=dpg.mvMouseButton_Left, threshold=1.0, callback=self._on_drag)
             dpg.add_mouse_release_handler(button=dpg.mvMouseButton_Left, callback=self._on_release)
+            dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Right, callback=self._on_right_click)
+            dpg.add_mouse_move_handler(callback=self._on_mouse_move)
         dpg.set_item_callback(self.canvas.scrollbar, lambda: self.canvas.on_scrollbar(self.view))
 
         dpg.set_primary_window(self.window, True)
@@ -260,11 +278,17 @@ class App:
     def refresh(self) -> None:
         """Push the current state into every panel (each skips what did not change)."""
         ws = self.workspace
-        self.canvas.refresh(ws.store, ws.current_row(), self.view)
+        self.canvas.refresh(
+            ws.store, ws.current_row(), self.view, highlight=ws.preview_changes(), extras=ws.cell_extras(self.view.color_mode)
+        )
         self.timeline.refresh(ws.store, self.view, ws.expected_records())
         self.edit_bar.refresh()
         self.branches.refresh()
         self.compare_view.refresh(self.view.color_mode)
+        self.hover_tip.refresh()
+        self.inspector.refresh()
+        self.run_plots.refresh()
+        self.overview.refresh(self.view.color_mode)
         self.legend.show(self.view.color_mode)
         self.settings.set_running(ws.is_running, ws.model_info is not None and not ws.is_loading)
         info = ws.model_info
@@ -315,7 +339,32 @@ class App:
             "p": lambda: ws.edit("protect"),
             "shift+p": lambda: ws.edit("unprotect"),
             "enter": self.edit_bar.focus_replace,
+            "i": self.pin_hovered,
+            **{str(k): self._candidate_picker(k) for k in range(1, 9)},
         }
+
+    def _candidate_picker(self, k: int) -> Callable[[], None]:
+        """Key k (1-8): place candidate k of the hovered token there, as an edit."""
+
+        def pick() -> None:
+            info = self.hover_tip.info
+            if info is not None and k <= len(info.candidates):
+                self.workspace.pick_candidate(info.pos, info.candidates[k - 1][0])
+
+        return pick
+
+    def pin_hovered(self) -> None:
+        """Pin the token under the mouse in the inspector, and show the inspector."""
+        pos = self.view.hover_pos
+        if pos is not None:
+            self.view.pin(pos)
+            dpg.set_value(self.side_tabs, self.tabs["Inspect"])
+
+    def _restart_with(self, temperature: float) -> None:
+        """The preview's Run from here: the settings panel takes the temperature, then Restart."""
+        self.workspace.clear_preview()
+        dpg.set_value(self.settings.temperature, temperature)
+        self.settings.restart()
 
     def press(self, name: str) -> bool:
         """Do what chord `name` does (key handlers and tests come here); False if it means nothing."""
@@ -359,6 +408,20 @@ class App:
 
     def pointer_up(self) -> None:
         self.is_dragging = False
+
+    def pointer_hover(self, x: float, y: float) -> None:
+        """The mouse is at viewport pixel (x, y): the token there is the tooltip's (None off the tokens)."""
+        self.view.hover_pos = self.canvas.pos_at_pixel(x, y)
+
+    def _on_mouse_move(self, sender: int, app_data: object) -> None:
+        x, y = dpg.get_mouse_pos(local=False)
+        self.view.hover_pos = self.canvas.pos_at_pixel(x, y) if self.canvas.is_hovered() else None
+
+    def _on_right_click(self, sender: int, button: int) -> None:
+        if self.canvas.is_hovered():
+            x, y = dpg.get_mouse_pos(local=False)
+            self.pointer_hover(x, y)
+            self.pin_hovered()
 
     def _on_click(self, sender: int, button: int) -> None:
         x, y = dpg.get_mouse_pos(local=False)

@@ -27,7 +27,7 @@ import math
 import dearpygui.dearpygui as dpg
 import numpy as np
 
-from dpgviz.core.records import KINDS
+from dpgviz.core.records import FLAG_REMASKED, KINDS
 from dpgviz.core.vocab import Vocabulary
 from dpgviz.gui import palette
 from dpgviz.gui.layout import (
@@ -42,6 +42,7 @@ from dpgviz.gui.layout import (
 )
 from dpgviz.gui.theme import MONO_FONT_PX, Fonts, canvas_plot_theme
 from dpgviz.gui.view_state import ViewState
+from dpgviz.gui.workspace import NO_EXTRAS, CellExtras
 from dpgviz.store.step_store import StepStore
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ ROW_HEIGHT = 1.35  # row pitch in font pixels: room between lines of text
 MAX_SLOT_WIDTH = 8  # widest grid slot (cells) for subword tokens; longer strings are cut
 SCROLLBAR_PX = 18
 ZOOM_RANGE = (6, 40)  # font pixels of the canvas text; cells scale with it
+
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +83,7 @@ class TokenCanvas:
         self.fonts = fonts
         self.vocab: CanvasVocab | None = None
         self.plot: int | str = 0
+        self.plot_group: int | str = 0
         self._x_axis: int | str = 0
         self._y_axis: int | str = 0
         self._heat: int | str = 0
@@ -89,8 +93,10 @@ class TokenCanvas:
         self._info: int | str = 0
         self._light_items: list[int | str] = []
         self._dark_items: list[int | str] = []
+        self._ghost_items: list[int | str] = []  # glyphs of tokens just remasked, in the remask colour
         self._light_rows: list[str] = []
         self._dark_rows: list[str] = []
+        self._ghost_rows: list[str] = []
         self._advance_ratio: float | None = None  # glyph advance / font pixel size
         self._metrics: tuple[int, int, int] = (0, 0, 0)  # plot width, height (px), font size (px)
         self._grid: CellLayout | None = None
@@ -110,7 +116,7 @@ class TokenCanvas:
             self._colormap = dpg.add_colormap(palette.colormap_colors(), True, label="dpgviz cells")
         with dpg.group(parent=parent):
             self._info = dpg.add_text("No run yet: load a model, then Start.", color=(170, 176, 188))
-            with dpg.group(horizontal=True):
+            with dpg.group(horizontal=True) as self.plot_group:  # a tooltip's parent (a plot takes none)
                 with dpg.plot(
                     width=-SCROLLBAR_PX - 8,
                     height=-1,
@@ -194,13 +200,18 @@ class TokenCanvas:
         size = 1.0 / self._advance_ratio  # x units -> font pixels: one cell = one advance (module doc)
         dy = (ROW_HEIGHT - 1.0) / 2 / ROW_HEIGHT  # centre a line of text in its row (row units)
         for row in range(len(self._light_items), n_rows):
-            for items, color in ((self._light_items, palette.LIGHT_TEXT), (self._dark_items, palette.DARK_TEXT)):
+            for items, color in (
+                (self._light_items, palette.LIGHT_TEXT),
+                (self._dark_items, palette.DARK_TEXT),
+                (self._ghost_items, palette.GHOST_TEXT),
+            ):
                 item = dpg.draw_text((0.0, -row - dy), "", size=size, color=color, parent=self.plot)
                 if self.fonts.mono:
                     dpg.bind_item_font(item, self.fonts.mono)
                 items.append(item)
             self._light_rows.append("")
             self._dark_rows.append("")
+            self._ghost_rows.append("")
 
     # -- scrolling -----------------------------------------------------------------
     def scroll_by(self, view: ViewState, rows: int) -> None:
@@ -249,11 +260,13 @@ class TokenCanvas:
         row: int | None,
         view: ViewState,
         highlight: np.ndarray | None = None,
+        extras: CellExtras = NO_EXTRAS,
     ) -> bool:
         """Draw store row `row` if it, the mode, layout or scroll changed. True when it drew.
 
         The selection (view.selection()) and `highlight` (bool per position: cells to tint,
-        the same array object while it means the same) are tinted over the cells.
+        the same array object while it means the same) are tinted over the cells. `extras`
+        carries what the derived modes and the remask glyphs need (see CellExtras).
         """
         if not self._measure(view.font_px):
             return False
@@ -262,21 +275,21 @@ class TokenCanvas:
                 self._clear()
                 self._drawn_key = ("empty",)
             return False
-        drew = self._refresh_cells(store, row, view)
+        drew = self._refresh_cells(store, row, view, extras)
         self._refresh_overlay(view.selection(), highlight)
         return drew
 
-    def _refresh_cells(self, store: StepStore, row: int, view: ViewState) -> bool:
+    def _refresh_cells(self, store: StepStore, row: int, view: ViewState, extras: CellExtras) -> bool:
         layout = self._layout_for(store, row, view.text_mode)
         top, r1 = visible_rows(view.top_row, self.view_rows, layout.n_rows)
         view.top_row = top
         r1 = min(layout.n_rows, top + len(self._light_items))  # draw the partly visible last row too
-        key = (id(store), row, view.color_mode, view.text_mode, self._metrics, top, r1, id(self.vocab))
+        key = (id(store), row, view.color_mode, view.text_mode, self._metrics, top, r1, id(self.vocab), extras.key)
         if key == self._drawn_key:
             return False
-        self._draw(store, row, view, layout, top, r1)
+        self._draw(store, row, view, layout, top, r1, extras)
         self._update_scrollbar(top, layout.n_rows)
-        self._update_info(store, row, view)
+        self._update_info(store, row, view, extras.label)
         self._drawn_key = key
         self.shown_row = row
         self.layout = layout
@@ -284,19 +297,32 @@ class TokenCanvas:
         self.redraws += 1
         return True
 
-    def _draw(self, store: StepStore, row: int, view: ViewState, layout: CellLayout, r0: int, r1: int) -> None:
+    def _draw(
+        self, store: StepStore, row: int, view: ViewState, layout: CellLayout, r0: int, r1: int, extras: CellExtras
+    ) -> None:
         mode = palette.for_vocab(palette.MODE_BY_KEY[view.color_mode], self.vocab.size)
         sl = layout.positions(r0, r1)
-        arrays = {"flags": store.get("flags", row)[sl]}
+        flags = store.get("flags", row)[sl]
+        arrays = {"flags": flags}
         if mode.field is not None:
-            arrays[mode.field] = store.get(mode.field, row)[sl]
+            source = extras.arrays.get(mode.field)  # derived modes: the workspace computed it
+            arrays[mode.field] = source[sl] if source is not None else store.get(mode.field, row)[sl]
         colors = palette.mode_indices(mode, arrays)
         if mode.field is not None:  # edited and protected cells show as such in every mode
-            colors = palette.with_hand_marks(colors, arrays["flags"])
-        grids = scatter_cells(
-            layout, r0, r1, {"color": (colors, palette.BLANK)}, tokens=store.get("tokens", row)[sl], chars_by_id=self.vocab.chars
-        )
+            colors = palette.with_hand_marks(colors, flags)
+        tokens = store.get("tokens", row)[sl]
+        preview = extras.arrays.get("preview")  # a re-sample preview's tokens (-1: none drawn there)
+        if preview is not None:
+            tokens = np.where(preview[sl] >= 0, preview[sl], tokens)
+        ghost = extras.arrays.get("ghost")  # tokens the remasked cells held before this record
+        is_ghost = (flags & FLAG_REMASKED) != 0 if ghost is not None else None
+        values = {"color": (colors, palette.BLANK)}
+        if is_ghost is not None and is_ghost.any():
+            values["ghost"] = (is_ghost, False)
+            tokens = np.where(is_ghost, ghost[sl], tokens)
+        grids = scatter_cells(layout, r0, r1, values, tokens=tokens, chars_by_id=self.vocab.chars)
         color, chars = grids["color"], grids["chars"]
+        ghost_cells = grids.get("ghost")
         n_rows, cols = color.shape
         if (n_rows, cols) != self._heat_shape:
             dpg.configure_item(
@@ -305,6 +331,11 @@ class TokenCanvas:
             self._heat_shape = (n_rows, cols)
         dpg.set_value(self._heat, [palette.heat_values(color).ravel()])
         on_light = palette.TEXT_ON_LIGHT[color]
+        if ghost_cells is not None:
+            self._push_rows(self._ghost_items, self._ghost_rows, row_strings(np.where(ghost_cells, chars, " ")))
+            chars = np.where(ghost_cells, " ", chars)
+        else:
+            self._push_rows(self._ghost_items, self._ghost_rows, [])
         self._push_rows(self._dark_items, self._dark_rows, row_strings(np.where(on_light, chars, " ")))
         self._push_rows(self._light_items, self._light_rows, row_strings(np.where(on_light, " ", chars)))
 
@@ -366,6 +397,15 @@ class TokenCanvas:
             return stop - 1 if stop > first else None
         return pos
 
+    def reveal(self, view: ViewState, pos: int) -> None:
+        """Scroll so position `pos` is in view (its row about a third down), if it is not already."""
+        layout = self.layout
+        if layout is None or not 0 <= pos < layout.seq_len:
+            return
+        row = int(layout.row[pos])
+        if not self.visible[0] <= row < self.visible[0] + self.view_rows:
+            view.top_row = max(0, row - self.view_rows // 3)
+
     def pixel_of(self, pos: int) -> tuple[float, float] | None:
         """Viewport pixel at the centre of position `pos`'s first cell, if its row is drawn (tests)."""
         layout = self.layout
@@ -391,6 +431,7 @@ class TokenCanvas:
         dpg.set_value(self._heat, [palette.heat_values(np.zeros(self._heat_shape[0] * self._heat_shape[1] or 1)).ravel()])
         self._push_rows(self._light_items, self._light_rows, [])
         self._push_rows(self._dark_items, self._dark_rows, [])
+        self._push_rows(self._ghost_items, self._ghost_rows, [])
         self.layout = None
         self.shown_row = None
 
@@ -399,7 +440,7 @@ class TokenCanvas:
         dpg.configure_item(self._scroll, max_value=top_max, show=top_max > 0)
         dpg.set_value(self._scroll, top_max - top)
 
-    def _update_info(self, store: StepStore, row: int, view: ViewState) -> None:
+    def _update_info(self, store: StepStore, row: int, view: ViewState, label: str = "") -> None:
         kind = KINDS[int(store.columns["kind"][row])]
         n = store.layout.seq_len
         n_masked = int(store.columns["n_masked"][row])
@@ -407,5 +448,5 @@ class TokenCanvas:
         dpg.set_value(
             self._info,
             f"iteration {int(store.columns['iteration'][row]) + 1} of {steps}   |   {kind}   |   "
-            f"{n_masked} of {n} masked   |   {n - n_masked} visible",
+            f"{n_masked} of {n} masked   |   {n - n_masked} visible" + (f"   |   {label}" if label else ""),
         )

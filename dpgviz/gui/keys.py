@@ -25,12 +25,17 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("p", "protect the selection"),
     ("shift+p", "unprotect the selection"),
     ("enter", "type a replacement for the selection"),
+    ("i", "pin the token under the mouse in the inspector"),
+    ("1", "place candidate 1 of the token under the mouse (2-8 likewise)"),
+    ("2", ""), ("3", ""), ("4", ""), ("5", ""), ("6", ""), ("7", ""), ("8", ""),
     ("ctrl+o", "open a session"),
     ("ctrl+s", "save the session"),
 )
 MOUSE_HELP: tuple[tuple[str, str], ...] = (
     ("click / drag", "select tokens on the canvas"),
     ("shift+click", "extend the selection"),
+    ("right-click", "pin the token in the inspector"),
+    ("hover", "the token's candidates and numbers"),
     ("wheel", "scroll the canvas"),
     ("ctrl+wheel", "zoom the canvas"),
 )
@@ -44,7 +49,7 @@ def chord(key: str, ctrl: bool = False, shift: bool = False) -> str:
 def help_text() -> str:
     """The Help menu's list of keys and mouse actions."""
     width = max(len(c) for c, _ in SHORTCUTS + MOUSE_HELP)
-    lines = [f"{c:<{width}}  {what}" for c, what in SHORTCUTS]
+    lines = [f"{c:<{width}}  {what}" for c, what in SHORTCUTS if what]  # 2-8 are described with 1
     lines.append("")
     lines += [f"{c:<{width}}  {what}" for c, what in MOUSE_HELP]
     return "\n".join(lines)

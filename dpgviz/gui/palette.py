@@ -73,7 +73,11 @@ OVERLAY_CLEAR, OVERLAY_SELECTED, OVERLAY_DIFFERS = (OVERLAY_INDEX[k] for k in ("
 N_COLORS = len(COLORS) + len(OVERLAY_RGBA)  # the heat series' scale covers cells and overlays
 
 
+CHANGED = STATE_INDEX["new"]  # 'changed' mode reuses the sky blue of "new this step"
 LIGHT_TEXT = (*_rgb(shared.INK_LIGHT), 255)
+# The glyph a remasked cell held before, drawn faintly in the remask colour over the cell:
+# "put back" reads as a dimmed letter, "stayed" as plain text (see core.palette STATE_RGB).
+GHOST_TEXT = (*_rgb(shared.GHOST_RGB), 255)
 DARK_TEXT = (*_rgb(shared.INK_DARK), 255)
 TEXT_ON_LIGHT = (shared.ink_rgb(COLORS.astype(np.uint8)) == shared.INK_DARK).all(axis=-1)  # True: draw dark text
 
@@ -114,14 +118,24 @@ MODES: tuple[ColorMode, ...] = (
         shared.entropy_max(DEFAULT_VOCAB_SIZE),
         "Uncertainty of the prediction at this position",
     ),
+    # Derived modes: their per-position arrays come from the branch's history (the workspace).
+    ColorMode(
+        "changed", "Changed since previous step", "changed", 0.0, 1.0,
+        "Tokens that differ from the step before (unmasked, remasked or resampled)",
+    ),
+    ColorMode(
+        "order", "Decoding order", "order", 0.0, 1.0,
+        "When each token was committed for good: early (dark) to late (yellow) in the run",
+    ),
 )
+DERIVED_FIELDS = ("changed", "order")  # not record fields: computed over the history
 MODE_BY_KEY = {m.key: m for m in MODES}
 MODE_BY_LABEL = {m.label: m for m in MODES}
 
 
 def for_vocab(mode: ColorMode, vocab_size: int) -> ColorMode:
     """`mode` with the exports' fixed scale for a vocabulary of `vocab_size` tokens."""
-    if mode.field is None:
+    if mode.field is None or mode.field in DERIVED_FIELDS:
         return mode
     lo, hi = shared.value_range(mode.key, vocab_size)
     return ColorMode(mode.key, mode.label, mode.field, lo, hi, mode.description)
@@ -156,10 +170,19 @@ def level_indices(values: np.ndarray, flags: np.ndarray, lo: float, hi: float) -
     return np.where(finite, LEVEL0 + level, np.where(is_masked, MASKED, NO_VALUE)).astype(np.uint16)
 
 
+def changed_indices(changed: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """'changed' mode: changed cells in the 'new' colour, masked ones grey, the rest plain."""
+    is_masked = (np.asarray(flags) & FLAG_MASKED) != 0
+    out = np.where(np.asarray(changed, dtype=bool), CHANGED, STATE_INDEX["visible"])
+    return np.where(is_masked & ~np.asarray(changed, dtype=bool), MASKED, out).astype(np.uint16)
+
+
 def mode_indices(mode: ColorMode, arrays: dict[str, np.ndarray]) -> np.ndarray:
     """Colour index per position of one record (`arrays`: field -> per-position array)."""
     if mode.field is None:
         return state_indices(arrays["flags"])
+    if mode.key == "changed":
+        return changed_indices(arrays["changed"], arrays["flags"])
     return level_indices(arrays[mode.field], arrays["flags"], mode.lo, mode.hi)
 
 

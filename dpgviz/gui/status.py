@@ -88,6 +88,20 @@ class Legend:
                         for _key, label, rgb in palette.STATES:
                             _swatch(rgb)
                             dpg.add_text(label)
+                    elif mode.key == "changed":
+                        for index, label in (
+                            (palette.MASKED, "masked"),
+                            (palette.STATE_INDEX["visible"], "unchanged"),
+                            (palette.CHANGED, "changed since the step before"),
+                        ):
+                            _swatch(tuple(int(c) for c in palette.COLORS[index]))
+                            dpg.add_text(label)
+                    elif mode.key == "order":
+                        _swatch(palette.MASKED_COLOR)
+                        dpg.add_text("masked / never settled")
+                        dpg.add_text("first step")
+                        _scale_bar()
+                        dpg.add_text("last step")
                     else:
                         _swatch(palette.MASKED_COLOR)
                         dpg.add_text("masked")

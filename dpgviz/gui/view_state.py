@@ -7,7 +7,10 @@ without a window.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+
+MAX_PINNED = 8  # tokens the inspector shows at once; pinning one more drops the oldest
 
 
 @dataclass
@@ -24,6 +27,8 @@ class ViewState:
     sel_anchor: int | None = None  # token position where the selection started (click, shift-click keeps it)
     sel_cursor: int | None = None  # token position where it ends now (drag, shift-click, Shift+arrows)
     canvas_focus: bool = False  # the last click was on the canvas: Shift+arrows extend the selection
+    hover_pos: int | None = None  # token position under the mouse (the tooltip's)
+    pinned: list[int] = dataclasses.field(default_factory=list)  # positions shown in the inspector
     _play_credit: float = 0.0  # fraction of a record accumulated between frames
 
     # -- token selection ---------------------------------------------------------------
@@ -56,6 +61,18 @@ class ViewState:
 
     def clear_selection(self) -> None:
         self.sel_anchor = self.sel_cursor = None
+
+    # -- pinned tokens (the inspector) -----------------------------------------------------
+    def pin(self, pos: int) -> None:
+        """Pin `pos` in the inspector (first in the list); pinning it again moves it first."""
+        if pos in self.pinned:
+            self.pinned.remove(pos)
+        self.pinned.insert(0, int(pos))
+        del self.pinned[MAX_PINNED:]
+
+    def unpin(self, pos: int) -> None:
+        if pos in self.pinned:
+            self.pinned.remove(pos)
 
     # -- selection -----------------------------------------------------------------
     def select(self, index: int, n_records: int, by_user: bool = True) -> None:

@@ -58,6 +58,7 @@ from dpgviz.store.step_store import Branch, StepStore
 
 log = logging.getLogger(__name__)
 
+ORDER_REFRESH_S = 0.5  # how often the decoding-order mode is recomputed while a run appends
 RATE_MIN_SPAN_S = 0.25  # shortest span of arrivals a steps/s reading is taken over
 # Export formats that take one record (the one shown); the rest take the whole branch.
 PER_RECORD_FORMATS = ("text", "png")
@@ -105,6 +106,54 @@ class ModelOffered:
     """An opened session's recorded checkpoint is there unchanged: pick it in the model list."""
 
     path: str
+
+
+@dataclass(frozen=True)
+class CellExtras:
+    """Per-position arrays for the record shown that it does not store (derived from the
+    branch's history): 'changed' and 'order' for those colour modes, 'ghost' = the tokens
+    of the record before (what a remasked cell held). `key` says what they are, so a canvas
+    redraws only when it changes."""
+
+    key: tuple = ()
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    label: str = ""  # said above the canvas (a preview says it is one)
+
+
+NO_EXTRAS = CellExtras()
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What the tooltip and the inspector say about one position of the record shown."""
+
+    pos: int
+    record: int  # index in the branch's timeline
+    token: str | None  # None where masked
+    token_id: int
+    state: str  # core.palette STATE_NAMES
+    p: float | None  # p(token) under the model at this record
+    entropy: float | None
+    score: float | None
+    rank: int | None  # 1 = the most probable candidate; None when not among the stored ones
+    candidates: tuple[tuple[int, str, float], ...]  # (id, text, probability), most probable first
+    sampled_record: int | None  # the record the candidates come from (the step that last sampled it)
+    sampled_label: str  # e.g. "this step" or "record 7 (iteration 3, prediction)"
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A re-sample of one record from its stored top-k at another temperature / top-p (no forward pass)."""
+
+    row: int
+    temperature: float
+    top_p: float
+    seed: int
+    tokens: np.ndarray  # (N,) ids drawn; -1 where the record stored no candidates
+
+    @property
+    def label(self) -> str:
+        return f"PREVIEW: re-sampled from the stored top-k at T={self.temperature:g}, top-p={self.top_p:g}"
 
 
 Notice = Said | LoadProgress | ModelReady | StoreShown | SettingsRestored | ModelOffered
@@ -176,6 +225,8 @@ class Workspace:
         self.model_info: ModelInfo | None = None
         self.is_loading = False
         self.run: ActiveRun | None = None
+        self.preview: Preview | None = None  # a re-sample preview of one record, if shown
+        self._preview_changes: tuple[Preview, np.ndarray] | None = None
         self.compare: tuple[str, str] | None = None  # two branches side by side (the first is the shown one)
         self.job: _Job | None = None  # the save or export in progress
         self.finished: JobProgress | None = None  # the last job's final progress
@@ -185,6 +236,7 @@ class Workspace:
         self._last_rate = 0.0
         self._run_predictions = 0  # 'prediction' records of the run in progress (its iterations)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpgviz-jobs")
+        self._order_cache: tuple | None = None  # (key, version, time, decoding order)
         self._history_key: tuple | None = None
         self._history = np.zeros(0, dtype=np.int64)
 
@@ -231,6 +283,137 @@ class Workspace:
         if not len(rows):
             return None
         return int(rows[min(max(0, self.view.record), len(rows) - 1)])
+
+    def cell_extras(self, mode: str) -> CellExtras:
+        """What the canvas needs beyond the record shown, for colour mode `mode` (cached)."""
+        rows, record = self.rows(), self.view.record
+        if self.store is None or not len(rows):
+            return NO_EXTRAS
+        record = min(max(0, record), len(rows) - 1)
+        row, prev = int(rows[record]), int(rows[record - 1]) if record > 0 else None
+        tokens = self.store.column("tokens")
+        arrays: dict[str, np.ndarray] = {}
+        key: tuple = (row, prev)
+        if prev is not None:
+            arrays["ghost"] = tokens[prev]
+            if mode == "changed":
+                arrays["changed"] = tokens[row] != tokens[prev]
+        elif mode == "changed":
+            arrays["changed"] = np.zeros(self.store.layout.seq_len, dtype=bool)
+        if mode == "order":
+            order = self.decoding_order()
+            arrays["order"] = order
+            key += (id(order),)
+        preview, label = self.preview, ""
+        if preview is not None and preview.row == row:
+            arrays["preview"] = preview.tokens
+            key += (id(preview),)
+            label = preview.label
+        return CellExtras((mode, *key), arrays, label)
+
+    def preview_changes(self) -> np.ndarray | None:
+        """Positions where the preview shown draws another token than the record (for a tint)."""
+        preview, row = self.preview, self.current_row()
+        if preview is None or row is None or preview.row != row or self.store is None:
+            return None
+        if self._preview_changes is None or self._preview_changes[0] is not preview:
+            tokens = self.store.columns["tokens"][row]
+            self._preview_changes = (preview, (preview.tokens >= 0) & (preview.tokens != tokens))
+        return self._preview_changes[1]
+
+    # -- inspecting ----------------------------------------------------------------------
+    def token_info(self, pos: int, record: int | None = None) -> TokenInfo | None:
+        """Position `pos` at a record of the shown branch (default: the one shown), or None."""
+        from dpgviz.core.palette import STATE_NAMES, mask_states
+        from dpgviz.store.inspect import sampled_at
+
+        store, rows, vocab = self.store, self.rows(), self.vocab
+        if store is None or vocab is None or not len(rows) or not 0 <= pos < store.layout.seq_len:
+            return None
+        record = min(max(0, self.view.record if record is None else record), len(rows) - 1)
+        row = int(rows[record])
+        token_id = int(store.columns["tokens"][row, pos])
+        flags = int(store.columns["flags"][row, pos])
+        state = STATE_NAMES[int(mask_states(np.array([flags]))[0])]
+
+        def number(name: str) -> float | None:
+            value = float(store.columns[name][row, pos])
+            return value if np.isfinite(value) else None
+
+        sampled = sampled_at(store, rows, pos, record)
+        candidates: tuple[tuple[int, str, float], ...] = ()
+        label = "no candidates stored up to this step"
+        if sampled is not None:
+            src = int(rows[sampled])
+            ids, probs = store.columns["top_ids"][src, pos], store.columns["top_probs"][src, pos].astype(np.float32)
+            order = np.argsort(-probs, kind="stable")
+            strings = vocab.strings()
+            candidates = tuple(
+                (int(ids[k]), str(strings[int(ids[k])]), float(probs[k])) for k in order if probs[k] > 0
+            )
+            kind = store.kind(src)
+            iteration = int(store.columns["iteration"][src]) + 1
+            label = "this step" if sampled == record else f"record {sampled + 1} (iteration {iteration}, {kind})"
+        is_masked = token_id == vocab.mask_id
+        rank = next((k + 1 for k, (cid, _, _) in enumerate(candidates) if cid == token_id), None)
+        return TokenInfo(
+            pos, record, None if is_masked else str(vocab.strings()[token_id]), token_id, state,
+            number("confidence"), number("entropy"), number("score"), None if is_masked else rank,
+            candidates, sampled, label,
+        )
+
+    def pick_candidate(self, pos: int, token_id: int) -> bool:
+        """Place candidate `token_id` at `pos` as an edit of the record shown (the edit path typing takes)."""
+        if self.vocab is None or not 0 <= token_id < self.vocab.size:
+            self.say("That candidate is not a token of the vocabulary.", is_error=True)
+            return False
+        self.view.sel_anchor = self.view.sel_cursor = int(pos)
+        return self.edit("replace", self.vocab.itos[token_id])
+
+    def preview_resample(self, temperature: float, top_p: float, seed: int = 0) -> bool:
+        """Show what the record shown would have drawn at `temperature` / `top_p`, from its stored top-k."""
+        from dpgviz.store.inspect import resample_preview
+
+        row = self.current_row()
+        if row is None or self.store is None:
+            self.say("Nothing to re-sample: generate a run or open a session.", is_error=True)
+            return False
+        if not temperature > 0 or not 0 < top_p <= 1:
+            self.say(f"temperature must be > 0 and top-p in (0, 1]; got {temperature:g}, {top_p:g}", is_error=True)
+            return False
+        drawn = resample_preview(
+            self.store.columns["top_ids"][row], self.store.columns["top_probs"][row], temperature, top_p, seed
+        )
+        if not (drawn >= 0).any():
+            self.say("This step stored no candidates (only steps that predicted masked tokens do).", is_error=True)
+            return False
+        self.preview = Preview(row, float(temperature), float(top_p), int(seed), drawn)
+        changed = int(((drawn >= 0) & (drawn != self.store.columns["tokens"][row])).sum())
+        self.say(f"Preview: {changed} of {int((drawn >= 0).sum())} sampled tokens differ at T={temperature:g}, "
+                 f"top-p={top_p:g}. Nothing ran; Run from here makes it real.")
+        return True
+
+    def clear_preview(self) -> None:
+        self.preview = None
+
+    def decoding_order(self) -> np.ndarray:
+        """Per position, when in the shown branch's timeline its final token was committed for
+        good, as a fraction of the run (0 = first record, 1 = last; NaN = never). Cached per
+        branch and store version; during a live run at most every ORDER_REFRESH_S."""
+        from dpgviz.store.inspect import commit_records
+
+        key = (id(self.store), self.view.branch)
+        now = time.perf_counter()
+        cached = self._order_cache
+        if cached is not None and cached[0] == key and (
+            cached[1] == self.store.version or (self.run is not None and now - cached[2] < ORDER_REFRESH_S)
+        ):
+            return cached[3]
+        rows = self.rows()
+        commit = commit_records(self.store, rows).astype(np.float32)
+        order = np.where(commit >= 0, commit / max(1, len(rows) - 1), np.nan).astype(np.float32)
+        self._order_cache = (key, self.store.version, now, order)
+        return order
 
     def steps_per_s(self) -> float:
         """Denoising iterations per second: over the last records of the run in progress, or
