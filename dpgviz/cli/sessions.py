@@ -1,4 +1,5 @@
-"""Session commands: `show`, `export`, `open`, `branch`, and saving `generate --out`.
+"""Session commands: `show` (also one position's history: `show --position`), `export`,
+`open`, `branch`, and saving `generate --out`.
 
 Each command takes plain arguments, prints only its output to stdout (progress bars
 and messages go to stderr) and returns an exit status; anything the user got wrong
@@ -26,7 +27,7 @@ from dpgviz.cli.common import UserError, add_model_args, print_json
 from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.records import FLAG_PROTECTED, continue_point
 from dpgviz.core.settings import GenerationSettings
-from dpgviz.core.vocab import Vocabulary
+from dpgviz.core.vocab import MASK_GLYPH, Vocabulary
 from dpgviz.store.edits import apply_edit, encode_text, parse_range, parse_replace, predicted_tokens
 from dpgviz.store.session import (
     FORMAT_VERSION,
@@ -96,9 +97,57 @@ def cmd_open(path: str | Path) -> Session:
     return session
 
 
-def cmd_show(path: str, branch: str | None = None, as_json: bool = False) -> int:
-    """Print a session: JSON (`session_json`) or a readable summary and the branch's final text."""
+def position_json(session: Session, position: int, branch: str | None = None) -> dict:
+    """`show --position P --json`: {"position": P, "history": store.inspect.position_history entries}.
+
+    One entry per record of the branch's history, in order. SessionError for a position
+    outside the sequence.
+    """
+    from dpgviz.store.inspect import position_history
+
+    chosen = session.branch(branch)
+    n = session.store.layout.seq_len
+    if not 0 <= position < n:
+        raise SessionError(f"position {position} is outside the sequence (positions 0..{n - 1})")
+    history = position_history(session.store, session.rows(chosen.id), position, session.vocab)
+    return {"position": position, "history": history}
+
+
+def _position_table(doc: dict, branch: str, top: int = 3) -> str:
+    """`show --position` without --json: one line per record, the first `top` candidates."""
+
+    def num(x: float | None) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    def tok(t: str | None) -> str:
+        return MASK_GLYPH if t is None else repr(t)
+
+    lines = [
+        f"branch {branch}, position {doc['position']}",
+        f"{'record':>6}  {'iter':>4}  {'kind':10s} {'state':9s} {'token':6s} {'p':>7}  {'entropy':>7}  {'score':>7}  top",
+    ]
+    for h in doc["history"]:
+        cands = "  ".join(f"{tok(t)} {p:.3f}" for t, p in h["top"][:top])
+        lines.append(
+            f"{h['record']:6d}  {h['iteration']:4d}  {h['kind']:10s} {h['state']:9s} {tok(h['token']):6s} "
+            f"{num(h['p']):>7}  {num(h['entropy']):>7}  {num(h['score']):>7}  {cands}".rstrip()
+        )
+    return "\n".join(lines) + "\n"
+
+
+def cmd_show(path: str, branch: str | None = None, as_json: bool = False, position: int | None = None) -> int:
+    """Print a session: JSON (`session_json`) or a readable summary and the branch's final text.
+
+    With `position`, one position's history instead (`position_json`, or a table).
+    """
     with open_session(path) as session:
+        if position is not None:
+            pdoc = position_json(session, position, branch)
+            if as_json:
+                print_json(pdoc)
+            else:
+                sys.stdout.write(_position_table(pdoc, session.branch(branch).id))
+            return 0
         doc = session_json(session, branch)
         if as_json:
             print_json(doc)
@@ -316,16 +365,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file")
     p.add_argument("--branch")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--position", type=int, metavar="P",
+        help="print position P's history instead: token, state, p, entropy, score and candidates per record",
+    )
 
     p = sub.add_parser("export", help="export a saved session")
     p.add_argument("file")
-    p.add_argument("--format", required=True, choices=("text", "png", "gif", "html", "csv", "json"))
+    p.add_argument(
+        "--format", required=True, choices=("text", "png", "gif", "html", "csv", "json", "overview", "plots")
+    )
     p.add_argument("--branch")
     p.add_argument("--record", type=int)
     p.add_argument("--frame-ms", type=int, default=120)
     p.add_argument(
-        "--mode", default="mask-state", choices=("mask-state", "confidence", "score", "entropy"),
-        help="colouring of PNG and GIF exports",
+        "--mode", default="mask-state",
+        choices=("mask-state", "confidence", "score", "entropy", "changed", "order"),
+        help="colouring of png, gif and overview exports (changed and order: overview only)",
     )
     p.add_argument("--out", required=True)
 
@@ -355,7 +411,7 @@ COMMANDS = {
         args.file, args.record, args.edits, args.branch, {k: getattr(args, k) for k in BRANCH_OVERRIDES},
         args.model, args.meta, args.device,
     ),
-    "show": lambda args: cmd_show(args.file, args.branch, args.json),
+    "show": lambda args: cmd_show(args.file, args.branch, args.json, args.position),
     "export": lambda args: cmd_export(
         args.file, args.format, args.branch, args.record, args.frame_ms, args.out, mode=args.mode
     ),

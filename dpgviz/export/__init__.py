@@ -1,9 +1,9 @@
-"""Exports of a session: text, PNG, GIF, HTML player, CSV and JSON statistics.
+"""Exports of a session: text, PNG, GIF, HTML player, CSV and JSON statistics, overview and plots.
 
 `export_session` is the one entry point the CLI and the GUI call; each format lives in
 its own module (`tables` for text/CSV/JSON, `images` for PNG/GIF with Pillow, `html` for
-the player) and is imported only when used. Every writer goes through
-`store.session.atomic_writer`, so a failed export never leaves a half-written file,
+the player, `plots` for the whole-run overview and plots PNGs) and is imported only when
+used. Every writer goes through `store.session.atomic_writer`, so a failed export never leaves a half-written file,
 and long ones report `progress(done, total)` for a tqdm bar or a GUI progress widget.
 
 Imports numpy and the standard library here; Pillow only inside the PNG/GIF path.
@@ -14,9 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from dpgviz.core.palette import COLOR_MODES
+from dpgviz.store.inspect import OVERVIEW_MODES
 from dpgviz.store.session import Progress, Session, SessionError
 
-FORMATS = ("text", "png", "gif", "html", "csv", "json")
+FORMATS = ("text", "png", "gif", "html", "csv", "json", "overview", "plots")
+# --mode choices: the canvas colour modes (png, gif) and the overview's own two.
+MODES = OVERVIEW_MODES
 DEFAULT_FRAME_MS = 120
 
 
@@ -40,6 +43,9 @@ def export_session(
     html   a self-contained player of the branch (play/pause, scrub, speed)
     csv    per-step statistics of the branch (export.tables.STAT_COLUMNS)
     json   the same statistics, with the branch and its settings
+    overview  a PNG of the whole branch, one row per record and one column per position,
+           coloured by `mode` (also 'changed' and 'order'; see store.inspect.overview_image)
+    plots  a PNG of masked fraction, mean confidence and mean entropy per record
 
     `branch` None is the root. Records are those of the branch's history (Session.rows:
     for a child, the parent's records up to the fork, then its own), and `record`
@@ -48,8 +54,10 @@ def export_session(
     """
     if fmt not in FORMATS:
         raise SessionError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if mode not in COLOR_MODES:
-        raise SessionError(f"unknown colour mode {mode!r}; choose one of {', '.join(COLOR_MODES)}")
+    if mode not in MODES:
+        raise SessionError(f"unknown colour mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode not in COLOR_MODES and fmt in ("png", "gif"):
+        raise SessionError(f"colour mode {mode!r} is for --format overview only; {fmt} takes {', '.join(COLOR_MODES)}")
     if columns < 1:
         raise SessionError(f"columns must be >= 1, got {columns}")
     if frame_ms < 1:
@@ -67,6 +75,12 @@ def export_session(
             return tables.write_text(session, out, branch, record)
         writer = tables.write_csv if fmt == "csv" else tables.write_json
         return writer(session, out, branch, progress)
+    if fmt in ("overview", "plots"):
+        from dpgviz.export import plots
+
+        if fmt == "overview":
+            return plots.write_overview(session, out, branch, mode)
+        return plots.write_plots(session, out, branch)
     if fmt == "html":
         from dpgviz.export.html import write_html
 
