@@ -32,6 +32,7 @@ from dpgviz.core.records import record_count  # noqa: E402
 from dpgviz.core.settings import GenerationSettings  # noqa: E402
 from dpgviz.gui import palette  # noqa: E402
 from dpgviz.gui.app import App  # noqa: E402
+from dpgviz.gui.plots import OVERVIEW_PX  # noqa: E402
 
 SHORT = GenerationSettings(length=100, steps=5, seed=3)
 
@@ -648,7 +649,7 @@ def test_clicking_the_overview_goes_to_that_step_and_position(app: App, models_d
     for _ in range(3):
         app.frame()
     picture = app.overview.shown
-    assert picture.shape[:2] == (ws.n_records(), min(ws.store.layout.seq_len, 268))
+    assert picture.shape[:2] == (ws.n_records(), min(ws.store.layout.seq_len, OVERVIEW_PX[0]))
     (x0, y0), (w, h) = dpg.get_item_rect_min(app.overview.image), dpg.get_item_rect_size(app.overview.image)
     record, pos = app.overview.click(x0 + 0.5 * w, y0 + 0.25 * h)
     app.frame()

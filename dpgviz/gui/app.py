@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 TITLE = "dpgviz - masked diffusion visualizer"
 TIMELINE_PX = 40
 STATUS_PX = 34
-BRANCHES_PX = 290  # the branch panel on the right
+BRANCHES_PX = 330  # the side panel on the right: branches, inspector, plots, overview
 SCROLL_ROWS_PER_NOTCH = 3
 
 # Keys the app listens to (chord names in gui.keys); modifiers are read when one is pressed.

@@ -224,8 +224,8 @@ class InspectorPanel:
                     card["title"] = dpg.add_text("", color=TITLE_COLOR)
                     dpg.add_button(label="x", small=True, callback=self._unpinner(pos))
                 card["values"] = dpg.add_text("", wrap=260)
-                with dpg.plot(height=120, width=-1, no_menus=True, no_box_select=True, no_mouse_pos=True) as plot:
-                    dpg.add_plot_legend(horizontal=True, location=dpg.mvPlot_Location_South, outside=True)
+                with dpg.plot(height=150, width=-1, no_menus=True, no_box_select=True, no_mouse_pos=True) as plot:
+                    dpg.add_plot_legend(location=dpg.mvPlot_Location_NorthEast)
                     x = dpg.add_plot_axis(dpg.mvXAxis, no_tick_labels=False)
                     y = dpg.add_plot_axis(dpg.mvYAxis)
                     dpg.set_axis_limits(y, -0.05, 1.05)

@@ -27,7 +27,7 @@ from dpgviz.gui.workspace import Workspace
 from dpgviz.store.inspect import overview_image, overview_pick, run_series
 
 TITLE_COLOR = (140, 180, 255)
-OVERVIEW_PX = (268, 440)  # the texture: the panel's width, most of its height
+OVERVIEW_PX = (300, 440)  # the texture: the panel's width, most of its height
 OVERVIEW_REFRESH_S = 0.25
 OVERVIEW_MODES = {"state": "mask-state", "confidence": "confidence", "score": "score", "entropy": "entropy",
                   "changed": "changed", "order": "order"}
