@@ -84,7 +84,7 @@ def test_file_menu_has_open_save_export_and_quit(app: App) -> None:
     labels = [dpg.get_item_label(i) for i in dpg.get_item_children(app.file_menu, 1)]
     assert labels[:3] == ["Open...", "Save", "Save As..."]
     assert "Export" in labels and labels[-1] == "Quit"
-    assert set(app.files.dialogs) == {"open", "save", "text", "png", "gif", "html", "csv", "json"}
+    assert set(app.files.dialogs) == {"open", "save", "text", "png", "gif", "html", "csv", "json", "overview", "plots"}
 
 
 def test_saving_with_nothing_shown_says_so(app: App) -> None:
@@ -187,6 +187,18 @@ def test_export_gif_of_the_branch_reports_progress(app: App, tmp_path: Path) -> 
     assert total == n and done == total
     with Image.open(tmp_path / "run.gif") as im:
         assert im.format == "GIF" and im.n_frames == n
+
+
+def test_export_overview_and_plots_of_the_branch(app: App, tmp_path: Path) -> None:
+    from PIL import Image
+
+    for fmt in ("overview", "plots"):
+        click(app.files.items[fmt])
+        choose(app, fmt, tmp_path / fmt)
+        run_until(app, lambda: app.workspace.job is None)
+        assert "Exported" in app.status.text, app.status.text
+        with Image.open(tmp_path / f"{fmt}.png") as im:
+            assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 50
 
 
 def test_start_without_a_model_asks_for_one(app: App) -> None:

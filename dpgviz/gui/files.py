@@ -28,8 +28,12 @@ EXPORTS: tuple[tuple[str, str, str], ...] = (
     ("HTML player", "html", ".html"),
     ("CSV statistics", "csv", ".csv"),
     ("JSON statistics", "json", ".json"),
+    ("Overview PNG (steps x positions)", "overview", ".png"),
+    ("Run plots PNG", "plots", ".png"),
 )
-EXPORT_MODES = {"state": "mask-state", "confidence": "confidence", "score": "score", "entropy": "entropy"}
+EXPORT_MODES = {"state": "mask-state", "confidence": "confidence", "score": "score", "entropy": "entropy",
+                "changed": "changed", "order": "order"}
+CANVAS_EXPORT_MODES = ("mask-state", "confidence", "score", "entropy")  # png / gif draw the canvas's own modes
 DEFAULT_COLUMNS = 64  # export grid width when the canvas has not been laid out yet
 DIALOG_SIZE = (720, 440)
 EXT_COLOR = (140, 180, 255, 255)
@@ -140,10 +144,13 @@ class SessionFiles:
         """Export as the canvas shows it: its colour mode, its columns, the timeline's speed."""
         view = self.workspace.view
         columns = self.columns()
+        mode = EXPORT_MODES.get(view.color_mode, "mask-state")
+        if fmt in ("png", "gif") and mode not in CANVAS_EXPORT_MODES:  # history modes: the overview's only
+            mode = "mask-state"
         self.workspace.export(
             fmt,
             path,
-            mode=EXPORT_MODES.get(view.color_mode, "mask-state"),
+            mode=mode,
             columns=columns if columns > 1 else DEFAULT_COLUMNS,
             frame_ms=max(1, round(1000 / max(view.play_speed, 1e-3))),
         )

@@ -25,7 +25,9 @@ import dearpygui.dearpygui as dpg
 import numpy as np
 
 from dpgviz.core.palette import entropy_max
+from dpgviz.gui.plots import SERIES_RGB
 from dpgviz.gui.status import INFO_COLOR, Cached
+from dpgviz.gui.theme import series_theme
 from dpgviz.gui.workspace import TokenInfo, Workspace
 from dpgviz.store.inspect import EVENT_CHANGED, EVENT_MASKED, EVENT_REMASKED, EVENT_UNMASKED, history_arrays
 
@@ -33,6 +35,7 @@ TOP_K_SHOWN = 8
 BAR_PX = (150, 15)  # the longest candidate bar, and one bar row's height
 BAR_COLOR = (86, 180, 233, 255)  # sky blue: the palette's "new"
 TITLE_COLOR = (140, 180, 255)
+EVENT_RGB = ((86, 180, 233), (213, 94, 0), (204, 121, 167))  # unmasked, remasked, changed (Okabe-Ito)
 EVENT_MARKS = (  # (event code, label, marker) on a pinned token's history plot
     (EVENT_UNMASKED, "unmasked", dpg.mvPlotMarker_Up),
     (EVENT_REMASKED, "remasked", dpg.mvPlotMarker_Down),
@@ -158,8 +161,15 @@ class InspectorPanel:
         self._pins_key: tuple | None = None
         self._data_key: tuple | None = None
         self._candidates_key: dict[int, tuple | None] = {}
+        self._themes: dict[object, int | str] = {}  # made once in build, shared by every card
 
     def build(self, parent: int | str) -> None:
+        self._themes = {
+            "confidence": series_theme(SERIES_RGB["confidence"]),
+            "entropy": series_theme(SERIES_RGB["entropy"]),
+            **{code: series_theme(rgb, scatter=True, marker=marker) for (code, _, marker), rgb in
+               zip(EVENT_MARKS, EVENT_RGB, strict=True)},
+        }
         with dpg.group(parent=parent):
             dpg.add_text("Re-sample this step (no forward pass)", color=TITLE_COLOR)
             self.temperature = dpg.add_slider_float(label="T", default_value=0.7, min_value=0.05, max_value=3.0,
@@ -231,13 +241,12 @@ class InspectorPanel:
                     dpg.set_axis_limits(y, -0.05, 1.05)
                     card["x_axis"] = x
                     card["confidence"] = dpg.add_line_series([0.0], [0.0], label="p(token)", parent=y)
+                    dpg.bind_item_theme(card["confidence"], self._themes["confidence"])
                     card["entropy"] = dpg.add_line_series([0.0], [0.0], label="entropy / ln V", parent=y)
-                    for code, label, marker in EVENT_MARKS:
+                    dpg.bind_item_theme(card["entropy"], self._themes["entropy"])
+                    for code, label, _marker in EVENT_MARKS:
                         card[f"event{code}"] = dpg.add_scatter_series([0.0], [0.0], label=label, parent=y)
-                        with dpg.theme() as theme, dpg.theme_component(dpg.mvScatterSeries):
-                            dpg.add_theme_style(dpg.mvPlotStyleVar_Marker, marker, category=dpg.mvThemeCat_Plots)
-                            dpg.add_theme_style(dpg.mvPlotStyleVar_MarkerSize, 4, category=dpg.mvThemeCat_Plots)
-                        dpg.bind_item_theme(card[f"event{code}"], theme)
+                        dpg.bind_item_theme(card[f"event{code}"], self._themes[code])
                     card["now"] = dpg.add_inf_line_series([0.0], parent=y)
                 card["plot"] = plot
                 card["held"] = dpg.add_text("", wrap=260, color=INFO_COLOR)

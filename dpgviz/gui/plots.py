@@ -23,12 +23,16 @@ import numpy as np
 
 from dpgviz.core.palette import entropy_max
 from dpgviz.gui.status import INFO_COLOR, Cached
+from dpgviz.gui.theme import series_theme
 from dpgviz.gui.workspace import Workspace
 from dpgviz.store.inspect import overview_image, overview_pick, run_series
 
 TITLE_COLOR = (140, 180, 255)
 OVERVIEW_PX = (300, 440)  # the texture: the panel's width, most of its height
 OVERVIEW_REFRESH_S = 0.25
+# Line colours (Okabe-Ito, as the canvas): masked in the masked grey lightened, confidence in
+# sky blue, entropy in orange.
+SERIES_RGB = {"masked": (170, 176, 188), "confidence": (86, 180, 233), "entropy": (230, 159, 0)}
 OVERVIEW_MODES = {"state": "mask-state", "confidence": "confidence", "score": "score", "entropy": "entropy",
                   "changed": "changed", "order": "order"}
 
@@ -48,13 +52,14 @@ class RunPlots:
         with dpg.group(parent=parent):
             dpg.add_text("Run plots (click to go to a step)", color=TITLE_COLOR)
             with dpg.plot(height=260, width=-1, no_menus=True, no_box_select=True) as self.plot:
-                dpg.add_plot_legend(location=dpg.mvPlot_Location_South, outside=True, horizontal=True)
+                dpg.add_plot_legend(location=dpg.mvPlot_Location_NorthEast)
                 self.x_axis = dpg.add_plot_axis(dpg.mvXAxis, label="record")
                 y = dpg.add_plot_axis(dpg.mvYAxis)
                 dpg.set_axis_limits(y, -0.02, 1.02)
                 for key, label in (("masked", "masked fraction"), ("confidence", "mean p(token)"),
                                    ("entropy", "mean entropy / ln V")):
                     self.series[key] = dpg.add_line_series([0.0], [0.0], label=label, parent=y)
+                    dpg.bind_item_theme(self.series[key], series_theme(SERIES_RGB[key]))
                 self.now = dpg.add_inf_line_series([0.0], parent=y)
             with dpg.item_handler_registry() as handlers:
                 dpg.add_item_clicked_handler(callback=lambda: self.jump_to(dpg.get_plot_mouse_pos()[0]))

@@ -120,3 +120,19 @@ def colored_text_theme(rgb: tuple[int, int, int]) -> int | str:
         with dpg.theme_component(dpg.mvAll):
             dpg.add_theme_color(dpg.mvThemeCol_Text, rgb)
     return theme
+
+
+def series_theme(rgb: tuple[int, int, int], *, scatter: bool = False, marker: int | None = None) -> int | str:
+    """A plot series in its own colour (line, or scatter markers); plots otherwise cycle greys here."""
+    kind = dpg.mvScatterSeries if scatter else dpg.mvLineSeries
+    with dpg.theme() as theme, dpg.theme_component(kind):
+        dpg.add_theme_color(dpg.mvPlotCol_Line, (*rgb, 255), category=dpg.mvThemeCat_Plots)
+        if scatter:
+            dpg.add_theme_color(dpg.mvPlotCol_MarkerFill, (*rgb, 255), category=dpg.mvThemeCat_Plots)
+            dpg.add_theme_color(dpg.mvPlotCol_MarkerOutline, (*rgb, 255), category=dpg.mvThemeCat_Plots)
+            dpg.add_theme_style(dpg.mvPlotStyleVar_MarkerSize, 4, category=dpg.mvThemeCat_Plots)
+            if marker is not None:
+                dpg.add_theme_style(dpg.mvPlotStyleVar_Marker, marker, category=dpg.mvThemeCat_Plots)
+        else:
+            dpg.add_theme_style(dpg.mvPlotStyleVar_LineWeight, 1.5, category=dpg.mvThemeCat_Plots)
+    return theme
