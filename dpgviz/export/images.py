@@ -10,6 +10,17 @@ a legend of the colour mode. GIF frames share one palette (median cut over a few
 frames) and are quantised without dithering, so colours do not flicker between frames;
 the last frame is held longer so a looping GIF shows the finished text.
 
+Long sequences: a frame never exceeds PNG_MAX_SIZE (4096 x 4096 px) for a PNG or
+GIF_MAX_SIZE (1600 x 1200 px) for a GIF. When the grid at `columns` glyph cells a row
+would not fit, `export.raster.fit_grid` reflows it to more glyph cells a row, or else
+draws square cells without glyphs, as large as fit (a 65,536-token PNG keeps its glyphs,
+370 a row; a GIF shows 5-px blocks, 316 a row); only past one pixel per cell does it cut
+the grid to its first positions. We scale rather than tile: one file per export, the
+whole run in one picture, and the state colours (what a long run is looked at for) stay
+exact, since each block is its cell's own colour, not a resampled blend. A picture drawn
+other than as asked says so on a line under the legend, in its metadata (the PNG's
+"Comment" text chunk, the GIF's comment extension) and in the log.
+
 Imports Pillow and numpy; no torch, no dearpygui.
 """
 
@@ -22,11 +33,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 
 from dpgviz.core.palette import INK_LIGHT, PAGE_RGB, VALUE_MODES, VIRIDIS_RGB, legend, value_range
 from dpgviz.core.records import KINDS
 from dpgviz.core.vocab import Vocabulary
-from dpgviz.export.raster import CanvasRaster
+from dpgviz.export.raster import CanvasRaster, GridFit, fit_grid
 from dpgviz.store.session import Progress, Session, SessionError, atomic_writer
 
 log = logging.getLogger(__name__)
@@ -35,6 +47,13 @@ FONT_PX = 13  # Pillow's default font at this size gives ~9 px wide cells: 64 co
 MARGIN_PX = 8
 LAST_FRAME_MS = 1500  # hold the finished text before a GIF loops
 MIN_FRAME_MS = 20  # GIF delays are centiseconds, and browsers slow anything under 20 ms to 100 ms
+# Frame caps (width, height): a PNG is looked at zoomed in, so 4096 px a side keeps the glyphs
+# of 65,536 tokens; a GIF is every frame again and viewers show it at screen size.
+PNG_MAX_SIZE = (4096, 4096)
+GIF_MAX_SIZE = (1600, 1200)
+# Pillow's `optimize` (zlib level 9 and filter search) is 5x slower than its default on a
+# 4096-px picture for ~5% smaller output: worth it only on pictures up to this many pixels.
+PNG_OPTIMIZE_MAX_PX = 2_000_000
 
 
 def default_font(size: int = FONT_PX) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -91,7 +110,12 @@ def _return_arrow(w: int, h: int) -> np.ndarray:
 
 
 class FramePainter:
-    """Draws the frames of one branch in one colour mode: caption, grid, legend."""
+    """Draws the frames of one branch in one colour mode: caption, grid, legend (and a note).
+
+    `max_size` (width, height) caps the frame: a grid that would not fit is reflowed,
+    drawn as blocks or cut (`self.fit`, `self.note`; see the module docstring); None
+    draws it as asked at any size.
+    """
 
     def __init__(
         self,
@@ -100,6 +124,7 @@ class FramePainter:
         mode: str = "mask-state",
         columns: int = 64,
         font_px: int = FONT_PX,
+        max_size: tuple[int, int] | None = PNG_MAX_SIZE,
     ) -> None:
         self.session = session
         self.branch = session.branch(branch)
@@ -110,24 +135,56 @@ class FramePainter:
         self.scale = value_range(mode, session.vocab.size) if mode in VALUE_MODES else None
         legend(mode)  # refuses an unknown mode before any drawing
         self.font = default_font(font_px)
-        self.raster = CanvasRaster(glyph_atlas(session.vocab, font_px), columns)
-        self.line_h = self.raster.cell_h + 4
-        self.legend = self._legend_image()
-        grid_w, grid_h = self.raster.image_size(session.store.layout.seq_len)
+        atlas = glyph_atlas(session.vocab, font_px)
+        self.line_h = atlas.shape[1] + 4
+        self.legend = self._legend_image(atlas.shape[1] - 2)
+        seq_len = session.store.layout.seq_len
+        self.fit = self._fit(seq_len, columns, atlas, max_size)
+        self.note = self.fit.note
+        if self.fit.block_px is None:
+            self.raster = CanvasRaster(atlas, self.fit.columns)
+        else:
+            self.raster = CanvasRaster.blocks(session.vocab.n_ids, self.fit.block_px, self.fit.columns)
+        grid_w, grid_h = self.raster.image_size(self.fit.shown)
+        note_w = math.ceil(self.font.getlength(self.note)) if self.note else 0
         self.size = (
-            max(grid_w, self.legend.width) + 2 * MARGIN_PX,
-            MARGIN_PX + self.line_h + grid_h + 4 + self.legend.height + MARGIN_PX,
+            max(grid_w, self.legend.width, note_w) + 2 * MARGIN_PX,
+            self._chrome_h() + grid_h,
         )
+        if self.note:  # a cut loses positions: worth a warning; a scaled picture is only news
+            log.log(logging.WARNING if self.fit.shown < seq_len else logging.INFO, "%s", self.note)
+
+    def _chrome_h(self, note: bool | None = None) -> int:
+        """Frame height taken by margins, caption, legend and the note line if there is one."""
+        note = bool(self.note) if note is None else note
+        return MARGIN_PX + self.line_h + 4 + self.line_h + (self.line_h if note else 0) + MARGIN_PX
+
+    def _fit(self, seq_len: int, columns: int, atlas: np.ndarray, max_size: tuple[int, int] | None) -> GridFit:
+        cell_h, cell_w = atlas.shape[1:]
+        if max_size is None:
+            return GridFit(min(columns, max(1, seq_len)), None, seq_len, seq_len, "")
+        max_w, cap = max_size[0] - 2 * MARGIN_PX, f"a {max_size[0]}x{max_size[1]} px picture"
+        fit = fit_grid(seq_len, columns, cell_h, cell_w, max_w, max_size[1] - self._chrome_h(False), cap)
+        if fit.note:  # not as asked: the note takes a line, so fit again in what is left
+            fit = fit_grid(seq_len, columns, cell_h, cell_w, max_w, max_size[1] - self._chrome_h(True), cap)
+        return fit
+
+    def positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """(y, x) pixel of each drawn position's cell's top-left corner within a frame."""
+        pos = np.arange(self.fit.shown)
+        cols = self.raster.grid_shape(self.fit.shown)[1]
+        top = MARGIN_PX + self.line_h
+        return top + (pos // cols) * self.raster.cell_h, MARGIN_PX + (pos % cols) * self.raster.cell_w
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def grid(self, k: int) -> np.ndarray:
         """(H, W, 3) uint8 token grid of record k of the branch."""
-        store, row = self.session.store, int(self.rows[k])
-        values = store.get(self.mode, row) if self.scale is not None else None
+        store, row, n = self.session.store, int(self.rows[k]), self.fit.shown
+        values = store.get(self.mode, row)[:n] if self.scale is not None else None
         return self.raster.paint_record(
-            store.get("tokens", row), store.get("flags", row), self.mode, values, self.scale
+            store.get("tokens", row)[:n], store.get("flags", row)[:n], self.mode, values, self.scale
         )
 
     def caption(self, k: int) -> str:
@@ -147,13 +204,17 @@ class FramePainter:
         )
         grid = Image.fromarray(self.grid(k), "RGB")
         im.paste(grid, (MARGIN_PX, MARGIN_PX + self.line_h))
-        im.paste(self.legend, (MARGIN_PX, MARGIN_PX + self.line_h + grid.height + 4))
+        legend_y = MARGIN_PX + self.line_h + grid.height + 4
+        im.paste(self.legend, (MARGIN_PX, legend_y))
+        if self.note:
+            ImageDraw.Draw(im).text(
+                (MARGIN_PX, legend_y + self.line_h), self.note, font=self.font, fill=tuple(int(c) for c in INK_LIGHT)
+            )
         return im
 
-    def _legend_image(self) -> Image.Image:
-        """One row of swatches and labels; in a value mode, the viridis bar with its ends first."""
+    def _legend_image(self, sw: int) -> Image.Image:
+        """One row of `sw`-px swatches and labels; in a value mode, the viridis bar with its ends first."""
         ink, page = tuple(int(c) for c in INK_LIGHT), tuple(int(c) for c in PAGE_RGB)
-        sw = self.raster.cell_h - 2
         im = Image.new("RGB", (4096, self.line_h), page)
         d = ImageDraw.Draw(im)
         x = 0
@@ -192,12 +253,15 @@ def write_png(
     mode: str = "mask-state",
     columns: int = 64,
 ) -> Path:
-    """The canvas at one record of a branch (default: the last) as a PNG."""
-    painter = FramePainter(session, branch, mode, columns)
+    """The canvas at one record of a branch (default: the last) as a PNG, at most PNG_MAX_SIZE."""
+    painter = FramePainter(session, branch, mode, columns, max_size=PNG_MAX_SIZE)
     k = session.record_index(painter.branch.id, record)
     image = painter.frame(k)
+    info = PngInfo()
+    if painter.note:
+        info.add_text("Comment", painter.note)
     with atomic_writer(out) as f:
-        image.save(f, format="PNG", optimize=True)
+        image.save(f, format="PNG", optimize=image.width * image.height <= PNG_OPTIMIZE_MAX_PX, pnginfo=info)
     log.debug("wrote %s: %dx%d, record %d of branch %s", out, image.width, image.height, k, painter.branch.id)
     return Path(out)
 
@@ -211,8 +275,8 @@ def write_gif(
     columns: int = 64,
     progress: Progress | None = None,
 ) -> Path:
-    """The denoising of a branch as an animated GIF: one frame per record, looping."""
-    painter = FramePainter(session, branch, mode, columns)
+    """The denoising of a branch as an animated GIF: one frame per record, looping, at most GIF_MAX_SIZE."""
+    painter = FramePainter(session, branch, mode, columns, max_size=GIF_MAX_SIZE)
     n = len(painter)
     if frame_ms < MIN_FRAME_MS:
         log.warning("frame time %d ms is below what GIF viewers show; using %d ms", frame_ms, MIN_FRAME_MS)
@@ -234,7 +298,10 @@ def write_gif(
     durations = [frame_ms] * n
     durations[-1] = max(frame_ms, LAST_FRAME_MS)
     first = quantised(0)
+    extra = {"comment": painter.note} if painter.note else {}
     with atomic_writer(out) as f:
-        first.save(f, format="GIF", save_all=True, append_images=rest(), duration=durations, loop=0, disposal=1)
+        first.save(
+            f, format="GIF", save_all=True, append_images=rest(), duration=durations, loop=0, disposal=1, **extra
+        )
     log.debug("wrote %s: %d frames of %dx%d", out, n, first.width, first.height)
     return Path(out)
