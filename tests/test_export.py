@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from session_data import sampled_store
 
-from dpgviz.core.palette import COLOR_MODES, STATE_MASKED, STATE_RGB, cell_rgb, ink_rgb, mask_states
+from dpgviz.core.palette import COLOR_MODES, STATE_MASKED, STATE_RGB, cell_rgb, ink_rgb, mask_states, value_levels
 from dpgviz.core.records import FLAG_MASKED, FLAG_NEW, FLAG_PROTECTED, FLAG_REMASKED
 from dpgviz.export import export_session
 from dpgviz.export.html import player_data
@@ -148,9 +148,17 @@ def _unpack(b64: str, row_bytes: int) -> np.ndarray:
 def test_html_embeds_every_record_compactly(session, tmp_path):
     data = player_data(session, "0")
     n, rows = session.store.layout.seq_len, session.rows("0")
-    tokens = _unpack(data["tokens"], n * data["id_bytes"]).view(session.store.column("tokens").dtype)
+    assert data["id_bytes"] == 1  # a character vocabulary: one byte an id
+    flags = _unpack(data["flags"], n)
+    tokens = _unpack(data["tokens"], n).astype(np.int64)
+    masked = (flags & data["bits"]["mask_token"]) != 0
+    tokens[masked] = data["mask_id"]  # ids are held under masks; the flag bit restores them
     assert np.array_equal(tokens, session.store.column("tokens")[rows])
-    assert np.array_equal(_unpack(data["flags"], n), session.store.column("flags")[rows])
+    assert np.array_equal(flags & ~np.uint8(0xC0), session.store.column("flags")[rows])
+    conf = session.store.column("confidence")[rows].astype(np.float32)
+    assert np.array_equal((flags & data["bits"]["no_value"]) != 0, ~np.isfinite(conf))
+    levels = _unpack(data["confidence"], n)
+    assert np.array_equal(levels[np.isfinite(conf)], value_levels(conf[np.isfinite(conf)], 0.0, 1.0))
     assert len(data["scalars"]) == len(rows)
 
 
@@ -231,12 +239,23 @@ def test_html_player_colours_equal_the_png_cells(session, tmp_path):
 
 
 _NODE_DOM = r"""
-// The smallest DOM the player touches, enough to run it under node.
+// The smallest DOM the player touches, enough to run it under node. The canvas's 2D
+// context records what is drawn: __ctx.texts ([text, x, y]) and __ctx.rects ([colour, x, y]).
+const __ctx = {
+  texts: [], rects: [], fillStyle: "", font: "", textAlign: "", textBaseline: "",
+  setTransform() {}, measureText() { return { width: 7.8 }; },
+  fillRect(x, y, w, h) { this.rects.push([this.fillStyle, x, y]); },
+  fillText(s, x, y) { this.texts.push([s, x, y]); },
+};
 class El {
-  constructor(id) { this.id = id; this.children = []; this.style = {}; this.textContent = ""; this.innerHTML = ""; this.value = ""; this.listeners = {}; }
+  constructor(id) { this.id = id; this.children = []; this.style = {}; this.textContent = ""; this.innerHTML = ""; this.value = ""; this.listeners = {}; this.clientWidth = 1000; this.clientHeight = 100000; this.scrollTop = 0; this.width = 0; this.height = 0; }
   append(...xs) { this.children.push(...xs); }
   addEventListener(name, f) { this.listeners[name] = f; }
+  getContext() { return __ctx; }
 }
+const __window = {};
+globalThis.window = { devicePixelRatio: 1, addEventListener(name, f) { __window[name] = f; } };
+globalThis.requestAnimationFrame = (f) => { f(); return 0; };
 const __els = {};
 const document = {
   getElementById(id) {
@@ -255,8 +274,11 @@ _NODE_CHECK = r"""
   await ready;
   if (__els.error && __els.error.textContent) { console.error(__els.error.textContent); process.exit(1); }
   show(R - 1);
-  __els.mode.value = "confidence"; show(R - 1);
-  console.log(JSON.stringify({ info: __els.info.textContent, text: cells.map((c) => c.textContent).join("") }));
+  __els.mode.value = "confidence"; __ctx.texts = []; show(R - 1);
+  // Every row is in view (clientHeight is large), so each position's glyph was drawn once.
+  const text = new Array(N).fill("");
+  for (const [s, x, y] of __ctx.texts) text[Math.floor(y / CELL_H) * cols + Math.floor(x / CELL_W)] = s;
+  console.log(JSON.stringify({ info: __els.info.textContent, text: text.join("") }));
 })();
 """
 

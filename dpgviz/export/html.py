@@ -5,11 +5,21 @@ Per record the player needs the tokens, the flags (mask state) and the confidenc
 is a (records, positions) array whose rows differ from the previous row in few places,
 so every row is XOR-ed with the one before (mostly zero bytes), deflated with zlib and
 base64-encoded. The browser undoes this with `DecompressionStream("deflate")` (all
-current browsers) and a running XOR. Confidence travels as its colour level, a uint16:
-`core.palette.value_levels` (0..255, the PNG export's quantisation), 65535 for "no value".
+current browsers) and a running XOR. Two things keep the rows alike (`player_data`):
+ids travel as uint8 when the vocabulary has at most 256 (else as stored), and confidence
+as its uint8 colour level (`core.palette.value_levels`, the PNG export's quantisation);
+where a position is masked or has no confidence, its id or level is held from the record
+before and a player-only flag bit (MASK_TOKEN_BIT, NO_VALUE_BIT) says so, so a remask
+costs a flag change rather than a random byte. At 65,536 positions x 41 records of
+synthetic noise (`bench.synthetic`, every prediction re-draws every confidence: the
+worst case) the file is ~3.5 MB, against ~7.2 MB with uint16 ids and levels; the browser
+holds 3 bytes per position per record once decoded.
 
-The player draws the same grid as the app and the PNG export, with play/pause, a record
-slider, speed and colour mode (mask state or confidence); keys: space plays, arrows step.
+The player draws the same grid as the app and the PNG export on one <canvas>: the
+columns follow the window's width, the grid scrolls inside the page, and only the rows
+in view are drawn, so a 65,536-token run plays as smoothly as a short one. Controls:
+play/pause, a record slider, speed and colour mode (mask state or confidence); keys:
+space plays, arrows step; hovering a cell names its position and token.
 Its colour rules are not written in its JavaScript: the flag bits, the mask-state
 priority, the colours and the ink choice arrive as JSON (`player_palette`), generated
 from `core.palette` and `core.records`, so the player cannot drift from the app.
@@ -46,45 +56,53 @@ from dpgviz.core.palette import (
 from dpgviz.core.records import FLAG_MASKED, KINDS
 from dpgviz.store.session import Progress, Session, atomic_writer
 
-_CHUNK_BYTES = 8 * 1024 * 1024  # rows per deflate chunk: progress granularity for long sessions
-NO_LEVEL = 0xFFFF  # a confidence level the player reads as "no value"
+_CHUNK_CELLS = 1 << 20  # positions x records encoded at a time: bounds memory, sets progress granularity
+# Player-only flag bits, above every core.records FLAG_* (tests/test_export_long.py checks):
+MASK_TOKEN_BIT = 0x40  # the token is the mask (its embedded id is held from the record before)
+NO_VALUE_BIT = 0x80  # no confidence (its embedded level is held from the record before)
 
 
-def _packed(column: np.ndarray, rows: np.ndarray, transform=None, progress: Progress | None = None) -> str:
-    """base64(zlib(row-XOR-delta of column[rows] as little-endian bytes))."""
-    n_rows = len(rows)
-    row_bytes = int(np.prod(column.shape[1:])) * column.dtype.itemsize if n_rows else 0
-    step = max(1, _CHUNK_BYTES // max(1, row_bytes))
-    comp = zlib.compressobj(6)
-    parts, prev = [], None
-    for start in range(0, n_rows, step):
-        block = column[rows[start : start + step]]
-        if transform is not None:
-            block = transform(block)
+class _DeltaDeflate:
+    """Rows XOR-ed with the row before, deflated as they arrive; base64 text at the end."""
+
+    def __init__(self) -> None:
+        self._comp = zlib.compressobj(6)  # level 9: 8x slower here for 1% less
+        self._parts: list[bytes] = []
+        self._prev: np.ndarray | None = None
+
+    def add(self, block: np.ndarray) -> None:
+        """Append (rows, ...) `block`, as little-endian bytes."""
         raw = np.ascontiguousarray(block.astype(block.dtype.newbyteorder("<"), copy=False)).view(np.uint8)
         raw = raw.reshape(len(block), -1)
         delta = raw.copy()
         delta[1:] ^= raw[:-1]
-        if prev is not None:
-            delta[0] ^= prev
-        prev = raw[-1]
-        parts.append(comp.compress(delta.tobytes()))
-        if progress is not None:
-            progress(start + len(block), n_rows)
-    parts.append(comp.flush())
-    return base64.b64encode(b"".join(parts)).decode("ascii")
+        if self._prev is not None:
+            delta[0] ^= self._prev
+        self._prev = raw[-1].copy()
+        self._parts.append(self._comp.compress(delta.tobytes()))
+
+    def text(self) -> str:
+        self._parts.append(self._comp.flush())
+        return base64.b64encode(b"".join(self._parts)).decode("ascii")
 
 
-def _confidence_levels(block: np.ndarray) -> np.ndarray:
-    """viridis level of each confidence on the fixed 0..1 scale, NO_LEVEL where it has none.
+def _held(values: np.ndarray, hidden: np.ndarray, carry: np.ndarray) -> np.ndarray:
+    """`values` (rows, N) with each hidden entry replaced by the last shown one above it.
 
-    Levels rather than probabilities: the player only colours by them, and quantising
-    here with the PNG's own function keeps the two exports' colours identical.
+    `carry` is the (held) row before the block. Holding makes a hidden entry cost nothing
+    in the row-XOR stream: a remask turns a token into the mask and its confidence into
+    "none" at up to every position, which would otherwise be a random byte each, twice
+    (out and back); the flag bits say what is hidden, so nothing is lost.
     """
-    p = block.astype(np.float32)
-    levels = value_levels(p, 0.0, 1.0).astype(np.uint16)
-    levels[~np.isfinite(p)] = NO_LEVEL
-    return levels
+    stacked = np.concatenate([carry[None], values])
+    idx = np.where(hidden, 0, np.arange(1, len(stacked), dtype=np.int32)[:, None])
+    idx = np.maximum.accumulate(np.concatenate([np.zeros((1, idx.shape[1]), np.int32), idx]), axis=0)
+    return np.take_along_axis(stacked, idx, axis=0)[1:]
+
+
+def _wire_ids(n_ids: int, stored: np.dtype) -> np.dtype:
+    """Token ids travel as uint8 where the vocabulary allows (character models): half of uint16."""
+    return np.dtype(np.uint8) if n_ids <= 256 else stored
 
 
 def _dark_ink(backgrounds: np.ndarray) -> list[bool]:
@@ -110,7 +128,6 @@ def player_palette() -> dict:
         "flag_masked": FLAG_MASKED,
         "no_value": hex_colour(NO_VALUE_RGB),
         "no_value_dark_ink": _dark_ink(NO_VALUE_RGB[None])[0],
-        "no_level": NO_LEVEL,
         "viridis": "".join(hex_colour(c)[1:] for c in VIRIDIS_RGB),
         "viridis_dark_ink": "".join("1" if dark else "0" for dark in _dark_ink(VIRIDIS_RGB)),
     }
@@ -119,41 +136,58 @@ def player_palette() -> dict:
 def player_data(
     session: Session, branch: str | None = None, frame_ms: int = 120, progress: Progress | None = None
 ) -> dict:
-    """Everything the player shows, as plain JSON data."""
+    """Everything the player shows, as plain JSON data.
+
+    `tokens`, `flags` and `confidence` are (records, positions) arrays, each packed by
+    `_DeltaDeflate`: ids as `id_bytes`-byte integers, flags as uint8 with MASK_TOKEN_BIT and
+    NO_VALUE_BIT added, confidence as its uint8 viridis level. Masked ids and missing levels
+    are held (`_held`): the player puts the mask id back where MASK_TOKEN_BIT is set.
+    """
     b = session.branch(branch)
     store, rows = session.store, session.rows(b.id)
-    n = len(rows)
-    done = [0, 0, 0]
-
-    def part(i: int) -> Progress | None:
-        if progress is None:
-            return None
-
-        def report(d: int, _total: int) -> None:
-            done[i] = d
-            progress(sum(done), 3 * n)
-
-        return report
-
+    n, seq_len = len(rows), store.layout.seq_len
+    mask_id = session.vocab.mask_id
     ids = store.column("tokens")
+    wire = _wire_ids(session.vocab.n_ids, ids.dtype)
+    streams = {name: _DeltaDeflate() for name in ("tokens", "flags", "confidence")}
+    held_ids, held_levels = np.zeros(seq_len, wire), np.zeros(seq_len, np.uint8)
+    step = max(1, _CHUNK_CELLS // max(1, seq_len))
+    for start in range(0, n, step):
+        block = rows[start : start + step]
+        tokens = ids[block]
+        masked = tokens == mask_id
+        p = store.column("confidence")[block].astype(np.float32)
+        no_value = ~np.isfinite(p)
+        # the PNG's own quantisation (value_levels), so the two exports' colours are identical
+        levels = value_levels(p, 0.0, 1.0).astype(np.uint8)
+        flags = store.column("flags")[block] | (masked * np.uint8(MASK_TOKEN_BIT)) | (no_value * np.uint8(NO_VALUE_BIT))
+        wire_ids = _held(tokens.astype(wire), masked, held_ids)
+        levels = _held(levels, no_value, held_levels)
+        held_ids, held_levels = wire_ids[-1], levels[-1]
+        streams["tokens"].add(wire_ids)
+        streams["flags"].add(flags.astype(np.uint8))
+        streams["confidence"].add(levels)
+        if progress is not None:
+            progress(start + len(block), n)
     return {
         "title": f"dpgviz \u00b7 branch {b.id}" + (f" ({b.label})" if b.label else ""),
         "app_version": dpgviz.__version__,
         "branch": {"id": b.id, "parent": b.parent, "fork_record": b.fork_record, "settings": b.settings},
         "model": session.model_info.get("name") or session.model_path,
-        "seq_len": store.layout.seq_len,
+        "seq_len": seq_len,
         "records": n,
         "frame_ms": int(frame_ms),
         "itos": [str(s) for s in session.vocab.strings(mask="", newline="\u21b5")],
-        "mask_id": session.vocab.mask_id,
-        "id_bytes": ids.dtype.itemsize,
+        "mask_id": mask_id,
+        "id_bytes": wire.itemsize,
+        "bits": {"mask_token": MASK_TOKEN_BIT, "no_value": NO_VALUE_BIT},
         "scalars": [
             [int(store.get("iteration", r)), KINDS[int(store.get("kind", r))], int(store.get("n_masked", r))]
             for r in rows
         ],
-        "tokens": _packed(ids, rows, progress=part(0)),
-        "flags": _packed(store.column("flags"), rows, progress=part(1)),
-        "confidence": _packed(store.column("confidence"), rows, _confidence_levels, progress=part(2)),
+        "tokens": streams["tokens"].text(),
+        "flags": streams["flags"].text(),
+        "confidence": streams["confidence"].text(),
         "palette": player_palette(),
     }
 
@@ -192,17 +226,20 @@ _TEMPLATE = """<!DOCTYPE html>
 <title>%TITLE%</title>
 <style>
   :root { %CSS_COLOURS% }
-  body { background: var(--page); color: var(--ink); font: 14px system-ui, sans-serif; margin: 16px; }
+  html, body { height: 100%; }
+  body { background: var(--page); color: var(--ink); font: 14px system-ui, sans-serif; margin: 0; padding: 16px; box-sizing: border-box; display: flex; flex-direction: column; }
   h1 { font-size: 16px; font-weight: 600; margin: 0 0 8px; }
   .bar { display: flex; gap: 10px; align-items: center; flex-wrap: wrap; margin: 8px 0; }
   button, select { background: var(--control); color: var(--ink); border: 1px solid #555; border-radius: 4px; padding: 3px 10px; font: inherit; }
   input[type=range] { flex: 1; min-width: 200px; }
   #info { font-variant-numeric: tabular-nums; }
-  #grid { display: grid; gap: 1px; font: 13px/18px ui-monospace, Menlo, Consolas, monospace; }
-  #grid span { width: 1.25ch; height: 18px; text-align: center; white-space: pre; overflow: hidden; }
+  #view { flex: 1 1 auto; min-height: 120px; overflow-x: hidden; overflow-y: auto; margin-top: 6px; }
+  #sizer { position: relative; }
+  #grid { position: sticky; top: 0; display: block; }
   .legend { display: flex; gap: 12px; flex-wrap: wrap; margin-top: 8px; font-size: 12px; }
   .legend i { display: inline-block; width: 12px; height: 12px; margin-right: 4px; vertical-align: -2px; }
   details { margin-top: 12px; font-size: 12px; color: #b0b4bc; }
+  details pre { max-height: 30vh; overflow: auto; }
   #error { color: #f08080; }
 </style>
 </head>
@@ -219,19 +256,26 @@ _TEMPLATE = """<!DOCTYPE html>
 </div>
 <div id="info"></div>
 <div id="error"></div>
-<div id="grid"></div>
+<div id="view"><div id="sizer"><canvas id="grid" aria-label="token grid"></canvas></div></div>
 <div class="legend" id="legend"></div>
 <details><summary>settings</summary><pre id="settings"></pre></details>
 <script id="session-data" type="application/json">%DATA%</script>
 <script>
 "use strict";
+// The grid is one <canvas> the size of the visible part of #view (sticky at its top), inside
+// a #sizer as tall as the whole grid: scrolling moves the sizer and the canvas redraws only
+// the rows in view, so 65,536 positions cost what a screenful does. Columns follow the
+// view's width (recomputed on resize).
 const D = JSON.parse(document.getElementById("session-data").textContent);
-const N = D.seq_len, R = D.records, COLS = Math.min(64, N);
+const N = D.seq_len, R = D.records, B = D.bits;
+const CELL_H = 18, FONT = "13px ui-monospace, Menlo, Consolas, monospace";
 const $ = (id) => document.getElementById(id);
-let tokens, flags, conf, cells = [], shownTok, shownCol, k = 0, timer = null;
+let tokens, flags, conf, k = 0, timer = null;
+let CELL_W = 11, cols = 1, gridRows = 1, pending = false, needLayout = true;
 
 async function unpack(b64, rowBytes) {
-  const bin = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const s = atob(b64), bin = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) bin[i] = s.charCodeAt(i);
   const stream = new Blob([bin]).stream().pipeThrough(new DecompressionStream("deflate"));
   const out = new Uint8Array(await new Response(stream).arrayBuffer());
   for (let i = rowBytes; i < out.length; i++) out[i] ^= out[i - rowBytes];  // undo the row XOR
@@ -246,8 +290,7 @@ function stateOf(f) {  // P.priority is core/palette.py STATE_PRIORITY: the firs
 function colourOf(mode, r, i) {
   const f = flags[r * N + i];
   if (mode === "confidence") {
-    const v = conf[r * N + i];
-    if (v !== P.no_level) return ["#" + P.viridis.substr(6 * v, 6), P.viridis_dark_ink[v] === "1" ? dark : light];
+    if (!(f & B.no_value)) { const v = conf[r * N + i]; return ["#" + P.viridis.substr(6 * v, 6), P.viridis_dark_ink[v] === "1" ? dark : light]; }
     if (f & P.flag_masked) return [P.states[P.masked], P.state_dark_ink[P.masked] ? dark : light];
     return [P.no_value, P.no_value_dark_ink ? dark : light];
   }
@@ -255,19 +298,52 @@ function colourOf(mode, r, i) {
   return [P.states[s], P.state_dark_ink[s] ? dark : light];
 }
 
+function columnsFor(width) { return Math.max(1, Math.min(N, Math.floor(width / CELL_W))); }
+function layout() {
+  const view = $("view");
+  for (let pass = 0; pass < 2; pass++) {  // a scrollbar that appears narrows the view: fit once more
+    cols = columnsFor(view.clientWidth);
+    gridRows = Math.ceil(N / cols);
+    $("sizer").style.height = gridRows * CELL_H + "px";
+  }
+}
+function gridTop(h) { return Math.max(0, Math.min($("view").scrollTop, gridRows * CELL_H - h)); }
+function draw() {
+  pending = false;
+  if (needLayout) { needLayout = false; layout(); }
+  const view = $("view"), canvas = $("grid"), dpr = window.devicePixelRatio || 1;
+  const w = cols * CELL_W, h = Math.max(1, Math.min(view.clientHeight, gridRows * CELL_H));
+  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+    canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
+    canvas.style.width = w + "px"; canvas.style.height = h + "px";
+  }
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.fillStyle = P.page; ctx.fillRect(0, 0, w, h);
+  ctx.font = FONT; ctx.textAlign = "center"; ctx.textBaseline = "middle";
+  const top = gridTop(h), first = Math.floor(top / CELL_H), last = Math.min(gridRows, Math.ceil((top + h) / CELL_H));
+  const mode = $("mode").value, base = k * N;
+  for (let row = first; row < last; row++) {  // only the rows in view
+    const y = row * CELL_H - top;
+    for (let i = row * cols, x = 0, end = Math.min(N, i + cols); i < end; i++, x += CELL_W) {
+      const [bg, ink] = colourOf(mode, k, i);
+      ctx.fillStyle = bg; ctx.fillRect(x, y, CELL_W - 1, CELL_H - 1);  // a 1-px gutter in the page colour
+      const s = D.itos[tokens[base + i]] ?? "?";
+      if (s) { ctx.fillStyle = ink; ctx.fillText(s, x + (CELL_W - 1) / 2, y + CELL_H / 2, CELL_W - 2); }
+    }
+  }
+}
+function redraw(relayout) {  // at most one layout and draw per animation frame, however many events
+  needLayout = needLayout || relayout;
+  if (!pending) { pending = true; requestAnimationFrame(draw); }
+}
+
 function show(r) {
   k = Math.max(0, Math.min(R - 1, r));
-  const mode = $("mode").value;
-  for (let i = 0; i < N; i++) {
-    const t = tokens[k * N + i];
-    if (t !== shownTok[i]) { cells[i].textContent = D.itos[t] ?? "?"; shownTok[i] = t; }
-    const [bg, ink] = colourOf(mode, k, i);
-    const key = bg + ink;
-    if (key !== shownCol[i]) { cells[i].style.background = bg; cells[i].style.color = ink; shownCol[i] = key; }
-  }
   const [it, kind, masked] = D.scalars[k];
   $("info").textContent = `record ${k}/${R - 1} \\u00b7 iteration ${it} \\u00b7 ${kind} \\u00b7 ${masked} masked`;
   $("slider").value = k;
+  redraw(false);
 }
 
 function legend() {
@@ -300,11 +376,20 @@ async function main() {
   $("settings").textContent = JSON.stringify(D.branch, null, 1);
   if (typeof DecompressionStream === "undefined") { $("error").textContent = "This browser cannot decompress the embedded records (no DecompressionStream)."; return; }
   const tok = await unpack(D.tokens, N * D.id_bytes);
-  tokens = D.id_bytes === 2 ? new Uint16Array(tok.buffer) : new Int32Array(tok.buffer);
-  flags = await unpack(D.flags, N); conf = new Uint16Array((await unpack(D.confidence, 2 * N)).buffer);
-  const grid = $("grid"); grid.style.gridTemplateColumns = `repeat(${COLS}, 1.25ch)`; grid.style.background = P.page;
-  for (let i = 0; i < N; i++) { const c = document.createElement("span"); c.title = "position " + i; cells.push(c); grid.append(c); }
-  shownTok = new Int32Array(N).fill(-1); shownCol = new Array(N).fill("");
+  tokens = D.id_bytes === 1 ? tok : D.id_bytes === 2 ? new Uint16Array(tok.buffer) : new Int32Array(tok.buffer);
+  flags = await unpack(D.flags, N); conf = await unpack(D.confidence, N);
+  for (let j = 0; j < flags.length; j++) if (flags[j] & B.mask_token) tokens[j] = D.mask_id;  // ids are held under masks
+  const canvas = $("grid"), ctx = canvas.getContext("2d"), view = $("view");
+  ctx.font = FONT; CELL_W = Math.max(6, Math.ceil(ctx.measureText("M").width) + 3);
+  view.style.background = P.page;
+  view.addEventListener("scroll", () => redraw(false));
+  window.addEventListener("resize", () => redraw(true));
+  if (typeof ResizeObserver !== "undefined") new ResizeObserver(() => redraw(true)).observe(view);
+  canvas.addEventListener("mousemove", (e) => {  // the old per-cell tooltip: position and token
+    const row = Math.floor((e.offsetY + gridTop(canvas.clientHeight)) / CELL_H), col = Math.floor(e.offsetX / CELL_W);
+    const i = row * cols + col;
+    canvas.title = col < cols && i < N ? `position ${i}: ${JSON.stringify(D.itos[tokens[k * N + i]] ?? "?")}` : "";
+  });
   $("slider").max = R - 1;
   $("slider").addEventListener("input", (e) => { stop(); show(Number(e.target.value)); });
   $("play").addEventListener("click", play);
