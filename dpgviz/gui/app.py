@@ -35,6 +35,7 @@ from dpgviz.gui.edit_bar import EditBar
 from dpgviz.gui.files import SessionFiles
 from dpgviz.gui.inspector import HoverTip, InspectorPanel
 from dpgviz.gui.keys import chord, help_text
+from dpgviz.gui.pacing import FramePacer
 from dpgviz.gui.plots import OverviewPanel, RunPlots
 from dpgviz.gui.settings_panel import PANEL_WIDTH, SettingsPanel
 from dpgviz.gui.status import Legend, StatusBar
@@ -119,6 +120,7 @@ class App:
         self.help_window: int | str = 0
         self.actions = self._actions()  # chord -> action (gui.keys lists them)
         self.is_dragging = False
+        self.pacer: FramePacer | None = None  # set by run(): frames are paced (gui.pacing)
         self.window: int | str = 0
         self.file_menu: int | str = 0
         self.mode_combo = self.text_mode_box = self.zoom_slider = 0
@@ -214,14 +216,35 @@ class App:
             self.workspace.load_model(default_model_entry())
 
     def run(self) -> None:
-        """The frame loop, until the window is closed."""
+        """The frame loop, until the window is closed: paced, so an idle window sleeps (gui.pacing)."""
         self.frame()  # the first frame goes up before anything slow starts
         self.start()
+        self.pace()
         while self.frame():
             pass
 
+    def pace(self) -> FramePacer:
+        """From now on frames are paced: busy frames capped, idle ones wait for input or the worker.
+
+        Only the real loop paces: a test or benchmark calling frame() without pacing never
+        blocks waiting for input that will not come.
+        """
+        if self.pacer is None:
+            ws = self.workspace
+            self.pacer = FramePacer(wait_fds=lambda: ws.client.wait_fds() if ws.client is not None else ())
+            self.pacer.start()
+        return self.pacer
+
+    def is_busy(self) -> bool:
+        """Something moves without input: a run, a load, playback, a background job."""
+        ws = self.workspace
+        return ws.is_running or ws.is_loading or self.view.playing or ws.job is not None or ws.is_checking
+
     def close(self) -> None:
         """Stop the worker (a save in progress finishes first) and destroy the context."""
+        if self.pacer is not None:
+            self.pacer.stop()
+            self.pacer = None
         self.workspace.close()
         if self._is_built:
             dpg.destroy_context()
@@ -239,7 +262,11 @@ class App:
         if not dpg.is_dearpygui_running():
             return False
         self.update()
+        if self.pacer is not None:
+            self.pacer.before_render(self.is_busy())
         dpg.render_dearpygui_frame()
+        if self.pacer is not None:
+            self.pacer.after_render()
         self.frame_count += 1
         return True
 
@@ -247,11 +274,16 @@ class App:
         """The Python half of a frame (everything but rendering): callbacks, workspace, panels."""
         now = time.perf_counter()
         dt, self._last_frame_t = now - self._last_frame_t, now
-        dpg.run_callbacks(dpg.get_callback_queue())
+        queue = dpg.get_callback_queue()
+        if queue and self.pacer is not None:  # input: draw its effect now, not at the next event
+            self.pacer.touch()
+        dpg.run_callbacks(queue)
         self.workspace.update(dt)
-        for notice in self.workspace.take_notices():
+        notices = self.workspace.take_notices()
+        for notice in notices:
             self.show(notice)
-        self.refresh()
+        if self.refresh() and self.pacer is not None:  # a change drawn may need a frame or two to settle
+            self.pacer.touch()
 
     def show(self, notice: Notice) -> None:
         """Show one thing the workspace reported."""
@@ -275,10 +307,10 @@ class App:
         elif isinstance(notice, ModelOffered):
             self.settings.offer(notice.path)
 
-    def refresh(self) -> None:
-        """Push the current state into every panel (each skips what did not change)."""
+    def refresh(self) -> bool:
+        """Push the current state into every panel (each skips what did not change); True if the canvas drew."""
         ws = self.workspace
-        self.canvas.refresh(
+        drew = self.canvas.refresh(
             ws.store, ws.current_row(), self.view, highlight=ws.preview_changes(), extras=ws.cell_extras(self.view.color_mode)
         )
         self.timeline.refresh(ws.store, self.view, ws.expected_records())
@@ -300,6 +332,7 @@ class App:
             progress,
             text,
         )
+        return drew
 
     # -- keys -------------------------------------------------------------------------
     def _actions(self) -> dict[str, Callable[[], None]]:

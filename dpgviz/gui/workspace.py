@@ -256,6 +256,11 @@ class Workspace:
         return self.run is not None
 
     @property
+    def is_checking(self) -> bool:
+        """An opened session's recorded model is being hashed in the background."""
+        return self._model_check is not None
+
+    @property
     def can_run(self) -> bool:
         """A model is loaded and idle enough to start a run."""
         return self.model_info is not None and not self.is_loading and self.client is not None
@@ -345,7 +350,8 @@ class Workspace:
         label = "no candidates stored up to this step"
         if sampled is not None:
             src = int(rows[sampled])
-            ids, probs = store.columns["top_ids"][src, pos], store.columns["top_probs"][src, pos].astype(np.float32)
+            ids, probs = store.candidates_at(src, pos)  # sampled_at found them, so not None
+            probs = probs.astype(np.float32)
             order = np.argsort(-probs, kind="stable")
             strings = vocab.strings()
             candidates = tuple(
@@ -381,9 +387,7 @@ class Workspace:
         if not temperature > 0 or not 0 < top_p <= 1:
             self.say(f"temperature must be > 0 and top-p in (0, 1]; got {temperature:g}, {top_p:g}", is_error=True)
             return False
-        drawn = resample_preview(
-            self.store.columns["top_ids"][row], self.store.columns["top_probs"][row], temperature, top_p, seed
-        )
+        drawn = resample_preview(*self.store.top_k(row), temperature, top_p, seed)
         if not (drawn >= 0).any():
             self.say("This step stored no candidates (only steps that predicted masked tokens do).", is_error=True)
             return False
@@ -577,6 +581,7 @@ class Workspace:
             self.say(f"{exc}; load a model again.", is_error=True)
             return False
         expected = record_count(settings.steps, int(start.get("iteration", 0))) - (not start.get("emit_initial", True))
+        self.store.reserve(expected)  # the run's rows in one allocation: no copying as records arrive
         self.run = ActiveRun(run_id, branch, expected, base=self.store.history_length(branch))
         self._arrivals.clear()
         self._last_rate, self._run_predictions = 0.0, 0
@@ -832,9 +837,7 @@ class Workspace:
             self.say("These records have no vocabulary to save with: load a model first.", is_error=True)
             return None
         count = len(store)
-        frozen = StepStore.from_columns(
-            store.layout, {name: col[:count] for name, col in store.columns.items()}, count, store.tree()
-        )
+        frozen = store.view(count)  # shares the arrays: rows and pool entries are never rewritten
         branch = store.branches.get(self.view.branch)
         settings = dict(branch.settings) if branch is not None else {}
         if from_file and opened.model_path:  # the records' provenance: the model the file recorded

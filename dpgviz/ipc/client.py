@@ -69,8 +69,11 @@ class WorkerGoneError(RuntimeError):
 
 
 def run_layout(settings: GenerationSettings, info: ModelInfo) -> RecordLayout:
-    """The layout a run of `settings` has on the model of `info` (as Sampler.layout computes it)."""
-    return RecordLayout(seq_len=settings.length, top_k=settings.top_k, n_ids=info.n_ids)
+    """The layout a run of `settings` has on the model of `info` (as Sampler.layout computes it):
+    records of one block (settings.block_tokens) of a sequence of settings.length tokens."""
+    return RecordLayout(
+        seq_len=settings.block_tokens, top_k=settings.top_k, n_ids=info.n_ids, total_len=settings.length
+    )
 
 
 @dataclass
@@ -147,6 +150,13 @@ class WorkerClient:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
+
+    def wait_fds(self) -> tuple[int, ...]:
+        """File descriptors that become readable when poll() has something (an event, or the
+        worker's exit): a frame loop asleep until input watches them to wake up. () if none."""
+        if self._process is None or self._events is None:
+            return ()
+        return (self._events.fileno(), self._process.sentinel)
 
     def close(self, timeout_s: float = JOIN_TIMEOUT_S) -> None:
         """Shut the worker down (Shutdown, join, then terminate, then kill) and free every ring."""
