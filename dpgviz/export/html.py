@@ -233,7 +233,8 @@ _TEMPLATE = """<!DOCTYPE html>
   button, select { background: var(--control); color: var(--ink); border: 1px solid #555; border-radius: 4px; padding: 3px 10px; font: inherit; }
   input[type=range] { flex: 1; min-width: 200px; }
   #info { font-variant-numeric: tabular-nums; }
-  #view { flex: 1 1 auto; min-height: 120px; overflow-x: hidden; overflow-y: auto; margin-top: 6px; }
+  /* as tall as the grid, shrunk to what the window leaves (then it scrolls); at least 3 rows */
+  #view { flex: 0 1 auto; min-height: 54px; overflow-x: hidden; overflow-y: auto; margin-top: 6px; }
   #sizer { position: relative; }
   #grid { position: sticky; top: 0; display: block; }
   .legend { display: flex; gap: 12px; flex-wrap: wrap; margin-top: 8px; font-size: 12px; }
