@@ -71,7 +71,8 @@ def test_models_json_lists_default_first(tiny, tmp_path):
     "args,needle",
     [
         (["generate", "--length", "0"], "length"),
-        (["generate", "--length", "5000", "--device", "cpu"], "block size"),
+        (["generate", "--length", "5000", "--block-length", "0", "--device", "cpu"], "block size"),
+        (["generate", "--length", "5000", "--block-length", "2000", "--device", "cpu"], "block size"),
         (["generate", "--temperature", "0"], "temperature"),
         (["generate", "--start-ratio", "0.1", "--end-ratio", "0.5"], "ratios"),
         (["generate", "--model", "/nonexistent/ckpt.pt", "--device", "cpu"], "does not exist"),

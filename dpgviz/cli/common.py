@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from dpgviz.core.settings import STRATEGIES, GenerationSettings
+from dpgviz.core.settings import DEFAULT_BLOCK_LENGTH, MAX_LENGTH, STRATEGIES, GenerationSettings
 
 
 class UserError(Exception):
@@ -25,7 +25,20 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def add_settings_args(p: argparse.ArgumentParser) -> None:
     d = GenerationSettings()
-    p.add_argument("--length", type=int, default=None, help=f"tokens (default {d.length}, capped at the block size)")
+    p.add_argument(
+        "--length",
+        type=int,
+        default=None,
+        help=f"tokens (default {d.length}, capped at the block size; up to {MAX_LENGTH} in blocks)",
+    )
+    p.add_argument(
+        "--block-length",
+        type=int,
+        default=None,
+        help="semi-autoregressive: generate blocks of N tokens one after another, each conditioned on "
+        "the text before it (0 = off; default: off, or "
+        f"min({DEFAULT_BLOCK_LENGTH}, block size) when --length exceeds the block size)",
+    )
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--temperature", type=float, default=d.temperature)
     p.add_argument("--start-ratio", type=float, default=d.start_ratio)
@@ -47,6 +60,7 @@ def settings_from(args: argparse.Namespace) -> GenerationSettings:
         strategy=args.strategy,
         seed=args.seed,
         top_k=args.top_k,
+        block_length=getattr(args, "block_length", None) or 0,
     ).validate()
 
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from dpgviz.cli.common import UserError, add_model_args, add_settings_args, print_json, settings_from
-from dpgviz.core.records import record_count
+from dpgviz.core.records import run_record_count
 from dpgviz.core.vocab import MASK_GLYPH
 
 log = logging.getLogger("dpgviz")
@@ -64,32 +64,55 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from dpgviz.core.model_info import ModelInfo
+    from dpgviz.core.settings import GenerationSettings
     from dpgviz.ipc.runner import WorkerFailed, run_via_worker
-    from dpgviz.store.step_store import records_json
+    from dpgviz.store.blocks import composed_records_json
 
     settings = settings_from(args)
+    # An explicit --length over the model's block size runs in blocks of a default length
+    # unless --block-length says otherwise (0 keeps it off, and the length is refused).
+    auto_blocks = args.length is not None and args.block_length is None
     from tqdm import tqdm
 
     bar = tqdm(total=None, unit="step", file=sys.stderr, disable=None, desc="loading model")
+    ran: list[GenerationSettings] = [settings]  # what runs, once the model's block size is known
+
+    def on_loaded(info: ModelInfo) -> None:
+        block_size = info.block_size
+        fitted = settings.capped(block_size) if args.length is None else settings
+        if auto_blocks:
+            fitted = fitted.with_default_blocks(block_size)
+            if fitted.block_length != settings.block_length:
+                bar.write(
+                    f"length {settings.length} exceeds the block size {block_size}: generating in blocks of "
+                    f"{fitted.block_length} (--block-length)",
+                    file=sys.stderr,
+                )
+        ran[0] = fitted
 
     def on_event(event: object) -> None:
         name = type(event).__name__
         if name == "RunStarted":
-            bar.reset(total=record_count(settings.steps))
+            bar.reset(total=run_record_count(ran[0]))
             bar.set_description("denoising")
         elif name == "StepReady":
             bar.update(1)
 
     try:
-        info, store, branch, _summary = run_via_worker(
-            settings, args.model, args.meta, args.device, on_event=on_event, cap_length=args.length is None
+        info, store, branch, summary = run_via_worker(
+            settings, args.model, args.meta, args.device, on_event=on_event, cap_length=args.length is None,
+            on_loaded=on_loaded, auto_blocks=auto_blocks,
         )
     except WorkerFailed as exc:
         raise UserError(str(exc)) from None
     finally:
         bar.close()
+    settings = GenerationSettings.from_dict(summary["settings"])  # block length and capping applied
     rows = store.rows(branch)
-    records = records_json(store, rows, info.vocab())
+    # A block run's records hold one block each; their "text" is the whole sequence composed
+    # at that record (store.blocks), so the last one is the finished text.
+    records = composed_records_json(store, rows, info.vocab())
     if args.out:
         from dpgviz.cli.sessions import save_run
 

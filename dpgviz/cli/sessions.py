@@ -4,7 +4,8 @@
 Each command takes plain arguments, prints only its output to stdout (progress bars
 and messages go to stderr) and returns an exit status; anything the user got wrong
 raises SessionError with a one-line message for the CLI to print. The record JSON is
-`store.step_store.records_json`, the same function `generate --json` prints with.
+`store.blocks.composed_records_json` (records_json, composed to the whole sequence for a
+block run), the same function `generate --json` prints with.
 
 Imports numpy and the standard library; `cmd_export` imports `dpgviz.export` (Pillow)
 and tqdm when called, so `show` and `open` stay light. `branch` runs the model in a
@@ -28,6 +29,7 @@ from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.records import FLAG_PROTECTED, continue_point
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.core.vocab import MASK_GLYPH, Vocabulary
+from dpgviz.store.blocks import composed_records_json
 from dpgviz.store.edits import apply_edit, encode_text, parse_range, parse_replace, predicted_tokens
 from dpgviz.store.session import (
     FORMAT_VERSION,
@@ -38,7 +40,7 @@ from dpgviz.store.session import (
     open_session,
     save_session,
 )
-from dpgviz.store.step_store import StepStore, records_json
+from dpgviz.store.step_store import StepStore
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ def session_json(session: Session, branch: str | None = None) -> dict:
     history up to the forked record, then the child's own ('edit' first, for a fork).
     """
     chosen = session.branch(branch)
-    records = records_json(session.store, session.rows(chosen.id), session.vocab)
+    records = composed_records_json(session.store, session.rows(chosen.id), session.vocab)
     return {
         "branches": [
             {"id": b.id, "parent": b.parent, "fork_record": b.fork_record, "settings": b.settings}

@@ -29,8 +29,12 @@ numpy only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from dpgviz.core.settings import GenerationSettings
 
 # New kinds go at the END: a kind is stored as its index here, so reordering would change
 # the meaning of every saved session. 'edit' is a record the user made by hand (a fork's
@@ -51,6 +55,11 @@ SCALAR_FIELDS: dict[str, np.dtype] = {
     "target_masks": np.dtype(np.int32),  # masks the schedule asked for after this iteration
     "n_masked": np.dtype(np.int32),  # masks actually present in `tokens`
     "forward_passes": np.dtype(np.int32),  # model calls so far in this run
+    # Semi-autoregressive runs (settings.block_length > 0): a record holds one block of
+    # RecordLayout.seq_len tokens starting at position `offset` of the full sequence
+    # (RecordLayout.total_len tokens). Both are 0 for a run in one block.
+    "offset": np.dtype(np.int32),  # first position of the record's block
+    "block": np.dtype(np.int32),  # the block's index: offset // seq_len
 }
 
 
@@ -61,6 +70,16 @@ def record_count(steps: int, start_iteration: int = 0) -> int:
     last iteration's 'prediction' and 'final': 2 * (steps - start_iteration) + 1.
     """
     return 2 * (steps - start_iteration) + 1
+
+
+def run_record_count(settings: GenerationSettings, start_iteration: int = 0, start_block: int = 0) -> int:
+    """Records a run of `settings` yields from block `start_block` at `start_iteration`.
+
+    Every block is a full run of its own (record_count(steps) records) except the first,
+    which starts at `start_iteration`; one block of the whole length when blocks are off.
+    """
+    rest = settings.n_blocks - start_block - 1
+    return record_count(settings.steps, start_iteration) + rest * record_count(settings.steps)
 
 
 def continue_point(kind: str, iteration: int) -> int:
@@ -85,6 +104,29 @@ class RecordLayout:
     seq_len: int
     top_k: int = 8
     n_ids: int = 66  # ids a token can take (real vocabulary + mask + reserved)
+    # Length of the whole sequence; seq_len is the length of one block record. 0 (the
+    # default, and what files written before blocks existed hold) means seq_len.
+    total_len: int = 0
+
+    def __post_init__(self) -> None:
+        if self.total_len == 0:
+            object.__setattr__(self, "total_len", self.seq_len)  # frozen: set once, here
+        if self.total_len < self.seq_len:
+            raise ValueError(f"total_len {self.total_len} is shorter than seq_len {self.seq_len}")
+
+    @property
+    def is_blocks(self) -> bool:
+        """True for a semi-autoregressive run: records hold blocks of a longer sequence."""
+        return self.total_len != self.seq_len
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.total_len // self.seq_len)
+
+    def span(self, offset: int) -> int:
+        """Real tokens of the block at `offset`: seq_len, less for a shorter last block
+        (whose record positions from there on are padding: token 0, NaN, no flags)."""
+        return min(self.seq_len, self.total_len - offset)
 
     @property
     def id_dtype(self) -> np.dtype:
@@ -114,7 +156,17 @@ class RecordLayout:
         return StepRecord(iteration=0, kind="initial", target_masks=0, n_masked=0, forward_passes=0, **arrays)
 
     def to_dict(self) -> dict:
-        return {"seq_len": self.seq_len, "top_k": self.top_k, "n_ids": self.n_ids}
+        return {"seq_len": self.seq_len, "top_k": self.top_k, "n_ids": self.n_ids, "total_len": self.total_len}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RecordLayout:
+        """Inverse of to_dict; a dict without total_len (an older file) gets seq_len."""
+        return cls(
+            seq_len=int(data["seq_len"]),
+            top_k=int(data.get("top_k", 8)),
+            n_ids=int(data.get("n_ids", 66)),
+            total_len=int(data.get("total_len", 0)),
+        )
 
 
 @dataclass
@@ -133,6 +185,8 @@ class StepRecord:
     top_ids: np.ndarray
     top_probs: np.ndarray
     flags: np.ndarray
+    offset: int = 0  # first position of the record's block (SCALAR_FIELDS)
+    block: int = 0  # the block's index
     extra: dict = field(default_factory=dict)  # timings etc.; not part of the layout
 
     @property
@@ -150,6 +204,8 @@ class StepRecord:
             "target_masks": int(self.target_masks),
             "n_masked": int(self.n_masked),
             "forward_passes": int(self.forward_passes),
+            "offset": int(self.offset),
+            "block": int(self.block),
         }
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -172,6 +228,8 @@ class StepRecord:
             target_masks=int(scalars["target_masks"]),
             n_masked=int(scalars["n_masked"]),
             forward_passes=int(scalars["forward_passes"]),
+            offset=int(scalars.get("offset", 0)),
+            block=int(scalars.get("block", 0)),
             **arrays,
         )
 

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 
 STRATEGIES = ("seed", "random", "llada")
+MAX_LENGTH = 65_536  # longest run: with blocks, `length` may exceed the model's block size up to here
+DEFAULT_BLOCK_LENGTH = 256  # block length the CLI picks when --length exceeds the block size
 
 
 class SettingsError(ValueError):
@@ -20,13 +22,16 @@ class SettingsError(ValueError):
 class GenerationSettings:
     temperature: float = 1.0  # softmax(logits / T); 1.0 samples the model as trained
     steps: int = 20  # denoising iterations S
-    length: int = 1024  # tokens N; capped at the model's block size by `capped`
+    length: int = 1024  # tokens N; capped at the model's block size by `capped` (unless in blocks)
     start_ratio: float = 0.99  # mask ratio the schedule starts from
     end_ratio: float = 0.15  # mask ratio after the second-to-last iteration
     randomness: float = 0.8  # r: weight of U(0,1) against 1 - p in the remask score
     strategy: str = "seed"  # one of STRATEGIES
     seed: int = 0  # torch generator seed: same seed + settings = same records on CPU
     top_k: int = 8  # candidates recorded per masked position
+    # Semi-autoregressive generation: blocks of this many tokens, one after another, each
+    # conditioned on the text before it. 0 = off: one block of the whole length.
+    block_length: int = 0
 
     def validate(self, block_size: int | None = None) -> GenerationSettings:
         """Return self, or raise SettingsError naming the first bad setting."""
@@ -45,8 +50,17 @@ class GenerationSettings:
             raise SettingsError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.length < 1:
             raise SettingsError(f"length must be >= 1, got {self.length}")
-        if block_size is not None and self.length > block_size:
-            raise SettingsError(f"length {self.length} exceeds the model's block size {block_size}")
+        if self.length > MAX_LENGTH:
+            raise SettingsError(f"length must be <= {MAX_LENGTH}, got {self.length}")
+        if self.block_length < 0:
+            raise SettingsError(f"block length must be 0 (off) or >= 1, got {self.block_length}")
+        if block_size is not None and self.block_length > block_size:
+            raise SettingsError(f"block length {self.block_length} exceeds the model's block size {block_size}")
+        if block_size is not None and self.block_length == 0 and self.length > block_size:
+            raise SettingsError(
+                f"length {self.length} exceeds the model's block size {block_size}; "
+                f"generate it in blocks with --block-length (e.g. {min(DEFAULT_BLOCK_LENGTH, block_size)})"
+            )
         if self.top_k < 1:
             raise SettingsError(f"top_k must be >= 1, got {self.top_k}")
         return self
@@ -54,6 +68,23 @@ class GenerationSettings:
     def capped(self, block_size: int) -> GenerationSettings:
         """The same settings with length capped at the model's block size."""
         return dataclasses.replace(self, length=min(self.length, block_size))
+
+    def with_default_blocks(self, block_size: int, default: int = DEFAULT_BLOCK_LENGTH) -> GenerationSettings:
+        """These settings, in blocks of min(default, block_size) when `length` exceeds the
+        block size and no block length is set; otherwise unchanged."""
+        if self.block_length or self.length <= block_size:
+            return self
+        return dataclasses.replace(self, block_length=min(default, block_size))
+
+    @property
+    def block_tokens(self) -> int:
+        """Tokens per block record: the block length (at most `length`), or `length` when off."""
+        return min(self.block_length, self.length) if self.block_length > 0 else self.length
+
+    @property
+    def n_blocks(self) -> int:
+        """Blocks of a run: ceil(length / block_tokens); 1 when blocks are off."""
+        return -(-self.length // self.block_tokens)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

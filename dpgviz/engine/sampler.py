@@ -13,12 +13,22 @@ shared count rule of `core.schedule.target_masks`:
 
 Each iteration yields a 'prediction' record (every masked position filled) and, except
 after the last iteration, a 'remask' record; runs open with 'initial' and close with
-'final'. A record leaves the device once per substep; nothing per-token runs in Python.
+'final'. Top-k candidates are stored only in the 'prediction' that computed them
+('remask' and 'final' carry zeros; store.inspect.sampled_at finds them). A record leaves
+the device once per substep; nothing per-token runs in Python.
+
+Semi-autoregressive runs (settings.block_length = L > 0) generate blocks of L tokens one
+after another, each with the whole schedule above; the model sees the last
+(block_size - L) finished tokens before the block (fixed, never recorded) followed by the
+block. A block's records hold only its positions (RecordLayout.seq_len = L, `offset` and
+`block` scalars); a shorter last block is padded to L (token 0, NaN, no flags).
+store.blocks composes the full sequence at any record. Without blocks the run is one block
+with no context, exactly as before blocks existed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,25 +63,27 @@ class Sampler:
         self.block_size = int(model.config.block_size)
 
     def layout(self, settings: GenerationSettings) -> RecordLayout:
-        return RecordLayout(seq_len=settings.length, top_k=settings.top_k, n_ids=self.vocab.n_ids)
+        """Records hold one block (settings.block_tokens) of a sequence of settings.length."""
+        return RecordLayout(
+            seq_len=settings.block_tokens, top_k=settings.top_k, n_ids=self.vocab.n_ids, total_len=settings.length
+        )
 
     @torch.inference_mode()
-    def _probs(self, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
-        """softmax(logits / T) over the real vocabulary only: (N, V)."""
-        logits = self.model(tokens[None])[0, :, : self.vocab.size].float()  # (N, V)
+    def _probs(self, tokens: torch.Tensor, temperature: float, context: torch.Tensor) -> torch.Tensor:
+        """softmax(logits / T) over the real vocabulary at the positions of `tokens`: (n, V).
+
+        The model sees `context` (fixed text before the block; may be empty) followed by
+        `tokens`; the context's own predictions are dropped.
+        """
+        window = torch.cat([context, tokens]) if len(context) else tokens  # (C + n,)
+        logits = self.model(window[None])[0, len(context) :, : self.vocab.size].float()  # (n, V)
         return torch.softmax(logits / temperature, dim=-1)
 
-    def run(self, settings: GenerationSettings, start: StartState | None = None) -> Iterator[StepRecord]:
-        """Yield 'initial' (unless start.emit_initial is False), then ('prediction', 'remask')
-        per iteration, then 'final'. Protected positions never change."""
-        settings.validate(self.block_size)
-        start = start or StartState()
-        n, k, mask_id = settings.length, min(settings.top_k, self.vocab.size), self.vocab.mask_id
-        layout = self.layout(settings)
-        dev = self.device
-        if not 0 <= start.iteration < settings.steps:
-            raise SettingsError(f"start iteration {start.iteration} is outside 0..{settings.steps - 1}")
-
+    def _start_tensors(
+        self, settings: GenerationSettings, start: StartState
+    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray | None]:
+        """The whole sequence's start tokens (total_len,), protected and edited masks, validated."""
+        n, mask_id, dev = settings.length, self.vocab.mask_id, self.device
         if start.tokens is None:
             tokens = torch.full((n,), mask_id, dtype=torch.long, device=dev)
         else:
@@ -81,69 +93,124 @@ class Sampler:
             if ((init < 0) | (init > mask_id) | ((init >= self.vocab.size) & (init != mask_id))).any():
                 raise SettingsError("start tokens hold ids outside the vocabulary")
             tokens = torch.as_tensor(init.astype(np.int64), device=dev)
-        protected = torch.zeros(n, dtype=torch.bool, device=dev)
+        protected = np.zeros(n, dtype=bool)
         if start.protected is not None:
-            protected = torch.as_tensor(np.asarray(start.protected, dtype=bool), device=dev)
-            if bool((protected & (tokens == mask_id)).any()):
+            protected = np.asarray(start.protected, dtype=bool)
+            if protected.shape != (n,):
+                raise SettingsError(f"protected has shape {protected.shape}, expected ({n},)")
+            if bool((torch.as_tensor(protected, device=dev) & (tokens == mask_id)).any()):
                 raise SettingsError("a protected position is masked; protect only visible tokens")
-        protected_np = protected.cpu().numpy()
-        edited_np = None if start.edited is None else np.asarray(start.edited, dtype=bool)
+        edited = None if start.edited is None else np.asarray(start.edited, dtype=bool)
+        return tokens, protected, edited
 
-        gen = torch.Generator(device=dev)
+    def run(self, settings: GenerationSettings, start: StartState | None = None) -> Iterator[StepRecord]:
+        """Yield, for each block in order: 'initial' (unless start.emit_initial is False for
+        the first block run), ('prediction', 'remask') per iteration, then 'final'.
+
+        Blocks (settings.block_length > 0): block b covers positions [b*L, min((b+1)*L, N));
+        its records hold only those positions (offset = b*L), padded to L in a shorter last
+        block. The model sees the last (block_size - L) tokens before the block, fixed, then
+        the block. A start state holds the whole sequence; the run starts at its first block
+        that has a mask (the blocks before are context), at start.iteration; later blocks
+        start at iteration 0. Protected positions never change.
+        """
+        settings.validate(self.block_size)
+        start = start or StartState()
+        if not 0 <= start.iteration < settings.steps:
+            raise SettingsError(f"start iteration {start.iteration} is outside 0..{settings.steps - 1}")
+        layout = self.layout(settings)
+        seq, protected, edited = self._start_tensors(settings, start)  # (N,) the whole sequence
+        L, mask_id = layout.seq_len, self.vocab.mask_id
+        masked_blocks = np.flatnonzero(
+            np.add.reduceat((seq == mask_id).cpu().numpy(), np.arange(0, settings.length, L))
+        )
+        first = int(masked_blocks[0]) if len(masked_blocks) else layout.n_blocks - 1
+        context_len = self.block_size - L  # fixed tokens the model sees before each block
+
+        gen = torch.Generator(device=self.device)
         gen.manual_seed(int(settings.seed))
-        passes = 0
+        passes = [0]  # model calls so far, across blocks
+        for b in range(first, layout.n_blocks):
+            off = b * L
+            n = layout.span(off)
+            context = seq[max(0, off - context_len) : off]  # (C,) finished text before the block
+            is_first = b == first
+            block = self._block(
+                settings, layout, gen, passes, b, seq[off : off + n].clone(), context,
+                protected[off : off + n],
+                edited[off : off + n] if is_first and edited is not None else None,
+                start.iteration if is_first else 0,
+                start.emit_initial or not is_first,
+            )
+            seq[off : off + n] = yield from block
+
+    def _block(
+        self,
+        settings: GenerationSettings,
+        layout: RecordLayout,
+        gen: torch.Generator,
+        passes: list[int],
+        block: int,
+        tokens: torch.Tensor,
+        context: torch.Tensor,
+        protected_np: np.ndarray,
+        edited_np: np.ndarray | None,
+        start_iteration: int,
+        emit_initial: bool,
+    ) -> Generator[StepRecord, None, torch.Tensor]:
+        """The denoising loop on one block's n positions; returns the block's final tokens (n,)."""
+        n, k, mask_id = len(tokens), min(settings.top_k, self.vocab.size), self.vocab.mask_id
+        offset, dev = block * layout.seq_len, self.device
+        protected = torch.as_tensor(protected_np, device=dev)
         prev_np: np.ndarray | None = None
+        nan = torch.full((n,), float("nan"), device=dev)
 
         def emit(kind: str, iteration: int, target: int, conf, score, entropy, top_p, top_i) -> StepRecord:
             nonlocal prev_np
             # One device -> host copy per dtype: ids (tokens | top-k ids) and values
             # (confidence | score | entropy | top-k probs), instead of one sync per field.
-            nan_col = nan[:, None]
-            values = torch.cat(
-                [
-                    nan_col if conf is None else conf[:, None].float(),
-                    nan_col if score is None else score[:, None].float(),
-                    nan_col if entropy is None else entropy[:, None].float(),
-                    torch.zeros(n, k, device=dev) if top_p is None else top_p.float(),
-                ],
-                dim=1,
-            ).cpu().numpy()  # (N, 3 + k)
+            # Candidates go only into the record that computed them (the 'prediction').
+            cols = [nan if x is None else x.float() for x in (conf, score, entropy)]
+            values = torch.stack(cols, dim=1)  # (n, 3)
+            if top_p is not None:
+                values = torch.cat([values, top_p.float()], dim=1)  # (n, 3 + k)
+            values_np = values.cpu().numpy()
             ids = tokens[:, None] if top_i is None else torch.cat([tokens[:, None], top_i], dim=1)
-            ids_np = ids.cpu().numpy()  # (N, 1) or (N, 1 + k)
+            ids_np = ids.cpu().numpy()  # (n, 1) or (n, 1 + k)
             toks_np = ids_np[:, 0]
             flags = step_flags(prev_np, toks_np, mask_id, protected_np)
             if kind == "initial" and edited_np is not None:
                 flags |= edited_np.astype(np.uint8) * FLAG_EDITED
             prev_np = toks_np
-            rec = layout.empty()
-            rec.tokens[:] = toks_np
-            rec.flags[:] = flags
-            rec.confidence[:] = values[:, 0]
-            rec.score[:] = values[:, 1]
-            rec.entropy[:] = values[:, 2]
+            rec = layout.empty()  # (L,) arrays: a shorter last block leaves the tail as padding
+            rec.tokens[:n] = toks_np
+            rec.flags[:n] = flags
+            rec.confidence[:n] = values_np[:, 0]
+            rec.score[:n] = values_np[:, 1]
+            rec.entropy[:n] = values_np[:, 2]
             if top_p is not None:
-                rec.top_probs[:, :k] = values[:, 3:]
-                rec.top_ids[:, :k] = ids_np[:, 1:]
+                rec.top_probs[:n, :k] = values_np[:, 3:]
+                rec.top_ids[:n, :k] = ids_np[:, 1:]
             rec.iteration, rec.kind, rec.target_masks = iteration, kind, target
             rec.n_masked = int((toks_np == mask_id).sum())
-            rec.forward_passes = passes
+            rec.forward_passes = passes[0]
+            rec.offset, rec.block = offset, block
             return rec
 
-        nan = torch.full((n,), float("nan"), device=dev)
-        if start.emit_initial:
-            yield emit("initial", start.iteration, int((tokens == mask_id).sum()), None, None, None, None, None)
+        if emit_initial:
+            yield emit("initial", start_iteration, int((tokens == mask_id).sum()), None, None, None, None, None)
         else:  # the start record exists already: flag the first prediction against it
             prev_np = tokens.cpu().numpy()
 
-        for it in range(start.iteration, settings.steps):
-            is_masked = tokens == mask_id  # (N,)
-            probs = self._probs(tokens, settings.temperature)  # (N, V)
-            passes += 1
-            sampled = torch.multinomial(probs, 1, generator=gen)[:, 0]  # (N,)
+        for it in range(start_iteration, settings.steps):
+            is_masked = tokens == mask_id  # (n,)
+            probs = self._probs(tokens, settings.temperature, context)  # (n, V)
+            passes[0] += 1
+            sampled = torch.multinomial(probs, 1, generator=gen)[:, 0]  # (n,)
             tokens = torch.where(is_masked, sampled, tokens)
-            p_token = probs.gather(1, tokens[:, None])[:, 0]  # (N,) p of what each position now holds
-            entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1)  # (N,)
-            top_p, top_i = probs.topk(k, dim=-1)  # (N, k)
+            p_token = probs.gather(1, tokens[:, None])[:, 0]  # (n,) p of what each position now holds
+            entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1)  # (n,)
+            top_p, top_i = probs.topk(k, dim=-1)  # (n, k)
             belief_mask = is_masked[:, None]
             top_p = torch.where(belief_mask, top_p, 0.0)
             top_i = torch.where(belief_mask, top_i, 0)
@@ -153,10 +220,10 @@ class Sampler:
             if it == settings.steps - 1:
                 break
 
-            uniform = torch.rand(n, generator=gen, device=dev)
+            uniform = torch.rand(n, generator=gen, device=dev)  # (n,)
             if settings.strategy == "seed":
-                p_second = self._probs(tokens, settings.temperature).gather(1, tokens[:, None])[:, 0]
-                passes += 1
+                p_second = self._probs(tokens, settings.temperature, context).gather(1, tokens[:, None])[:, 0]
+                passes[0] += 1
                 r = settings.randomness
                 score = r * uniform + (1 - r) * (1 - p_second)
                 candidates = ~protected
@@ -174,7 +241,9 @@ class Sampler:
                 tokens = tokens.clone()
                 tokens[chosen] = mask_id
             conf = torch.where(tokens == mask_id, nan, p_token)
-            yield emit("remask", it, target, conf, torch.where(candidates, score, nan), entropy, top_p, top_i)
+            yield emit("remask", it, target, conf, torch.where(candidates, score, nan), entropy, None, None)
 
-        # The finished text, with the beliefs of the last prediction that produced it.
-        yield emit("final", settings.steps - 1, 0, p_token, None, entropy, top_p, top_i)
+        # The finished text, with the confidence and entropy of the last prediction that
+        # produced it; its candidates stay in that prediction record.
+        yield emit("final", settings.steps - 1, 0, p_token, None, entropy, None, None)
+        return tokens

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dpgviz.core.model_info import ModelInfo
-from dpgviz.core.records import record_count
+from dpgviz.core.records import run_record_count
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.ipc.client import WorkerClient, run_layout
 from dpgviz.ipc.messages import Event, ModelLoaded, RunFinished, RunStopped, WorkerDied, WorkerError
@@ -96,6 +96,7 @@ def run_via_worker(
     edited: np.ndarray | None = None,
     emit_initial: bool = True,
     on_loaded: Callable[[ModelInfo], None] | None = None,
+    auto_blocks: bool = False,
 ) -> tuple[ModelInfo, StepStore, str, dict]:
     """Load and run in a worker; returns (model info, store, branch id, summary).
 
@@ -108,8 +109,11 @@ def run_via_worker(
 
     Raises WorkerFailed with the worker's one-line message when loading or the run fails
     (a length over the model's block size included, unless `cap_length` caps it, as the
-    CLI does for its default length). Nothing but this loop waits on the worker here, so
-    the worker gets every core for torch (the GUI leaves one to its frame loop).
+    CLI does for its default length). `auto_blocks` runs a length over the block size
+    without a block length in blocks instead (GenerationSettings.with_default_blocks), as
+    the CLI does for an explicit --length; summary["settings"] holds what ran.
+    Nothing but this loop waits on the worker here, so the worker gets every core for
+    torch (the GUI leaves one to its frame loop).
     """
     if (store is None) != (branch is None):
         raise ValueError("pass both store and branch, or neither")
@@ -122,10 +126,10 @@ def run_via_worker(
             on_loaded(info)
         if cap_length:
             settings = settings.capped(info.block_size)
+        if auto_blocks:
+            settings = settings.with_default_blocks(info.block_size)
         if store is None:
-            store = StepStore(
-                run_layout(settings, info), capacity=record_count(settings.steps), mask_id=info.mask_id
-            )
+            store = StepStore(run_layout(settings, info), capacity=run_record_count(settings), mask_id=info.mask_id)
             branch = store.new_branch(settings.to_dict(), label="generate").id
         n_before = len(store.branches[branch].rows)
         t1 = time.monotonic()
