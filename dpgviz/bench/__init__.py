@@ -4,6 +4,8 @@
     sampler  per-iteration time of each strategy vs one bare forward pass (bench.sampler; torch)
     gui      frame times of the app on synthetic runs (bench.gui; dearpygui, needs a display)
     session  save / cold open / first touch of a large session file (bench.session; numpy)
+    scrub    the frame path scrubbing a long run in every colour mode (bench.scrub; needs a display)
+    startup  process start -> first rendered frame, median of launches (bench.startup; needs a display)
 
 `bench.synthetic` is the one generator of fake runs (numpy only), shared by the gui and
 session benchmarks and by the tests.
@@ -22,7 +24,7 @@ from typing import Any
 
 __all__ = ["NAMES", "add_parser", "main"]
 
-NAMES = ("worker", "sampler", "gui", "session")
+NAMES = ("worker", "sampler", "gui", "session", "scrub", "startup")
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -34,7 +36,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    """Add `bench` and its four subcommands to the CLI's subparsers; returns the `bench` parser."""
+    """Add `bench` and its subcommands to the CLI's subparsers; returns the `bench` parser."""
     from dpgviz.cli.common import add_model_args  # here, not at import: dpgviz.cli imports this package
 
     p = sub.add_parser("bench", help="benchmarks")
@@ -63,6 +65,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     b.add_argument("--dir", default=tempfile.gettempdir(), help="where the session file is written")
     b.add_argument("--keep", action="store_true", help="keep the session file")
     b.add_argument("--json", action="store_true")
+    b = bench.add_parser("scrub", help="Python and render time per step switch on a long run (needs a display)")
+    b.add_argument("--tokens", type=int, default=1024)
+    b.add_argument("--steps", type=int, default=100)
+    b.add_argument("--json", action="store_true")
+    b = bench.add_parser("startup", help="seconds to the first rendered frame, median of launches (needs a display)")
+    b.add_argument("--launches", type=int, default=5)
+    b.add_argument("--json", action="store_true")
     return p
 
 
@@ -84,6 +93,14 @@ def main(args: argparse.Namespace) -> int:
         from dpgviz.bench.session import main as run_session
 
         run_session(args.tokens, args.records, args.dir, args.keep, args.json)
+    elif args.bench == "scrub":
+        from dpgviz.bench.scrub import main as run_scrub
+
+        run_scrub(args.tokens, args.steps, args.json)
+    elif args.bench == "startup":
+        from dpgviz.bench.startup import main as run_startup
+
+        run_startup(args.launches, args.json)
     else:
         raise ValueError(f"no benchmark {args.bench!r}; choose from {', '.join(NAMES)}")
     return 0
