@@ -563,7 +563,8 @@ def test_hovering_a_token_shows_its_numbers_and_candidates(app: App, models_dir:
     token = int(ws.store.columns["tokens"][row, 42])
     assert tip.info.token == ws.vocab.itos[token]
     assert tip.info.p == pytest.approx(float(ws.store.columns["confidence"][row, 42]))
-    ids, probs = ws.store.columns["top_ids"][row, 42], ws.store.columns["top_probs"][row, 42].astype(np.float32)
+    ids, probs = ws.store.candidates_at(row, 42)
+    probs = probs.astype(np.float32)
     order = np.argsort(-probs, kind="stable")
     assert [c[0] for c in tip.info.candidates] == ids[order].tolist()
     assert [c[2] for c in tip.info.candidates] == pytest.approx(probs[order].tolist())

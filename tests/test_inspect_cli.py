@@ -31,7 +31,7 @@ def test_show_position_json_has_the_agreed_form(saved, capsys):
         tokens = s.store.column("tokens")[rows, 7]
         masked = tokens == s.vocab.mask_id
         table = s.vocab.strings()
-        top_probs = s.store.column("top_probs")[rows, 7]
+        top_probs = s.store.candidates_across(rows, 7)[1].astype(np.float32)
     assert doc["position"] == 7 and len(doc["history"]) == len(rows)
     keys = ["record", "iteration", "kind", "token", "state", "p", "entropy", "score", "top"]
     for i, h in enumerate(doc["history"]):

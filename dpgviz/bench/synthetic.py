@@ -3,7 +3,8 @@
 The one generator of fake runs, shared by the GUI benchmark, the session benchmark and
 the tests: `synthetic_store(seq_len, steps)` yields the records a real run of `steps`
 iterations would (same kinds, iterations, mask counts from core.schedule, flags, top-K
-at the positions filled that iteration, forward-pass counts), so the canvas, the timeline
+at the positions filled that iteration, repeated in the iteration's 'remask' and the
+'final' record as the sampler repeats them, forward-pass counts), so the canvas, the timeline
 and session files do the same work as with a model; the tokens are noise. `forks` adds
 child branches continued from the middle of the root run, as the app's "continue" does.
 
@@ -56,8 +57,10 @@ def _emit_run(
     prev: np.ndarray | None = None
     passes = 0
 
+    top: tuple[np.ndarray, np.ndarray] | None = None  # the last prediction's (top_ids, top_probs) rows
+
     def emit(kind: str, iteration: int, target: int, filled: np.ndarray | None, conf: np.ndarray | None, score: np.ndarray | None) -> None:
-        nonlocal prev
+        nonlocal prev, top
         rec = layout.empty()
         rec.tokens[:] = tokens
         rec.flags[:] = step_flags(prev, tokens, mask_id, None)
@@ -66,10 +69,11 @@ def _emit_run(
             rec.confidence[:] = np.where(tokens == mask_id, np.nan, conf)
         if filled is not None:  # the model's belief where this iteration filled a mask
             n_filled = int(filled.sum())
+            if kind == "prediction":  # drawn once per iteration; remask / final repeat it
+                probs = np.sort(rng.random((n_filled, k), dtype=np.float32), axis=1)[:, ::-1]
+                top = (rng.integers(0, vocab.size, (n_filled, k)), probs / (probs.sum(axis=1, keepdims=True) + 1e-3))
             rec.entropy[filled] = rng.random(n_filled, dtype=np.float32) * log_v
-            probs = np.sort(rng.random((n_filled, k), dtype=np.float32), axis=1)[:, ::-1]
-            rec.top_probs[filled, :k] = probs / (probs.sum(axis=1, keepdims=True) + 1e-3)
-            rec.top_ids[filled, :k] = rng.integers(0, vocab.size, (n_filled, k))
+            rec.top_ids[filled, :k], rec.top_probs[filled, :k] = top
         if score is not None:
             rec.score[:] = score
         rec.iteration, rec.kind, rec.target_masks = iteration, kind, target
@@ -98,6 +102,12 @@ def _emit_run(
     emit("final", steps - 1, 0, filled, conf, None)
 
 
+def _predicted(seq_len: int, steps: int, start: int) -> int:
+    """Positions masked before each prediction of a run from `start` (an upper bound off the schedule)."""
+    first = seq_len if start == 0 else target_masks(seq_len, start - 1, steps, 0.99, 0.15)
+    return first + sum(target_masks(seq_len, it, steps, 0.99, 0.15) for it in range(start, steps - 1))
+
+
 def synthetic_store(
     seq_len: int = 1024,
     steps: int = 200,
@@ -118,7 +128,11 @@ def synthetic_store(
     layout = RecordLayout(seq_len=seq_len, top_k=8, n_ids=vocab.n_ids)
     fork_record, start = fork_point(steps)
     capacity = record_count(steps) + forks * record_count(steps, start)
-    store = StepStore(layout, capacity=capacity)
+    # Pool entries: one per position masked before each prediction (the schedule's counts),
+    # so the store allocates once. The app cannot know this (strategy, protected and edited
+    # positions change it) and lets the pool grow.
+    candidates = _predicted(seq_len, steps, 0) + forks * _predicted(seq_len, steps, start)
+    store = StepStore(layout, capacity=capacity, candidates=candidates)
     settings = {"steps": steps, "length": seq_len, "seed": seed}
     root = store.new_branch(settings, label="synthetic").id
     _emit_run(store, root, vocab, rng, np.full(seq_len, vocab.mask_id, np.int64), 0, steps)

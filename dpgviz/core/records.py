@@ -4,7 +4,9 @@ A record is one moment of a denoising run. `RecordLayout` fixes, per run, the ar
 every record carries; the shared-memory ring, the step store and session files all lay
 their buffers out from it, so a field added here travels everywhere.
 
-Per token (N = seq_len, K = top_k), with ids stored as uint16 when the id space fits:
+Per token (N = seq_len, K = top_k), with ids stored in the smallest dtype the id space
+fits (`id_dtype_for`: uint8 up to 256 ids, as the 65-character default model has, else
+uint16, else int32):
 
     field        shape    dtype     meaning
     tokens       (N,)     ids       token id at each position (mask_id where masked)
@@ -16,8 +18,11 @@ Per token (N = seq_len, K = top_k), with ids stored as uint16 when the id space 
     top_probs    (N, K)   float16   their probabilities (else 0)
     flags        (N,)     uint8     FLAG_* bits below
 
-That is 2+2+2+2+1+4K+... = 41 bytes per token-record for K=8 with uint16 ids.
-Per record scalars: iteration, kind, target_masks, n_masked, forward_passes.
+A record as the sampler and the ring carry it is dense: 1+2+2+2+1 + K*(1+2) = 32 bytes
+per token with uint8 ids and K=8. The step store keeps the first five fields dense
+(8 bytes per token-step) and the candidates sparse: only where top_probs is non-zero,
+and a record repeating the previous record's candidates shares them
+(store.step_store). Per record scalars: SCALAR_FIELDS.
 
 Kinds: 'initial' (a run's start state), 'prediction' (every masked position filled),
 'remask' (the schedule's masks put back), 'final' (the finished text) and 'edit' (made
@@ -93,8 +98,16 @@ def continue_point(kind: str, iteration: int) -> int:
 
 
 def id_dtype_for(n_ids: int) -> np.dtype:
-    """Smallest unsigned dtype holding every id (mask and reserved ids included)."""
-    return np.dtype(np.uint16) if n_ids <= np.iinfo(np.uint16).max + 1 else np.dtype(np.int32)
+    """Smallest dtype holding every id (mask and reserved ids included): uint8, uint16 or int32.
+
+    The id space is the vocabulary plus the mask plus reserved ids (`RecordLayout.n_ids`),
+    so a 256-id space still fits uint8 (ids 0..255).
+    """
+    if n_ids <= np.iinfo(np.uint8).max + 1:
+        return np.dtype(np.uint8)
+    if n_ids <= np.iinfo(np.uint16).max + 1:
+        return np.dtype(np.uint16)
+    return np.dtype(np.int32)
 
 
 @dataclass(frozen=True)

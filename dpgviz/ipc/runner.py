@@ -131,6 +131,8 @@ def run_via_worker(
         if store is None:
             store = StepStore(run_layout(settings, info), capacity=run_record_count(settings), mask_id=info.mask_id)
             branch = store.new_branch(settings.to_dict(), label="generate").id
+        else:  # rows for the records this run appends, in one allocation (a fresh store has them)
+            store.reserve(run_record_count(settings, iteration) - (not emit_initial))
         n_before = len(store.branches[branch].rows)
         t1 = time.monotonic()
         client.start_run(settings, branch, tokens, iteration, protected, edited, emit_initial)

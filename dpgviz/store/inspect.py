@@ -91,16 +91,6 @@ def _check_record(rows: np.ndarray, record: int) -> int:
     return int(record)
 
 
-def _computed(top_probs: np.ndarray) -> np.ndarray:
-    """Where candidates were stored: any of the last axis's probabilities non-zero (±0 both count as none).
-
-    Compares the float16 bit patterns as integers: numpy has no native float16 compare, and
-    this is the inner step of whole-run passes.
-    """
-    bits = np.asarray(top_probs).view(np.uint16) & np.uint16(0x7FFF)
-    return bits.any(axis=-1)
-
-
 # -- one position ----------------------------------------------------------------------------
 def history_arrays(store: StepStore, rows: np.ndarray | list[int], pos: int) -> dict[str, np.ndarray]:
     """Position `pos` across the records of `rows`, as arrays of length len(rows) (for plots).
@@ -130,7 +120,7 @@ def history_arrays(store: StepStore, rows: np.ndarray | list[int], pos: int) -> 
         "tokens": tokens,
         "is_masked": is_masked,
         "events": events,
-        "computed": _computed(col("top_probs")[rows, pos]),
+        "computed": store.has_candidates(rows, pos),
         "iteration": col("iteration")[rows].astype(np.int32),
         "kind": col("kind")[rows].astype(np.uint8),
     }
@@ -156,8 +146,8 @@ def position_history(store: StepStore, rows: np.ndarray | list[int], pos: int, v
     arrays = history_arrays(store, rows, pos)
     table = vocab.strings()
     states = mask_states(store.column("flags")[rows, pos])
-    top_ids = store.column("top_ids")[rows, pos].astype(np.int64)  # (R, K)
-    top_probs = store.column("top_probs")[rows, pos].astype(np.float32)
+    top_ids, top_probs = store.candidates_across(rows, pos)  # (R, K) each, zeros where none
+    top_ids, top_probs = top_ids.astype(np.int64), top_probs.astype(np.float32)
     order = np.argsort(-top_probs, axis=1, kind="stable")  # most probable first, ties in stored order
     top_ids = np.take_along_axis(top_ids, order, axis=1)
     top_probs = np.take_along_axis(top_probs, order, axis=1)
@@ -190,7 +180,7 @@ def sampled_at(store: StepStore, rows: np.ndarray | list[int], pos: int, record:
     """
     rows, pos = _rows(rows), _check_pos(store, pos)
     record = _check_record(rows, record)
-    computed = _computed(store.column("top_probs")[rows[: record + 1], pos])
+    computed = store.has_candidates(rows[: record + 1], pos)
     hits = np.flatnonzero(computed)
     return int(hits[-1]) if len(hits) else None
 
@@ -200,15 +190,14 @@ def last_sampled_records(store: StepStore, rows: np.ndarray | list[int], record:
 
     Walks back from `record` one record at a time and stops once every position is
     found, so positions sampled recently cost one record each; the worst case reads the
-    top-k of every earlier record (one (N, K) slice at a time, never the whole run).
+    candidate bitmap (N/8 bytes) of every earlier record, never a candidate.
     """
     rows = _rows(rows)
     record = _check_record(rows, record)
-    top_probs = store.column("top_probs")
     last = np.full(store.layout.seq_len, -1, dtype=np.int32)
     missing = np.ones(store.layout.seq_len, dtype=bool)
     for i in range(record, -1, -1):
-        hit = missing & _computed(top_probs[rows[i]])
+        hit = missing & store.candidate_mask(int(rows[i]))
         last[hit] = i
         missing &= ~hit
         if not missing.any():

@@ -10,13 +10,26 @@ One file, laid out so that opening it maps the arrays instead of reading them:
     16      8     header length H in bytes, uint64 little-endian
     24      H     header: UTF-8 JSON (below)
     ...           zero padding to a multiple of 64
-    c.offset      column c's rows, raw C-order little-endian bytes, each column
-                  starting on a 64-byte boundary; the last one ends at `data_end`,
-                  which is the file size
+    c.offset      array c, raw C-order little-endian bytes, each starting on a
+                  64-byte boundary; the last one ends at `data_end`, which is the
+                  file size
+
+The arrays are the step store's (store.step_store), in this order:
+
+    row-indexed (count rows)   tokens, confidence, score, entropy, flags,
+                               SCALAR_FIELDS..., branch_index,
+                               cand_start (int64), cand_count (int32),
+                               cand_bits (N/8 uint8: np.packbits of "has candidates")
+    pool (pool_count entries)  cand_ids (M, K) ids, cand_probs (M, K) float16
+
+so a record's candidates are pool[cand_start : cand_start + cand_count], one per set
+bit of cand_bits, in position order; rows may share entries (a 'remask' record
+repeating its prediction's candidates).
 
 The header holds `format`, `format_version`, `app_version`, `created`, `layout`
-(RecordLayout.to_dict), `count` (rows), `columns` (a table of name, dtype as numpy's
-`dtype.str`, shape, offset, nbytes and crc32 as 8 hex digits), `data_end`, `settings`
+(RecordLayout.to_dict), `count` (rows), `pool_count` (pool entries), `columns` (a table
+of every array: name, dtype as numpy's `dtype.str`, shape, offset, nbytes and crc32 as
+8 hex digits; pool arrays last), `data_end`, `settings`
 (the generation settings the session was saved with), `model` (path, sha256 of the
 checkpoint, free-form info), `vocab` (itos, model_vocab_size), `mask_id` and `tree`
 (StepStore.tree(): each branch's id, parent, fork_record, settings, label, edits, rows)
@@ -27,9 +40,14 @@ branches may remain in the columns, named by no branch.
 
 Opening checks the magic, the version, the header checksum and JSON, that every column
 lies inside the file (a file cut short is refused, not half-read) and that the branch
-tree only names rows that exist; then one read-only mmap backs every column, so a
-16,384-token x 1,000-record session (about 670 MB) opens in milliseconds and pages in
-only what is looked at. Column checksums are verified on open when the data is small
+tree only names rows that exist; then one read-only mmap backs every array, so a
+session larger than memory opens in milliseconds and pages in only what is looked at
+(the offsets and bitmaps, 12 bytes per record plus N/8, are read once to check them).
+
+Format version 1 (READABLE_VERSIONS) had no pool: dense top_ids / top_probs (count, N, K)
+columns and uint16 ids. Such a file opens into the same store: its dense columns stay
+mapped (tokens cast to this layout's id dtype), its candidates are compacted into memory
+one record at a time. Saving always writes version 2. Column checksums are verified on open when the data is small
 (VERIFY_LIMIT_BYTES) and on request (`verify_session`) otherwise.
 
 Saving is atomic: the file is written beside the target under a temporary name,
@@ -61,15 +79,16 @@ from typing import BinaryIO
 import numpy as np
 
 import dpgviz
-from dpgviz.core.records import RecordLayout
+from dpgviz.core.records import SCALAR_FIELDS, RecordLayout
 from dpgviz.core.vocab import Vocabulary
-from dpgviz.store.step_store import Branch, StepStore
+from dpgviz.store.step_store import POOL_FIELDS, Branch, StepStore
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"\x89DPGVIZ\n"
 FORMAT_NAME = "dpgviz-session"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: candidates in a pool (cand_*), ids uint8 when they fit; 1: dense top_ids/top_probs
+READABLE_VERSIONS = (1, 2)
 SUFFIX = ".dpgviz"  # suggested file extension; any name opens
 _PREFIX = struct.Struct("<8sIIQ")  # magic, format version, header crc32, header length
 ALIGN = 64  # column alignment: cache lines, and any SIMD load of a column start
@@ -300,9 +319,11 @@ def save_session(
     into new arrays, leaving the ones held here intact); later rows are left out.
     """
     path = Path(path)
-    layout, count = store.layout, len(store)
-    columns = {name: _little_endian(col[:count]) for name, col in list(store.columns.items())}
-    tree = [{**b, "rows": [r for r in b["rows"] if r < count]} for b in store.tree()]
+    frozen = store.view()  # the rows present now and the pool entries they use
+    layout, count = frozen.layout, len(frozen)
+    columns = {name: _little_endian(col) for name, col in frozen.columns.items()}
+    columns.update({name: _little_endian(arr) for name, arr in frozen.pool.items()})  # pool last
+    tree = frozen.tree()
     if vocab.n_ids > layout.n_ids or vocab.mask_id >= layout.n_ids:
         raise SessionError(f"vocabulary has {vocab.n_ids} ids but the records were laid out for {layout.n_ids}")
     table, offset = [], 0  # offsets are made absolute once the header length is known
@@ -325,6 +346,7 @@ def save_session(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "layout": layout.to_dict(),
         "count": count,
+        "pool_count": frozen.pool_count,
         "columns": table,
         "data_end": 0,
         "settings": dict(settings or {}),
@@ -405,7 +427,7 @@ def read_header(path: str | Path) -> dict:
             magic, version, header_crc, header_len = _PREFIX.unpack(head)
             if magic != MAGIC:
                 raise SessionError(f"{path} is not a dpgviz session{_guess_kind(head)}")
-            if version != FORMAT_VERSION:
+            if version not in READABLE_VERSIONS:
                 newer = "newer than" if version > FORMAT_VERSION else "older than"
                 raise SessionError(
                     f"{path} is a session of format version {version}, {newer} the version {FORMAT_VERSION} "
@@ -426,7 +448,8 @@ def read_header(path: str | Path) -> dict:
         header = json.loads(blob.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SessionError(f"{path} is corrupt (header is not JSON: {exc})") from None
-    _check_header(path, header, size, _aligned(_PREFIX.size + header_len))
+    _check_header(path, header, size, _aligned(_PREFIX.size + header_len), version)
+    header["format_version"] = version  # the prefix's, which decides how the arrays read
     return header
 
 
@@ -440,7 +463,7 @@ def _guess_kind(head: bytes) -> str:
     return ""
 
 
-def _check_header(path: Path, header: dict, size: int, data_start: int) -> None:
+def _check_header(path: Path, header: dict, size: int, data_start: int, version: int = FORMAT_VERSION) -> None:
     """Refuse a header that does not describe a complete, consistent session file."""
 
     def bad(why: str) -> SessionError:
@@ -464,6 +487,9 @@ def _check_header(path: Path, header: dict, size: int, data_start: int) -> None:
     if size > header["data_end"]:
         raise bad(f"{size - header['data_end']} unexpected bytes after the data")
     count = header["count"]
+    pool_count = header.get("pool_count", 0)
+    if version >= 2 and not isinstance(pool_count, int):
+        raise bad("header field 'pool_count' is missing or not a int")
     for entry in header["columns"]:
         try:
             name, dtype, shape = str(entry["name"]), np.dtype(entry["dtype"]), tuple(int(s) for s in entry["shape"])
@@ -471,8 +497,9 @@ def _check_header(path: Path, header: dict, size: int, data_start: int) -> None:
             int(entry["crc32"], 16)
         except (KeyError, TypeError, ValueError) as exc:
             raise bad(f"column table entry {entry!r} is malformed ({exc})") from None
-        if not shape or shape[0] != count:
-            raise bad(f"column {name} has shape {shape}, expected {count} rows")
+        rows = pool_count if version >= 2 and name in POOL_FIELDS else count
+        if not shape or shape[0] != rows:
+            raise bad(f"column {name} has shape {shape}, expected {rows} rows")
         if nbytes != int(np.prod(shape)) * dtype.itemsize:
             raise bad(f"column {name} says {nbytes} bytes for shape {shape} {dtype}")
         if offset < data_start or offset % ALIGN or offset + nbytes > header["data_end"]:
@@ -520,12 +547,22 @@ def open_session(path: str | Path, *, verify: bool | None = None) -> Session:
             ).reshape(e["shape"])
             for e in header["columns"]
         }
+        for name, dtype in SCALAR_FIELDS.items():
+            if name not in columns:  # a scalar added after the file was written (block offset...): 0 there
+                columns[name] = np.zeros(count, dtype)
+        pool = None
+        if header["format_version"] >= 2:
+            pool = {name: columns.pop(name) for name in POOL_FIELDS if name in columns}
+        elif "tokens" in columns and columns["tokens"].dtype != layout.id_dtype:
+            # Format 1 stored uint16 ids even where uint8 fits: a copy of this one column
+            # (count x N bytes); the candidates are compacted by from_columns.
+            columns["tokens"] = columns["tokens"][:count].astype(layout.id_dtype)
         try:
-            store = StepStore.from_columns(layout, columns, count, tree, mask_id=vocab.mask_id)
+            store = StepStore.from_columns(layout, columns, count, tree, mask_id=vocab.mask_id, pool=pool)
         except ValueError as exc:
             raise SessionError(f"{path} does not match its layout ({exc})") from None
     except BaseException:
-        columns = store = None  # release the views before closing the map
+        columns = pool = store = None  # release the views before closing the map
         with contextlib.suppress(BufferError):
             mm.close()
         raise
