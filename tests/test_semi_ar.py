@@ -274,6 +274,9 @@ def test_cli_generates_past_the_block_size_in_blocks(tiny128, tmp_path):
     shown = cli("show", str(out), "--json")
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["records"] == records  # the session composes the same way
+    exported = cli("export", str(out), "--format", "text", "--out", str(tmp_path / "final.txt"))
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "final.txt").read_text(encoding="utf-8") == text
 
     auto = cli("generate", "--model", str(tiny128), "--length", "300", "--steps", "2", "--device", "cpu")
     assert auto.returncode == 0, auto.stderr

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dpgviz.core.records import FLAG_MASKED, FLAG_NEW, FLAG_REMASKED, KINDS
+from dpgviz.store.blocks import compose
 from dpgviz.store.session import Progress, Session, atomic_writer
 
 # Per-step statistics, in column order. mean_* are over the cells that have the value:
@@ -38,7 +39,14 @@ _CHUNK_CELLS = 4 * 1024 * 1024  # cells per chunk of rows: ~8 MB of float16 per 
 
 
 def record_text(session: Session, branch: str | None = None, record: int | None = None) -> str:
-    """Text of one record of a branch (default: the last), masks as U+2588, newlines as is."""
+    """Text of one record of a branch (default: the last), masks as U+2588, newlines as is.
+
+    A block run's record holds one block: its text is the whole sequence composed at that
+    record (store.blocks), so the last record's is the finished text.
+    """
+    if session.store.layout.is_blocks:
+        rows, index = session.rows(branch), session.record_index(branch, record)
+        return session.vocab.decode(compose(session.store, rows, index, "tokens", session.vocab.mask_id))
     row = session.record_row(branch, record)
     return session.vocab.decode(session.store.get("tokens", row))
 
@@ -126,6 +134,7 @@ def write_json(session: Session, out: str | Path, branch: str | None = None, pro
         "fork_record": b.fork_record,
         "settings": b.settings,
         "seq_len": session.store.layout.seq_len,
+        "total_len": session.store.layout.total_len,  # > seq_len for a block run: stats are per block record
         "columns": list(STAT_COLUMNS),
         "steps": step_stats(session, b.id, progress),
     }
