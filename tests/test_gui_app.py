@@ -674,3 +674,29 @@ def test_resample_preview_is_labelled_and_changes_nothing_stored(app: App, model
     ws.clear_preview()
     app.frame()
     assert "PREVIEW" not in dpg.get_value(app.canvas._info)
+
+
+def test_a_run_longer_than_the_block_size_goes_in_blocks_and_shows_whole(app: App, models_dir: Path) -> None:
+    from dpgviz.core.records import run_record_count
+
+    ensure_model(app, models_dir)  # the tiny model: block size 256
+    ws = app.workspace
+    long = GenerationSettings(length=600, steps=3, seed=2)
+    app.settings.write(long)
+    click(app.settings.start_button)
+    assert ws.is_running
+    run_until(app, lambda: not ws.is_running, timeout_s=120)
+    blocks = long.with_default_blocks(256)
+    assert ws.store.layout.seq_len == 256 and ws.store.layout.total_len == 600
+    assert ws.n_records() == run_record_count(blocks) == 3 * 7
+    app.frame()
+    shown = ws.shown()
+    assert shown.seq_len == 600 and shown.n_masked == 0 and "block 3 of 3" in dpg.get_value(app.canvas._info)
+    assert app.canvas.layout.seq_len == 600
+    set_slider(app, 8)  # block 2's first prediction: block 1 finished, block 3 not started
+    shown = ws.shown()
+    tokens = shown.get("tokens")
+    assert (tokens[:256] != ws.vocab.mask_id).all() and (tokens[512:] == ws.vocab.mask_id).all()
+    info = ws.token_info(300)  # a position of block 2, from its own records
+    assert info is not None and info.pos == 300 and info.candidates
+    assert ws.token_info(550).sampled_label.startswith("block 3 has not started")

@@ -12,7 +12,6 @@ from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_NEW, FLAG_PROTECT
 from dpgviz.gui import palette
 from dpgviz.gui.layout import (
     _wrap_mixed,
-    _wrap_uniform,
     char_table,
     grid_layout,
     pos_at,
@@ -78,10 +77,16 @@ def test_uniform_and_mixed_wrapping_agree(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n, cols = 500, int(rng.integers(3, 40))
     breaks = rng.random(n) < 0.05
-    row_u, col_u = _wrap_uniform(n, 1, cols, breaks)
-    row_m, col_m = _wrap_mixed(np.ones(n, np.int64), cols, breaks)
-    assert row_u.tolist() == row_m.tolist()
-    assert col_u.tolist() == col_m.tolist()
+    for width in (1, 2):  # the uniform path (row_first only, rows built per slice) vs the general one
+        uniform = wrap(width, cols, breaks, n=n)
+        assert uniform.slot == width
+        row_m, col_m = _wrap_mixed(np.full(n, width, np.int64), cols, breaks)
+        assert uniform.row.tolist() == row_m.tolist()
+        assert uniform.col.tolist() == col_m.tolist()
+        sl = uniform.positions(3, 9)  # a slice computes the same rows and columns as the whole
+        rows, cols_, widths = uniform.span(sl)
+        assert rows.tolist() == row_m[sl].tolist() and cols_.tolist() == col_m[sl].tolist()
+        assert (widths == width).all()
 
 
 def _assert_pos_at_inverts_cell_of(layout) -> None:
@@ -297,3 +302,17 @@ def test_overlay_tints_are_translucent_entries_after_the_cells() -> None:
     assert colors[palette.OVERLAY_CLEAR][3] == 0  # draws nothing
     assert 0 < colors[palette.OVERLAY_SELECTED][3] < 255 and 0 < colors[palette.OVERLAY_DIFFERS][3] < 255
     assert all(c[3] == 255 for c in colors[: len(palette.COLORS)])  # cells are opaque
+
+
+def test_float16_level_table_matches_the_exports_quantisation() -> None:
+    from dpgviz.core import palette as shared
+
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.normal(0.5, 0.6, 5000), [np.nan, np.inf, -np.inf, 0.0, 1.0, -0.0]]).astype(np.float16)
+    flags = np.where(rng.random(len(values)) < 0.3, FLAG_MASKED, 0).astype(np.uint8)
+    for lo, hi in ((0.0, 1.0), (0.0, 4.17)):
+        got = palette.level_indices(values, flags, lo, hi)
+        finite = np.isfinite(values.astype(np.float32))
+        want = np.where(finite, palette.LEVEL0 + shared.value_levels(values, lo, hi),
+                        np.where(flags & FLAG_MASKED, palette.MASKED, palette.NO_VALUE))
+        assert np.array_equal(got, want)

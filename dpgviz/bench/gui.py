@@ -111,7 +111,7 @@ def measure(tokens: int, steps: int, frames: int, switch_sizes: tuple[int, ...])
                 for i in range(min(frames, 200)):
                     app.view.select(i % n, n)
                     t = time.perf_counter()
-                    app.canvas.refresh(app.workspace.store, app.workspace.current_row(), app.view)
+                    app.canvas.refresh(app.workspace.shown(), app.view)
                     samples.append(time.perf_counter() - t)
                     app.frame()
                 name = f"switch_py_ms[{size}{',' + mode_key if mode_key != 'state' else ''}{',text' if text_mode else ''}]"

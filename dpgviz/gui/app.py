@@ -311,7 +311,7 @@ class App:
         """Push the current state into every panel (each skips what did not change); True if the canvas drew."""
         ws = self.workspace
         drew = self.canvas.refresh(
-            ws.store, ws.current_row(), self.view, highlight=ws.preview_changes(), extras=ws.cell_extras(self.view.color_mode)
+            ws.shown(), self.view, highlight=ws.preview_changes(), extras=ws.cell_extras(self.view.color_mode)
         )
         self.timeline.refresh(ws.store, self.view, ws.expected_records())
         self.edit_bar.refresh()

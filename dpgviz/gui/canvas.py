@@ -27,7 +27,7 @@ import math
 import dearpygui.dearpygui as dpg
 import numpy as np
 
-from dpgviz.core.records import FLAG_REMASKED, KINDS
+from dpgviz.core.records import FLAG_REMASKED
 from dpgviz.core.vocab import Vocabulary
 from dpgviz.gui import palette
 from dpgviz.gui.layout import (
@@ -42,15 +42,18 @@ from dpgviz.gui.layout import (
 )
 from dpgviz.gui.theme import MONO_FONT_PX, Fonts, canvas_plot_theme
 from dpgviz.gui.view_state import ViewState
-from dpgviz.gui.workspace import NO_EXTRAS, CellExtras
-from dpgviz.store.step_store import StepStore
+from dpgviz.gui.workspace import NO_EXTRAS, CellExtras, ShownRecord
 
 log = logging.getLogger(__name__)
 
-ROW_HEIGHT = 1.35  # row pitch in font pixels: room between lines of text
+# Row pitch in font pixels. 1.0: a row is one line of text, so each ink's text is ONE
+# multi-line draw_text item (ImGui advances a line by the font size): a step switch sets
+# three strings, not three per row. The font's own ascent and descent space the lines.
+ROW_HEIGHT = 1.0
 MAX_SLOT_WIDTH = 8  # widest grid slot (cells) for subword tokens; longer strings are cut
 SCROLLBAR_PX = 18
 ZOOM_RANGE = (6, 40)  # font pixels of the canvas text; cells scale with it
+MEASURE_EVERY = 30  # frames between plot size reads when the viewport did not change
 
 
 
@@ -91,14 +94,15 @@ class TokenCanvas:
         self._overlay_key: tuple | None = None
         self._scroll: int | str = 0
         self._info: int | str = 0
-        self._light_items: list[int | str] = []
-        self._dark_items: list[int | str] = []
-        self._ghost_items: list[int | str] = []  # glyphs of tokens just remasked, in the remask colour
-        self._light_rows: list[str] = []
-        self._dark_rows: list[str] = []
-        self._ghost_rows: list[str] = []
+        # One multi-line text item per ink: light over dark cells, dark over light ones, and the
+        # glyphs remasked cells held, in the remask colour (see ROW_HEIGHT).
+        self._text_items: dict[str, int | str] = {}
+        self._texts: dict[str, str] = {}
         self._advance_ratio: float | None = None  # glyph advance / font pixel size
         self._metrics: tuple[int, int, int] = (0, 0, 0)  # plot width, height (px), font size (px)
+        self._measured_for: tuple | None = None  # (viewport size, font px) the plot was last measured at
+        self._plot_px: tuple[float, float] = (0.0, 0.0)
+        self._frames_since_measure = 0
         self._grid: CellLayout | None = None
         self._drawn_key: tuple | None = None
         self._heat_shape: tuple[int, int] = (0, 0)
@@ -180,9 +184,17 @@ class TokenCanvas:
                 return False
             # Advance per pixel of font size: the same at every size for a monospace font.
             self._advance_ratio = size[0] / len(probe) / (MONO_FONT_PX if self.fonts.mono else 13)
-        w, h = dpg.get_item_rect_size(self.plot)
-        if w <= 0 or h <= 0:
-            return False
+        # The plot's size changes only with the viewport (the panels around it are fixed), so
+        # it is read (a costly item-state query) when the viewport's size or the zoom changed,
+        # and every MEASURE_EVERY frames in case; otherwise the last size stands.
+        viewport = (dpg.get_viewport_client_width(), dpg.get_viewport_client_height())
+        self._frames_since_measure += 1
+        if (viewport, font_px) != self._measured_for or self._frames_since_measure >= MEASURE_EVERY:
+            w, h = dpg.get_item_rect_size(self.plot)
+            if w <= 0 or h <= 0:
+                return False
+            self._measured_for, self._frames_since_measure, self._plot_px = (viewport, font_px), 0, (w, h)
+        w, h = self._plot_px
         if (w, h, font_px) != self._metrics:
             self._metrics = (int(w), int(h), font_px)
             self._x_range = w / (self._advance_ratio * font_px)  # cells across the plot
@@ -191,27 +203,20 @@ class TokenCanvas:
             self.view_rows = max(1, int(self._y_range))
             dpg.set_axis_limits(self._x_axis, 0.0, self._x_range)
             dpg.set_axis_limits(self._y_axis, -self._y_range, 0.0)
-            self._ensure_text_items(math.ceil(self._y_range))
+            self._ensure_text_items()
             self._grid = None
         return True
 
-    def _ensure_text_items(self, n_rows: int) -> None:
-        """Two text items per visible row; created on first use and when the view grows."""
+    def _ensure_text_items(self) -> None:
+        """The three text items (one per ink), made once the glyph metrics are known."""
+        if self._text_items:
+            return
         size = 1.0 / self._advance_ratio  # x units -> font pixels: one cell = one advance (module doc)
-        dy = (ROW_HEIGHT - 1.0) / 2 / ROW_HEIGHT  # centre a line of text in its row (row units)
-        for row in range(len(self._light_items), n_rows):
-            for items, color in (
-                (self._light_items, palette.LIGHT_TEXT),
-                (self._dark_items, palette.DARK_TEXT),
-                (self._ghost_items, palette.GHOST_TEXT),
-            ):
-                item = dpg.draw_text((0.0, -row - dy), "", size=size, color=color, parent=self.plot)
-                if self.fonts.mono:
-                    dpg.bind_item_font(item, self.fonts.mono)
-                items.append(item)
-            self._light_rows.append("")
-            self._dark_rows.append("")
-            self._ghost_rows.append("")
+        for ink, color in (("light", palette.LIGHT_TEXT), ("dark", palette.DARK_TEXT), ("ghost", palette.GHOST_TEXT)):
+            item = dpg.draw_text((0.0, 0.0), "", size=size, color=color, parent=self.plot)
+            if self.fonts.mono:
+                dpg.bind_item_font(item, self.fonts.mono)
+            self._text_items[ink], self._texts[ink] = item, ""
 
     # -- scrolling -----------------------------------------------------------------
     def scroll_by(self, view: ViewState, rows: int) -> None:
@@ -246,23 +251,22 @@ class TokenCanvas:
         return self._scroll
 
     # -- drawing -------------------------------------------------------------------
-    def _layout_for(self, store: StepStore, row: int, text_mode: bool) -> CellLayout:
+    def _layout_for(self, shown: ShownRecord, text_mode: bool) -> CellLayout:
         vocab = self.vocab
         if text_mode:
-            return text_layout(store.get("tokens", row), vocab.widths, vocab.newline_id, self.cols)
-        if self._grid is None or self._grid.seq_len != store.layout.seq_len or self._grid.cols != self.cols:
-            self._grid = grid_layout(store.layout.seq_len, self.cols, vocab.slot_width)
+            return text_layout(shown.get("tokens"), vocab.widths, vocab.newline_id, self.cols)
+        if self._grid is None or self._grid.seq_len != shown.seq_len or self._grid.cols != self.cols:
+            self._grid = grid_layout(shown.seq_len, self.cols, vocab.slot_width)
         return self._grid
 
     def refresh(
         self,
-        store: StepStore | None,
-        row: int | None,
+        shown: ShownRecord | None,
         view: ViewState,
         highlight: np.ndarray | None = None,
         extras: CellExtras = NO_EXTRAS,
     ) -> bool:
-        """Draw store row `row` if it, the mode, layout or scroll changed. True when it drew.
+        """Draw the record `shown` if it, the mode, layout or scroll changed. True when it drew.
 
         The selection (view.selection()) and `highlight` (bool per position: cells to tint,
         the same array object while it means the same) are tinted over the cells. `extras`
@@ -270,47 +274,45 @@ class TokenCanvas:
         """
         if not self._measure(view.font_px):
             return False
-        if store is None or row is None or self.vocab is None:
+        if shown is None or self.vocab is None:
             if self._drawn_key != ("empty",):
                 self._clear()
                 self._drawn_key = ("empty",)
             return False
-        drew = self._refresh_cells(store, row, view, extras)
+        drew = self._refresh_cells(shown, view, extras)
         self._refresh_overlay(view.selection(), highlight)
         return drew
 
-    def _refresh_cells(self, store: StepStore, row: int, view: ViewState, extras: CellExtras) -> bool:
-        layout = self._layout_for(store, row, view.text_mode)
+    def _refresh_cells(self, shown: ShownRecord, view: ViewState, extras: CellExtras) -> bool:
+        layout = self._layout_for(shown, view.text_mode)
         top, r1 = visible_rows(view.top_row, self.view_rows, layout.n_rows)
         view.top_row = top
-        r1 = min(layout.n_rows, top + len(self._light_items))  # draw the partly visible last row too
-        key = (id(store), row, view.color_mode, view.text_mode, self._metrics, top, r1, id(self.vocab), extras.key)
+        r1 = min(layout.n_rows, top + math.ceil(self._y_range))  # the partly visible last row too
+        key = (shown.key, view.color_mode, view.text_mode, self._metrics, top, r1, id(self.vocab), extras.key)
         if key == self._drawn_key:
             return False
-        self._draw(store, row, view, layout, top, r1, extras)
+        self._draw(shown, view, layout, top, r1, extras)
         self._update_scrollbar(top, layout.n_rows)
-        self._update_info(store, row, view, extras.label)
+        self._update_info(shown, extras.label)
         self._drawn_key = key
-        self.shown_row = row
+        self.shown_row = shown.row
         self.layout = layout
         self.visible = (top, r1)
         self.redraws += 1
         return True
 
-    def _draw(
-        self, store: StepStore, row: int, view: ViewState, layout: CellLayout, r0: int, r1: int, extras: CellExtras
-    ) -> None:
+    def _draw(self, shown: ShownRecord, view: ViewState, layout: CellLayout, r0: int, r1: int, extras: CellExtras) -> None:
         mode = palette.for_vocab(palette.MODE_BY_KEY[view.color_mode], self.vocab.size)
         sl = layout.positions(r0, r1)
-        flags = store.get("flags", row)[sl]
+        flags = shown.get("flags")[sl]
         arrays = {"flags": flags}
         if mode.field is not None:
             source = extras.arrays.get(mode.field)  # derived modes: the workspace computed it
-            arrays[mode.field] = source[sl] if source is not None else store.get(mode.field, row)[sl]
+            arrays[mode.field] = source[sl] if source is not None else shown.get(mode.field)[sl]
         colors = palette.mode_indices(mode, arrays)
         if mode.field is not None:  # edited and protected cells show as such in every mode
             colors = palette.with_hand_marks(colors, flags)
-        tokens = store.get("tokens", row)[sl]
+        tokens = shown.get("tokens")[sl]
         preview = extras.arrays.get("preview")  # a re-sample preview's tokens (-1: none drawn there)
         if preview is not None:
             tokens = np.where(preview[sl] >= 0, preview[sl], tokens)
@@ -332,12 +334,12 @@ class TokenCanvas:
         dpg.set_value(self._heat, [palette.heat_values(color).ravel()])
         on_light = palette.TEXT_ON_LIGHT[color]
         if ghost_cells is not None:
-            self._push_rows(self._ghost_items, self._ghost_rows, row_strings(np.where(ghost_cells, chars, " ")))
+            self._set_text("ghost", row_strings(np.where(ghost_cells, chars, " ")))
             chars = np.where(ghost_cells, " ", chars)
         else:
-            self._push_rows(self._ghost_items, self._ghost_rows, [])
-        self._push_rows(self._dark_items, self._dark_rows, row_strings(np.where(on_light, chars, " ")))
-        self._push_rows(self._light_items, self._light_rows, row_strings(np.where(on_light, " ", chars)))
+            self._set_text("ghost", [])
+        self._set_text("dark", row_strings(np.where(on_light, chars, " ")))
+        self._set_text("light", row_strings(np.where(on_light, " ", chars)))
 
     def _refresh_overlay(self, selection: tuple[int, int] | None, highlight: np.ndarray | None) -> None:
         """Tint the selected and the highlighted cells of the rows drawn (only when either changed)."""
@@ -418,20 +420,17 @@ class TokenCanvas:
         font_px = self._metrics[2]
         return x0 + (col + 0.5) * self._advance_ratio * font_px, y0 + (row - self.visible[0] + 0.5) * font_px * ROW_HEIGHT
 
-    @staticmethod
-    def _push_rows(items: list, current: list[str], rows: list[str]) -> None:
-        """Set each row's text item, skipping rows whose text did not change (per row, not per token)."""
-        for i, item in enumerate(items):
-            text = rows[i] if i < len(rows) else ""
-            if text != current[i]:
-                dpg.configure_item(item, text=text)
-                current[i] = text
+    def _set_text(self, ink: str, rows: list[str]) -> None:
+        """One ink's rows as one multi-line string, pushed only when it changed."""
+        text = "\n".join(rows)
+        if text != self._texts.get(ink):
+            dpg.configure_item(self._text_items[ink], text=text)
+            self._texts[ink] = text
 
     def _clear(self) -> None:
         dpg.set_value(self._heat, [palette.heat_values(np.zeros(self._heat_shape[0] * self._heat_shape[1] or 1)).ravel()])
-        self._push_rows(self._light_items, self._light_rows, [])
-        self._push_rows(self._dark_items, self._dark_rows, [])
-        self._push_rows(self._ghost_items, self._ghost_rows, [])
+        for ink in self._text_items:
+            self._set_text(ink, [])
         self.layout = None
         self.shown_row = None
 
@@ -440,13 +439,12 @@ class TokenCanvas:
         dpg.configure_item(self._scroll, max_value=top_max, show=top_max > 0)
         dpg.set_value(self._scroll, top_max - top)
 
-    def _update_info(self, store: StepStore, row: int, view: ViewState, label: str = "") -> None:
-        kind = KINDS[int(store.columns["kind"][row])]
-        n = store.layout.seq_len
-        n_masked = int(store.columns["n_masked"][row])
-        steps = store.branches[view.branch].settings.get("steps", "?")
+    def _update_info(self, shown: ShownRecord, label: str = "") -> None:
+        n, n_masked = shown.seq_len, shown.n_masked
         dpg.set_value(
             self._info,
-            f"iteration {int(store.columns['iteration'][row]) + 1} of {steps}   |   {kind}   |   "
-            f"{n_masked} of {n} masked   |   {n - n_masked} visible" + (f"   |   {label}" if label else ""),
+            f"iteration {shown.iteration + 1} of {shown.steps}   |   {shown.kind}   |   "
+            + (f"{shown.block}   |   " if shown.block else "")
+            + f"{n_masked} of {n} masked   |   {n - n_masked} visible"
+            + (f"   |   {label}" if label else ""),
         )

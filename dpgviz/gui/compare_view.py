@@ -22,7 +22,7 @@ from dpgviz.gui.canvas import TokenCanvas
 from dpgviz.gui.status import INFO_COLOR, Cached
 from dpgviz.gui.theme import Fonts
 from dpgviz.gui.view_state import ViewState
-from dpgviz.gui.workspace import Workspace
+from dpgviz.gui.workspace import ShownRecord, Workspace
 
 WINDOW_SIZE = (1240, 720)
 OPEN, CLOSE = "\u27e6", "\u27e7"  # white square brackets around a differing stretch
@@ -57,6 +57,7 @@ class CompareView:
         self.highlight: np.ndarray | None = None  # positions whose tokens differ at the shown iteration
         self._diff_key: tuple | None = None
         self._vocab_key: int | None = None
+        self._is_shown = False
 
     def build(self) -> None:
         with dpg.window(
@@ -79,14 +80,17 @@ class CompareView:
     def show(self) -> None:
         dpg.show_item(self.window)
         dpg.focus_item(self.window)
+        self._is_shown = True
 
     def close(self) -> None:
         self.workspace.compare = None
         dpg.hide_item(self.window)
+        self._is_shown = False
 
     @property
     def is_shown(self) -> bool:
-        return bool(self.window) and dpg.is_item_shown(self.window)
+        """Kept here rather than asked of Dear PyGui every frame (the window's X calls close())."""
+        return self._is_shown
 
     def refresh(self, color_mode: str) -> None:
         """Once a frame: both panes at the shown iteration, the tint where they differ, the diff."""
@@ -94,6 +98,7 @@ class CompareView:
         if ws.compare is None or ws.store is None or ws.vocab is None:
             if self.is_shown:
                 dpg.hide_item(self.window)
+                self._is_shown = False
             return
         if not self.is_shown:
             self.show()
@@ -110,7 +115,7 @@ class CompareView:
             self.highlight = store.get("tokens", rows[0]) != store.get("tokens", rows[1])
         for pane, view, branch, row, title in zip(self.panes, self.views, ws.compare, rows, self.titles, strict=True):
             view.branch, view.color_mode, view.text_mode = branch, color_mode, ws.view.text_mode
-            pane.refresh(store, row, view, highlight=self.highlight)
+            pane.refresh(ShownRecord.of_row(store, row, branch), view, highlight=self.highlight)
             b = store.branches[branch]
             self._cache.set(title, f"{b.id}  {b.label or 'run ' + b.id}")
         iteration = int(store.columns["iteration"][rows[0]])

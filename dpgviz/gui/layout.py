@@ -17,20 +17,41 @@ vectorised; mixed widths wrap with one numpy search per row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 
-@dataclass(frozen=True)
 class CellLayout:
-    """Where each position sits: row, first column and width in cells."""
+    """Where each position sits: row, first column and width in cells.
 
-    cols: int
-    row: np.ndarray  # (N,) int64
-    col: np.ndarray  # (N,) int64 first cell of the token in its row
-    width: np.ndarray  # (N,) int64 cells the token takes
-    row_first: np.ndarray  # (n_rows + 1,) first position of each row; last entry = N
+    Built from `row_first` (the first position of each row) plus either one `slot` width
+    for every token (uniform: char-level vocabularies, every grid) or per-token arrays
+    (mixed widths). A uniform layout never materialises per-position arrays on the frame
+    path: `span(sl)` computes rows and columns for just the positions asked for (the
+    visible rows), so a 65,536-token text layout costs O(rows), not O(tokens). `row`,
+    `col` and `width` give the whole arrays, built once on first use (tests, tools).
+    """
+
+    def __init__(
+        self,
+        cols: int,
+        row_first: np.ndarray,
+        *,
+        slot: int | None = None,
+        row: np.ndarray | None = None,
+        col: np.ndarray | None = None,
+        width: np.ndarray | None = None,
+    ) -> None:
+        assert slot is not None or (row is not None and col is not None and width is not None), "slot or arrays"
+        self.cols = int(cols)
+        self.row_first = row_first  # (n_rows + 1,) first position of each row; last entry = N
+        self.slot = slot
+        # Uniform with no breaks (a grid): row p // per_row, no search needed; 0 otherwise.
+        self.per_row = 0
+        if slot is not None and len(row_first) > 2:
+            step = int(row_first[1] - row_first[0])
+            if step > 0 and np.array_equal(row_first[:-1], np.arange(len(row_first) - 1) * step):
+                self.per_row = step
+        self._row, self._col, self._width = row, col, width
 
     @property
     def n_rows(self) -> int:
@@ -38,7 +59,7 @@ class CellLayout:
 
     @property
     def seq_len(self) -> int:
-        return len(self.row)
+        return int(self.row_first[-1])
 
     def positions(self, r0: int, r1: int) -> slice:
         """Positions laid out in rows [r0, r1) (clipped to the layout)."""
@@ -46,8 +67,40 @@ class CellLayout:
         r1 = min(max(r1, r0), self.n_rows)
         return slice(int(self.row_first[r0]), int(self.row_first[r1]))
 
+    def span(self, sl: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, col, width) of the positions in `sl` (a slice of positions, in order)."""
+        if self.slot is None:
+            return self._row[sl], self._col[sl], self._width[sl]
+        pos = np.arange(sl.start, sl.stop, dtype=np.int64)
+        if self.per_row:  # a plain grid: every row full but the last
+            row, k = np.divmod(pos, self.per_row)
+            return row, k * self.slot, np.full(len(pos), self.slot, np.int64)
+        row = np.searchsorted(self.row_first, pos, side="right") - 1
+        return row, (pos - self.row_first[row]) * self.slot, np.full(len(pos), self.slot, np.int64)
+
+    def _whole(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._row is None:
+            self._row, self._col, self._width = self.span(slice(0, self.seq_len))
+        return self._row, self._col, self._width
+
+    @property
+    def row(self) -> np.ndarray:
+        """(N,) int64 row of each position (built on first use for uniform layouts)."""
+        return self._whole()[0]
+
+    @property
+    def col(self) -> np.ndarray:
+        """(N,) int64 first cell of each token in its row."""
+        return self._whole()[1]
+
+    @property
+    def width(self) -> np.ndarray:
+        """(N,) int64 cells each token takes."""
+        return self._whole()[2]
+
     def cell_of(self, pos: int) -> tuple[int, int]:
-        return int(self.row[pos]), int(self.col[pos])
+        row, col, _ = self.span(slice(pos, pos + 1))
+        return int(row[0]), int(col[0])
 
     def same_as(self, other: CellLayout | None) -> bool:
         """True when `other` places every position in the same cell (cheap for equal objects)."""
@@ -55,9 +108,12 @@ class CellLayout:
             return False
         if other is self:
             return True
+        if self.cols != other.cols or not np.array_equal(self.row_first, other.row_first):
+            return False
+        if self.slot is not None and self.slot == other.slot:
+            return True
         return (
-            self.cols == other.cols
-            and np.array_equal(self.row, other.row)
+            np.array_equal(self.row, other.row)
             and np.array_equal(self.col, other.col)
             and np.array_equal(self.width, other.width)
         )
@@ -68,21 +124,23 @@ def _row_first(row: np.ndarray, n_rows: int) -> np.ndarray:
     return np.searchsorted(row, np.arange(n_rows + 1), side="left").astype(np.int64)
 
 
-def _wrap_uniform(n: int, width: int, cols: int, breaks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and columns for tokens of one width; `breaks[p]` ends a row after position p."""
+def _uniform_row_first(n: int, width: int, cols: int, breaks: np.ndarray | None) -> np.ndarray:
+    """First position of each row for tokens of one width; `breaks[p]` ends a row after p.
+
+    O(lines + rows), never O(tokens) beyond finding the breaks: each line (a run ending
+    at a break) takes ceil(len / per_row) rows starting every per_row positions.
+    """
     per_row = max(1, cols // width)
-    pos = np.arange(n, dtype=np.int64)
-    if breaks is None or not breaks[:-1].any():
-        return pos // per_row, (pos % per_row) * width
-    # Line index of each position: breaks strictly before it.
+    if breaks is None:
+        return np.append(np.arange(0, n, per_row, dtype=np.int64), n) if n else np.zeros(1, np.int64)
     ends = np.flatnonzero(breaks[:-1])  # a break after the last token starts no new line
-    line_start = np.concatenate(([0], ends + 1))  # (L,)
-    line_len = np.diff(np.concatenate((line_start, [n])))  # (L,)
-    line = np.repeat(np.arange(len(line_start)), line_len)  # (N,)
-    offset = pos - line_start[line]
-    rows_per_line = np.maximum(1, -(-line_len // per_row))  # ceil
-    first_row = np.concatenate(([0], np.cumsum(rows_per_line)[:-1]))
-    return first_row[line] + offset // per_row, (offset % per_row) * width
+    line_start = np.concatenate(([0], ends + 1)).astype(np.int64)  # (L,)
+    line_len = np.diff(np.append(line_start, n))  # (L,)
+    rows_per_line = np.maximum(1, -(-line_len // per_row))  # ceil; an empty line still takes a row
+    line_of_row = np.repeat(np.arange(len(line_start)), rows_per_line)  # (R,)
+    first_row = np.cumsum(rows_per_line) - rows_per_line  # (L,) first row of each line
+    starts = line_start[line_of_row] + (np.arange(len(line_of_row)) - first_row[line_of_row]) * per_row
+    return np.append(starts, n).astype(np.int64)
 
 
 def _wrap_mixed(widths: np.ndarray, cols: int, breaks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -108,34 +166,49 @@ def _wrap_mixed(widths: np.ndarray, cols: int, breaks: np.ndarray | None) -> tup
     return row, col
 
 
-def wrap(widths: np.ndarray, cols: int, breaks: np.ndarray | None = None) -> CellLayout:
-    """Lay tokens of `widths` cells into rows of `cols` cells, ending rows after `breaks`."""
-    widths = np.asarray(widths, dtype=np.int64)
+def wrap(widths: np.ndarray | int, cols: int, breaks: np.ndarray | None = None, n: int | None = None) -> CellLayout:
+    """Lay tokens into rows of `cols` cells, ending rows after `breaks`.
+
+    `widths` is an int (every token that wide: pass `n`, the token count) or an array of
+    per-token widths; an array whose widths are all equal takes the uniform path too.
+    """
     cols = max(1, int(cols))
-    n = len(widths)
-    if n == 0:
-        empty = np.empty(0, np.int64)
-        return CellLayout(cols, empty, empty, empty, np.zeros(1, np.int64))
     if breaks is not None:
         breaks = np.asarray(breaks, dtype=bool)
-    if (widths == widths[0]).all() and widths[0] <= cols:
-        row, col = _wrap_uniform(n, int(widths[0]), cols, breaks)
+    if np.ndim(widths) == 0:
+        width, n = int(widths), int(n if n is not None else (len(breaks) if breaks is not None else 0))
     else:
-        row, col = _wrap_mixed(widths, cols, breaks)
+        widths = np.asarray(widths, dtype=np.int64)
+        n = len(widths)
+        width = int(widths[0]) if n and (widths == widths[0]).all() else 0
+    if n == 0:
+        empty = np.empty(0, np.int64)
+        return CellLayout(cols, np.zeros(1, np.int64), row=empty, col=empty, width=empty)
+    if 0 < width <= cols:
+        return CellLayout(cols, _uniform_row_first(n, width, cols, breaks), slot=width)
+    row, col = _wrap_mixed(np.broadcast_to(np.asarray(widths, dtype=np.int64), (n,)), cols, breaks)
     n_rows = int(row[-1]) + 1
-    return CellLayout(cols, row, col, np.minimum(widths, cols), _row_first(row, n_rows))
+    w = np.minimum(np.broadcast_to(np.asarray(widths, dtype=np.int64), (n,)), cols)
+    return CellLayout(cols, _row_first(row, n_rows), row=row, col=col, width=np.ascontiguousarray(w))
 
 
 def grid_layout(seq_len: int, cols: int, slot_width: int = 1) -> CellLayout:
     """Fixed slots: position p sits in the same cell in every record."""
-    return wrap(np.full(seq_len, max(1, slot_width), np.int64), cols)
+    return wrap(max(1, slot_width), cols, n=seq_len)
 
 
 def text_layout(tokens: np.ndarray, id_widths: np.ndarray, newline_id: int | None, cols: int) -> CellLayout:
-    """Reading mode for one record: rows end after newline tokens and wrap at `cols`."""
-    tokens = np.asarray(tokens, dtype=np.int64)
+    """Reading mode for one record: rows end after newline tokens and wrap at `cols`.
+
+    With one width for every id (char vocabularies) this reads the tokens once (the
+    newline test) and the rest is O(lines): see `_uniform_row_first`.
+    """
+    tokens = np.asarray(tokens)
     breaks = tokens == newline_id if newline_id is not None else None
-    return wrap(np.asarray(id_widths)[tokens], cols, breaks)
+    id_widths = np.asarray(id_widths)
+    if len(id_widths) and (id_widths == id_widths[0]).all():
+        return wrap(int(id_widths[0]), cols, breaks, n=len(tokens))
+    return wrap(id_widths[tokens.astype(np.int64)], cols, breaks)
 
 
 def pos_at(layout: CellLayout, row: int, col: int) -> int | None:
@@ -151,11 +224,12 @@ def pos_at(layout: CellLayout, row: int, col: int) -> int | None:
     first, stop = int(layout.row_first[row]), int(layout.row_first[row + 1])
     if first == stop:
         return None
+    _, cols, widths = layout.span(slice(first, stop))
     # Columns rise within a row, so the token holding `col` is the last one starting at or before it.
-    k = first + int(np.searchsorted(layout.col[first:stop], col, side="right")) - 1
-    if k < first or col >= layout.col[k] + layout.width[k]:
+    k = int(np.searchsorted(cols, col, side="right")) - 1
+    if k < 0 or col >= cols[k] + widths[k]:
         return None
-    return k
+    return first + k
 
 
 def visible_rows(top_row: int, view_rows: int, n_rows: int) -> tuple[int, int]:
@@ -196,8 +270,8 @@ def scatter_cells(
     """
     sl = layout.positions(r0, r1)
     n_vis_rows, cols = max(0, r1 - r0), layout.cols
-    first = (layout.row[sl] - r0) * cols + layout.col[sl]  # flat cell of each token's first cell
-    widths = layout.width[sl]
+    rows, first_cols, widths = layout.span(sl)
+    first = (rows - r0) * cols + first_cols  # flat cell of each token's first cell
     if (widths == 1).all():
         cells, owner, within = first, slice(None), None
     else:

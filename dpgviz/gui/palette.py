@@ -17,6 +17,7 @@ states, viridis for values. Masked cells are a solid grey block in every mode.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -159,15 +160,34 @@ def state_indices(flags: np.ndarray) -> np.ndarray:
     return _STATE_TABLE[np.asarray(flags) & 31]
 
 
+@functools.lru_cache(maxsize=16)
+def _float16_levels(lo: float, hi: float) -> np.ndarray:
+    """Colour index of every float16 bit pattern on the scale lo..hi (NaN and inf: NO_VALUE).
+
+    A record's values are float16, so a step switch colours them with one table lookup
+    instead of converting, scaling, clipping and rounding each: 65,536 entries (128 KB),
+    built once per scale with the exports' own quantisation (core.palette.value_levels).
+    """
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite = np.isfinite(every)
+    levels = LEVEL0 + shared.value_levels(np.where(finite, every, 0), lo, hi)
+    return np.where(finite, levels, NO_VALUE).astype(np.uint16)
+
+
 def level_indices(values: np.ndarray, flags: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Colour index per position for a number: a level where finite, else masked or no-value.
 
     A masked position with a finite value (the score that got it remasked) shows the value.
     """
-    finite = np.isfinite(np.asarray(values, dtype=np.float32))
-    level = shared.value_levels(values, lo, hi)  # the exports' quantisation, level for level
+    values = np.asarray(values)
+    if values.dtype == np.float16:
+        out = _float16_levels(float(lo), float(hi))[values.view(np.uint16)]
+    else:
+        finite = np.isfinite(values.astype(np.float32))
+        out = np.where(finite, LEVEL0 + shared.value_levels(values, lo, hi), NO_VALUE).astype(np.uint16)
     is_masked = (np.asarray(flags) & FLAG_MASKED) != 0
-    return np.where(finite, LEVEL0 + level, np.where(is_masked, MASKED, NO_VALUE)).astype(np.uint16)
+    out[is_masked & (out == NO_VALUE)] = MASKED
+    return out
 
 
 def changed_indices(changed: np.ndarray, flags: np.ndarray) -> np.ndarray:

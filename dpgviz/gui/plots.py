@@ -47,6 +47,8 @@ class RunPlots:
         self.data: dict[str, np.ndarray] = {}  # the series shown (tests read them)
         self._key: tuple | None = None
         self._rows = np.zeros(0, dtype=np.int64)
+        self._version: tuple | None = None
+        self._cache = Cached()
 
     def build(self, parent: int | str) -> None:
         with dpg.group(parent=parent):
@@ -76,10 +78,13 @@ class RunPlots:
     def refresh(self) -> None:
         ws = self.workspace
         rows = ws.rows()
-        dpg.set_value(self.now, [[float(ws.view.record)]])
+        self._cache.set(self.now, [[float(ws.view.record)]])
         key = (id(ws.store), ws.view.branch)
         if ws.store is None or not len(rows):
             return
+        if key == self._key and len(rows) == len(self._rows) and (ws.store.version, id(rows)) == self._version:
+            return  # the frame path's case: nothing new (checked without touching the arrays)
+        self._version = (ws.store.version, id(rows))
         same_prefix = key == self._key and len(self._rows) <= len(rows) and np.array_equal(rows[: len(self._rows)], self._rows)
         if same_prefix and len(self._rows) == len(rows):
             return

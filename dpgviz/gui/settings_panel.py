@@ -9,20 +9,21 @@ the app shows here and in the status bar. Nothing here talks to the worker.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import dearpygui.dearpygui as dpg
 
 from dpgviz.core.discovery import ModelEntry, find_checkpoints
 from dpgviz.core.model_info import ModelInfo
-from dpgviz.core.settings import STRATEGIES, GenerationSettings, SettingsError
+from dpgviz.core.settings import DEFAULT_BLOCK_LENGTH, MAX_LENGTH, STRATEGIES, GenerationSettings, SettingsError
 from dpgviz.gui.status import ERROR_COLOR, INFO_COLOR, Cached
 from dpgviz.gui.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
 PANEL_WIDTH = 300
-LENGTH_RANGE = (50, 1024)
+LENGTH_RANGE = (50, MAX_LENGTH)  # above the model's block size a run goes in blocks (semi-autoregressive)
 STEPS_RANGE = (1, 200)  # the slider's range; typing (Ctrl+click) allows more
 TEMPERATURE_RANGE = (0.1, 2.0)
 
@@ -35,7 +36,8 @@ class SettingsPanel:
         self.block_size: int | None = None
         self._cache = Cached()
         self.model_combo = self.load_button = self.load_progress = self.model_info = 0
-        self.temperature = self.steps = self.length = self.start_ratio = self.end_ratio = 0
+        self.temperature = self.steps = self.length = self.length_slider = self.block_length = 0
+        self.start_ratio = self.end_ratio = 0
         self.randomness = self.strategy = self.seed = 0
         self.start_button = self.stop_button = self.continue_button = self.message = 0
         self.folder_dialog = self.folder_button = 0
@@ -66,9 +68,28 @@ class SettingsPanel:
             )
             with dpg.tooltip(self.steps):
                 dpg.add_text("Ctrl+click to type a value above 200")
-            self.length = dpg.add_slider_int(
-                label="length", default_value=d.length, min_value=LENGTH_RANGE[0], max_value=LENGTH_RANGE[1], width=label_w,
+            # Length spans 50..65,536: a slider over log2(length) (even steps from 64 to 64K),
+            # and the exact number beside it to read or type.
+            with dpg.group(horizontal=True):
+                self.length_slider = dpg.add_slider_float(
+                    default_value=math.log2(d.length), min_value=math.log2(LENGTH_RANGE[0]),
+                    max_value=math.log2(LENGTH_RANGE[1]), format="", width=110, callback=self._on_length_slider,
+                )
+                self.length = dpg.add_input_int(
+                    label="length", default_value=d.length, step=0, width=label_w,
+                    min_value=LENGTH_RANGE[0], max_value=LENGTH_RANGE[1], min_clamped=True, max_clamped=True,
+                    callback=self._on_length_typed,
+                )
+            with dpg.tooltip(self.length_slider):
+                dpg.add_text("Tokens to generate (log scale). Above the model's block size the run goes\n"
+                             "in blocks, each conditioned on the text before it (block length below).")
+            self.block_length = dpg.add_input_int(
+                label="block length", default_value=d.block_length, step=64, width=label_w, min_value=0,
+                min_clamped=True,
             )
+            with dpg.tooltip(self.block_length):
+                dpg.add_text(f"0: one block when the length fits the model, else blocks of {DEFAULT_BLOCK_LENGTH}.\n"
+                             "Each block is denoised in full, conditioned on the text before it.")
             self.start_ratio = dpg.add_slider_float(
                 label="start mask", default_value=d.start_ratio, min_value=0.0, max_value=1.0, format="%.2f", width=label_w,
             )
@@ -189,9 +210,7 @@ class SettingsPanel:
         )
         self._cache.set(self.load_progress, 1.0)
         self._cache.configure(self.load_progress, overlay="loaded")
-        dpg.configure_item(self.length, max_value=min(LENGTH_RANGE[1], self.block_size))
-        if dpg.get_value(self.length) > self.block_size:
-            dpg.set_value(self.length, self.block_size)
+        dpg.configure_item(self.block_length, max_value=self.block_size, max_clamped=True)
 
     def set_running(self, is_running: bool, has_model: bool) -> None:
         self._cache.configure(self.start_button, enabled=has_model and not is_running)
@@ -212,9 +231,8 @@ class SettingsPanel:
         length = int(dpg.get_value(self.length))
         if length < LENGTH_RANGE[0]:
             raise SettingsError(f"length must be at least {LENGTH_RANGE[0]}, got {length}")
-        if self.block_size is not None and length > self.block_size:
-            raise SettingsError(f"length {length} exceeds the model's block size {self.block_size}")
         settings = GenerationSettings(
+            block_length=int(dpg.get_value(self.block_length)),
             temperature=temperature,
             steps=int(dpg.get_value(self.steps)),
             length=length,
@@ -224,6 +242,8 @@ class SettingsPanel:
             strategy=str(dpg.get_value(self.strategy)),
             seed=int(dpg.get_value(self.seed)),
         )
+        if self.block_size is not None:  # past the block size: blocks, as the CLI does
+            settings = settings.with_default_blocks(self.block_size)
         return settings.validate(self.block_size)
 
     def write(self, settings: GenerationSettings) -> None:
@@ -237,12 +257,20 @@ class SettingsPanel:
             (self.randomness, settings.randomness),
             (self.strategy, settings.strategy),
             (self.seed, settings.seed),
+            (self.block_length, settings.block_length),
+            (self.length_slider, math.log2(max(1, settings.length))),
         ):
             dpg.set_value(item, value)
+
+    def _on_length_slider(self, sender: int | str, value: float) -> None:
+        dpg.set_value(self.length, round(2 ** float(value)))
+
+    def _on_length_typed(self, sender: int | str, value: int) -> None:
+        dpg.set_value(self.length_slider, math.log2(max(1, int(value))))
 
     def input_items(self) -> list[int | str]:
         """Items that take typing: keyboard shortcuts stay off while one is active."""
         return [
-            self.temperature, self.steps, self.length, self.start_ratio, self.end_ratio,
+            self.temperature, self.steps, self.length, self.block_length, self.start_ratio, self.end_ratio,
             self.randomness, self.seed, self.model_combo, self.strategy,
         ]

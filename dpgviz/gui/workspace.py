@@ -37,7 +37,7 @@ import numpy as np
 
 from dpgviz.core.discovery import ModelEntry
 from dpgviz.core.model_info import ModelInfo
-from dpgviz.core.records import FLAG_EDITED, FLAG_PROTECTED, KINDS, continue_point, record_count
+from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_PROTECTED, KINDS, continue_point, run_record_count
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.core.vocab import Vocabulary
 from dpgviz.gui.view_state import ViewState
@@ -121,6 +121,37 @@ class CellExtras:
 
 
 NO_EXTRAS = CellExtras()
+
+
+@dataclass(frozen=True)
+class ShownRecord:
+    """One record as the canvas draws it: full-length arrays, and what the info line says.
+
+    For a run in one block `get(name)` is the store row itself; for a semi-autoregressive
+    run (records hold one block each) it is the whole sequence composed at that record
+    (store.blocks: finished blocks, the record's block, masks for blocks to come).
+    `key` names the record, so a canvas redraws only when it changes.
+    """
+
+    key: tuple
+    row: int  # the store row of the record (its own block's, in a block run)
+    seq_len: int  # positions drawn: the whole sequence
+    kind: str
+    iteration: int
+    n_masked: int
+    steps: object  # the run's steps setting, for "iteration i of S"
+    block: str  # "" for a one-block run, else "block b of B"
+    get: Callable[[str], np.ndarray]
+
+    @classmethod
+    def of_row(cls, store: StepStore, row: int, branch: str | None = None) -> ShownRecord:
+        """A store row as it is (no composition): the compare view's panes."""
+        settings = store.branches[branch].settings if branch in store.branches else {}
+        return cls(
+            (id(store), row), row, store.layout.seq_len, store.kind(row), int(store.columns["iteration"][row]),
+            int(store.columns["n_masked"][row]), settings.get("steps", "?"), "",
+            lambda name: store.get(name, row),
+        )
 
 
 @dataclass(frozen=True)
@@ -237,6 +268,8 @@ class Workspace:
         self._run_predictions = 0  # 'prediction' records of the run in progress (its iterations)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpgviz-jobs")
         self._order_cache: tuple | None = None  # (key, version, time, decoding order)
+        self._composer: tuple | None = None  # (key, store.blocks.Composer) of the shown branch
+        self._block_extras_cache: tuple | None = None
         self._history_key: tuple | None = None
         self._history = np.zeros(0, dtype=np.int64)
 
@@ -289,6 +322,32 @@ class Workspace:
             return None
         return int(rows[min(max(0, self.view.record), len(rows) - 1)])
 
+    def shown(self) -> ShownRecord | None:
+        """The record shown, as the canvas draws it (composed across blocks in a block run)."""
+        row = self.current_row()
+        store = self.store
+        if row is None or store is None:
+            return None
+        if not store.layout.is_blocks:
+            return ShownRecord.of_row(store, row, self.view.branch)
+        from dpgviz.store.blocks import Composer
+
+        rows, record = self.rows(), min(max(0, self.view.record), self.n_records() - 1)
+        key = (id(store), id(rows), self.vocab.mask_id if self.vocab is not None else 0)
+        if self._composer is None or self._composer[0] != key:
+            self._composer = (key, Composer(store, rows, key[2]))
+        composer = self._composer[1]
+        tokens = composer.field("tokens", record)
+        layout = store.layout
+        n_masked = int((composer.field("flags", record) & FLAG_MASKED != 0).sum())
+        settings = store.branches[self.view.branch].settings
+        return ShownRecord(
+            (id(store), row, "blocks", record), row, layout.total_len, store.kind(row),
+            int(store.columns["iteration"][row]), n_masked, settings.get("steps", "?"),
+            f"block {int(store.columns['block'][row]) + 1} of {layout.n_blocks}",
+            lambda name: tokens if name == "tokens" else composer.field(name, record),
+        )
+
     def cell_extras(self, mode: str) -> CellExtras:
         """What the canvas needs beyond the record shown, for colour mode `mode` (cached)."""
         rows, record = self.rows(), self.view.record
@@ -296,6 +355,8 @@ class Workspace:
             return NO_EXTRAS
         record = min(max(0, record), len(rows) - 1)
         row, prev = int(rows[record]), int(rows[record - 1]) if record > 0 else None
+        if self.store.layout.is_blocks:
+            return self._block_extras(mode, rows, record)
         tokens = self.store.column("tokens")
         arrays: dict[str, np.ndarray] = {}
         key: tuple = (row, prev)
@@ -316,6 +377,31 @@ class Workspace:
             label = preview.label
         return CellExtras((mode, *key), arrays, label)
 
+    def _block_extras(self, mode: str, rows: np.ndarray, record: int) -> CellExtras:
+        """cell_extras of a block run: the record before composed whole, so positions line up."""
+        from dpgviz.store.blocks import compose
+
+        total = self.store.layout.total_len
+        mask_id = self.vocab.mask_id if self.vocab is not None else 0
+        key = (id(self.store), id(rows), record)
+        if self._block_extras_cache is not None and self._block_extras_cache[0] == (mode, *key):
+            return self._block_extras_cache[1]
+        arrays: dict[str, np.ndarray] = {}
+        if record > 0:
+            before = compose(self.store, rows, record - 1, "tokens", mask_id).copy()
+            arrays["ghost"] = before
+            if mode == "changed":
+                arrays["changed"] = compose(self.store, rows, record, "tokens", mask_id) != before
+        elif mode == "changed":
+            arrays["changed"] = np.zeros(total, dtype=bool)
+        label = ""
+        if mode == "order":  # per-block commit steps are not composed yet: say so rather than mislead
+            arrays["order"] = np.full(total, np.nan, dtype=np.float32)
+            label = "decoding order is not drawn for block runs yet"
+        extras = CellExtras((mode, *key), arrays, label)
+        self._block_extras_cache = ((mode, *key), extras)
+        return extras
+
     def preview_changes(self) -> np.ndarray | None:
         """Positions where the preview shown draws another token than the record (for a tint)."""
         preview, row = self.preview, self.current_row()
@@ -333,9 +419,21 @@ class Workspace:
         from dpgviz.store.inspect import sampled_at
 
         store, rows, vocab = self.store, self.rows(), self.vocab
-        if store is None or vocab is None or not len(rows) or not 0 <= pos < store.layout.seq_len:
+        if store is None or vocab is None or not len(rows) or not 0 <= pos < store.layout.total_len:
             return None
         record = min(max(0, self.view.record if record is None else record), len(rows) - 1)
+        global_pos = pos
+        if store.layout.is_blocks:  # the block holding pos, at its last record so far (store.blocks)
+            from dpgviz.store.blocks import Composer
+
+            block, pos = divmod(pos, store.layout.seq_len)
+            source = int(Composer(store, rows, vocab.mask_id).sources(record)[block])
+            if source < 0:  # that block has not started: masked, nothing proposed yet
+                return TokenInfo(global_pos, record, None, vocab.mask_id, "masked", None, None, None, None, (),
+                                 None, f"block {block + 1} has not started at this step")
+            in_block = np.flatnonzero(store.column("block")[rows] == block)  # that block's records, in order
+            record = int(np.searchsorted(in_block, source))
+            rows = rows[in_block]
         row = int(rows[record])
         token_id = int(store.columns["tokens"][row, pos])
         flags = int(store.columns["flags"][row, pos])
@@ -363,7 +461,7 @@ class Workspace:
         is_masked = token_id == vocab.mask_id
         rank = next((k + 1 for k, (cid, _, _) in enumerate(candidates) if cid == token_id), None)
         return TokenInfo(
-            pos, record, None if is_masked else str(vocab.strings()[token_id]), token_id, state,
+            global_pos, record, None if is_masked else str(vocab.strings()[token_id]), token_id, state,
             number("confidence"), number("entropy"), number("score"), None if is_masked else rank,
             candidates, sampled, label,
         )
@@ -383,6 +481,9 @@ class Workspace:
         row = self.current_row()
         if row is None or self.store is None:
             self.say("Nothing to re-sample: generate a run or open a session.", is_error=True)
+            return False
+        if self.store.layout.is_blocks:
+            self.say("Re-sampling a block run is not supported yet.", is_error=True)
             return False
         if not temperature > 0 or not 0 < top_p <= 1:
             self.say(f"temperature must be > 0 and top-p in (0, 1]; got {temperature:g}, {top_p:g}", is_error=True)
@@ -546,6 +647,9 @@ class Workspace:
         if self.store is None or not len(rows):
             self.say("Nothing to continue from: Start a run first.", is_error=True)
             return False
+        if self.store.layout.is_blocks:
+            self.say("Continuing a run generated in blocks is not supported yet: Start a new run.", is_error=True)
+            return False
         if settings.length != self.store.layout.seq_len:
             self.say(f"To continue this run, length must stay {self.store.layout.seq_len}.", is_error=True)
             return False
@@ -580,7 +684,7 @@ class Workspace:
         except WorkerGoneError as exc:
             self.say(f"{exc}; load a model again.", is_error=True)
             return False
-        expected = record_count(settings.steps, int(start.get("iteration", 0))) - (not start.get("emit_initial", True))
+        expected = run_record_count(settings, int(start.get("iteration", 0))) - (not start.get("emit_initial", True))
         self.store.reserve(expected)  # the run's rows in one allocation: no copying as records arrive
         self.run = ActiveRun(run_id, branch, expected, base=self.store.history_length(branch))
         self._arrivals.clear()
@@ -635,6 +739,10 @@ class Workspace:
         store, row = self.store, self.current_row()
         if store is None or row is None or self.vocab is None:
             self.say("Nothing to edit: generate a run or open a session.", is_error=True)
+            return False
+        if store.layout.is_blocks:
+            self.say("Editing a run generated in blocks is not supported yet: generate it in one block to edit it.",
+                     is_error=True)
             return False
         selection = self.view.selection()
         if selection is None:
