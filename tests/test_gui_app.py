@@ -700,3 +700,43 @@ def test_a_run_longer_than_the_block_size_goes_in_blocks_and_shows_whole(app: Ap
     info = ws.token_info(300)  # a position of block 2, from its own records
     assert info is not None and info.pos == 300 and info.candidates
     assert ws.token_info(550).sampled_label.startswith("block 3 has not started")
+
+
+def test_a_step_switch_makes_the_same_calls_whatever_the_rows_shown(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No per-row (or per-token) Python loop in the frame path: count the calls, not the time."""
+    from dpgviz.bench.synthetic import synthetic_store, synthetic_vocab
+
+    ws, vocab = app.workspace, synthetic_vocab()
+    ws.show_store(synthetic_store(65536, 4, vocab=vocab), vocab)
+    for _ in range(3):  # showing a store fits the zoom once; let that pass before zooming by hand
+        app.frame()
+    counts = {}
+    for font_px in (12, 24):  # about twice the rows at the smaller zoom
+        app.canvas.zoom(app.view, font_px)
+        for _ in range(3):
+            app.frame()
+        calls = {"n": 0}
+        real_configure, real_set = dpg.configure_item, dpg.set_value
+
+        def configure(*a, **k):
+            calls["n"] += 1
+            return real_configure(*a, **k)
+
+        def set_value(*a, **k):
+            calls["n"] += 1
+            return real_set(*a, **k)
+
+        monkeypatch.setattr(dpg, "configure_item", configure)
+        monkeypatch.setattr(dpg, "set_value", set_value)
+        per_switch = []
+        for record in (1, 2, 3, 4, 5):
+            calls["n"] = 0
+            app.view.select(record, ws.n_records())
+            app.update()
+            per_switch.append(calls["n"])
+        monkeypatch.undo()
+        counts[font_px] = (max(per_switch), app.canvas.visible[1] - app.canvas.visible[0])
+        app.frame()
+    (calls_small, rows_small), (calls_big, rows_big) = counts[12], counts[24]
+    assert rows_small > 1.5 * rows_big  # the zooms really show different numbers of rows
+    assert calls_small == calls_big <= 20, counts
