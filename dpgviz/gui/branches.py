@@ -60,6 +60,7 @@ class BranchPanel:
         self.on_compare = on_compare  # the app shows the compare view
         self._cache = Cached()
         self._tree_key: tuple | None = None
+        self._state: tuple | None = None  # (store, version, branch shown) last refreshed for
         self.list_group = self.details = self.name_input = self.delete_button = 0
         self.compare_combo = self.compare_button = 0
         self.items: dict[str, int | str] = {}  # branch id -> its selectable
@@ -110,6 +111,10 @@ class BranchPanel:
     # -- refresh -------------------------------------------------------------------
     def refresh(self) -> None:
         ws, store = self.workspace, self.workspace.store
+        state = (id(store), store.version if store is not None else 0, ws.view.branch)
+        if state == self._state:  # the frame path while scrubbing: nothing here changed
+            return
+        self._state = state
         key = None if store is None else (
             id(store), tuple(store.branch_order), tuple(store.branches[b].label for b in store.branch_order)
         )

@@ -25,6 +25,7 @@ class EditBar:
         self.workspace = workspace
         self.restart = restart  # reads the settings panel, then workspace.restart
         self._cache = Cached()
+        self._state: tuple | None = None
         self.selection_text = self.replace_input = self.restart_button = 0
         self.buttons: dict[str, int | str] = {}
 
@@ -72,6 +73,10 @@ class EditBar:
     def refresh(self) -> None:
         ws = self.workspace
         sel = ws.view.selection()
+        state = (sel, id(ws.store), ws.store.version if ws.store is not None else 0, ws.view.branch, ws.is_running)
+        if state == self._state:  # nothing it shows changed (the common frame)
+            return
+        self._state = state
         if sel is None:
             text = "select: click, drag"
         else:
