@@ -19,7 +19,6 @@ print their result tables (or one JSON document with --json) to stdout.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from typing import Any
 
 __all__ = ["NAMES", "add_parser", "main"]
@@ -62,7 +61,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     b = bench.add_parser("session", help="save, cold open and first touch of a large session file")
     b.add_argument("--tokens", type=int, default=16384)
     b.add_argument("--records", type=int, default=1000, help="about this many records (a root run and one fork)")
-    b.add_argument("--dir", default=tempfile.gettempdir(), help="where the session file is written")
+    b.add_argument("--dir", default=None, help="where the session file is written (default: the temp folder)")
     b.add_argument("--keep", action="store_true", help="keep the session file")
     b.add_argument("--json", action="store_true")
     b = bench.add_parser("scrub", help="Python and render time per step switch on a long run (needs a display)")
@@ -90,9 +89,11 @@ def main(args: argparse.Namespace) -> int:
 
         run_gui(args.tokens, args.steps, args.frames, args.switch_sizes, not args.no_first_frame, args.json)
     elif args.bench == "session":
+        import tempfile
+
         from dpgviz.bench.session import main as run_session
 
-        run_session(args.tokens, args.records, args.dir, args.keep, args.json)
+        run_session(args.tokens, args.records, args.dir or tempfile.gettempdir(), args.keep, args.json)
     elif args.bench == "scrub":
         from dpgviz.bench.scrub import main as run_scrub
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import dearpygui.dearpygui as dpg
 
@@ -51,7 +52,9 @@ from dpgviz.gui.workspace import (
     StoreShown,
     Workspace,
 )
-from dpgviz.ipc.client import WorkerClient
+
+if TYPE_CHECKING:
+    from dpgviz.ipc.client import WorkerClient
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +93,7 @@ class App:
         session: str | None = None,
         *,
         autoload: bool = True,
-        client_factory: Callable[[], WorkerClient] = WorkerClient,
+        client_factory: Callable[[], WorkerClient] | None = None,
         width: int = 1440,
         height: int = 900,
     ) -> None:

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,7 +42,6 @@ from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_PROTECTED, KINDS,
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.core.vocab import Vocabulary
 from dpgviz.gui.view_state import ViewState
-from dpgviz.ipc.client import WorkerClient, WorkerGoneError, run_layout
 from dpgviz.ipc.messages import (
     ModelLoaded,
     ModelLoading,
@@ -55,6 +55,9 @@ from dpgviz.ipc.messages import (
 from dpgviz.store.edits import EditError, apply_edit, encode_text, predicted_tokens
 from dpgviz.store.session import Progress, Session, SessionError, checkpoint_sha256, open_session, save_session
 from dpgviz.store.step_store import Branch, StepStore
+
+if TYPE_CHECKING:
+    from dpgviz.ipc.client import WorkerClient
 
 log = logging.getLogger(__name__)
 
@@ -241,12 +244,19 @@ class ActiveRun:
     base: int = 0  # records the branch's timeline held before the run (its parent's, up to the fork)
 
 
+def _new_client() -> WorkerClient:
+    """A worker client; multiprocessing and the worker's module load here, after the first frame."""
+    from dpgviz.ipc.client import WorkerClient
+
+    return WorkerClient()
+
+
 class Workspace:
     """Everything the window shows and does, minus the window."""
 
-    def __init__(self, *, device: str = "auto", client_factory: Callable[[], WorkerClient] = WorkerClient) -> None:
+    def __init__(self, *, device: str = "auto", client_factory: Callable[[], WorkerClient] | None = None) -> None:
         self.device = device
-        self.client_factory = client_factory
+        self.client_factory = client_factory or _new_client
         self.view = ViewState()
         self.client: WorkerClient | None = None
         self.store: StepStore | None = None
@@ -628,6 +638,8 @@ class Workspace:
         if not self._has_model():
             return False
         info = self.model_info
+        from dpgviz.ipc.client import run_layout
+
         layout = run_layout(settings, info)
         if self.store is None or self.store.layout != layout:  # same layout: the run joins what is shown
             if self.store is not None and len(self.store):
@@ -679,6 +691,8 @@ class Workspace:
         return True
 
     def _launch(self, settings: GenerationSettings, branch: str, **start: object) -> bool:
+        from dpgviz.ipc.client import WorkerGoneError
+
         try:
             run_id = self.client.start_run(settings, branch, **start)
         except WorkerGoneError as exc:
