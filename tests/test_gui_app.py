@@ -711,21 +711,21 @@ def test_a_step_switch_makes_the_same_calls_whatever_the_rows_shown(app: App, mo
     for _ in range(3):  # showing a store fits the zoom once; let that pass before zooming by hand
         app.frame()
     counts = {}
+    calls = {"n": 0}
+    real_configure, real_set = dpg.configure_item, dpg.set_value
+
+    def configure(*a, **k):
+        calls["n"] += 1
+        return real_configure(*a, **k)
+
+    def set_value(*a, **k):
+        calls["n"] += 1
+        return real_set(*a, **k)
+
     for font_px in (12, 24):  # about twice the rows at the smaller zoom
         app.canvas.zoom(app.view, font_px)
         for _ in range(3):
             app.frame()
-        calls = {"n": 0}
-        real_configure, real_set = dpg.configure_item, dpg.set_value
-
-        def configure(*a, **k):
-            calls["n"] += 1
-            return real_configure(*a, **k)
-
-        def set_value(*a, **k):
-            calls["n"] += 1
-            return real_set(*a, **k)
-
         monkeypatch.setattr(dpg, "configure_item", configure)
         monkeypatch.setattr(dpg, "set_value", set_value)
         per_switch = []

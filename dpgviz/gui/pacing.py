@@ -100,6 +100,7 @@ class FramePacer:
             time.sleep(max(0.0, 1.0 / MAX_FPS - (now - self._last_frame)))
         should_wait = idle and self.can_sleep
         if should_wait != self.is_waiting:
+            log.debug("wait for input: %s", should_wait)
             dpg.configure_app(wait_for_input=should_wait)
             self.is_waiting = should_wait
         if idle:
@@ -109,6 +110,7 @@ class FramePacer:
     def after_render(self) -> None:
         """Call just after render_dearpygui_frame: a wait that input ended makes the loop busy."""
         if self.is_waiting and not self._waker_posted:
+            log.debug("woken by input: busy for %.2f s", LINGER_S)
             self.touch()
         self._waker_posted = False
 
