@@ -239,9 +239,12 @@ class App:
         return self.pacer
 
     def is_busy(self) -> bool:
-        """Something moves without input: a run, a load, playback, a background job."""
+        """Something moves with nothing to wake the loop: playback, a background job's progress.
+
+        A run or a model load is not busy: their events wake the loop (gui.pacing).
+        """
         ws = self.workspace
-        return ws.is_running or ws.is_loading or self.view.playing or ws.job is not None or ws.is_checking
+        return self.view.playing or ws.job is not None or ws.is_checking
 
     def close(self) -> None:
         """Stop the worker (a save in progress finishes first) and destroy the context."""
@@ -285,8 +288,8 @@ class App:
         notices = self.workspace.take_notices()
         for notice in notices:
             self.show(notice)
-        if self.refresh() and self.pacer is not None:  # a change drawn may need a frame or two to settle
-            self.pacer.touch()
+        if (self.refresh() or notices) and self.pacer is not None:  # a change drawn may need a frame or two to settle
+            self.pacer.owe(2)
 
     def show(self, notice: Notice) -> None:
         """Show one thing the workspace reported."""

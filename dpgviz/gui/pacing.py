@@ -5,11 +5,16 @@ an idle window costs about 1.5 cores (NOTES-dpg.md), on a laptop a fan and a bat
 `configure_app(wait_for_input=True)` makes `render_dearpygui_frame` block in glfwWaitEvents
 until input, but nothing else wakes it (DearPyGui issues #1832, #1525). So:
 
-    busy  (a run, a model load, playback, a save, the frames just after input)
+    busy  (playback, a save, the frames just after input or a redraw)
           -> wait_for_input off, frames capped at MAX_FPS
     idle  -> wait_for_input on; a waker thread calls GLFW's glfwPostEmptyEvent (documented
           thread-safe) when the worker's pipe turns readable, and every HEARTBEAT_S anyway,
           so a worker event or its death is seen at once and the loop never sleeps for good.
+
+A run in progress is not "busy": the loop wakes when a record arrives, draws it, and
+sleeps again, so the window does not take a core from the worker to redraw a picture
+that has not changed (on this 2-core machine a free-running window made a 1024-token
+run 1.4x slower than the same worker without a window).
 
 Input reaches the app's callbacks one frame after the frame that saw it (the render call
 reads input, the next update runs the callbacks), and ImGui feeds queued input one event
@@ -64,6 +69,7 @@ class FramePacer:
         self.idle_frames = 0  # frames rendered while idle (tests, benchmarks)
         self._post = _post_empty_event()
         self._busy_until = 0.0
+        self._owed = 0  # frames to render before waiting again (see owe)
         self._waker_posted = False  # the waker, not input, ended the last wait
         self._last_frame = time.perf_counter()
         self._stop = threading.Event()
@@ -87,13 +93,18 @@ class FramePacer:
             self._thread = None
 
     def touch(self) -> None:
-        """Something happened (input, a change): keep rendering for LINGER_S."""
+        """Input happened: keep rendering for LINGER_S."""
         self._busy_until = time.perf_counter() + LINGER_S
+
+    def owe(self, frames: int = 2) -> None:
+        """Render at least `frames` more frames without waiting (a change that needs to settle)."""
+        self._owed = max(self._owed, int(frames))
 
     def before_render(self, is_busy: bool) -> None:
         """Call just before render_dearpygui_frame: set wait_for_input, cap the frame rate."""
         now = time.perf_counter()
-        idle = not is_busy and now >= self._busy_until
+        idle = not is_busy and now >= self._busy_until and self._owed <= 0
+        self._owed -= 1
         if idle and not self.can_sleep:  # no way to be woken: sleep a paced interval instead
             time.sleep(max(0.0, 1.0 / IDLE_FPS - (now - self._last_frame)))
         elif not idle:
