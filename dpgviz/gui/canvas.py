@@ -53,7 +53,6 @@ ROW_HEIGHT = 1.0
 MAX_SLOT_WIDTH = 8  # widest grid slot (cells) for subword tokens; longer strings are cut
 SCROLLBAR_PX = 18
 ZOOM_RANGE = (6, 40)  # font pixels of the canvas text; cells scale with it
-MEASURE_EVERY = 30  # frames between plot size reads when the viewport did not change
 
 
 
@@ -100,9 +99,6 @@ class TokenCanvas:
         self._texts: dict[str, str] = {}
         self._advance_ratio: float | None = None  # glyph advance / font pixel size
         self._metrics: tuple[int, int, int] = (0, 0, 0)  # plot width, height (px), font size (px)
-        self._measured_for: tuple | None = None  # (viewport size, font px) the plot was last measured at
-        self._plot_px: tuple[float, float] = (0.0, 0.0)
-        self._frames_since_measure = 0
         self._grid: CellLayout | None = None
         self._drawn_key: tuple | None = None
         self._heat_shape: tuple[int, int] = (0, 0)
@@ -184,17 +180,11 @@ class TokenCanvas:
                 return False
             # Advance per pixel of font size: the same at every size for a monospace font.
             self._advance_ratio = size[0] / len(probe) / (MONO_FONT_PX if self.fonts.mono else 13)
-        # The plot's size changes only with the viewport (the panels around it are fixed), so
-        # it is read (a costly item-state query) when the viewport's size or the zoom changed,
-        # and every MEASURE_EVERY frames in case; otherwise the last size stands.
-        viewport = (dpg.get_viewport_client_width(), dpg.get_viewport_client_height())
-        self._frames_since_measure += 1
-        if (viewport, font_px) != self._measured_for or self._frames_since_measure >= MEASURE_EVERY:
-            w, h = dpg.get_item_rect_size(self.plot)
-            if w <= 0 or h <= 0:
-                return False
-            self._measured_for, self._frames_since_measure, self._plot_px = (viewport, font_px), 0, (w, h)
-        w, h = self._plot_px
+        # Read every frame: the plot's size settles over the first frames after the window
+        # is laid out, and a paced loop draws few frames, so a cached size could stay wrong.
+        w, h = dpg.get_item_rect_size(self.plot)
+        if w <= 0 or h <= 0:
+            return False
         if (w, h, font_px) != self._metrics:
             self._metrics = (int(w), int(h), font_px)
             self._x_range = w / (self._advance_ratio * font_px)  # cells across the plot
