@@ -133,30 +133,9 @@ class TokenCanvas:
                     self._y_axis = dpg.add_plot_axis(
                         dpg.mvYAxis, no_gridlines=True, no_tick_marks=True, no_tick_labels=True, no_menus=True
                     )
-                    self._heat = dpg.add_heat_series(
-                        [palette.heat_values(np.zeros(1))[0]],
-                        1,
-                        1,
-                        parent=self._y_axis,
-                        scale_min=0.0,
-                        scale_max=float(palette.N_COLORS),
-                        bounds_min=(0.0, -1.0),
-                        bounds_max=(1.0, 0.0),
-                        format="",
-                        contribute_to_bounds=False,
-                    )
-                    self._overlay = dpg.add_heat_series(
-                        [palette.heat_values(np.full(1, palette.OVERLAY_CLEAR))[0]],
-                        1,
-                        1,
-                        parent=self._y_axis,
-                        scale_min=0.0,
-                        scale_max=float(palette.N_COLORS),
-                        bounds_min=(0.0, -1.0),
-                        bounds_max=(1.0, 0.0),
-                        format="",
-                        contribute_to_bounds=False,
-                    )
+                    # The cells, then the translucent tint over them (selection, differences).
+                    self._heat = self._add_heat(palette.BLANK)
+                    self._overlay = self._add_heat(palette.OVERLAY_CLEAR)
                 dpg.bind_colormap(self.plot, self._colormap)
                 dpg.bind_item_theme(self.plot, canvas_plot_theme())
                 self._scroll = dpg.add_slider_int(
@@ -164,6 +143,14 @@ class TokenCanvas:
                 )
         dpg.set_axis_limits(self._x_axis, 0.0, 1.0)
         dpg.set_axis_limits(self._y_axis, -1.0, 0.0)
+
+    def _add_heat(self, fill: int) -> int | str:
+        """A heat series on the colour table (one cell of `fill` until the first draw sizes it)."""
+        return dpg.add_heat_series(
+            [palette.heat_values(np.full(1, fill))[0]], 1, 1, parent=self._y_axis, scale_min=0.0,
+            scale_max=float(palette.N_COLORS), bounds_min=(0.0, -1.0), bounds_max=(1.0, 0.0), format="",
+            contribute_to_bounds=False,
+        )
 
     def set_vocabulary(self, itos: list[str], n_ids: int) -> None:
         self.vocab = CanvasVocab.from_itos(itos, n_ids, self.fonts.newline_glyph)

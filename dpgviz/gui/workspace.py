@@ -18,6 +18,10 @@ thread: views of the rows present and a copy of the branch tree. Rows are never
 rewritten and growing the store copies into new arrays, so a live run may keep
 appending meanwhile.
 
+Editing a step and managing branches live in `gui.editing` (the `Editing` mixin), what
+the canvas draws and what the model believed in `gui.inspecting` (`Inspecting`), and the
+notices in `gui.notices`; `Workspace` brings them together with the runs and the files.
+
 Imports numpy, dpgviz.core/ipc/store; never dearpygui, torch or dpgviz.engine (the
 worker process owns the model). Pillow comes in only when exporting.
 """
@@ -38,9 +42,20 @@ import numpy as np
 
 from dpgviz.core.discovery import ModelEntry
 from dpgviz.core.model_info import ModelInfo
-from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_PROTECTED, KINDS, continue_point, run_record_count
+from dpgviz.core.records import FLAG_EDITED, FLAG_PROTECTED, KINDS, continue_point, run_record_count
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.core.vocab import Vocabulary
+from dpgviz.gui.editing import Editing, matching_record
+from dpgviz.gui.inspecting import NO_EXTRAS, CellExtras, Inspecting, Preview, ShownRecord, TokenInfo
+from dpgviz.gui.notices import (
+    LoadProgress,
+    ModelOffered,
+    ModelReady,
+    Notice,
+    Said,
+    SettingsRestored,
+    StoreShown,
+)
 from dpgviz.gui.view_state import ViewState
 from dpgviz.ipc.messages import (
     ModelLoaded,
@@ -52,155 +67,22 @@ from dpgviz.ipc.messages import (
     WorkerDied,
     WorkerError,
 )
-from dpgviz.store.edits import EditError, apply_edit, encode_text, predicted_tokens
 from dpgviz.store.session import Progress, Session, SessionError, checkpoint_sha256, open_session, save_session
-from dpgviz.store.step_store import Branch, StepStore
+from dpgviz.store.step_store import StepStore
+
+__all__ = [  # the names the window and the tests take from here
+    "NO_EXTRAS", "CellExtras", "LoadProgress", "ModelOffered", "ModelReady", "Notice", "Preview", "Said",
+    "SettingsRestored", "ShownRecord", "StoreShown", "TokenInfo", "Workspace", "matching_record",
+]
 
 if TYPE_CHECKING:
     from dpgviz.ipc.client import WorkerClient
 
 log = logging.getLogger(__name__)
 
-ORDER_REFRESH_S = 0.5  # how often the decoding-order mode is recomputed while a run appends
 RATE_MIN_SPAN_S = 0.25  # shortest span of arrivals a steps/s reading is taken over
 # Export formats that take one record (the one shown); the rest take the whole branch.
 PER_RECORD_FORMATS = ("text", "png")
-
-
-# -- what the window is told ------------------------------------------------------------
-@dataclass(frozen=True)
-class Said:
-    """A message for the status bar (red when `is_error`)."""
-
-    text: str
-    is_error: bool = False
-
-
-@dataclass(frozen=True)
-class LoadProgress:
-    fraction: float
-    message: str
-
-
-@dataclass(frozen=True)
-class ModelReady:
-    """A model finished loading (info), or the one there was is gone (None: the worker died)."""
-
-    info: ModelInfo | None
-
-
-@dataclass(frozen=True)
-class StoreShown:
-    """A different store (or run) is shown: set the canvas vocabulary and fit it to `seq_len`."""
-
-    vocab: Vocabulary
-    seq_len: int
-
-
-@dataclass(frozen=True)
-class SettingsRestored:
-    """An opened session's generation settings, for the settings panel."""
-
-    settings: GenerationSettings
-
-
-@dataclass(frozen=True)
-class ModelOffered:
-    """An opened session's recorded checkpoint is there unchanged: pick it in the model list."""
-
-    path: str
-
-
-@dataclass(frozen=True)
-class CellExtras:
-    """Per-position arrays for the record shown that it does not store (derived from the
-    branch's history): 'changed' and 'order' for those colour modes, 'ghost' = the tokens
-    of the record before (what a remasked cell held). `key` says what they are, so a canvas
-    redraws only when it changes."""
-
-    key: tuple = ()
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    label: str = ""  # said above the canvas (a preview says it is one)
-
-
-NO_EXTRAS = CellExtras()
-
-
-@dataclass(frozen=True)
-class ShownRecord:
-    """One record as the canvas draws it: full-length arrays, and what the info line says.
-
-    For a run in one block `get(name)` is the store row itself; for a semi-autoregressive
-    run (records hold one block each) it is the whole sequence composed at that record
-    (store.blocks: finished blocks, the record's block, masks for blocks to come).
-    `key` names the record, so a canvas redraws only when it changes.
-    """
-
-    key: tuple
-    row: int  # the store row of the record (its own block's, in a block run)
-    seq_len: int  # positions drawn: the whole sequence
-    kind: str
-    iteration: int
-    n_masked: int
-    steps: object  # the run's steps setting, for "iteration i of S"
-    block: str  # "" for a one-block run, else "block b of B"
-    get: Callable[[str], np.ndarray]
-
-    @classmethod
-    def of_row(cls, store: StepStore, row: int, branch: str | None = None) -> ShownRecord:
-        """A store row as it is (no composition): the compare view's panes."""
-        settings = store.branches[branch].settings if branch in store.branches else {}
-        return cls(
-            (id(store), row), row, store.layout.seq_len, store.kind(row), int(store.columns["iteration"][row]),
-            int(store.columns["n_masked"][row]), settings.get("steps", "?"), "",
-            lambda name: store.get(name, row),
-        )
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    """What the tooltip and the inspector say about one position of the record shown."""
-
-    pos: int
-    record: int  # index in the branch's timeline
-    token: str | None  # None where masked
-    token_id: int
-    state: str  # core.palette STATE_NAMES
-    p: float | None  # p(token) under the model at this record
-    entropy: float | None
-    score: float | None
-    rank: int | None  # 1 = the most probable candidate; None when not among the stored ones
-    candidates: tuple[tuple[int, str, float], ...]  # (id, text, probability), most probable first
-    sampled_record: int | None  # the record the candidates come from (the step that last sampled it)
-    sampled_label: str  # e.g. "this step" or "record 7 (iteration 3, prediction)"
-
-
-@dataclass(frozen=True)
-class Preview:
-    """A re-sample of one record from its stored top-k at another temperature / top-p (no forward pass)."""
-
-    row: int
-    temperature: float
-    top_p: float
-    seed: int
-    tokens: np.ndarray  # (N,) ids drawn; -1 where the record stored no candidates
-
-    @property
-    def label(self) -> str:
-        return f"PREVIEW: re-sampled from the stored top-k at T={self.temperature:g}, top-p={self.top_p:g}"
-
-
-Notice = Said | LoadProgress | ModelReady | StoreShown | SettingsRestored | ModelOffered
-
-
-def matching_record(iterations: np.ndarray, kinds: np.ndarray, iteration: int, kind: int) -> int:
-    """Index of the record showing the same moment: same iteration and kind if there is one,
-    else the last record at or before that iteration, else the first."""
-    same = np.flatnonzero((iterations == iteration) & (kinds == kind))
-    if same.size:
-        return int(same[-1])
-    before = np.flatnonzero(iterations <= iteration)
-    return int(before[-1]) if before.size else 0
 
 
 # -- background jobs ---------------------------------------------------------------------
@@ -251,7 +133,7 @@ def _new_client() -> WorkerClient:
     return WorkerClient()
 
 
-class Workspace:
+class Workspace(Editing, Inspecting):
     """Everything the window shows and does, minus the window."""
 
     def __init__(self, *, device: str = "auto", client_factory: Callable[[], WorkerClient] | None = None) -> None:
@@ -331,204 +213,6 @@ class Workspace:
         if not len(rows):
             return None
         return int(rows[min(max(0, self.view.record), len(rows) - 1)])
-
-    def shown(self) -> ShownRecord | None:
-        """The record shown, as the canvas draws it (composed across blocks in a block run)."""
-        row = self.current_row()
-        store = self.store
-        if row is None or store is None:
-            return None
-        if not store.layout.is_blocks:
-            return ShownRecord.of_row(store, row, self.view.branch)
-        from dpgviz.store.blocks import Composer
-
-        rows, record = self.rows(), min(max(0, self.view.record), self.n_records() - 1)
-        key = (id(store), id(rows), self.vocab.mask_id if self.vocab is not None else 0)
-        if self._composer is None or self._composer[0] != key:
-            self._composer = (key, Composer(store, rows, key[2]))
-        composer = self._composer[1]
-        tokens = composer.field("tokens", record)
-        layout = store.layout
-        n_masked = int((composer.field("flags", record) & FLAG_MASKED != 0).sum())
-        settings = store.branches[self.view.branch].settings
-        return ShownRecord(
-            (id(store), row, "blocks", record), row, layout.total_len, store.kind(row),
-            int(store.columns["iteration"][row]), n_masked, settings.get("steps", "?"),
-            f"block {int(store.columns['block'][row]) + 1} of {layout.n_blocks}",
-            lambda name: tokens if name == "tokens" else composer.field(name, record),
-        )
-
-    def cell_extras(self, mode: str) -> CellExtras:
-        """What the canvas needs beyond the record shown, for colour mode `mode` (cached)."""
-        rows, record = self.rows(), self.view.record
-        if self.store is None or not len(rows):
-            return NO_EXTRAS
-        record = min(max(0, record), len(rows) - 1)
-        row, prev = int(rows[record]), int(rows[record - 1]) if record > 0 else None
-        if self.store.layout.is_blocks:
-            return self._block_extras(mode, rows, record)
-        tokens = self.store.column("tokens")
-        arrays: dict[str, np.ndarray] = {}
-        key: tuple = (row, prev)
-        if prev is not None:
-            arrays["ghost"] = tokens[prev]
-            if mode == "changed":
-                arrays["changed"] = tokens[row] != tokens[prev]
-        elif mode == "changed":
-            arrays["changed"] = np.zeros(self.store.layout.seq_len, dtype=bool)
-        if mode == "order":
-            order = self.decoding_order()
-            arrays["order"] = order
-            key += (id(order),)
-        preview, label = self.preview, ""
-        if preview is not None and preview.row == row:
-            arrays["preview"] = preview.tokens
-            key += (id(preview),)
-            label = preview.label
-        return CellExtras((mode, *key), arrays, label)
-
-    def _block_extras(self, mode: str, rows: np.ndarray, record: int) -> CellExtras:
-        """cell_extras of a block run: the record before composed whole, so positions line up."""
-        from dpgviz.store.blocks import compose
-
-        total = self.store.layout.total_len
-        mask_id = self.vocab.mask_id if self.vocab is not None else 0
-        key = (id(self.store), id(rows), record)
-        if self._block_extras_cache is not None and self._block_extras_cache[0] == (mode, *key):
-            return self._block_extras_cache[1]
-        arrays: dict[str, np.ndarray] = {}
-        if record > 0:
-            before = compose(self.store, rows, record - 1, "tokens", mask_id).copy()
-            arrays["ghost"] = before
-            if mode == "changed":
-                arrays["changed"] = compose(self.store, rows, record, "tokens", mask_id) != before
-        elif mode == "changed":
-            arrays["changed"] = np.zeros(total, dtype=bool)
-        label = ""
-        if mode == "order":  # per-block commit steps are not composed yet: say so rather than mislead
-            arrays["order"] = np.full(total, np.nan, dtype=np.float32)
-            label = "decoding order is not drawn for block runs yet"
-        extras = CellExtras((mode, *key), arrays, label)
-        self._block_extras_cache = ((mode, *key), extras)
-        return extras
-
-    def preview_changes(self) -> np.ndarray | None:
-        """Positions where the preview shown draws another token than the record (for a tint)."""
-        preview, row = self.preview, self.current_row()
-        if preview is None or row is None or preview.row != row or self.store is None:
-            return None
-        if self._preview_changes is None or self._preview_changes[0] is not preview:
-            tokens = self.store.columns["tokens"][row]
-            self._preview_changes = (preview, (preview.tokens >= 0) & (preview.tokens != tokens))
-        return self._preview_changes[1]
-
-    # -- inspecting ----------------------------------------------------------------------
-    def token_info(self, pos: int, record: int | None = None) -> TokenInfo | None:
-        """Position `pos` at a record of the shown branch (default: the one shown), or None."""
-        from dpgviz.core.palette import STATE_NAMES, mask_states
-        from dpgviz.store.inspect import sampled_at
-
-        store, rows, vocab = self.store, self.rows(), self.vocab
-        if store is None or vocab is None or not len(rows) or not 0 <= pos < store.layout.total_len:
-            return None
-        record = min(max(0, self.view.record if record is None else record), len(rows) - 1)
-        global_pos = pos
-        if store.layout.is_blocks:  # the block holding pos, at its last record so far (store.blocks)
-            from dpgviz.store.blocks import Composer
-
-            block, pos = divmod(pos, store.layout.seq_len)
-            source = int(Composer(store, rows, vocab.mask_id).sources(record)[block])
-            if source < 0:  # that block has not started: masked, nothing proposed yet
-                return TokenInfo(global_pos, record, None, vocab.mask_id, "masked", None, None, None, None, (),
-                                 None, f"block {block + 1} has not started at this step")
-            in_block = np.flatnonzero(store.column("block")[rows] == block)  # that block's records, in order
-            record = int(np.searchsorted(in_block, source))
-            rows = rows[in_block]
-        row = int(rows[record])
-        token_id = int(store.columns["tokens"][row, pos])
-        flags = int(store.columns["flags"][row, pos])
-        state = STATE_NAMES[int(mask_states(np.array([flags]))[0])]
-
-        def number(name: str) -> float | None:
-            value = float(store.columns[name][row, pos])
-            return value if np.isfinite(value) else None
-
-        sampled = sampled_at(store, rows, pos, record)
-        candidates: tuple[tuple[int, str, float], ...] = ()
-        label = "no candidates stored up to this step"
-        if sampled is not None:
-            src = int(rows[sampled])
-            ids, probs = store.candidates_at(src, pos)  # sampled_at found them, so not None
-            probs = probs.astype(np.float32)
-            order = np.argsort(-probs, kind="stable")
-            strings = vocab.strings()
-            candidates = tuple(
-                (int(ids[k]), str(strings[int(ids[k])]), float(probs[k])) for k in order if probs[k] > 0
-            )
-            kind = store.kind(src)
-            iteration = int(store.columns["iteration"][src]) + 1
-            label = "this step" if sampled == record else f"record {sampled + 1} (iteration {iteration}, {kind})"
-        is_masked = token_id == vocab.mask_id
-        rank = next((k + 1 for k, (cid, _, _) in enumerate(candidates) if cid == token_id), None)
-        return TokenInfo(
-            global_pos, record, None if is_masked else str(vocab.strings()[token_id]), token_id, state,
-            number("confidence"), number("entropy"), number("score"), None if is_masked else rank,
-            candidates, sampled, label,
-        )
-
-    def pick_candidate(self, pos: int, token_id: int) -> bool:
-        """Place candidate `token_id` at `pos` as an edit of the record shown (the edit path typing takes)."""
-        if self.vocab is None or not 0 <= token_id < self.vocab.size:
-            self.say("That candidate is not a token of the vocabulary.", is_error=True)
-            return False
-        self.view.sel_anchor = self.view.sel_cursor = int(pos)
-        return self.edit("replace", self.vocab.itos[token_id])
-
-    def preview_resample(self, temperature: float, top_p: float, seed: int = 0) -> bool:
-        """Show what the record shown would have drawn at `temperature` / `top_p`, from its stored top-k."""
-        from dpgviz.store.inspect import resample_preview
-
-        row = self.current_row()
-        if row is None or self.store is None:
-            self.say("Nothing to re-sample: generate a run or open a session.", is_error=True)
-            return False
-        if self.store.layout.is_blocks:
-            self.say("Re-sampling a block run is not supported yet.", is_error=True)
-            return False
-        if not temperature > 0 or not 0 < top_p <= 1:
-            self.say(f"temperature must be > 0 and top-p in (0, 1]; got {temperature:g}, {top_p:g}", is_error=True)
-            return False
-        drawn = resample_preview(*self.store.top_k(row), temperature, top_p, seed)
-        if not (drawn >= 0).any():
-            self.say("This step stored no candidates (only steps that predicted masked tokens do).", is_error=True)
-            return False
-        self.preview = Preview(row, float(temperature), float(top_p), int(seed), drawn)
-        changed = int(((drawn >= 0) & (drawn != self.store.columns["tokens"][row])).sum())
-        self.say(f"Preview: {changed} of {int((drawn >= 0).sum())} sampled tokens differ at T={temperature:g}, "
-                 f"top-p={top_p:g}. Nothing ran; Run from here makes it real.")
-        return True
-
-    def clear_preview(self) -> None:
-        self.preview = None
-
-    def decoding_order(self) -> np.ndarray:
-        """Per position, when in the shown branch's timeline its final token was committed for
-        good, as a fraction of the run (0 = first record, 1 = last; NaN = never). Cached per
-        branch and store version; during a live run at most every ORDER_REFRESH_S."""
-        from dpgviz.store.inspect import commit_records
-
-        key = (id(self.store), self.view.branch)
-        now = time.perf_counter()
-        cached = self._order_cache
-        if cached is not None and cached[0] == key and (
-            cached[1] == self.store.version or (self.run is not None and now - cached[2] < ORDER_REFRESH_S)
-        ):
-            return cached[3]
-        rows = self.rows()
-        commit = commit_records(self.store, rows).astype(np.float32)
-        order = np.where(commit >= 0, commit / max(1, len(rows) - 1), np.nan).astype(np.float32)
-        self._order_cache = (key, self.store.version, now, order)
-        return order
 
     def steps_per_s(self) -> float:
         """Denoising iterations per second: over the last records of the run in progress, or
@@ -731,164 +415,6 @@ class Workspace:
         self.view.record = max(0, self.n_records() - 1)
         self.view.follow_live = False
         self._notices.append(StoreShown(vocab, store.layout.seq_len))
-
-    # -- editing and branches --------------------------------------------------------------
-    def draft(self) -> Branch | None:
-        """The shown branch when it is an edit that has not run yet (its own only record: 'edit')."""
-        store = self.store
-        if store is None or self.view.branch not in store.branches:
-            return None
-        b = store.branches[self.view.branch]
-        if b.parent is None or len(b.rows) != 1 or store.kind(b.rows[0]) != "edit":
-            return None
-        return b
-
-    def edit(self, op: str, text: str | None = None) -> bool:
-        """Mask / unmask / replace / protect / unprotect the selected tokens of the record shown.
-
-        The first edit of a record forks a child branch whose first record is the edited
-        one ('edit'); further edits amend that record until the branch runs. A run in
-        progress is stopped first. False (and a message) when the edit cannot be made.
-        """
-        store, row = self.store, self.current_row()
-        if store is None or row is None or self.vocab is None:
-            self.say("Nothing to edit: generate a run or open a session.", is_error=True)
-            return False
-        if store.layout.is_blocks:
-            self.say("Editing a run generated in blocks is not supported yet: generate it in one block to edit it.",
-                     is_error=True)
-            return False
-        selection = self.view.selection()
-        if selection is None:
-            self.say("Select tokens on the canvas first: click, drag or shift-click.", is_error=True)
-            return False
-        start, stop = selection
-        stop = min(stop, store.layout.seq_len)
-        branch, record = self.view.branch, min(self.view.record, self.n_records() - 1)
-        mask_id = self.vocab.mask_id
-        flags = store.get("flags", row)
-        tokens = store.get("tokens", row).astype(np.int64)
-        protected = (flags & FLAG_PROTECTED).astype(bool)
-        edited = (flags & FLAG_EDITED).astype(bool)
-        try:
-            text_ids = encode_text(text or "", self.vocab) if op == "replace" else None
-            predicted = predicted_tokens(store, branch, record) if op == "unmask" else None
-            tokens, protected, changed = apply_edit(
-                tokens, protected, op, start, stop, mask_id=mask_id, text_ids=text_ids, predicted=predicted
-            )
-        except EditError as exc:
-            self.say(str(exc), is_error=True)
-            return False
-        if self.run is not None:
-            self.stop()
-            self.say("The run was stopped so this step can be edited.")
-        entry = {"op": op, "start": start, "stop": stop, "text": text if op == "replace" else None}
-        draft = self.draft()
-        if draft is not None and self.view.record == self.n_records() - 1:
-            store.amend_edit(draft.id, tokens, protected, edited | changed, [*draft.edits, entry], mask_id=mask_id)
-        else:
-            parent = store.branches[branch]
-            child = store.fork(
-                branch, record, tokens, protected, edited | changed, dict(parent.settings),
-                label=f"edit of {parent.label or branch} @ {record + 1}", edits=[entry], mask_id=mask_id,
-            )
-            self.view.branch = child.id
-        self.view.record = self.n_records() - 1
-        self.view.follow_live = self.view.playing = False
-        what = f"{op} {start}:{stop}" + (f" = {text!r}" if op == "replace" else "")
-        self.say(f"Edited ({what}). Restart from here (Ctrl+R) runs the model from this step.")
-        return True
-
-    def restart(self, settings: GenerationSettings) -> bool:
-        """Run the sampler from the record shown with `settings`: an unrun edit runs in its own
-        branch (its edited and protected tokens reach the worker); any other record forks a child."""
-        if self.model_info is None or self.client is None or self.is_loading:
-            self._ask_for_model()
-            return False
-        draft = self.draft()
-        if draft is None or self.view.record != self.n_records() - 1:
-            return self.continue_from(settings)
-        store, row = self.store, draft.rows[0]
-        if settings.length != store.layout.seq_len:
-            self.say(f"To restart this edit, length must stay {store.layout.seq_len}.", is_error=True)
-            return False
-        start_it = int(store.columns["iteration"][row])
-        if start_it >= settings.steps:
-            self.say(f"This step is after iteration {start_it}; raise steps above {start_it} to restart.", is_error=True)
-            return False
-        flags = store.get("flags", row)
-        protected = (flags & FLAG_PROTECTED).astype(bool)
-        edited = (flags & FLAG_EDITED).astype(bool)
-        draft.settings = settings.to_dict()
-        return self._launch(
-            settings, draft.id, tokens=store.get("tokens", row).astype(np.int64), iteration=start_it,
-            protected=protected if protected.any() else None, edited=edited if edited.any() else None,
-            emit_initial=False,
-        )
-
-    def _ask_for_model(self) -> None:
-        """Restarting needs a model: name the one the session came from and offer it."""
-        path = self.session.model_path if self.session is not None else None
-        if path and Path(path).is_file():
-            self._notices.append(ModelOffered(str(path)))
-            self.say(f"Restarting needs a model. This session was made with {path}: it is picked, press Load.", True)
-        elif path:
-            self.say(f"Restarting needs a model. This session was made with {path}, which is not there: load one.", True)
-        else:
-            self.say("Restarting needs a model: load one.", is_error=True)
-
-    def rename_branch(self, branch: str, label: str) -> None:
-        if self.store is not None and branch in self.store.branches:
-            self.store.rename(branch, label.strip())
-
-    def delete_branch(self, branch: str) -> bool:
-        """Delete a branch and its descendants (a run in one of them is stopped first)."""
-        store = self.store
-        if store is None or branch not in store.branches:
-            return False
-        parent = store.branches[branch].parent
-        try:
-            doomed = set(store.delete(branch))
-        except ValueError as exc:
-            self.say(str(exc), is_error=True)
-            return False
-        if self.run is not None and self.run.branch in doomed:
-            self.stop()
-        if self.view.branch in doomed:
-            self.select_branch(parent if parent in store.branches else store.branch_order[0])
-        if self.compare is not None and doomed & set(self.compare):
-            self.compare = None
-        self.say(f"Deleted {len(doomed)} branch{'es' if len(doomed) > 1 else ''}: {', '.join(sorted(doomed, key=int))}.")
-        return True
-
-    def start_compare(self, left: str, right: str) -> bool:
-        """Show `left` and `right` side by side; the timeline scrubs `left`, `right` follows by iteration."""
-        store = self.store
-        if store is None or left not in store.branches or right not in store.branches:
-            self.say("Pick two branches to compare.", is_error=True)
-            return False
-        if left == right:
-            self.say("Pick two different branches to compare.", is_error=True)
-            return False
-        self.compare = (left, right)
-        if self.view.branch != left:
-            self.select_branch(left)
-        return True
-
-    def compare_rows(self) -> tuple[int, int] | None:
-        """Store rows of the two compare panes at the shown step (synchronised by iteration)."""
-        if self.compare is None or self.store is None:
-            return None
-        left = self.current_row()
-        right_rows = self.rows(self.compare[1])
-        if left is None or not len(right_rows):
-            return None
-        store = self.store
-        k = matching_record(
-            store.column("iteration")[right_rows], store.column("kind")[right_rows],
-            int(store.columns["iteration"][left]), int(store.columns["kind"][left]),
-        )
-        return left, int(right_rows[k])
 
     # -- session files -----------------------------------------------------------------------
     def open(self, path: str | Path) -> bool:

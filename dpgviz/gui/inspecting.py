@@ -1,0 +1,297 @@
+"""The workspace's inspection half: the record shown as the canvas draws it, and what the
+model believed about a token.
+
+    shown()            the record shown, composed across blocks in a block run (ShownRecord)
+    cell_extras(mode)  per-position arrays a colour mode or the remask glyphs need
+    token_info(pos)    the tooltip's and the inspector's numbers and candidates
+    preview_resample   another temperature / top-p drawn from the stored top-k (no forward pass)
+
+`Inspecting` is a mixin of `gui.workspace.Workspace`: it reads the workspace's store,
+view and vocabulary and never calls the UI. numpy and dpgviz.core/store only; no
+dearpygui, no torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dpgviz.core.records import FLAG_MASKED
+from dpgviz.store.step_store import StepStore
+
+ORDER_REFRESH_S = 0.5  # how often the decoding-order mode is recomputed while a run appends
+
+
+@dataclass(frozen=True)
+class CellExtras:
+    """Per-position arrays for the record shown that it does not store (derived from the
+    branch's history): 'changed' and 'order' for those colour modes, 'ghost' = the tokens
+    of the record before (what a remasked cell held). `key` says what they are, so a canvas
+    redraws only when it changes."""
+
+    key: tuple = ()
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    label: str = ""  # said above the canvas (a preview says it is one)
+
+
+NO_EXTRAS = CellExtras()
+
+
+@dataclass(frozen=True)
+class ShownRecord:
+    """One record as the canvas draws it: full-length arrays, and what the info line says.
+
+    For a run in one block `get(name)` is the store row itself; for a semi-autoregressive
+    run (records hold one block each) it is the whole sequence composed at that record
+    (store.blocks: finished blocks, the record's block, masks for blocks to come).
+    `key` names the record, so a canvas redraws only when it changes.
+    """
+
+    key: tuple
+    row: int  # the store row of the record (its own block's, in a block run)
+    seq_len: int  # positions drawn: the whole sequence
+    kind: str
+    iteration: int
+    n_masked: int
+    steps: object  # the run's steps setting, for "iteration i of S"
+    block: str  # "" for a one-block run, else "block b of B"
+    get: Callable[[str], np.ndarray]
+
+    @classmethod
+    def of_row(cls, store: StepStore, row: int, branch: str | None = None) -> ShownRecord:
+        """A store row as it is (no composition): the compare view's panes."""
+        settings = store.branches[branch].settings if branch in store.branches else {}
+        return cls(
+            (id(store), row), row, store.layout.seq_len, store.kind(row), int(store.columns["iteration"][row]),
+            int(store.columns["n_masked"][row]), settings.get("steps", "?"), "",
+            lambda name: store.get(name, row),
+        )
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What the tooltip and the inspector say about one position of the record shown."""
+
+    pos: int
+    record: int  # index in the branch's timeline
+    token: str | None  # None where masked
+    token_id: int
+    state: str  # core.palette STATE_NAMES
+    p: float | None  # p(token) under the model at this record
+    entropy: float | None
+    score: float | None
+    rank: int | None  # 1 = the most probable candidate; None when not among the stored ones
+    candidates: tuple[tuple[int, str, float], ...]  # (id, text, probability), most probable first
+    sampled_record: int | None  # the record the candidates come from (the step that last sampled it)
+    sampled_label: str  # e.g. "this step" or "record 7 (iteration 3, prediction)"
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A re-sample of one record from its stored top-k at another temperature / top-p (no forward pass)."""
+
+    row: int
+    temperature: float
+    top_p: float
+    seed: int
+    tokens: np.ndarray  # (N,) ids drawn; -1 where the record stored no candidates
+
+    @property
+    def label(self) -> str:
+        return f"PREVIEW: re-sampled from the stored top-k at T={self.temperature:g}, top-p={self.top_p:g}"
+
+
+class Inspecting:
+    """Inspection operations of the workspace (see the module docstring)."""
+
+    def shown(self) -> ShownRecord | None:
+        """The record shown, as the canvas draws it (composed across blocks in a block run)."""
+        row = self.current_row()
+        store = self.store
+        if row is None or store is None:
+            return None
+        if not store.layout.is_blocks:
+            return ShownRecord.of_row(store, row, self.view.branch)
+        from dpgviz.store.blocks import Composer
+
+        rows, record = self.rows(), min(max(0, self.view.record), self.n_records() - 1)
+        key = (id(store), id(rows), self.vocab.mask_id if self.vocab is not None else 0)
+        if self._composer is None or self._composer[0] != key:
+            self._composer = (key, Composer(store, rows, key[2]))
+        composer = self._composer[1]
+        tokens = composer.field("tokens", record)
+        layout = store.layout
+        n_masked = int((composer.field("flags", record) & FLAG_MASKED != 0).sum())
+        settings = store.branches[self.view.branch].settings
+        return ShownRecord(
+            (id(store), row, "blocks", record), row, layout.total_len, store.kind(row),
+            int(store.columns["iteration"][row]), n_masked, settings.get("steps", "?"),
+            f"block {int(store.columns['block'][row]) + 1} of {layout.n_blocks}",
+            lambda name: tokens if name == "tokens" else composer.field(name, record),
+        )
+
+    def cell_extras(self, mode: str) -> CellExtras:
+        """What the canvas needs beyond the record shown, for colour mode `mode` (cached)."""
+        rows, record = self.rows(), self.view.record
+        if self.store is None or not len(rows):
+            return NO_EXTRAS
+        record = min(max(0, record), len(rows) - 1)
+        row, prev = int(rows[record]), int(rows[record - 1]) if record > 0 else None
+        if self.store.layout.is_blocks:
+            return self._block_extras(mode, rows, record)
+        tokens = self.store.column("tokens")
+        arrays: dict[str, np.ndarray] = {}
+        key: tuple = (row, prev)
+        if prev is not None:
+            arrays["ghost"] = tokens[prev]
+            if mode == "changed":
+                arrays["changed"] = tokens[row] != tokens[prev]
+        elif mode == "changed":
+            arrays["changed"] = np.zeros(self.store.layout.seq_len, dtype=bool)
+        if mode == "order":
+            order = self.decoding_order()
+            arrays["order"] = order
+            key += (id(order),)
+        preview, label = self.preview, ""
+        if preview is not None and preview.row == row:
+            arrays["preview"] = preview.tokens
+            key += (id(preview),)
+            label = preview.label
+        return CellExtras((mode, *key), arrays, label)
+
+    def _block_extras(self, mode: str, rows: np.ndarray, record: int) -> CellExtras:
+        """cell_extras of a block run: the record before composed whole, so positions line up."""
+        from dpgviz.store.blocks import compose
+
+        total = self.store.layout.total_len
+        mask_id = self.vocab.mask_id if self.vocab is not None else 0
+        key = (id(self.store), id(rows), record)
+        if self._block_extras_cache is not None and self._block_extras_cache[0] == (mode, *key):
+            return self._block_extras_cache[1]
+        arrays: dict[str, np.ndarray] = {}
+        if record > 0:
+            before = compose(self.store, rows, record - 1, "tokens", mask_id).copy()
+            arrays["ghost"] = before
+            if mode == "changed":
+                arrays["changed"] = compose(self.store, rows, record, "tokens", mask_id) != before
+        elif mode == "changed":
+            arrays["changed"] = np.zeros(total, dtype=bool)
+        label = ""
+        if mode == "order":  # per-block commit steps are not composed yet: say so rather than mislead
+            arrays["order"] = np.full(total, np.nan, dtype=np.float32)
+            label = "decoding order is not drawn for block runs yet"
+        extras = CellExtras((mode, *key), arrays, label)
+        self._block_extras_cache = ((mode, *key), extras)
+        return extras
+
+    def preview_changes(self) -> np.ndarray | None:
+        """Positions where the preview shown draws another token than the record (for a tint)."""
+        preview, row = self.preview, self.current_row()
+        if preview is None or row is None or preview.row != row or self.store is None:
+            return None
+        if self._preview_changes is None or self._preview_changes[0] is not preview:
+            tokens = self.store.columns["tokens"][row]
+            self._preview_changes = (preview, (preview.tokens >= 0) & (preview.tokens != tokens))
+        return self._preview_changes[1]
+
+    def token_info(self, pos: int, record: int | None = None) -> TokenInfo | None:
+        """Position `pos` at a record of the shown branch (default: the one shown), or None."""
+        from dpgviz.core.palette import STATE_NAMES, mask_states
+        from dpgviz.store.inspect import sampled_at
+
+        store, rows, vocab = self.store, self.rows(), self.vocab
+        if store is None or vocab is None or not len(rows) or not 0 <= pos < store.layout.total_len:
+            return None
+        record = min(max(0, self.view.record if record is None else record), len(rows) - 1)
+        global_pos = pos
+        if store.layout.is_blocks:  # the block holding pos, at its last record so far (store.blocks)
+            from dpgviz.store.blocks import Composer
+
+            block, pos = divmod(pos, store.layout.seq_len)
+            source = int(Composer(store, rows, vocab.mask_id).sources(record)[block])
+            if source < 0:  # that block has not started: masked, nothing proposed yet
+                return TokenInfo(global_pos, record, None, vocab.mask_id, "masked", None, None, None, None, (),
+                                 None, f"block {block + 1} has not started at this step")
+            in_block = np.flatnonzero(store.column("block")[rows] == block)  # that block's records, in order
+            record = int(np.searchsorted(in_block, source))
+            rows = rows[in_block]
+        row = int(rows[record])
+        token_id = int(store.columns["tokens"][row, pos])
+        flags = int(store.columns["flags"][row, pos])
+        state = STATE_NAMES[int(mask_states(np.array([flags]))[0])]
+
+        def number(name: str) -> float | None:
+            value = float(store.columns[name][row, pos])
+            return value if np.isfinite(value) else None
+
+        sampled = sampled_at(store, rows, pos, record)
+        candidates: tuple[tuple[int, str, float], ...] = ()
+        label = "no candidates stored up to this step"
+        if sampled is not None:
+            src = int(rows[sampled])
+            ids, probs = store.candidates_at(src, pos)  # sampled_at found them, so not None
+            probs = probs.astype(np.float32)
+            order = np.argsort(-probs, kind="stable")
+            strings = vocab.strings()
+            candidates = tuple(
+                (int(ids[k]), str(strings[int(ids[k])]), float(probs[k])) for k in order if probs[k] > 0
+            )
+            kind = store.kind(src)
+            iteration = int(store.columns["iteration"][src]) + 1
+            label = "this step" if sampled == record else f"record {sampled + 1} (iteration {iteration}, {kind})"
+        is_masked = token_id == vocab.mask_id
+        rank = next((k + 1 for k, (cid, _, _) in enumerate(candidates) if cid == token_id), None)
+        return TokenInfo(
+            global_pos, record, None if is_masked else str(vocab.strings()[token_id]), token_id, state,
+            number("confidence"), number("entropy"), number("score"), None if is_masked else rank,
+            candidates, sampled, label,
+        )
+
+    def preview_resample(self, temperature: float, top_p: float, seed: int = 0) -> bool:
+        """Show what the record shown would have drawn at `temperature` / `top_p`, from its stored top-k."""
+        from dpgviz.store.inspect import resample_preview
+
+        row = self.current_row()
+        if row is None or self.store is None:
+            self.say("Nothing to re-sample: generate a run or open a session.", is_error=True)
+            return False
+        if self.store.layout.is_blocks:
+            self.say("Re-sampling a block run is not supported yet.", is_error=True)
+            return False
+        if not temperature > 0 or not 0 < top_p <= 1:
+            self.say(f"temperature must be > 0 and top-p in (0, 1]; got {temperature:g}, {top_p:g}", is_error=True)
+            return False
+        drawn = resample_preview(*self.store.top_k(row), temperature, top_p, seed)
+        if not (drawn >= 0).any():
+            self.say("This step stored no candidates (only steps that predicted masked tokens do).", is_error=True)
+            return False
+        self.preview = Preview(row, float(temperature), float(top_p), int(seed), drawn)
+        changed = int(((drawn >= 0) & (drawn != self.store.columns["tokens"][row])).sum())
+        self.say(f"Preview: {changed} of {int((drawn >= 0).sum())} sampled tokens differ at T={temperature:g}, "
+                 f"top-p={top_p:g}. Nothing ran; Run from here makes it real.")
+        return True
+
+    def clear_preview(self) -> None:
+        self.preview = None
+
+    def decoding_order(self) -> np.ndarray:
+        """Per position, when in the shown branch's timeline its final token was committed for
+        good, as a fraction of the run (0 = first record, 1 = last; NaN = never). Cached per
+        branch and store version; during a live run at most every ORDER_REFRESH_S."""
+        from dpgviz.store.inspect import commit_records
+
+        key = (id(self.store), self.view.branch)
+        now = time.perf_counter()
+        cached = self._order_cache
+        if cached is not None and cached[0] == key and (
+            cached[1] == self.store.version or (self.run is not None and now - cached[2] < ORDER_REFRESH_S)
+        ):
+            return cached[3]
+        rows = self.rows()
+        commit = commit_records(self.store, rows).astype(np.float32)
+        order = np.where(commit >= 0, commit / max(1, len(rows) - 1), np.nan).astype(np.float32)
+        self._order_cache = (key, self.store.version, now, order)
+        return order
