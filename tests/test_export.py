@@ -172,25 +172,23 @@ def test_html_is_self_contained(session, tmp_path):
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the player's script")
 def test_html_player_runs_and_shows_the_last_record(session, tmp_path):
     page = export_session(session, "html", tmp_path / "player.html").read_text(encoding="utf-8")
-    data_json = re.search(r'<script id="session-data" type="application/json">(.*?)</script>', page, re.S).group(1)
-    script = re.findall(r"<script>(.*?)</script>", page, re.S)[-1]
-    harness = tmp_path / "run.js"
-    harness.write_text(_NODE_DOM + f"\nconst __DATA = {json.dumps(data_json)};\n" + script + _NODE_CHECK)
-    result = subprocess.run(["node", str(harness)], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-    shown = json.loads(result.stdout)
+    shown = _run_player(page, tmp_path, _NODE_CHECK, timeout_s=30)
     final = session.vocab.decode(session.store.get("tokens", session.rows()[-1]))
     assert shown["info"].startswith(f"record {len(session.rows()) - 1}/")
     assert shown["text"] == final.replace("\n", "\u21b5")
 
 
-def _run_player(page: str, tmp_path, check: str) -> dict:
-    """Run the page's own player script under node with a stub DOM, then `check` (prints JSON)."""
+def _run_player(page: str, tmp_path, check: str, *, view_px: tuple[int, int] = (1000, 100000), timeout_s: int = 60) -> dict:
+    """Run the page's own player script under node with a stub DOM, then `check` (prints JSON).
+
+    `view_px` is every element's client width and height (the player sizes its grid to its view).
+    """
     data_json = re.search(r'<script id="session-data" type="application/json">(.*?)</script>', page, re.S).group(1)
     script = re.findall(r"<script>(.*?)</script>", page, re.S)[-1]
     harness = tmp_path / "run.js"
-    harness.write_text(_NODE_DOM + f"\nconst __DATA = {json.dumps(data_json)};\n" + script + check)
-    result = subprocess.run(["node", str(harness)], capture_output=True, text=True, timeout=60)
+    sizes = f"const __VIEW_W = {int(view_px[0])}, __VIEW_H = {int(view_px[1])};\n"
+    harness.write_text(sizes + _NODE_DOM + f"\nconst __DATA = {json.dumps(data_json)};\n" + script + check)
+    result = subprocess.run(["node", str(harness)], capture_output=True, text=True, timeout=timeout_s)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -248,7 +246,7 @@ const __ctx = {
   fillText(s, x, y) { this.texts.push([s, x, y]); },
 };
 class El {
-  constructor(id) { this.id = id; this.children = []; this.style = {}; this.textContent = ""; this.innerHTML = ""; this.value = ""; this.listeners = {}; this.clientWidth = 1000; this.clientHeight = 100000; this.scrollTop = 0; this.width = 0; this.height = 0; }
+  constructor(id) { this.id = id; this.children = []; this.style = {}; this.textContent = ""; this.innerHTML = ""; this.value = ""; this.listeners = {}; this.clientWidth = __VIEW_W; this.clientHeight = __VIEW_H; this.scrollTop = 0; this.width = 0; this.height = 0; }
   append(...xs) { this.children.push(...xs); }
   addEventListener(name, f) { this.listeners[name] = f; }
   getContext() { return __ctx; }

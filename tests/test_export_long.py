@@ -7,17 +7,16 @@ opened as the CLI does. Timings are printed (pytest -s), not asserted: the machi
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
 import shutil
-import subprocess
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
+from test_export import _run_player  # the page's player under node with a stub DOM
 
 from dpgviz.bench.synthetic import synthetic_store, synthetic_vocab
 from dpgviz.core import records
@@ -142,45 +141,16 @@ def test_html_at_65536_tokens_embeds_its_records_compactly(session, tmp_path):
     assert not re.search(r"(src|href)=\"https?:", page)
 
 
-_NODE_DOM = r"""
-// Just the DOM the player touches. The canvas context records the last draw's calls.
-const __ctx = {
-  texts: [], rects: 0, fillStyle: "", font: "", textAlign: "", textBaseline: "",
-  setTransform() {}, measureText() { return { width: 7.8 }; },
-  fillRect() { this.rects++; }, fillText(s, x, y) { this.texts.push([s, x, y]); },
-};
-class El {
-  constructor(id) { this.id = id; this.style = {}; this.textContent = ""; this.innerHTML = ""; this.value = ""; this.listeners = {}; this.clientWidth = 1200; this.clientHeight = 800; this.scrollTop = 0; }
-  append() {}
-  addEventListener(name, f) { this.listeners[name] = f; }
-  getContext() { return __ctx; }
-}
-const __els = {};
-const document = {
-  getElementById(id) {
-    if (!__els[id]) { __els[id] = new El(id); if (id === "session-data") __els[id].textContent = __DATA; if (id === "speed") __els[id].value = "1"; if (id === "mode") __els[id].value = "state"; }
-    return __els[id];
-  },
-  createElement(tag) { return new El(tag); },
-  addEventListener() {},
-  title: "",
-};
-const __window = {};
-globalThis.window = { devicePixelRatio: 1, addEventListener(name, f) { __window[name] = f; } };
-globalThis.requestAnimationFrame = (f) => { f(); return 0; };
-globalThis.setTimeout = () => 0; globalThis.clearTimeout = () => {};
-"""
-
 _NODE_LAYOUT = r"""
 (async () => {
   await ready;
   if (__els.error && __els.error.textContent) { console.error(__els.error.textContent); process.exit(1); }
   const view = __els.view, out = { cell_w: CELL_W, cell_h: CELL_H };
-  const frame = () => { __ctx.texts = []; __ctx.rects = 0; show(R - 1); };
+  const frame = () => { __ctx.texts = []; __ctx.rects = []; show(R - 1); };
   frame();
-  out.wide = { cols, sizer: __els.sizer.style.height, rects: __ctx.rects };
+  out.wide = { cols, sizer: __els.sizer.style.height, rects: __ctx.rects.length };
   view.clientWidth = 600; __window.resize(); frame();
-  out.narrow = { cols, sizer: __els.sizer.style.height, rects: __ctx.rects };
+  out.narrow = { cols, sizer: __els.sizer.style.height, rects: __ctx.rects.length };
   view.scrollTop = 20000; view.listeners.scroll(); frame();
   out.scrolled = { top: view.scrollTop, texts: __ctx.texts };
   console.log(JSON.stringify(out));
@@ -191,13 +161,8 @@ _NODE_LAYOUT = r"""
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the player's script")
 def test_html_player_fits_columns_to_the_window_and_draws_only_what_is_in_view(session, tmp_path):
     page = _html(session, tmp_path)
-    data_json = re.search(r'<script id="session-data" type="application/json">(.*?)</script>', page, re.S).group(1)
-    script = re.findall(r"<script>(.*?)</script>", page, re.S)[-1]
-    harness = tmp_path / "layout.js"
-    harness.write_text(_NODE_DOM + f"\nconst __DATA = {json.dumps(data_json)};\n" + script + _NODE_LAYOUT)
-    result = _timed("node player", lambda: subprocess.run(["node", str(harness)], capture_output=True, text=True, timeout=120))
-    assert result.returncode == 0, result.stderr
-    shown = json.loads(result.stdout)
+    # The shared stub DOM of test_export, with an 1200 x 800 px view.
+    shown = _timed("node player", lambda: _run_player(page, tmp_path, _NODE_LAYOUT, view_px=(1200, 800), timeout_s=120))
     cell_w, cell_h = shown["cell_w"], shown["cell_h"]
     assert cell_w == math.ceil(7.8) + 3  # the font's measured width and a gutter
     for key, width in (("wide", 1200), ("narrow", 600)):
