@@ -122,8 +122,8 @@ def test_attention_is_bidirectional(sampler):
     changed = ids.clone()
     changed[-1] = VOCAB.mask_id
     with torch.no_grad():
-        a = sampler.model(ids[None])[0, 0]
-        b = sampler.model(changed[None])[0, 0]
+        a = sampler.adapter.logits(ids[None])[0, 0]
+        b = sampler.adapter.logits(changed[None])[0, 0]
     assert not torch.allclose(a, b), "position 0 must see later positions"
 
 

@@ -57,6 +57,7 @@ class Vocabulary:
 
     itos: tuple[str, ...]
     model_vocab_size: int = 0  # the model's embedding rows (may exceed size + 1: reserved ids)
+    never_sample: tuple[int, ...] = ()  # special ids ([CLS], [PAD], ...) the sampler never proposes
     _lookup: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -38,6 +38,7 @@ from dpgviz.core.records import FLAG_EDITED, RecordLayout, StepRecord, step_flag
 from dpgviz.core.schedule import target_masks
 from dpgviz.core.settings import GenerationSettings, SettingsError
 from dpgviz.core.vocab import Vocabulary
+from dpgviz.engine.adapter import ModelAdapter, as_adapter
 
 
 @dataclass
@@ -56,11 +57,15 @@ class StartState:
 class Sampler:
     """Runs a model's denoising loop. Holds the model, vocabulary and device; no GUI state."""
 
-    def __init__(self, model: torch.nn.Module, vocab: Vocabulary, device: torch.device | str = "cpu") -> None:
-        self.model = model.eval()
+    def __init__(
+        self, model: torch.nn.Module | ModelAdapter, vocab: Vocabulary, device: torch.device | str = "cpu"
+    ) -> None:
+        self.adapter = as_adapter(model, vocab)
         self.vocab = vocab
         self.device = torch.device(device)
-        self.block_size = int(model.config.block_size)
+        self.block_size = int(self.adapter.block_size)
+        never = [i for i in vocab.never_sample if 0 <= i < vocab.size]
+        self._never = torch.as_tensor(never, dtype=torch.long, device=self.device) if never else None
 
     def layout(self, settings: GenerationSettings) -> RecordLayout:
         """Records hold one block (settings.block_tokens) of a sequence of settings.length."""
@@ -76,7 +81,9 @@ class Sampler:
         `tokens`; the context's own predictions are dropped.
         """
         window = torch.cat([context, tokens]) if len(context) else tokens  # (C + n,)
-        logits = self.model(window[None])[0, len(context) :, : self.vocab.size].float()  # (n, V)
+        logits = self.adapter.logits(window[None])[0, len(context) :, : self.vocab.size].float()  # (n, V)
+        if self._never is not None:  # special tokens ([CLS], [PAD], ...) are never proposed
+            logits[:, self._never] = -float("inf")
         return torch.softmax(logits / temperature, dim=-1)
 
     def _start_tensors(
