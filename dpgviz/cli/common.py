@@ -10,7 +10,15 @@ import argparse
 import json
 import sys
 
-from dpgviz.core.settings import DEFAULT_BLOCK_LENGTH, MAX_LENGTH, STRATEGIES, GenerationSettings
+from dpgviz.core.settings import (
+    DEFAULT_BLOCK_LENGTH,
+    MAX_LENGTH,
+    PROPOSALS,
+    SCHEDULES,
+    STRATEGIES,
+    STRATEGY_INFO,
+    GenerationSettings,
+)
 
 
 class UserError(Exception):
@@ -44,7 +52,18 @@ def add_settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start-ratio", type=float, default=d.start_ratio)
     p.add_argument("--end-ratio", type=float, default=d.end_ratio)
     p.add_argument("--randomness", type=float, default=d.randomness)
-    p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES)
+    p.add_argument(
+        "--strategy",
+        default=d.strategy,
+        choices=STRATEGIES,
+        help="unmasking strategy: " + "; ".join(f"{k}: {v}" for k, v in STRATEGY_INFO.items()),
+    )
+    p.add_argument("--schedule", default=d.schedule, choices=SCHEDULES, help="how the mask ratio falls")
+    p.add_argument("--proposal", default=d.proposal, choices=PROPOSALS, help="sample a token, or take the argmax")
+    p.add_argument("--sample-top-k", type=int, default=d.sample_top_k, help="sample among the k likeliest (0 = all)")
+    p.add_argument("--top-p", type=float, default=d.top_p, help="sample within the top-p nucleus (1 = all)")
+    p.add_argument("--threshold", type=float, default=d.threshold, help="tau of the threshold strategy")
+    p.add_argument("--eta", type=float, default=d.eta, help="remdm: largest remask probability per step")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--top-k", type=int, default=d.top_k, help="candidates recorded per masked position")
 
@@ -58,6 +77,12 @@ def settings_from(args: argparse.Namespace) -> GenerationSettings:
         end_ratio=args.end_ratio,
         randomness=args.randomness,
         strategy=args.strategy,
+        schedule=args.schedule,
+        proposal=args.proposal,
+        sample_top_k=args.sample_top_k,
+        top_p=args.top_p,
+        threshold=args.threshold,
+        eta=args.eta,
         seed=args.seed,
         top_k=args.top_k,
         block_length=getattr(args, "block_length", None) or 0,

@@ -9,7 +9,24 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-STRATEGIES = ("seed", "random", "llada")
+# Each strategy in one line (the settings tooltip, `--help` and the README show these);
+# engine.strategies implements them under the same names.
+STRATEGY_INFO = {
+    "seed": "the seed app's 'intelligent' remasking: a second pass scores every visible token by "
+    "r*noise + (1-r)*(1-p) and the worst go back to mask",
+    "random": "remask uniformly at random among all visible tokens",
+    "llada": "LLaDA low-confidence: keep this step's most confident predictions, never revisit committed tokens",
+    "margin": "commit where p(first) - p(second) is largest",
+    "entropy": "commit where the predictive entropy is lowest",
+    "threshold": "Fast-dLLM: commit every prediction with confidence >= tau (at least one per step); "
+    "finishes in as few steps as the model allows",
+    "remdm": "ReMDM: commit by confidence, and send committed tokens back to mask with a probability "
+    "that grows as their confidence falls (eta caps it), so the model can revise itself",
+    "origin": "Dream 'origin': each masked position is revealed independently with probability 1 - s/t",
+}
+STRATEGIES = tuple(STRATEGY_INFO)
+SCHEDULES = ("linear", "cosine")  # mask ratio from start to end: a straight line, or a quarter cosine
+PROPOSALS = ("sample", "greedy")  # how a masked position's token is proposed: drawn from p, or argmax
 MAX_LENGTH = 65_536  # longest run: with blocks, `length` may exceed the model's block size up to here
 DEFAULT_BLOCK_LENGTH = 256  # block length the CLI picks when --length exceeds the block size
 
@@ -27,6 +44,12 @@ class GenerationSettings:
     end_ratio: float = 0.15  # mask ratio after the second-to-last iteration
     randomness: float = 0.8  # r: weight of U(0,1) against 1 - p in the remask score
     strategy: str = "seed"  # one of STRATEGIES
+    schedule: str = "linear"  # one of SCHEDULES: how the mask ratio falls from start to end
+    proposal: str = "sample"  # one of PROPOSALS
+    sample_top_k: int = 0  # sample only among the k most likely tokens (0 = all)
+    top_p: float = 1.0  # sample only within the smallest set of tokens whose probability reaches p
+    threshold: float = 0.9  # tau of the 'threshold' strategy
+    eta: float = 0.5  # 'remdm': the largest probability of remasking a committed token per step
     seed: int = 0  # torch generator seed: same seed + settings = same records on CPU
     top_k: int = 8  # candidates recorded per masked position
     # Semi-autoregressive generation: blocks of this many tokens, one after another, each
@@ -48,6 +71,18 @@ class GenerationSettings:
             raise SettingsError(f"randomness must be in [0, 1], got {self.randomness}")
         if self.strategy not in STRATEGIES:
             raise SettingsError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.schedule not in SCHEDULES:
+            raise SettingsError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.proposal not in PROPOSALS:
+            raise SettingsError(f"proposal must be one of {', '.join(PROPOSALS)}, got {self.proposal!r}")
+        if self.sample_top_k < 0:
+            raise SettingsError(f"sample top-k must be 0 (off) or >= 1, got {self.sample_top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise SettingsError(f"top-p must be in (0, 1], got {self.top_p}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise SettingsError(f"threshold must be in (0, 1], got {self.threshold}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise SettingsError(f"eta must be in [0, 1], got {self.eta}")
         if self.length < 1:
             raise SettingsError(f"length must be >= 1, got {self.length}")
         if self.length > MAX_LENGTH:

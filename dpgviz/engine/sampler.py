@@ -1,19 +1,17 @@
 """The denoising sampler: one generator that yields a StepRecord per substep.
 
 The GUI (through the worker) and the CLI drive this same generator; visualisation never
-gets its own copy of the algorithm. A strategy is a remask score per position plus the
-shared count rule of `core.schedule.target_masks`:
-
-    seed    score = r*U(0,1) + (1-r)*(1 - p(current token)), p from a second forward pass
-            over the filled sequence; any visible unprotected position may be remasked.
-    random  score = U(0,1); no second pass.
-    llada   one pass per iteration; only tokens sampled in this iteration may be remasked,
-            lowest confidence first, so committed tokens never change (LLaDA, low-confidence
-            remasking).
+gets its own copy of the algorithm. One loop runs every strategy: each iteration one
+forward pass gives p = softmax(logits / T) at every position, `strategies.propose` fills
+each masked position (sampled, top-k / top-p filtered, or greedy), and the strategy
+(`engine.strategies`) picks which positions go back to mask: a score per position plus a
+count rule (usually the schedule's `core.schedule.target_masks`). The model is reached
+only through an adapter (`engine.adapter`): tokenizer, logits, block size.
 
 Each iteration yields a 'prediction' record (every masked position filled) and, except
 after the last iteration, a 'remask' record; runs open with 'initial' and close with
-'final'. Top-k candidates are stored only in the 'prediction' that computed them
+'final'. A strategy that finishes early ('threshold') closes with 'final' as soon as
+nothing is masked, so its runs have fewer records than `steps` allows. Top-k candidates are stored only in the 'prediction' that computed them
 ('remask' and 'final' carry zeros; store.inspect.sampled_at finds them). A record leaves
 the device once per substep; nothing per-token runs in Python.
 
@@ -39,6 +37,7 @@ from dpgviz.core.schedule import target_masks
 from dpgviz.core.settings import GenerationSettings, SettingsError
 from dpgviz.core.vocab import Vocabulary
 from dpgviz.engine.adapter import ModelAdapter, as_adapter
+from dpgviz.engine.strategies import STRATEGIES, Step, propose
 
 
 @dataclass
@@ -209,48 +208,51 @@ class Sampler:
         else:  # the start record exists already: flag the first prediction against it
             prev_np = tokens.cpu().numpy()
 
+        strategy = STRATEGIES[settings.strategy]
+        last = settings.steps - 1
         for it in range(start_iteration, settings.steps):
             is_masked = tokens == mask_id  # (n,)
             probs = self._probs(tokens, settings.temperature, context)  # (n, V)
             passes[0] += 1
-            sampled = torch.multinomial(probs, 1, generator=gen)[:, 0]  # (n,)
-            tokens = torch.where(is_masked, sampled, tokens)
+            tokens = torch.where(is_masked, propose(probs, settings, gen), tokens)
             p_token = probs.gather(1, tokens[:, None])[:, 0]  # (n,) p of what each position now holds
-            entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1)  # (n,)
+            entropy_all = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1)  # (n,)
             top_p, top_i = probs.topk(k, dim=-1)  # (n, k)
             belief_mask = is_masked[:, None]
             top_p = torch.where(belief_mask, top_p, 0.0)
             top_i = torch.where(belief_mask, top_i, 0)
-            entropy = torch.where(is_masked, entropy, nan)
-            target = target_masks(n, it, settings.steps, settings.start_ratio, settings.end_ratio)
+            entropy = torch.where(is_masked, entropy_all, nan)
+            target = target_masks(n, it, settings.steps, settings.start_ratio, settings.end_ratio, settings.schedule)
             yield emit("prediction", it, target, p_token, None, entropy, top_p, top_i)
-            if it == settings.steps - 1:
+            if it == last:
                 break
 
-            uniform = torch.rand(n, generator=gen, device=dev)  # (n,)
-            if settings.strategy == "seed":
-                p_second = self._probs(tokens, settings.temperature, context).gather(1, tokens[:, None])[:, 0]
+            def second_pass(filled: torch.Tensor = tokens) -> torch.Tensor:
                 passes[0] += 1
-                r = settings.randomness
-                score = r * uniform + (1 - r) * (1 - p_second)
-                candidates = ~protected
-                p_token = p_second
-            elif settings.strategy == "random":
-                score = uniform
-                candidates = ~protected
-            else:  # llada: only this iteration's samples may go back
-                score = 1 - p_token
-                candidates = is_masked & ~protected
-            n_remask = min(max(0, target - int((tokens == mask_id).sum())), int(candidates.sum()))
-            ranked = torch.where(candidates, score, -float("inf"))
-            if n_remask > 0:
-                chosen = ranked.topk(n_remask).indices
+                return self._probs(filled, settings.temperature, context).gather(1, filled[:, None])[:, 0]
+
+            step = Step(
+                settings, probs, tokens, is_masked, p_token, entropy_all, protected,
+                torch.rand(n, generator=gen, device=dev), target, second_pass,
+            )  # fmt: skip
+            decision = strategy.decide(step)
+            if decision.confidence is not None:
+                p_token = decision.confidence
+            if decision.count > 0:
+                ranked = torch.where(decision.candidates, decision.score, -float("inf"))
                 tokens = tokens.clone()
-                tokens[chosen] = mask_id
+                tokens[ranked.topk(decision.count).indices] = mask_id
+            n_left = int((tokens == mask_id).sum())
+            if strategy.finishes_early and n_left == 0:
+                last = it  # nothing left to predict: the run is done early
+                break
+            if not strategy.follows_schedule:
+                target = n_left  # the strategy set its own count
             conf = torch.where(tokens == mask_id, nan, p_token)
-            yield emit("remask", it, target, conf, torch.where(candidates, score, nan), entropy, None, None)
+            score = torch.where(decision.candidates, decision.score, nan)
+            yield emit("remask", it, target, conf, score, entropy, None, None)
 
         # The finished text, with the confidence and entropy of the last prediction that
         # produced it; its candidates stay in that prediction record.
-        yield emit("final", settings.steps - 1, 0, p_token, None, entropy, None, None)
+        yield emit("final", last, 0, p_token, None, entropy, None, None)
         return tokens
