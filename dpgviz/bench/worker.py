@@ -47,14 +47,14 @@ def _sync(device: object) -> None:
 def _time_bare(loaded: object, length: int, passes: int) -> float:
     import torch
 
-    model, dev = loaded.model, loaded.device
+    logits, dev = loaded.adapter.logits, loaded.device
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, loaded.vocab.size, (1, length), generator=gen).to(dev)  # (1, N)
     with torch.inference_mode():
         _sync(dev)
         t0 = time.perf_counter()
         for _ in range(passes):
-            model(tokens)  # (1, N, V)
+            logits(tokens)  # (1, N, V)
         _sync(dev)
         return time.perf_counter() - t0
 
@@ -113,7 +113,7 @@ def bench_worker(
     info = loaded.info()
     settings = GenerationSettings(length=length, steps=steps, strategy="seed", seed=0).capped(info.block_size)
     warmup = GenerationSettings(length=settings.length, steps=2, strategy="seed", seed=1)
-    sampler = Sampler(loaded.model, loaded.vocab, loaded.device)
+    sampler = Sampler(loaded.adapter, loaded.vocab, loaded.device)
 
     with WorkerClient(threads=threads) as client:
         client.load_model(model, meta, device)

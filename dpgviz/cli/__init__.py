@@ -16,7 +16,7 @@ import sys
 
 from dpgviz import bench
 from dpgviz.cli import runs, sessions
-from dpgviz.cli.common import UserError
+from dpgviz.cli.common import DTYPES, UserError
 from dpgviz.core.settings import SettingsError
 
 log = logging.getLogger("dpgviz")
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dpgviz", description="Visualize masked-diffusion language models.")
     parser.add_argument("--models-dir", help="extra folder to look for checkpoints in (GUI)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="GUI worker device")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES, help="GUI worker weights' dtype")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command")
     runs.add_parsers(sub)

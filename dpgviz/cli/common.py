@@ -20,15 +20,18 @@ from dpgviz.core.settings import (
     GenerationSettings,
 )
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # engine.checkpoint.resolve_dtype reads these
+
 
 class UserError(Exception):
     """Bad input: printed as one line, exit status 2."""
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="checkpoint (ckpt.pt); default: the embedded model")
+    p.add_argument("--model", help="checkpoint (ckpt.pt) or Hugging Face masked-LM folder; default: the embedded model")
     p.add_argument("--meta", help="vocabulary meta.pkl (default: beside the checkpoint or in data/)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help="weights' dtype (auto: float32 on CPU, bfloat16 on CUDA)")
 
 
 def add_settings_args(p: argparse.ArgumentParser) -> None:

@@ -102,7 +102,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     try:
         info, store, branch, summary = run_via_worker(
             settings, args.model, args.meta, args.device, on_event=on_event, cap_length=args.length is None,
-            on_loaded=on_loaded, auto_blocks=auto_blocks,
+            on_loaded=on_loaded, auto_blocks=auto_blocks, dtype=args.dtype,
         )
     except WorkerFailed as exc:
         raise UserError(str(exc)) from None
@@ -127,7 +127,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace):
     from dpgviz.engine.checkpoint import load_model
 
-    return load_model(args.model, args.meta, args.device)
+    return load_model(args.model, args.meta, args.device, getattr(args, "dtype", "auto"))
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -138,16 +138,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     loaded = _load(args)
     if not args.text:
         raise UserError("--text is empty")
-    if len(args.text) > loaded.config.block_size:
-        raise UserError(f"text has {len(args.text)} tokens, more than the block size {loaded.config.block_size}")
     if args.top < 1:
         raise UserError("--top must be >= 1")
     try:
         ids = loaded.vocab.encode(args.text)
     except VocabError as exc:
         raise UserError(str(exc)) from None
+    if len(ids) > loaded.block_size:
+        raise UserError(f"text has {len(ids)} tokens, more than the block size {loaded.block_size}")
     with torch.inference_mode():
-        logits = loaded.model(torch.as_tensor(ids, device=loaded.device)[None])[0, :, : loaded.vocab.size].float()
+        logits = loaded.adapter.logits(torch.as_tensor(ids, device=loaded.device)[None])[0, :, : loaded.vocab.size].float()
         probs, top = torch.softmax(logits, -1).topk(min(args.top, loaded.vocab.size), dim=-1)
     probs, top = probs.cpu().numpy(), top.cpu().numpy()
     itos = loaded.vocab.itos
@@ -185,7 +185,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                 "name": entry.name,
                 "path": str(entry.path),
                 "meta": str(loaded.meta_path) if loaded.meta_path else None,
-                "block_size": loaded.config.block_size,
+                "block_size": loaded.block_size,
                 "params": loaded.params,
                 "default": entry.is_default,
                 "iter_num": loaded.iter_num,

@@ -5,6 +5,9 @@ A model is a `*.pt` file as the seed's trainer writes it (`out/ckpt_unmasking_<i
 vocabulary is searched the way the seed's users lay out their files (`find_meta`). The
 model list shows each file's `iter_num` and `best_val_loss`, read by `peek_training_stats`
 with an inert unpickler that resolves no name at all; the worker does the real, checked load.
+
+A Hugging Face masked LM is a folder with `config.json`, weights (HF_WEIGHT_FILES) and
+tokenizer files (HF_TOKENIZER_FILES), as `save_pretrained` writes it; `engine.hf` loads it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ SEED_DATASET = "shakespeare_char"  # the seed trainer's default data set
 _PARENT_LEVELS = 4  # ckpt folder and 3 above: out/, experiments/<batch>/<name>/ layouts
 _ITER_IN_NAME = re.compile(r"_(\d+)\.pt$")
 _PEEK_LIMIT = 64 << 20  # data.pkl bigger than this is not worth peeking at for a label
+# What `save_pretrained` writes: safetensors first (no pickle at all), then torch's .bin,
+# either whole or sharded with an index.
+HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+# Any one of these lets AutoTokenizer build a tokenizer offline: the `tokenizers` JSON,
+# WordPiece's vocab.txt, byte-level BPE's vocab.json (+ merges.txt), SentencePiece models.
+HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
 
 
 @dataclass(frozen=True)
@@ -191,6 +200,20 @@ def peek_training_stats(path: Path) -> tuple[int | None, float | None]:
         return None, None
 
 
+def is_hf_folder(path: str | Path) -> bool:
+    """A folder with a config.json: what engine.hf tries to load as a Hugging Face model."""
+    return Path(path).is_dir() and (Path(path) / "config.json").is_file()
+
+
+def hf_weights(folder: str | Path) -> list[Path]:
+    """The weight files of a Hugging Face folder, in the order they are preferred."""
+    return [Path(folder) / name for name in HF_WEIGHT_FILES if (Path(folder) / name).is_file()]
+
+
+def hf_has_tokenizer(folder: str | Path) -> bool:
+    return any((Path(folder) / name).is_file() for name in HF_TOKENIZER_FILES)
+
+
 def _entry(folder: Path, path: Path) -> ModelEntry:
     name = str(path.relative_to(folder)) if path.parent != folder else path.name
     iter_num, best = peek_training_stats(path)
@@ -205,7 +228,8 @@ def _order(entry: ModelEntry) -> tuple:
 
 
 def find_checkpoints(*dirs: str | Path | None) -> list[ModelEntry]:
-    """The embedded default first, then `*.pt` files under each existing folder, by iteration."""
+    """The embedded default first, then `*.pt` files under each existing folder, by iteration,
+    and Hugging Face model folders (config.json and weights) among them, by path."""
     entries = [default_model_entry()]
     seen = {entries[0].path.resolve()}
     for folder in dirs:
@@ -217,5 +241,12 @@ def find_checkpoints(*dirs: str | Path | None) -> list[ModelEntry]:
                 continue
             seen.add(path.resolve())
             found.append(_entry(Path(folder), path))
+        for config in Path(folder).rglob("config.json"):
+            hf = config.parent
+            if hf.resolve() in seen or not hf_weights(hf):
+                continue
+            seen.add(hf.resolve())
+            name = str(hf.relative_to(folder)) if hf != Path(folder) else hf.name
+            found.append(ModelEntry(f"{Path(folder).name}/{name}", hf, None))
         entries += sorted(found, key=_order)
     return entries

@@ -30,6 +30,9 @@ class ModelInfo:
     iter_num: int | None = None  # the trainer's iteration count, when the checkpoint has one
     best_val_loss: float | None = None  # the trainer's best validation loss, when recorded
     stand_ins: tuple[str, ...] = field(default_factory=tuple)  # classes kept as data, not loaded
+    never_sample: tuple[int, ...] = field(default_factory=tuple)  # special ids the sampler never proposes
+    dtype: str = "float32"  # the weights' dtype in the worker: float32, bfloat16, float16
+    tokenizer: str = "char"  # "char" (the seed's meta.pkl) or the Hugging Face tokenizer's class name
 
     @property
     def vocab_size(self) -> int:
@@ -41,13 +44,14 @@ class ModelInfo:
 
     def vocab(self) -> Vocabulary:
         """The vocabulary as the GUI and session files use it."""
-        return Vocabulary(itos=tuple(self.itos), model_vocab_size=self.n_ids)
+        return Vocabulary(itos=tuple(self.itos), model_vocab_size=self.n_ids, never_sample=tuple(self.never_sample))
 
     def to_dict(self, with_itos: bool = True) -> dict:
         """Plain JSON-able data (`models --json`, session headers keep it without itos)."""
         data = dataclasses.asdict(self)
         data["itos"] = list(self.itos)
         data["stand_ins"] = list(self.stand_ins)
+        data["never_sample"] = list(self.never_sample)
         data.update(vocab_size=self.vocab_size, mask_id=self.mask_id)
         if not with_itos:
             del data["itos"]
@@ -60,4 +64,5 @@ class ModelInfo:
         kept = {k: v for k, v in data.items() if k in names}
         kept["itos"] = tuple(str(s) for s in kept.get("itos", ()))
         kept["stand_ins"] = tuple(kept.get("stand_ins", ()))
+        kept["never_sample"] = tuple(int(i) for i in kept.get("never_sample", ()))
         return cls(**kept)

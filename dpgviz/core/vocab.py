@@ -1,4 +1,16 @@
-"""Vocabulary: id <-> text for a char-level (or later subword) model, and safe `meta.pkl` loading.
+"""Vocabulary: id <-> text for any model, char-level or subword, and safe `meta.pkl` loading.
+
+The tokenizer interface both processes share, without any tokenizer library (the GUI
+process has none): each id has a display string (`itos`), and
+
+    decode   joins the display strings, so a display string must carry its own spacing:
+             a WordPiece word start shows as " cat", "##ing" as "ing", byte-level "Ġcat"
+             as " cat" (engine.hf computes them in the worker with the model's own decoder)
+    encode   one id per character when every display string is one character (char
+             models); otherwise greedy longest match over the display strings
+    widths   `display_widths`: cells per id on the canvas and in exports (len of the string)
+    ids      real tokens 0..size-1, the mask at `mask_id` = size, reserved ids up to n_ids;
+             `never_sample` lists special ids ([CLS], [PAD], ...) the sampler never proposes
 
 `meta.pkl` comes from users' folders, so it is read through a restricted unpickler
 that only rebuilds plain containers, strings and numbers: a pickle that names any
@@ -118,33 +130,85 @@ class Vocabulary:
         }
 
     # -- encoding and decoding -------------------------------------------------------
+    @property
+    def is_char_level(self) -> bool:
+        """True when every token is one character (the seed's models): encode goes char by char."""
+        return all(len(s) == 1 for s in self.itos)
+
+    def _encode_table(self) -> tuple[dict[str, int], int]:
+        """(display string -> id, longest string) for greedy encoding; cached on the instance.
+
+        Special ids are left out (typing "[CLS]" gives its characters, not the special token);
+        where two ids share a display string (byte-level partial bytes all show U+FFFD) the
+        lowest id wins.
+        """
+        if "stoi" not in self._lookup:
+            never = set(self.never_sample)
+            stoi: dict[str, int] = {}
+            for i, s in enumerate(self.itos):  # once per vocabulary, not per call
+                if s and i not in never:
+                    stoi.setdefault(s, i)
+            self._lookup["stoi"] = stoi
+            self._lookup["longest"] = max((len(s) for s in stoi), default=1)
+        return self._lookup["stoi"], self._lookup["longest"]
+
     def encode(self, text: str, mask_char: str = MASK_GLYPH) -> np.ndarray:
-        """Char-level ids of `text`; `mask_char` becomes the mask id. Unknown chars raise."""
-        stoi = {s: i for i, s in enumerate(self.itos)}
-        ids = np.empty(len(text), dtype=np.int64)
-        for i, ch in enumerate(text):  # user input, not the frame path
-            if ch == mask_char:
-                ids[i] = self.mask_id
-            elif ch in stoi:
-                ids[i] = stoi[ch]
+        """Ids of `text`; `mask_char` becomes the mask id. Text no token covers raises VocabError.
+
+        Char-level vocabularies map each character; subword ones take, at each point, the
+        longest token whose display string the text continues with (so " cat" is one token,
+        "cats" may be "cat" + "s"). User input, not the frame path.
+        """
+        stoi, longest = self._encode_table()
+        ids: list[int] = []
+        i, n = 0, len(text)
+        while i < n:
+            if text[i] == mask_char:
+                ids.append(self.mask_id)
+                i += 1
+                continue
+            for length in range(min(longest, n - i), 0, -1):
+                piece = text[i : i + length]
+                if mask_char not in piece and piece in stoi:
+                    ids.append(stoi[piece])
+                    i += length
+                    break
             else:
-                raise VocabError(f"character {ch!r} at position {i} is not in the model's vocabulary")
-        return ids
+                if longest == 1:
+                    raise VocabError(f"character {text[i]!r} at position {i} is not in the model's vocabulary")
+                raise VocabError(f"no token of the model's vocabulary starts with {text[i]!r} (position {i} of the text)")
+        return np.asarray(ids, dtype=np.int64)
+
+    def unknown_chars(self, text: str, mask_char: str = MASK_GLYPH) -> list[str]:
+        """Characters of `text` that appear in no token's display string, unique, in order."""
+        if "chars" not in self._lookup:
+            self._lookup["chars"] = set("".join(self._encode_table()[0]))
+        known = self._lookup["chars"]
+        return list(dict.fromkeys(ch for ch in text if ch != mask_char and ch not in known))
 
     def strings(self, mask: str = MASK_GLYPH, newline: str | None = None) -> np.ndarray:
-        """An object array id -> display string, covering every id a record can hold."""
-        table = np.full(self.n_ids, RESERVED_GLYPH, dtype=object)
-        table[: self.size] = self.itos
-        table[self.mask_id] = mask
-        if newline is not None:
-            table[: self.size][np.asarray(self.itos, dtype=object) == "\n"] = newline
-        return table
+        """An object array id -> display string, covering every id a record can hold.
+
+        `newline` replaces every newline inside a display string (a subword token may hold
+        several, or spaces around one), so a drawn token never breaks its row. Built once
+        per (mask, newline) and cached; each call returns a copy.
+        """
+        key = ("strings", mask, newline)
+        if key not in self._lookup:
+            table = np.full(self.n_ids, RESERVED_GLYPH, dtype=object)
+            if newline is not None:
+                table[: self.size] = [s.replace("\n", newline) for s in self.itos]  # once per vocabulary
+            else:
+                table[: self.size] = self.itos
+            table[self.mask_id] = mask
+            self._lookup[key] = table
+        return self._lookup[key].copy()
 
     def decode(self, ids: np.ndarray, mask: str = MASK_GLYPH) -> str:
-        """Text of an id array; masks print as `mask`."""
+        """Text of an id array (the display strings joined); masks print as `mask`."""
         return "".join(self.strings(mask)[np.asarray(ids, dtype=np.int64)])
 
     def display_widths(self) -> np.ndarray:
-        """Cells each id takes on the canvas (1 for chars; subword tokens are wider)."""
+        """Cells each id takes on the canvas and in exports: its display string's length, at least 1."""
         table = self.strings(newline=NEWLINE_GLYPH)
         return np.fromiter((max(1, len(s)) for s in table), dtype=np.int32, count=len(table))

@@ -1,5 +1,9 @@
 """Loading users' nanoGPT-style diffusion checkpoints (and the embedded default) safely.
 
+`load_model` takes a checkpoint file (or None: the embedded default) or a Hugging Face
+masked-LM folder (config.json + weights + tokenizer, read by `engine.hf`), on a device and
+in a dtype, and returns a LoadedModel whose `adapter` the sampler drives.
+
 `torch.load(weights_only=True)` only, so a checkpoint cannot run code; the vocabulary goes
 through `core.vocab`'s restricted unpickler. The seed's trainer pickles its own classes
 into checkpoints (`config` is a `train_utils.StickyStageConfig`); those get an inert
@@ -22,15 +26,23 @@ from typing import Any
 
 import torch
 
-from dpgviz.core.discovery import DEFAULT_MODEL_NAME, default_model_entry, find_meta, meta_search_places
+from dpgviz.core.discovery import (
+    DEFAULT_MODEL_NAME,
+    default_model_entry,
+    find_meta,
+    is_hf_folder,
+    meta_search_places,
+)
 from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.vocab import VocabError, Vocabulary
+from dpgviz.engine.adapter import GPTAdapter, ModelAdapter
 from dpgviz.engine.model import DiffusionGPT, ModelConfig
 
 log = logging.getLogger(__name__)
 
 _REQUIRED_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
 _COMPILE_PREFIX = "_orig_mod."  # torch.compile wraps the module and prefixes every key
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # Never stood in for, whatever weights_only says: modules whose names a malicious pickle
 # reaches for. The standard library as a whole is refused as well (sys.stdlib_module_names);
@@ -145,20 +157,33 @@ def _as_float(value: Any) -> float | None:
 
 @dataclass
 class LoadedModel:
-    model: DiffusionGPT
+    """A model ready to sample: `adapter` is what the sampler drives (`Sampler(loaded.adapter, ...)`)."""
+
+    model: torch.nn.Module  # DiffusionGPT, or a transformers masked LM
     vocab: Vocabulary
-    config: ModelConfig
-    path: Path
+    config: Any  # ModelConfig for a nanoGPT checkpoint, transformers' config for a HF folder
+    path: Path  # the checkpoint file or the HF folder
     meta_path: Path | None
     device: torch.device
     name: str
     iter_num: int | None = None  # the trainer's iteration count, when the file has one
     best_val_loss: float | None = None
     stand_ins: tuple[str, ...] = field(default_factory=tuple)  # describe_stand_ins lines
+    adapter: ModelAdapter | None = None  # None: the nanoGPT model's own GPTAdapter
+    dtype: torch.dtype = torch.float32
+    tokenizer: str = "char"  # "char", or the Hugging Face tokenizer's class name
+
+    def __post_init__(self) -> None:
+        if self.adapter is None:
+            self.adapter = GPTAdapter(self.model, self.vocab)
+
+    @property
+    def block_size(self) -> int:
+        return int(self.adapter.block_size)
 
     @property
     def params(self) -> int:
-        return self.model.num_params()
+        return sum(p.numel() for p in self.model.parameters())
 
     def info(self, threads: int = 0) -> ModelInfo:
         """The typed description the worker sends to the GUI (and `models --json` prints)."""
@@ -166,7 +191,7 @@ class LoadedModel:
             name=self.name,
             path=str(self.path),
             meta=str(self.meta_path) if self.meta_path else None,
-            block_size=self.config.block_size,
+            block_size=self.block_size,
             params=self.params,
             itos=tuple(self.vocab.itos),
             n_ids=self.vocab.n_ids,
@@ -175,6 +200,9 @@ class LoadedModel:
             iter_num=self.iter_num,
             best_val_loss=self.best_val_loss,
             stand_ins=self.stand_ins,
+            never_sample=tuple(self.vocab.never_sample),
+            dtype=str(self.dtype).removeprefix("torch."),
+            tokenizer=self.tokenizer,
         )
 
 
@@ -186,6 +214,20 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device not in ("cpu", "cuda"):
         raise CheckpointError(f"device must be auto, cpu or cuda, got {device!r}")
     return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """auto: bfloat16 on a CUDA device that supports it, else float32; or the dtype named.
+
+    float16 and bfloat16 run on the CPU too (torch 2.13: slower than float32 there, and
+    float16 rounds logits; they exist for GPU memory), so they are allowed, not refused.
+    """
+    if dtype == "auto":
+        is_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if is_bf16 else torch.float32
+    if dtype not in DTYPES:
+        raise CheckpointError(f"dtype must be auto, {', '.join(DTYPES)}; got {dtype!r}")
+    return DTYPES[dtype]
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -254,8 +296,24 @@ def load_vocab(ckpt: dict, path: Path, meta: str | Path | None, model_vocab_size
     raise CheckpointError(f"no vocabulary (meta.pkl) for {path}; searched {places}; pass --meta PATH/meta.pkl")
 
 
-def load_model(path: str | Path | None = None, meta: str | Path | None = None, device: str = "auto") -> LoadedModel:
-    """Load a checkpoint (None = the embedded default) ready to sample, on `device`."""
+def _load_hf(path: Path, dev: torch.device, dtype: torch.dtype) -> LoadedModel:
+    from dpgviz.engine.hf import HFError, load_hf
+
+    try:
+        hf = load_hf(path, dev, dtype)
+    except HFError as exc:
+        raise CheckpointError(str(exc)) from None
+    return LoadedModel(
+        hf.model, hf.vocab, hf.config, path, None, dev, path.name,
+        adapter=hf.adapter, dtype=dtype, tokenizer=hf.tokenizer,
+    )
+
+
+def load_model(
+    path: str | Path | None = None, meta: str | Path | None = None, device: str = "auto", dtype: str = "auto"
+) -> LoadedModel:
+    """Load a checkpoint (None = the embedded default) or a Hugging Face masked-LM folder
+    ready to sample, on `device` in `dtype` (auto | float32 | bfloat16 | float16)."""
     name = DEFAULT_MODEL_NAME
     if path is None:
         entry = default_model_entry()
@@ -266,6 +324,13 @@ def load_model(path: str | Path | None = None, meta: str | Path | None = None, d
         name = Path(path).name if Path(path).name != "ckpt.pt" else f"{Path(path).parent.name}/ckpt.pt"
     path = Path(path)
     dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    if is_hf_folder(path):
+        return _load_hf(path, dev, torch_dtype)
+    if path.is_dir():
+        raise CheckpointError(
+            f"{path} is a folder without config.json: not a Hugging Face model folder; pass a checkpoint file (ckpt.pt)"
+        )
     ckpt = read_checkpoint(path)
     config = check_model_args(dict(ckpt["model_args"]), path)
     try:
@@ -282,8 +347,8 @@ def load_model(path: str | Path | None = None, meta: str | Path | None = None, d
     except RuntimeError as exc:
         summary = str(exc).splitlines()[0]
         raise CheckpointError(f"{path}: weights do not match model_args ({summary})") from None
-    model.to(dev).eval()
-    log.info("loaded %s (%d params) on %s", path, model.num_params(), dev)
+    model.to(device=dev, dtype=torch_dtype).eval()
+    log.info("loaded %s (%d params) on %s in %s", path, model.num_params(), dev, str(torch_dtype).removeprefix("torch."))
     stand_ins = tuple(describe_stand_ins({k: v for k, v in ckpt.items() if k != "model"}))
     for line in stand_ins:
         log.debug("%s: %s", path, line)
@@ -293,4 +358,5 @@ def load_model(path: str | Path | None = None, meta: str | Path | None = None, d
         iter_num=int(iter_num) if isinstance(iter_num, int) and not isinstance(iter_num, bool) else None,
         best_val_loss=_as_float(ckpt.get("best_val_loss")),
         stand_ins=stand_ins,
+        dtype=torch_dtype,
     )

@@ -27,9 +27,9 @@ _WORD = re.compile(r"[A-Za-z]+")
 def heldout_ce(loaded: LoadedModel, text: str, max_windows: int = 0, batch_size: int = 8, seed: int = 0) -> dict[float, float]:
     """Masked CE at each ratio over non-overlapping windows of the held-out 10% of `text`."""
     _, held = split_corpus(text)
-    vocab, model = loaded.vocab, loaded.model
-    block = min(loaded.config.block_size, 1024, len(held))
-    ids = vocab.encode(held)
+    vocab, logits = loaded.vocab, loaded.adapter.logits  # masked_ce calls it as it calls a model
+    ids = vocab.encode(held)  # one id per character for a char model, fewer for subword tokens
+    block = min(loaded.block_size, 1024, len(ids))
     n_windows = len(ids) // block
     if max_windows:
         n_windows = min(n_windows, max_windows)
@@ -40,16 +40,16 @@ def heldout_ce(loaded: LoadedModel, text: str, max_windows: int = 0, batch_size:
         for start in range(0, n_windows, batch_size):
             yield windows[start : start + batch_size]
 
-    return masked_ce_by_ratio(model, batches, vocab.size, vocab.mask_id, gen)
+    return masked_ce_by_ratio(logits, batches, vocab.size, vocab.mask_id, gen)
 
 
 def word_realism(loaded: LoadedModel, text: str, samples: int = 10, length: int = 512) -> tuple[float, list[str]]:
     """Share of alphabetic words in seeded default-settings samples that occur in `text`."""
     known = set(_WORD.findall(text))
-    sampler = Sampler(loaded.model, loaded.vocab, loaded.device)
+    sampler = Sampler(loaded.adapter, loaded.vocab, loaded.device)
     texts, hits, total = [], 0, 0
     for seed in range(samples):
-        settings = GenerationSettings(length=min(length, loaded.config.block_size), seed=seed)
+        settings = GenerationSettings(length=min(length, loaded.block_size), seed=seed)
         final = None
         for record in sampler.run(settings):
             final = record

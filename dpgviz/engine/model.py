@@ -149,10 +149,13 @@ class DiffusionGPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def _rope(self, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (T, device)
+    def _rope(self, T: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # Tables in the weights' dtype: float32 tables would promote bfloat16/float16 q and k
+        # to float32, and scaled_dot_product_attention refuses mixed dtypes.
+        key = (T, device, dtype)
         if key not in self._rope_cache:
-            self._rope_cache[key] = rope_tables(T, self.config.n_embd // self.config.n_head, device)
+            cos, sin = rope_tables(T, self.config.n_embd // self.config.n_head, device)
+            self._rope_cache[key] = (cos.to(dtype), sin.to(dtype))
         return self._rope_cache[key]
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -162,7 +165,7 @@ class DiffusionGPT(nn.Module):
         x = self.transformer.wte(idx)  # (B, T, C)
         rope = None
         if self.config.use_rope:
-            rope = self._rope(T, idx.device)
+            rope = self._rope(T, idx.device, x.dtype)
         else:
             x = x + self.transformer.wpe(torch.arange(T, device=idx.device))
         x = self.transformer.drop(x)

@@ -305,14 +305,14 @@ class Workspace(Editing, Inspecting):
             self.client = self.client_factory().start()
         return self.client
 
-    def load_model(self, entry: ModelEntry) -> None:
-        """Load a checkpoint in the worker (a run in progress is stopped first)."""
+    def load_model(self, entry: ModelEntry, dtype: str = "auto") -> None:
+        """Load a checkpoint in the worker (a run in progress is stopped first); `dtype` as --dtype."""
         if self.run is not None:
             self.stop()
         client = self._ensure_client()
         path = None if entry.is_default else str(entry.path)
         meta = None if entry.is_default or entry.meta is None else str(entry.meta)
-        client.load_model(path, meta, self.device)
+        client.load_model(path, meta, self.device, dtype)
         self.is_loading = True
         self._notices.append(LoadProgress(0.02, f"loading {entry.name}"))
         self.say(f"Loading {entry.name}...")

@@ -225,9 +225,12 @@ class WorkerClient:
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise WorkerGoneError("the worker has exited") from exc
 
-    def load_model(self, path: str | Path | None = None, meta: str | Path | None = None, device: str = "auto") -> None:
-        """Ask the worker to load a checkpoint (None = embedded default): ModelLoading..., ModelLoaded."""
-        self._send(LoadModel(None if path is None else str(path), None if meta is None else str(meta), device))
+    def load_model(
+        self, path: str | Path | None = None, meta: str | Path | None = None, device: str = "auto", dtype: str = "auto"
+    ) -> None:
+        """Ask the worker to load a checkpoint or a Hugging Face folder (None = embedded default):
+        ModelLoading..., ModelLoaded."""
+        self._send(LoadModel(None if path is None else str(path), None if meta is None else str(meta), device, dtype))
 
     def start_run(
         self,

@@ -34,6 +34,7 @@ class LoadModel(Command):
     path: str | None  # None = the embedded default model
     meta: str | None = None  # vocabulary file; None = look beside the checkpoint
     device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (engine.checkpoint.resolve_dtype)
 
 
 @dataclass

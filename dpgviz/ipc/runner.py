@@ -97,6 +97,7 @@ def run_via_worker(
     emit_initial: bool = True,
     on_loaded: Callable[[ModelInfo], None] | None = None,
     auto_blocks: bool = False,
+    dtype: str = "auto",
 ) -> tuple[ModelInfo, StepStore, str, dict]:
     """Load and run in a worker; returns (model info, store, branch id, summary).
 
@@ -119,7 +120,7 @@ def run_via_worker(
         raise ValueError("pass both store and branch, or neither")
     with WorkerClient(threads=os.cpu_count() or 1) as client:
         t0 = time.monotonic()
-        client.load_model(model_path, meta_path, device)
+        client.load_model(model_path, meta_path, device, dtype)
         info = wait_for(client, (ModelLoaded,), on_event=on_event).info
         load_s = time.monotonic() - t0
         if on_loaded is not None:

@@ -204,8 +204,8 @@ class _Worker:
         torch.set_num_threads(self.threads)
 
         self.send(ModelLoading(0.3, f"reading {cmd.path or 'the embedded default model'}"))
-        loaded = load_model(cmd.path, cmd.meta, cmd.device)
-        self.sampler = Sampler(loaded.model, loaded.vocab, loaded.device)  # replaces the old one only now
+        loaded = load_model(cmd.path, cmd.meta, cmd.device, cmd.dtype)
+        self.sampler = Sampler(loaded.adapter, loaded.vocab, loaded.device)  # replaces the old one only now
         info = loaded.info(threads=torch.get_num_threads())
         self.send(ModelLoading(1.0, f"loaded {info.name} on {info.device}"))
         self.send(ModelLoaded(info))

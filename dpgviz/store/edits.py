@@ -9,7 +9,8 @@ passes to `StepStore.fork`). Ranges are token positions [start, stop), end exclu
                EditError, so a click never silently does nothing.
     unmask     puts back, at the masked positions of the range, the token the step's
                prediction sampled there (`predicted`, see `predicted_tokens`).
-    replace    `text_ids` (length L <= stop - start) go to start..start+L and the rest of
+    replace    `text_ids` (L token ids, L <= stop - start: whole tokens, one per position, as
+               `encode_text` splits the typed text) go to start..start+L and the rest of
                the range is masked: the same length replaces the selection, shorter text
                masks the rest; longer text is an EditError. A range holding protected
                positions is refused (replacing would silently drop the protection).
@@ -28,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from dpgviz.core.records import KINDS
-from dpgviz.core.vocab import MASK_GLYPH, Vocabulary
+from dpgviz.core.vocab import MASK_GLYPH, VocabError, Vocabulary
 from dpgviz.store.step_store import StepStore
 
 OPS = ("mask", "unmask", "replace", "protect", "unprotect")
@@ -131,12 +132,16 @@ def parse_replace(text: str) -> tuple[int, str]:
 
 
 def encode_text(text: str, vocab: Vocabulary) -> np.ndarray:
-    """Char-level ids of `text` (MASK_GLYPH = the mask); EditError naming EVERY character not in the vocabulary."""
-    known = set(vocab.itos) | {MASK_GLYPH}
-    bad = list(dict.fromkeys(ch for ch in text if ch not in known))  # unique, in order of appearance
+    """Token ids of `text` (MASK_GLYPH = the mask) by `Vocabulary.encode`: one per character for a
+    char-level model, whole subword tokens (greedy longest match) otherwise. EditError names
+    EVERY character no token holds, or where the text cannot be split into tokens."""
+    bad = vocab.unknown_chars(text, MASK_GLYPH)
     if bad:
         raise EditError(f"characters not in the model's vocabulary: {', '.join(repr(ch) for ch in bad)}")
-    return vocab.encode(text)
+    try:
+        return vocab.encode(text)
+    except VocabError as exc:
+        raise EditError(str(exc)) from None
 
 
 _PREDICTED_KINDS = (KINDS.index("prediction"), KINDS.index("final"))

@@ -31,7 +31,8 @@ The header holds `format`, `format_version`, `app_version`, `created`, `layout`
 of every array: name, dtype as numpy's `dtype.str`, shape, offset, nbytes and crc32 as
 8 hex digits; pool arrays last), `data_end`, `settings`
 (the generation settings the session was saved with), `model` (path, sha256 of the
-checkpoint, free-form info), `vocab` (itos, model_vocab_size), `mask_id` and `tree`
+checkpoint, free-form info), `vocab` (itos, model_vocab_size, never_sample: absent in
+older files, read as none), `mask_id` and `tree`
 (StepStore.tree(): each branch's id, parent, fork_record, settings, label, edits, rows)
 and `next_branch_id` (the id the next new branch gets; ids are never reused).
 `fork_record` indexes the parent's history (StepStore.history); `edits` may be absent
@@ -355,7 +356,11 @@ def save_session(
             "sha256": model_sha256,
             "info": dict(model_info or {}),
         },
-        "vocab": {"itos": list(vocab.itos), "model_vocab_size": vocab.model_vocab_size},
+        "vocab": {
+            "itos": list(vocab.itos),
+            "model_vocab_size": vocab.model_vocab_size,
+            "never_sample": list(vocab.never_sample),
+        },
         "mask_id": vocab.mask_id,
         "tree": tree,
         "next_branch_id": store.next_branch_id,  # so a deleted branch's id is not handed out again
@@ -519,7 +524,9 @@ def open_session(path: str | Path, *, verify: bool | None = None) -> Session:
         layout = RecordLayout(**{k: int(v) for k, v in header["layout"].items()})
         vocab_meta = header["vocab"]
         vocab = Vocabulary(
-            itos=tuple(str(s) for s in vocab_meta["itos"]), model_vocab_size=int(vocab_meta.get("model_vocab_size", 0))
+            itos=tuple(str(s) for s in vocab_meta["itos"]),
+            model_vocab_size=int(vocab_meta.get("model_vocab_size", 0)),
+            never_sample=tuple(int(i) for i in vocab_meta.get("never_sample", ())),  # absent before subword models
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise SessionError(f"{path} is corrupt (layout or vocabulary: {exc})") from None
