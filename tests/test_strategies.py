@@ -139,6 +139,17 @@ def test_threshold_commits_every_prediction_above_tau_and_at_least_one():
     assert not (records[-1].tokens == VOCAB.mask_id).any()
 
 
+def test_threshold_runs_past_steps_until_nothing_is_masked():
+    """`steps` does not cap it: an unsure model takes as many iterations as it needs."""
+    records = run("threshold", TableAdapter(sharp=1.0), threshold=0.99, steps=4)
+    predictions = [r for r in records if r.kind == "prediction"]
+    assert len(predictions) > 4
+    for before, _pred, rem in iterations(records):
+        new = before == VOCAB.mask_id
+        assert (new & (rem.tokens != VOCAB.mask_id)).sum() >= 1
+    assert records[-1].kind == "final" and not (records[-1].tokens == VOCAB.mask_id).any()
+
+
 def test_remdm_remasks_committed_tokens_and_follows_the_schedule():
     adapter = TableAdapter(depends_on_ids=True, sharp=1.0)
     revised = 0

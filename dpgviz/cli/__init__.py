@@ -15,7 +15,7 @@ import logging
 import sys
 
 from dpgviz import bench
-from dpgviz.cli import explore, runs, sessions
+from dpgviz.cli import compare, explore, runs, sessions
 from dpgviz.cli.common import DTYPES, UserError
 from dpgviz.core.settings import SettingsError
 
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command")
     runs.add_parsers(sub)
+    compare.add_parsers(sub)
     explore.add_parsers(sub)
     bench.add_parser(sub)
     sessions.add_parsers(sub)
@@ -50,7 +51,7 @@ def cmd_gui(args: argparse.Namespace, session: str | None = None) -> int:
     return 0
 
 
-COMMANDS = {**runs.COMMANDS, **explore.COMMANDS, **sessions.COMMANDS, "bench": cmd_bench}
+COMMANDS = {**runs.COMMANDS, **compare.COMMANDS, **explore.COMMANDS, **sessions.COMMANDS, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,8 +18,8 @@ STRATEGY_INFO = {
     "llada": "LLaDA low-confidence: keep this step's most confident predictions, never revisit committed tokens",
     "margin": "commit where p(first) - p(second) is largest",
     "entropy": "commit where the predictive entropy is lowest",
-    "threshold": "Fast-dLLM: commit every prediction with confidence >= tau (at least one per step); "
-    "finishes in as few steps as the model allows",
+    "threshold": "Fast-dLLM: commit every prediction with confidence >= tau, at least one per step, "
+    "until nothing is masked (steps is not used: the model's confidence sets how many it takes)",
     "remdm": "ReMDM: commit by confidence, and send committed tokens back to mask with a probability "
     "that grows as their confidence falls (eta caps it), so the model can revise itself",
     "origin": "Dream 'origin': each masked position is revealed independently with probability 1 - s/t",

@@ -122,7 +122,8 @@ class Sampler:
         """
         settings.validate(self.block_size)
         start = start or StartState()
-        if not 0 <= start.iteration < settings.steps:
+        open_ended = STRATEGIES[settings.strategy].finishes_early  # runs until nothing is masked
+        if start.iteration < 0 or (start.iteration >= settings.steps and not open_ended):
             raise SettingsError(f"start iteration {start.iteration} is outside 0..{settings.steps - 1}")
         layout = self.layout(settings)
         seq, protected, edited = self._start_tensors(settings, start)  # (N,) the whole sequence
@@ -209,8 +210,11 @@ class Sampler:
             prev_np = tokens.cpu().numpy()
 
         strategy = STRATEGIES[settings.strategy]
-        last = settings.steps - 1
-        for it in range(start_iteration, settings.steps):
+        # A schedule strategy runs `steps` iterations and the last fills every mask; one that
+        # finishes early ('threshold') commits at least one position per iteration and runs
+        # until nothing is masked, however many iterations that takes (at most the masks left).
+        last = settings.steps - 1 if not strategy.finishes_early else start_iteration + max(0, int((tokens == mask_id).sum()) - 1)
+        for it in range(start_iteration, last + 1):
             is_masked = tokens == mask_id  # (n,)
             probs = self._probs(tokens, settings.temperature, context)  # (n, V)
             passes[0] += 1
