@@ -221,3 +221,43 @@ def test_generate_names_what_the_folder_lacks(tmp_path: Path, bert_dir: Path, re
     done = _cli("generate", "--model", str(folder), "--length", "8", "--steps", "2", "--device", "cpu")
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+# -- sessions and the PNG export of a subword run ---------------------------------------------
+@pytest.fixture(scope="module")
+def bert_session(bert, tmp_path_factory: pytest.TempPathFactory):
+    from dpgviz.store.session import open_session, save_session
+    from dpgviz.store.step_store import StepStore
+
+    settings = GenerationSettings(length=20, steps=3, seed=2)
+    sampler = Sampler(bert.adapter, bert.vocab, bert.device)
+    store = StepStore(sampler.layout(settings), capacity=8)
+    branch = store.new_branch(settings.to_dict(), label="bert")
+    for record in sampler.run(settings):
+        store.append_record(record, branch.id)
+    path = save_session(tmp_path_factory.mktemp("sess") / "bert.dpgviz", store, bert.vocab, settings=settings.to_dict(),
+                        model_info=bert.info().to_dict(with_itos=False))
+    return open_session(path)
+
+
+def test_session_keeps_the_subword_vocabulary(bert, bert_session) -> None:
+    assert bert_session.vocab == bert.vocab
+    assert bert_session.vocab.never_sample == bert.vocab.never_sample
+
+
+def test_png_gives_each_token_its_width(bert_session) -> None:
+    from dpgviz.export.images import FramePainter, glyph_atlas, slot_width
+
+    vocab = bert_session.vocab
+    slot = slot_width(vocab)
+    assert slot == max(len(s) for s in vocab.itos) == 5  # "[CLS]", " the", ...
+    atlas = glyph_atlas(vocab)
+    glyph_w = (atlas.shape[2] - 1) // slot
+    inked = atlas.any(axis=1)  # (ids, cell_w): columns with ink
+    for token in (" cat", "s", "ing"):
+        cols = np.flatnonzero(inked[vocab.itos.index(token)])
+        # ink only within the token's own cells, and in its last cell: not squeezed into one
+        assert cols.max() < len(token) * glyph_w and cols.max() >= (len(token) - 1) * glyph_w, (token, cols)
+    painter = FramePainter(bert_session, columns=60)
+    assert painter.raster.columns == 60 // slot  # columns count glyph cells, as on the canvas
+    assert painter.frame(len(painter) - 1).size == painter.size

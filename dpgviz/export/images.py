@@ -10,6 +10,12 @@ a legend of the colour mode. GIF frames share one palette (median cut over a few
 frames) and are quantised without dithering, so colours do not flicker between frames;
 the last frame is held longer so a looping GIF shows the finished text.
 
+Subword tokens: as on the canvas's grid, every position gets a slot of `slot_width(vocab)`
+glyph cells (the longest display string, at most MAX_SLOT_WIDTH, as the canvas); a token
+draws its characters one per glyph cell from the left of its slot, so " cat" takes four
+cells and "s" one, never squeezed. `columns` counts glyph cells, so a row holds
+columns // slot positions. Only the ids a branch shows are drawn into the atlas.
+
 Long sequences: a frame never exceeds PNG_MAX_SIZE (4096 x 4096 px) for a PNG or
 GIF_MAX_SIZE (1600 x 1200 px) for a GIF. When the grid at `columns` glyph cells a row
 would not fit, `export.raster.fit_grid` reflows it to more glyph cells a row, or else
@@ -54,6 +60,7 @@ GIF_MAX_SIZE = (1600, 1200)
 # Pillow's `optimize` (zlib level 9 and filter search) is 5x slower than its default on a
 # 4096-px picture for ~5% smaller output: worth it only on pictures up to this many pixels.
 PNG_OPTIMIZE_MAX_PX = 2_000_000
+MAX_SLOT_WIDTH = 8  # widest slot in glyph cells, as gui.canvas.MAX_SLOT_WIDTH; longer tokens are cut
 
 
 def default_font(size: int = FONT_PX) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -71,31 +78,56 @@ def _render(font: ImageFont.ImageFont, text: str, height: int) -> Image.Image:
     return im
 
 
-def glyph_atlas(vocab: Vocabulary, font_px: int = FONT_PX, gutter_px: int = 1) -> np.ndarray:
-    """(n_ids, cell_h, cell_w) uint8 glyph coverage per token id, for CanvasRaster.
+def slot_width(vocab: Vocabulary) -> int:
+    """Glyph cells of every position's slot: the longest display string, at most MAX_SLOT_WIDTH."""
+    widths = vocab.display_widths()[: vocab.size]
+    return int(min(MAX_SLOT_WIDTH, widths.max())) if len(widths) else 1
 
-    Masks, spaces and reserved ids are empty cells; a newline is a drawn return arrow
-    (the default font has no U+21B5); a character the font lacks becomes '?'. Glyphs
-    wider than a cell (W, M, subword tokens) are squeezed to fit.
+
+def glyph_atlas(
+    vocab: Vocabulary, font_px: int = FONT_PX, gutter_px: int = 1, ids: np.ndarray | None = None
+) -> np.ndarray:
+    """(len(ids), cell_h, cell_w) uint8 glyph coverage per token id (`ids`: default every id), for CanvasRaster.
+
+    A cell is a slot of `slot_width(vocab)` glyph cells (1 for a char model) plus the gutter;
+    a token's characters go one per glyph cell from the left. Masks, spaces and reserved
+    ids are empty; a newline is a drawn return arrow (the default font has no U+21B5); a
+    character the font lacks becomes '?'. Glyphs wider than a glyph cell (W, M) are squeezed.
     """
     font = default_font(font_px)
     inner_w = math.ceil(font.getlength("0")) + 2
     inner_h = max(font.getbbox("Hgjy|")[3], font_px) + 2
     notdef = np.asarray(_render(font, "\uffff", inner_h))
-    atlas = np.zeros((vocab.n_ids, inner_h + gutter_px, inner_w + gutter_px), dtype=np.uint8)
-    for i, s in enumerate(vocab.itos):  # once per vocabulary entry, not per frame
-        if s == "\n":
-            atlas[i, :inner_h, :inner_w] = _return_arrow(inner_w, inner_h)
+    slot = slot_width(vocab)
+    ids = np.arange(vocab.n_ids) if ids is None else np.asarray(ids, dtype=np.int64)
+    atlas = np.zeros((len(ids), inner_h + gutter_px, slot * inner_w + gutter_px), dtype=np.uint8)
+    glyphs: dict[str, np.ndarray | None] = {}
+
+    def glyph(ch: str) -> np.ndarray | None:
+        if ch not in glyphs:  # each distinct character drawn once
+            if ch == "\n":
+                glyphs[ch] = _return_arrow(inner_w, inner_h)
+            elif not ch.strip():
+                glyphs[ch] = None
+            else:
+                im = _render(font, ch, inner_h)
+                if np.array_equal(np.asarray(im), notdef):
+                    im = _render(font, "?", inner_h)
+                if im.width > inner_w:
+                    im = im.resize((inner_w, inner_h), Image.Resampling.LANCZOS)
+                cell = np.zeros((inner_h, inner_w), np.uint8)
+                x = (inner_w - im.width) // 2
+                cell[:, x : x + im.width] = np.asarray(im)
+                glyphs[ch] = cell
+        return glyphs[ch]
+
+    for k, i in enumerate(ids.tolist()):  # once per token shown, not per frame
+        if i >= vocab.size:  # the mask and reserved ids
             continue
-        if not s.strip():
-            continue
-        im = _render(font, s, inner_h)
-        if len(s) == 1 and np.array_equal(np.asarray(im), notdef):
-            im = _render(font, "?", inner_h)
-        if im.width > inner_w:
-            im = im.resize((inner_w, inner_h), Image.Resampling.LANCZOS)
-        x = (inner_w - im.width) // 2
-        atlas[i, :inner_h, x : x + im.width] = np.asarray(im)
+        for j, ch in enumerate(vocab.itos[i][:slot]):
+            cell = glyph(ch)
+            if cell is not None:
+                atlas[k, :inner_h, j * inner_w : (j + 1) * inner_w] = cell
     return atlas
 
 
@@ -135,16 +167,22 @@ class FramePainter:
         self.scale = value_range(mode, session.vocab.size) if mode in VALUE_MODES else None
         legend(mode)  # refuses an unknown mode before any drawing
         self.font = default_font(font_px)
-        atlas = glyph_atlas(session.vocab, font_px)
+        # The atlas holds only the ids this branch shows; `_atlas_row` maps an id to its row.
+        store, vocab = session.store, session.vocab
+        shown_ids = np.unique(np.concatenate([store.get("tokens", int(r)) for r in self.rows]))  # per record, not token
+        self._atlas_row = np.zeros(max(vocab.n_ids, int(shown_ids[-1]) + 1), dtype=np.intp)
+        self._atlas_row[shown_ids] = np.arange(len(shown_ids))
+        atlas = glyph_atlas(vocab, font_px, ids=shown_ids)
+        self.slot = slot_width(vocab)  # glyph cells per position
         self.line_h = atlas.shape[1] + 4
         self.legend = self._legend_image(atlas.shape[1] - 2)
-        seq_len = session.store.layout.seq_len
-        self.fit = self._fit(seq_len, columns, atlas, max_size)
+        seq_len = store.layout.seq_len
+        self.fit = self._fit(seq_len, max(1, columns // self.slot), atlas, max_size)
         self.note = self.fit.note
         if self.fit.block_px is None:
             self.raster = CanvasRaster(atlas, self.fit.columns)
         else:
-            self.raster = CanvasRaster.blocks(session.vocab.n_ids, self.fit.block_px, self.fit.columns)
+            self.raster = CanvasRaster.blocks(len(shown_ids), self.fit.block_px, self.fit.columns)
         grid_w, grid_h = self.raster.image_size(self.fit.shown)
         note_w = math.ceil(self.font.getlength(self.note)) if self.note else 0
         self.size = (
@@ -184,7 +222,7 @@ class FramePainter:
         store, row, n = self.session.store, int(self.rows[k]), self.fit.shown
         values = store.get(self.mode, row)[:n] if self.scale is not None else None
         return self.raster.paint_record(
-            store.get("tokens", row)[:n], store.get("flags", row)[:n], self.mode, values, self.scale
+            self._atlas_row[store.get("tokens", row)[:n]], store.get("flags", row)[:n], self.mode, values, self.scale
         )
 
     def caption(self, k: int) -> str:
