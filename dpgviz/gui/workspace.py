@@ -46,6 +46,7 @@ from dpgviz.core.records import FLAG_EDITED, FLAG_PROTECTED, KINDS, continue_poi
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.core.vocab import Vocabulary
 from dpgviz.gui.editing import Editing, matching_record
+from dpgviz.gui.exploring import Exploring
 from dpgviz.gui.inspecting import NO_EXTRAS, CellExtras, Inspecting, Preview, ShownRecord, TokenInfo
 from dpgviz.gui.notices import (
     LoadProgress,
@@ -133,7 +134,7 @@ def _new_client() -> WorkerClient:
     return WorkerClient()
 
 
-class Workspace(Editing, Inspecting):
+class Workspace(Editing, Inspecting, Exploring):
     """Everything the window shows and does, minus the window."""
 
     def __init__(self, *, device: str = "auto", client_factory: Callable[[], WorkerClient] | None = None) -> None:
@@ -252,6 +253,8 @@ class Workspace(Editing, Inspecting):
         self.view.advance(self.n_records(), dt_s)
 
     def handle_event(self, event: object) -> None:
+        if self.handle_explore_event(event):  # the model explorer's (gui.exploring)
+            return
         if isinstance(event, StepReady):
             if KINDS[int(event.scalars["kind"])] == "prediction":
                 self._arrivals.append(time.perf_counter())

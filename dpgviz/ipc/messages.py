@@ -116,3 +116,65 @@ class WorkerDied(Event):
     """Made by the client, never sent: the worker process is gone (crash, kill -9, OOM)."""
 
     exitcode: int | None
+
+
+# -- model explorer (gui.exploring <-> engine.explore) ---------------------------------
+# A model to explore is (path, meta): path None = the embedded default. The worker keeps
+# every model asked for loaded, keyed by that pair, beside the one it generates with.
+@dataclass
+class ExploreSample(Command):
+    job_id: int
+    models: list  # [(path | None, meta | None)], shown side by side in this order
+    ids: np.ndarray  # (N,) corrupted ids the models see (mask_id where masked)
+    targets: np.ndarray  # (N,) the true ids
+    top_k: int = 8
+    device: str = "auto"
+
+
+@dataclass
+class ExploreBatch(Command):
+    job_id: int
+    models: list  # [(path | None, meta | None)]
+    text: str  # windows are drawn from it (its held-out last 10% when held_out)
+    ratios: list  # corruption ratios
+    corruption: dict  # core.corruption.CorruptionSettings.to_dict()
+    samples: int
+    length: int
+    seed: int = 0
+    held_out: bool = True
+    device: str = "auto"
+
+
+@dataclass
+class StopExplore(Command):
+    job_id: int
+
+
+@dataclass
+class ExploreProgress(Event):
+    job_id: int
+    done: int  # forward passes so far
+    total: int
+    message: str = ""
+
+
+@dataclass
+class ExploreSampleDone(Event):
+    job_id: int
+    names: list  # model names, in the order asked
+    predictions: list  # per model: dict of engine.explore.Prediction's arrays for the one window
+
+
+@dataclass
+class ExploreBatchDone(Event):
+    job_id: int
+    rows: list  # engine.explore.BatchRow.to_dict() per (model, ratio), models outermost
+    is_stopped: bool  # a StopExplore (or a newer command) ended it early: rows so far
+    elapsed_s: float
+
+
+@dataclass
+class ExploreFailed(Event):
+    job_id: int
+    message: str  # one line
+    traceback: str

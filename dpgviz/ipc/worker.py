@@ -8,6 +8,8 @@ the run's shared-memory ring (`ipc.ring`), created here.
     idle:  wait on the command pipe (with a timeout, to notice a dead parent)
     LoadModel  -> ModelLoading ..., ModelLoaded (the old model stays if loading fails)
     StartRun   -> RunStarted, StepReady per record, RunFinished | RunStopped
+    ExploreSample -> (ExploreProgress while loading a model) ExploreSampleDone | ExploreFailed
+    ExploreBatch  -> ExploreProgress per forward pass, ExploreBatchDone | ExploreFailed
     any failure -> WorkerError(message, traceback, run_id); the worker stays alive
 
 During a run the worker checks the command pipe after every record and while it waits
@@ -60,6 +62,12 @@ from dpgviz.core.vocab import VocabError
 from dpgviz.ipc.messages import (
     Command,
     Event,
+    ExploreBatch,
+    ExploreBatchDone,
+    ExploreFailed,
+    ExploreProgress,
+    ExploreSample,
+    ExploreSampleDone,
     LoadModel,
     ModelLoaded,
     ModelLoading,
@@ -69,6 +77,7 @@ from dpgviz.ipc.messages import (
     Shutdown,
     StartRun,
     StepReady,
+    StopExplore,
     StopRun,
     WorkerError,
 )
@@ -140,6 +149,9 @@ class _Worker:
         self.current: Ring | None = None  # ring of the run in progress
         self.pending: deque[Command] = deque()  # commands that ended a run, handled next
         self.is_shutting_down = False
+        self.loaded: Any = None  # engine.checkpoint.LoadedModel the sampler drives
+        self.loaded_key: tuple | None = None  # its (path, meta), as LoadModel named it
+        self.explore_models: dict[tuple, Any] = {}  # more models for the explorer, by (path, meta)
 
     # -- pipes -----------------------------------------------------------------------
     def send(self, event: Event) -> None:
@@ -187,6 +199,10 @@ class _Worker:
                 self.run(cmd)
             elif isinstance(cmd, StopRun):
                 log.debug("stop for run %s, which is not running", cmd.run_id)
+            elif isinstance(cmd, (ExploreSample, ExploreBatch)):
+                self.explore(cmd)
+            elif isinstance(cmd, StopExplore):
+                log.debug("stop for explore job %s, which is not running", cmd.job_id)
             else:
                 raise TypeError(f"unknown command {type(cmd).__name__}")
         except Exception as exc:
@@ -206,6 +222,7 @@ class _Worker:
         self.send(ModelLoading(0.3, f"reading {cmd.path or 'the embedded default model'}"))
         loaded = load_model(cmd.path, cmd.meta, cmd.device, cmd.dtype)
         self.sampler = Sampler(loaded.adapter, loaded.vocab, loaded.device)  # replaces the old one only now
+        self.loaded, self.loaded_key = loaded, (cmd.path, cmd.meta)
         info = loaded.info(threads=torch.get_num_threads())
         self.send(ModelLoading(1.0, f"loaded {info.name} on {info.device}"))
         self.send(ModelLoaded(info))
@@ -281,6 +298,71 @@ class _Worker:
                 return True
             if not self.has_command(0):
                 return False
+
+    # -- model explorer ----------------------------------------------------------------
+    def explore(self, cmd: ExploreSample | ExploreBatch) -> None:
+        """Score models on a corrupted sample or a batch; any failure is ExploreFailed for that job."""
+        t0 = time.monotonic()
+        try:
+            models = self.explore_models_for(cmd)
+            from dpgviz.engine.explore import explore_batch, predict, prediction_arrays, source_ids
+
+            if isinstance(cmd, ExploreSample):
+                preds = [predict(m, cmd.ids[None], cmd.targets[None], top_k=cmd.top_k) for _, m in models]
+                self.send(ExploreSampleDone(cmd.job_id, [n for n, _ in models], [prediction_arrays(p) for p in preds]))
+                return
+            from dpgviz.core.corruption import CorruptionSettings
+
+            rows = explore_batch(
+                models, source_ids(cmd.text, models[0][1].vocab, cmd.held_out), cmd.ratios,
+                CorruptionSettings.from_dict(cmd.corruption), cmd.samples, cmd.length, cmd.seed,
+                progress=lambda done, total: self.send(ExploreProgress(cmd.job_id, done, total)),
+                should_stop=lambda: self.should_end_explore(cmd.job_id),
+            )
+            is_stopped = len(rows) < len(models) * len(cmd.ratios)
+            self.send(ExploreBatchDone(cmd.job_id, [r.to_dict() for r in rows], is_stopped, time.monotonic() - t0))
+        except Exception as exc:
+            log.debug("explore job %d failed", cmd.job_id, exc_info=True)
+            self.send(ExploreFailed(cmd.job_id, one_line(exc), traceback.format_exc()))
+
+    def explore_models_for(self, cmd: ExploreSample | ExploreBatch) -> list[tuple[str, Any]]:
+        """(name, LoadedModel) per model asked for: the generation model, or one loaded (and kept) now."""
+        import torch
+
+        from dpgviz.engine.checkpoint import load_model
+
+        torch.set_num_threads(self.threads)
+        out: list[tuple[str, Any]] = []
+        for path, meta in cmd.models:
+            key = (path, meta)
+            if key == self.loaded_key and self.loaded is not None:
+                loaded = self.loaded
+            elif key in self.explore_models:
+                loaded = self.explore_models[key]
+            else:
+                self.send(ExploreProgress(cmd.job_id, 0, 0, f"loading {path or 'the embedded default model'}"))
+                loaded = self.explore_models[key] = load_model(path, meta, cmd.device)
+            names = {n for n, _ in out}
+            out.append((loaded.name if loaded.name not in names else str(path), loaded))
+        if not out:
+            raise _NoModelError("pick at least one model to explore")
+        return out
+
+    def should_end_explore(self, job_id: int) -> bool:
+        """Read commands that arrived; True if one ends explore job `job_id` (a stop, or any newer command)."""
+        self.check_parent()
+        while self.has_command(0):
+            try:
+                cmd = self.commands.recv()
+            except (EOFError, OSError) as exc:
+                raise _ParentGone() from exc
+            if isinstance(cmd, StopExplore) and cmd.job_id == job_id:
+                return True
+            if isinstance(cmd, (StopExplore, StopRun)):
+                continue  # for a job or run that is not going on
+            self.pending.append(cmd)  # LoadModel / StartRun / Explore* / Shutdown supersede this job
+            return True
+        return False
 
     # -- rings -----------------------------------------------------------------------
     def retire_rings(self, is_final: bool = False) -> None:
