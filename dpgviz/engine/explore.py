@@ -108,6 +108,11 @@ def predict(loaded: LoadedModel, ids: np.ndarray, targets: np.ndarray, top_k: in
     )
 
 
+def prediction_arrays(pred: Prediction, index: int = 0) -> dict[str, np.ndarray]:
+    """One window's arrays of a Prediction, by field name (what ExploreSampleDone carries)."""
+    return {k: np.ascontiguousarray(v[index]) for k, v in dataclasses.asdict(pred).items()}
+
+
 def source_ids(text: str, vocab: Vocabulary, held_out: bool = True) -> np.ndarray:
     """Ids of the text windows are drawn from: its held-out last 10% (engine.train.split_corpus)."""
     part = split_corpus(text)[1] if held_out else text
