@@ -261,3 +261,26 @@ def test_png_gives_each_token_its_width(bert_session) -> None:
     painter = FramePainter(bert_session, columns=60)
     assert painter.raster.columns == 60 // slot  # columns count glyph cells, as on the canvas
     assert painter.frame(len(painter) - 1).size == painter.size
+
+
+def test_dtype_flag_reaches_every_model_command() -> None:
+    from dpgviz.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["--dtype", "bfloat16"]).dtype == "bfloat16"  # the window's worker
+    for command in ("generate", "inspect", "evaluate"):
+        extra = ["--text", "a"] if command == "inspect" else ["--data", "x"] if command == "evaluate" else []
+        assert parser.parse_args([command, "--dtype", "float16", *extra]).dtype == "float16"
+
+
+@pytest.mark.slow
+def test_worker_loads_a_hf_folder_in_the_dtype_asked(bert_dir: Path) -> None:
+    from dpgviz.ipc.runner import run_via_worker
+
+    info, store, branch, _ = run_via_worker(
+        GenerationSettings(length=12, steps=2), bert_dir, None, "cpu", dtype="bfloat16"
+    )
+    specials = tuple(BERT_VOCAB.index(s) for s in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"))  # all before [MASK]
+    assert (info.dtype, info.never_sample, info.block_size) == ("bfloat16", specials, 62)
+    final = store.get("tokens", int(store.rows(branch)[-1]))
+    assert not np.isin(final, info.never_sample).any()

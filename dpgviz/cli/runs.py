@@ -148,6 +148,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise UserError(f"text has {len(ids)} tokens, more than the block size {loaded.block_size}")
     with torch.inference_mode():
         logits = loaded.adapter.logits(torch.as_tensor(ids, device=loaded.device)[None])[0, :, : loaded.vocab.size].float()
+        logits[:, list(loaded.vocab.never_sample)] = -float("inf")  # specials, as the sampler leaves them out
         probs, top = torch.softmax(logits, -1).topk(min(args.top, loaded.vocab.size), dim=-1)
     probs, top = probs.cpu().numpy(), top.cpu().numpy()
     itos = loaded.vocab.itos

@@ -166,12 +166,33 @@ def display_strings(tok: Any, ids: list[int]) -> list[str]:
     return strings
 
 
+def vocab_from_tokenizer(tok: Any, n_model: int, mask_id: int | None = None) -> tuple[Vocabulary, list[int]]:
+    """dpgviz's vocabulary for a Hugging Face tokenizer, and each internal id's model id.
+
+    Internal ids are every tokenizer id below `n_model` (the model's logit rows; rows past
+    the tokenizer are padding without a token) but the mask, in order, then the mask
+    (`mask_id`, default the tokenizer's mask token) at V. Special ids and ids without a
+    token go to never_sample. For your own adapter (LLaDA, Dream: README).
+    """
+    mask_id = tok.mask_token_id if mask_id is None else mask_id
+    n_model = min(len(tok), int(n_model))
+    if mask_id is None or not 0 <= mask_id < n_model:
+        raise HFError(f"the mask id {mask_id} is not one of the model's {n_model} token ids")
+    kept = [i for i in range(n_model) if i != mask_id]
+    strings = display_strings(tok, kept)
+    internal = {model_id: i for i, model_id in enumerate(kept)}
+    special = {i for i in tok.all_special_ids if i != mask_id}
+    never = {internal[i] for i in special if i in internal} | {i for i, s in enumerate(strings) if s == RESERVED_GLYPH}
+    vocab = Vocabulary(itos=tuple(strings), model_vocab_size=len(kept) + 1, never_sample=tuple(sorted(never)))
+    return vocab, [*kept, mask_id]
+
+
 def _position_limit(model: torch.nn.Module, config: Any) -> int:
     """Positions the model takes. RoBERTa-style embeddings number positions from padding_idx + 1
     (max_position_embeddings 514 holds 512 tokens), which their embeddings module records."""
     limit = int(getattr(config, "max_position_embeddings", 0) or 0)
     if limit <= 0:
-        raise HFError("config.json has no max_position_embeddings")
+        raise HFError(f"{config.name_or_path}/config.json has no max_position_embeddings")
     embeddings = getattr(getattr(model, "base_model", model), "embeddings", None)
     padding_idx = getattr(embeddings, "padding_idx", None)
     if isinstance(padding_idx, int) and getattr(embeddings, "position_embeddings", None) is not None:
@@ -205,12 +226,12 @@ def load_hf(path: str | Path, device: torch.device, dtype: torch.dtype) -> HFMod
         tok = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     except (ValueError, OSError, KeyError, TypeError) as exc:
         raise HFError(f"{path}: cannot read the tokenizer ({_first_line(exc)})") from None
-    mask_model_id = tok.mask_token_id
-    if mask_model_id is None:
+    if tok.mask_token_id is None:
         raise HFError(f"{path}: the tokenizer has no mask token; iterative unmasking needs one")
-    n_model = min(len(tok), int(config.vocab_size))  # rows past the tokenizer (padding) have no token
-    if not 0 <= mask_model_id < n_model:
-        raise HFError(f"{path}: the mask token id {mask_model_id} is outside the model's {config.vocab_size} ids")
+    try:
+        vocab, to_model = vocab_from_tokenizer(tok, int(config.vocab_size))  # before the weights: fails fast
+    except HFError as exc:
+        raise HFError(f"{path}: {exc}") from None
 
     try:
         model, info = transformers.AutoModelForMaskedLM.from_pretrained(
@@ -231,14 +252,7 @@ def load_hf(path: str | Path, device: torch.device, dtype: torch.dtype) -> HFMod
         )
     model = model.to(device=device, dtype=dtype).eval()
 
-    # Internal ids: every tokenizer id but the mask, in order; the mask last (engine.adapter).
-    kept = [i for i in range(n_model) if i != mask_model_id]
-    strings = display_strings(tok, kept)
-    internal = {model_id: i for i, model_id in enumerate(kept)}
-    special = {i for i in tok.all_special_ids if i != mask_model_id}
-    never = sorted({internal[i] for i in special if i in internal} | {i for i, s in enumerate(strings) if s == RESERVED_GLYPH})
-    vocab = Vocabulary(itos=tuple(strings), model_vocab_size=len(kept) + 1, never_sample=tuple(never))
-    to_model_ids = torch.as_tensor([*kept, mask_model_id], dtype=torch.long, device=device)  # (n_ids,)
+    to_model_ids = torch.as_tensor(to_model, dtype=torch.long, device=device)  # (n_ids,)
 
     anchor, _, full = _anchor(tok)
     prefix, suffix = _wrapping(anchor, full)
