@@ -33,6 +33,7 @@ from dpgviz.gui.branches import BranchPanel
 from dpgviz.gui.canvas import ZOOM_RANGE, TokenCanvas
 from dpgviz.gui.compare_view import CompareView
 from dpgviz.gui.edit_bar import EditBar
+from dpgviz.gui.explorer import ExplorerWindow
 from dpgviz.gui.files import SessionFiles
 from dpgviz.gui.inspector import HoverTip, InspectorPanel
 from dpgviz.gui.keys import chord, help_text
@@ -114,6 +115,7 @@ class App:
         self.edit_bar = EditBar(self.workspace, restart=self.settings.restart)
         self.branches = BranchPanel(self.workspace, on_compare=lambda: self.compare_view.show())
         self.compare_view: CompareView | None = None  # needs the fonts: made in build()
+        self.explorer: ExplorerWindow | None = None  # the model explorer (gui.explorer); made in build()
         self.hover_tip = HoverTip(self.workspace)
         self.inspector = InspectorPanel(self.workspace, restart_with=self._restart_with)
         self.run_plots = RunPlots(self.workspace)
@@ -140,6 +142,7 @@ class App:
         dpg.create_viewport(title=TITLE, width=self.size[0], height=self.size[1], clear_color=(24, 26, 31, 255))
         self.canvas = TokenCanvas(self.fonts)
         self.compare_view = CompareView(self.workspace, self.fonts)
+        self.explorer = ExplorerWindow(self.workspace, self.fonts, (self.models_dir,), self.settings.read)
 
         with dpg.window(tag="dpgviz-main", no_scrollbar=True) as self.window:
             with dpg.menu_bar():
@@ -147,6 +150,8 @@ class App:
                     dpg.add_menu_item(label="Quit", callback=lambda: dpg.stop_dearpygui())
                 with dpg.menu(label="View"):
                     dpg.add_menu_item(label="Text mode (wrap at newlines)", check=True, callback=self._on_text_mode_menu)
+                with dpg.menu(label="Explore"):
+                    dpg.add_menu_item(label="Model explorer...", callback=lambda: self.explorer.show())
                 with dpg.menu(label="Help"):
                     dpg.add_menu_item(label="Keyboard and mouse...", callback=lambda: dpg.show_item(self.help_window))
             with dpg.group(horizontal=True):
@@ -189,6 +194,7 @@ class App:
                 dpg.bind_item_font(text, self.fonts.mono)
         self.files.build(self.file_menu)
         self.compare_view.build()
+        self.explorer.build()
         self.hover_tip.build(self.canvas.plot_group)
 
         with dpg.handler_registry():
@@ -323,6 +329,7 @@ class App:
         self.edit_bar.refresh()
         self.branches.refresh()
         self.compare_view.refresh(self.view.color_mode)
+        self.explorer.refresh()
         self.hover_tip.refresh()
         self.inspector.refresh()
         self.run_plots.refresh()
