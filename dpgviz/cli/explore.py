@@ -70,7 +70,7 @@ def write_csv(path: str | Path, rows: list[dict]) -> None:
 def format_table(rows: list[dict]) -> str:
     """A plain-text table, one line per (model, ratio): mean ± std over samples."""
     width = max([len("model"), *(len(r["model"]) for r in rows)])
-    lines = [f"{'model':<{width}}  ratio  accuracy        p(true)         CE (nats)       samples  positions"]
+    lines = [f"{'model':<{width}}  ratio  {'accuracy':<13}  {'p(true)':<13}  {'CE (nats)':<13}  samples  positions"]
     for r in rows:
         lines.append(
             f"{r['model']:<{width}}  {r['ratio']:5.2f}  {r['accuracy']:.4f}±{r['accuracy_std']:.4f}  "
