@@ -745,3 +745,67 @@ def test_a_step_switch_makes_the_same_calls_whatever_the_rows_shown(app: App, mo
     assert rows_small > 1.5 * rows_big  # the zooms really show different numbers of rows
     # The same calls at either zoom, and fewer than the rows shown: nothing is done row by row.
     assert calls_small == calls_big < rows_big, counts
+
+
+def test_strategy_settings_round_trip_and_show_only_their_knobs(app: App) -> None:
+    from dpgviz.core.settings import STRATEGY_INFO
+
+    chosen = GenerationSettings(
+        length=100, steps=7, strategy="threshold", schedule="cosine", proposal="greedy", sample_top_k=5, top_p=0.9,
+        threshold=0.7, eta=0.3, seed=4,
+    )
+    app.settings.write(chosen)
+    assert app.settings.read() == chosen
+    app.frame()
+    shown = {k: dpg.is_item_shown(getattr(app.settings, k)) for k in ("randomness", "threshold", "eta")}
+    assert shown == {"randomness": False, "threshold": True, "eta": False}
+    assert dpg.get_value(app.settings.strategy_about) == STRATEGY_INFO["threshold"]
+    app.settings.write(SHORT)  # seed: its randomness is back, the others go
+    assert dpg.is_item_shown(app.settings.randomness) and not dpg.is_item_shown(app.settings.threshold)
+    assert app.settings.read() == SHORT
+
+
+def test_a_threshold_run_goes_past_its_steps_and_the_timeline_covers_it(app: App, models_dir: Path) -> None:
+    ensure_model(app, models_dir)
+    ws = app.workspace
+    open_ended = GenerationSettings(length=60, steps=4, strategy="threshold", threshold=0.99, seed=2)
+    app.settings.write(open_ended)
+    click(app.settings.start_button)
+    app.frame()  # notices reach the status bar in the frame
+    assert ws.is_running and "until nothing is masked" in app.status.text
+    assert "masked" in dpg.get_item_configuration(app.status.progress)["overlay"]
+    run_until(app, lambda: not ws.is_running)
+    n = ws.n_records()
+    assert n > record_count(open_ended.steps)  # the random tiny model is unsure: one commit a step, or few
+    assert dpg.get_item_configuration(app.timeline.slider)["max_value"] == n
+    rows = ws.rows()
+    assert ws.store.kind(rows[-1]) == "final" and int(ws.store.columns["n_masked"][rows[-1]]) == 0
+    set_slider(app, n - 2)
+    app.frame()
+    info = dpg.get_value(app.canvas._info)
+    assert info.startswith("iteration ") and " of " not in info.split("|")[0]
+
+
+def test_a_strategy_comparison_opens_side_by_side(app: App, models_dir: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    ws = app.workspace
+    if ws.is_running:
+        ws.stop()
+        run_until(app, lambda: not ws.is_running, timeout_s=30)
+    path = tmp_path / "cmp.dpgviz"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, str(root / "main.py"), "compare", "--model", str(models_dir / "tiny" / "ckpt.pt"),
+         "--strategies", "llada,margin,entropy", "--length", "60", "--steps", "4", "--device", "cpu", "--out", str(path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert ws.open(path)
+    app.frame()
+    labels = [ws.store.branches[b].label for b in ws.compare]
+    assert labels == ["llada", "margin"] and app.compare_view.is_shown
+    assert ws.view.branch == ws.compare[0]
+    app.compare_view.close()
+    app.frame()

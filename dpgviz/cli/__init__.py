@@ -47,7 +47,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_gui(args: argparse.Namespace, session: str | None = None) -> int:
     from dpgviz.gui.app import run_app
 
-    run_app(models_dir=args.models_dir, device=args.device, session=session)
+    run_app(models_dir=args.models_dir, device=args.device, session=session, dtype=args.dtype)
     return 0
 
 

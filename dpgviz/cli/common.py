@@ -34,7 +34,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="weights' dtype (auto: float32 on CPU, bfloat16 on CUDA)")
 
 
-def add_settings_args(p: argparse.ArgumentParser) -> None:
+def add_settings_args(p: argparse.ArgumentParser, strategy: bool = True) -> None:
+    """The generation settings as flags (`strategy=False`: without --strategy, for `compare`)."""
     d = GenerationSettings()
     p.add_argument(
         "--length",
@@ -55,12 +56,13 @@ def add_settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start-ratio", type=float, default=d.start_ratio)
     p.add_argument("--end-ratio", type=float, default=d.end_ratio)
     p.add_argument("--randomness", type=float, default=d.randomness)
-    p.add_argument(
-        "--strategy",
-        default=d.strategy,
-        choices=STRATEGIES,
-        help="unmasking strategy: " + "; ".join(f"{k}: {v}" for k, v in STRATEGY_INFO.items()),
-    )
+    if strategy:
+        p.add_argument(
+            "--strategy",
+            default=d.strategy,
+            choices=STRATEGIES,
+            help="unmasking strategy: " + "; ".join(f"{k}: {v}" for k, v in STRATEGY_INFO.items()),
+        )
     p.add_argument("--schedule", default=d.schedule, choices=SCHEDULES, help="how the mask ratio falls")
     p.add_argument("--proposal", default=d.proposal, choices=PROPOSALS, help="sample a token, or take the argmax")
     p.add_argument("--sample-top-k", type=int, default=d.sample_top_k, help="sample among the k likeliest (0 = all)")
@@ -79,7 +81,7 @@ def settings_from(args: argparse.Namespace) -> GenerationSettings:
         start_ratio=args.start_ratio,
         end_ratio=args.end_ratio,
         randomness=args.randomness,
-        strategy=args.strategy,
+        strategy=getattr(args, "strategy", None) or GenerationSettings.strategy,
         schedule=args.schedule,
         proposal=args.proposal,
         sample_top_k=args.sample_top_k,

@@ -25,10 +25,28 @@ STRATEGY_INFO = {
     "origin": "Dream 'origin': each masked position is revealed independently with probability 1 - s/t",
 }
 STRATEGIES = tuple(STRATEGY_INFO)
+# Strategies that run until nothing is masked rather than for `steps` iterations.
+OPEN_ENDED = ("threshold",)
 SCHEDULES = ("linear", "cosine")  # mask ratio from start to end: a straight line, or a quarter cosine
 PROPOSALS = ("sample", "greedy")  # how a masked position's token is proposed: drawn from p, or argmax
 MAX_LENGTH = 65_536  # longest run: with blocks, `length` may exceed the model's block size up to here
 DEFAULT_BLOCK_LENGTH = 256  # block length the CLI picks when --length exceeds the block size
+
+
+def planned_steps(settings: dict) -> int | None:
+    """Iterations a run of these settings (a branch's settings dict) is planned for; None when
+    its strategy decides (OPEN_ENDED) or the settings do not say."""
+    steps = settings.get("steps")
+    if settings.get("strategy") in OPEN_ENDED or not isinstance(steps, int):
+        return None
+    return steps
+
+
+def describe_plan(settings: GenerationSettings) -> str:
+    """'in 20 steps', or how an open-ended strategy ends."""
+    if settings.strategy in OPEN_ENDED:
+        return f"until nothing is masked ({settings.strategy} {settings.threshold:g})"
+    return f"in {settings.steps} steps"
 
 
 class SettingsError(ValueError):

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dpgviz.core.settings import STRATEGY_INFO, GenerationSettings
+from dpgviz.core.settings import OPEN_ENDED, STRATEGY_INFO, GenerationSettings
 
 
 @dataclass
@@ -143,7 +143,7 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy("llada", _new_only(lambda s: 1 - s.p_token)),
         Strategy("margin", _new_only(lambda s: -margin_of(s.probs))),
         Strategy("entropy", _new_only(lambda s: s.entropy)),
-        Strategy("threshold", _threshold, finishes_early=True, follows_schedule=False),
+        Strategy("threshold", _threshold, finishes_early="threshold" in OPEN_ENDED, follows_schedule=False),
         Strategy("remdm", _remdm),
         Strategy("origin", _origin, follows_schedule=False),
     )

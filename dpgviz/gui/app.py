@@ -44,6 +44,7 @@ from dpgviz.gui.status import Legend, StatusBar
 from dpgviz.gui.theme import dark_theme, load_fonts
 from dpgviz.gui.timeline import TimelinePanel
 from dpgviz.gui.workspace import (
+    CompareShown,
     LoadProgress,
     ModelOffered,
     ModelReady,
@@ -93,6 +94,7 @@ class App:
         device: str = "auto",
         session: str | None = None,
         *,
+        dtype: str = "auto",
         autoload: bool = True,
         client_factory: Callable[[], WorkerClient] | None = None,
         width: int = 1440,
@@ -102,7 +104,7 @@ class App:
         self.session_path = session
         self.autoload = autoload
         self.size = (width, height)
-        self.workspace = Workspace(device=device, client_factory=client_factory)
+        self.workspace = Workspace(device=device, dtype=dtype, client_factory=client_factory)
         self.view = self.workspace.view
         self.frame_count = 0
         self.fonts = None
@@ -318,6 +320,8 @@ class App:
             self.settings.write(notice.settings)
         elif isinstance(notice, ModelOffered):
             self.settings.offer(notice.path)
+        elif isinstance(notice, CompareShown):
+            self.compare_view.show()
 
     def refresh(self) -> bool:
         """Push the current state into every panel (each skips what did not change); True if the canvas drew."""
@@ -340,7 +344,7 @@ class App:
         progress, text = ws.progress()
         self.status.show(
             info.name if info else ("loading..." if ws.is_loading else "none"),
-            info.device if info else "-",
+            f"{info.device} {info.dtype}" if info else "-",
             ws.steps_per_s(),
             progress,
             text,
@@ -518,9 +522,9 @@ class App:
 
 
 
-def run_app(models_dir: str | None = None, device: str = "auto", session: str | None = None) -> None:
+def run_app(models_dir: str | None = None, device: str = "auto", session: str | None = None, dtype: str = "auto") -> None:
     """Open the window and run until it is closed (the CLI's default command)."""
-    app = App(models_dir=models_dir, device=device, session=session)
+    app = App(models_dir=models_dir, device=device, session=session, dtype=dtype)
     app.build()
     try:
         app.run()

@@ -420,7 +420,8 @@ class TokenCanvas:
         n, n_masked = shown.seq_len, shown.n_masked
         dpg.set_value(
             self._info,
-            f"iteration {shown.iteration + 1} of {shown.steps}   |   {shown.kind}   |   "
+            f"iteration {shown.iteration + 1}" + (f" of {shown.steps}" if shown.steps else "")
+            + f"   |   {shown.kind}   |   "
             + (f"{shown.block}   |   " if shown.block else "")
             + f"{n_masked} of {n} masked   |   {n - n_masked} visible"
             + (f"   |   {label}" if label else ""),

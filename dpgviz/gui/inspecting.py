@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dpgviz.core.records import FLAG_MASKED
+from dpgviz.core.settings import planned_steps
 from dpgviz.store.step_store import StepStore
 
 ORDER_REFRESH_S = 0.5  # how often the decoding-order mode is recomputed while a run appends
@@ -56,7 +57,7 @@ class ShownRecord:
     kind: str
     iteration: int
     n_masked: int
-    steps: object  # the run's steps setting, for "iteration i of S"
+    steps: int | None  # iterations the run is planned for ("iteration i of S"); None: its strategy decides
     block: str  # "" for a one-block run, else "block b of B"
     get: Callable[[str], np.ndarray]
 
@@ -66,7 +67,7 @@ class ShownRecord:
         settings = store.branches[branch].settings if branch in store.branches else {}
         return cls(
             (id(store), row), row, store.layout.seq_len, store.kind(row), int(store.columns["iteration"][row]),
-            int(store.columns["n_masked"][row]), settings.get("steps", "?"), "",
+            int(store.columns["n_masked"][row]), planned_steps(settings), "",
             lambda name: store.get(name, row),
         )
 
@@ -128,7 +129,7 @@ class Inspecting:
         settings = store.branches[self.view.branch].settings
         return ShownRecord(
             (id(store), row, "blocks", record), row, layout.total_len, store.kind(row),
-            int(store.columns["iteration"][row]), n_masked, settings.get("steps", "?"),
+            int(store.columns["iteration"][row]), n_masked, planned_steps(settings),
             f"block {int(store.columns['block'][row]) + 1} of {layout.n_blocks}",
             lambda name: tokens if name == "tokens" else composer.field(name, record),
         )

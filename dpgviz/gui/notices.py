@@ -56,4 +56,9 @@ class ModelOffered:
     path: str
 
 
-Notice = Said | LoadProgress | ModelReady | StoreShown | SettingsRestored | ModelOffered
+@dataclass(frozen=True)
+class CompareShown:
+    """Two branches are now compared side by side (`Workspace.compare`): show the compare view."""
+
+
+Notice = Said | LoadProgress | ModelReady | StoreShown | SettingsRestored | ModelOffered | CompareShown

@@ -16,7 +16,16 @@ import dearpygui.dearpygui as dpg
 
 from dpgviz.core.discovery import ModelEntry, find_checkpoints
 from dpgviz.core.model_info import ModelInfo
-from dpgviz.core.settings import DEFAULT_BLOCK_LENGTH, MAX_LENGTH, STRATEGIES, GenerationSettings, SettingsError
+from dpgviz.core.settings import (
+    DEFAULT_BLOCK_LENGTH,
+    MAX_LENGTH,
+    PROPOSALS,
+    SCHEDULES,
+    STRATEGIES,
+    STRATEGY_INFO,
+    GenerationSettings,
+    SettingsError,
+)
 from dpgviz.gui.status import ERROR_COLOR, INFO_COLOR, Cached
 from dpgviz.gui.workspace import Workspace
 
@@ -26,6 +35,10 @@ PANEL_WIDTH = 300
 LENGTH_RANGE = (50, MAX_LENGTH)  # above the model's block size a run goes in blocks (semi-autoregressive)
 STEPS_RANGE = (1, 200)  # the slider's range; typing (Ctrl+click) allows more
 TEMPERATURE_RANGE = (0.1, 2.0)
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# Knobs only some strategies read: shown with those strategies, hidden otherwise.
+STRATEGY_KNOBS = {"randomness": ("seed",), "threshold": ("threshold",), "eta": ("remdm",)}
 
 
 class SettingsPanel:
@@ -38,7 +51,9 @@ class SettingsPanel:
         self.model_combo = self.load_button = self.load_progress = self.model_info = 0
         self.temperature = self.steps = self.length = self.length_slider = self.block_length = 0
         self.start_ratio = self.end_ratio = 0
-        self.randomness = self.strategy = self.seed = 0
+        self.randomness = self.strategy = self.seed = self.strategy_about = 0
+        self.schedule = self.proposal = self.sample_top_k = self.top_p = self.threshold = self.eta = 0
+        self.device = self.dtype = 0
         self.start_button = self.stop_button = self.continue_button = self.message = 0
         self.folder_dialog = self.folder_button = 0
 
@@ -55,6 +70,14 @@ class SettingsPanel:
                     label="Folder...", width=80, callback=lambda: dpg.show_item(self.folder_dialog)
                 )
                 dpg.add_button(label="Rescan", width=70, callback=lambda: self.rescan())
+            with dpg.group(horizontal=True):
+                self.device = dpg.add_combo(
+                    list(DEVICES), default_value=self.workspace.device, width=80, label="device"
+                )
+                self.dtype = dpg.add_combo(list(DTYPES), default_value=self.workspace.dtype, width=80, label="dtype")
+            with dpg.tooltip(self.dtype):
+                dpg.add_text("Weights' dtype for the next Load (auto: float32).\n"
+                             "bfloat16 / float16 halve the memory; float16 needs a GPU.")
             self.load_progress = dpg.add_progress_bar(default_value=0.0, width=-1, overlay="not loaded")
             self.model_info = dpg.add_text("", wrap=PANEL_WIDTH - 24, color=INFO_COLOR)
             dpg.add_separator()
@@ -96,10 +119,45 @@ class SettingsPanel:
             self.end_ratio = dpg.add_slider_float(
                 label="end mask", default_value=d.end_ratio, min_value=0.0, max_value=1.0, format="%.2f", width=label_w,
             )
+            dpg.add_separator()
+            dpg.add_text("Strategy", color=(140, 180, 255))
+            self.strategy = dpg.add_combo(
+                list(STRATEGIES), label="strategy", default_value=d.strategy, width=label_w,
+                callback=lambda: self._show_strategy_knobs(),
+            )
+            with dpg.tooltip(self.strategy):
+                for name, about in STRATEGY_INFO.items():
+                    dpg.add_text(f"{name}: {about}", wrap=520)
+            self.strategy_about = dpg.add_text("", wrap=PANEL_WIDTH - 24, color=INFO_COLOR)
             self.randomness = dpg.add_slider_float(
                 label="randomness", default_value=d.randomness, min_value=0.0, max_value=1.0, format="%.2f", width=label_w,
             )
-            self.strategy = dpg.add_combo(list(STRATEGIES), label="strategy", default_value=d.strategy, width=label_w)
+            self.threshold = dpg.add_slider_float(
+                label="threshold", default_value=d.threshold, min_value=0.05, max_value=1.0, format="%.2f", width=label_w,
+            )
+            self.eta = dpg.add_slider_float(
+                label="eta", default_value=d.eta, min_value=0.0, max_value=1.0, format="%.2f", width=label_w,
+            )
+            self.schedule = dpg.add_combo(list(SCHEDULES), label="schedule", default_value=d.schedule, width=label_w)
+            with dpg.tooltip(self.schedule):
+                dpg.add_text("How the mask ratio falls from start to end:\n"
+                             "linear (the seed's), or cosine (slow at first, fast at the end)")
+            self.proposal = dpg.add_combo(list(PROPOSALS), label="proposal", default_value=d.proposal, width=label_w)
+            with dpg.tooltip(self.proposal):
+                dpg.add_text("sample: draw each masked token from the model (top-k / top-p below)\n"
+                             "greedy: take the most likely token")
+            with dpg.group(horizontal=True):
+                self.sample_top_k = dpg.add_input_int(
+                    label="top-k", default_value=d.sample_top_k, step=0, width=60, min_value=0, min_clamped=True,
+                )
+                self.top_p = dpg.add_input_float(
+                    label="top-p", default_value=d.top_p, step=0, width=60, format="%.2f",
+                    min_value=0.01, max_value=1.0, min_clamped=True, max_clamped=True,
+                )
+            with dpg.tooltip(self.sample_top_k):
+                dpg.add_text("Sample only among the k most likely tokens (0 = all)")
+            with dpg.tooltip(self.top_p):
+                dpg.add_text("Sample only within the smallest set of tokens whose probability reaches p (1 = all)")
             self.seed = dpg.add_input_int(label="seed", default_value=d.seed, width=label_w, min_value=0, min_clamped=True)
             dpg.add_spacer(height=4)
             with dpg.group(horizontal=True):
@@ -118,6 +176,14 @@ class SettingsPanel:
             directory_selector=True, show=False, callback=self._on_folder, width=640, height=420, modal=True
         )
         self.rescan()
+        self._show_strategy_knobs()
+
+    def _show_strategy_knobs(self) -> None:
+        """Describe the chosen strategy; show only the knobs it reads."""
+        name = str(dpg.get_value(self.strategy))
+        dpg.set_value(self.strategy_about, STRATEGY_INFO.get(name, ""))
+        for knob, users in STRATEGY_KNOBS.items():
+            dpg.configure_item(getattr(self, knob), show=name in users)
 
     # -- models ----------------------------------------------------------------------
     def rescan(self) -> None:
@@ -161,7 +227,9 @@ class SettingsPanel:
         if entry is None:
             self.workspace.say("Pick a model first.", is_error=True)
             return
-        self.workspace.load_model(entry)
+        self.workspace.load_model(
+            entry, dtype=str(dpg.get_value(self.dtype)), device=str(dpg.get_value(self.device))
+        )
 
     def offer(self, path: str | Path) -> None:
         """Pick the checkpoint at `path`, adding its folder to the list when it is not there."""
@@ -206,7 +274,7 @@ class SettingsPanel:
         self._cache.set(
             self.model_info,
             f"{info.name}\n{info.params / 1e6:.2f}M params, vocabulary {info.vocab_size}, "
-            f"block {self.block_size}, on {info.device}",
+            f"block {self.block_size}, on {info.device} ({info.dtype})",
         )
         self._cache.set(self.load_progress, 1.0)
         self._cache.configure(self.load_progress, overlay="loaded")
@@ -240,6 +308,12 @@ class SettingsPanel:
             end_ratio=round(float(dpg.get_value(self.end_ratio)), 4),
             randomness=round(float(dpg.get_value(self.randomness)), 4),
             strategy=str(dpg.get_value(self.strategy)),
+            schedule=str(dpg.get_value(self.schedule)),
+            proposal=str(dpg.get_value(self.proposal)),
+            sample_top_k=int(dpg.get_value(self.sample_top_k)),
+            top_p=round(float(dpg.get_value(self.top_p)), 4),
+            threshold=round(float(dpg.get_value(self.threshold)), 4),
+            eta=round(float(dpg.get_value(self.eta)), 4),
             seed=int(dpg.get_value(self.seed)),
         )
         if self.block_size is not None:  # past the block size: blocks, as the CLI does
@@ -256,11 +330,18 @@ class SettingsPanel:
             (self.end_ratio, settings.end_ratio),
             (self.randomness, settings.randomness),
             (self.strategy, settings.strategy),
+            (self.schedule, settings.schedule),
+            (self.proposal, settings.proposal),
+            (self.sample_top_k, settings.sample_top_k),
+            (self.top_p, settings.top_p),
+            (self.threshold, settings.threshold),
+            (self.eta, settings.eta),
             (self.seed, settings.seed),
             (self.block_length, settings.block_length),
             (self.length_slider, math.log2(max(1, settings.length))),
         ):
             dpg.set_value(item, value)
+        self._show_strategy_knobs()
 
     def _on_length_slider(self, sender: int | str, value: float) -> None:
         dpg.set_value(self.length, round(2 ** float(value)))
@@ -272,5 +353,6 @@ class SettingsPanel:
         """Items that take typing: keyboard shortcuts stay off while one is active."""
         return [
             self.temperature, self.steps, self.length, self.block_length, self.start_ratio, self.end_ratio,
-            self.randomness, self.seed, self.model_combo, self.strategy,
+            self.randomness, self.seed, self.model_combo, self.strategy, self.schedule, self.proposal,
+            self.sample_top_k, self.top_p, self.threshold, self.eta, self.device, self.dtype,
         ]

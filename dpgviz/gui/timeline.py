@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dearpygui.dearpygui as dpg
 
+from dpgviz.core.settings import planned_steps
 from dpgviz.gui.status import Cached
 from dpgviz.gui.view_state import ViewState
 from dpgviz.gui.workspace import Workspace
@@ -87,5 +88,7 @@ class TimelinePanel:
         settings = b.settings or {}
         base = b.label or f"run {branch}"
         if settings:
-            base += f" (seed {settings.get('seed', '?')}, {settings.get('steps', '?')} steps)"
+            steps = planned_steps(settings)
+            plan = f"{steps} steps" if steps else str(settings.get("strategy", "?"))
+            base += f" (seed {settings.get('seed', '?')}, {plan})"
         return base

@@ -43,12 +43,13 @@ import numpy as np
 from dpgviz.core.discovery import ModelEntry
 from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.records import FLAG_EDITED, FLAG_PROTECTED, KINDS, continue_point, run_record_count
-from dpgviz.core.settings import GenerationSettings
+from dpgviz.core.settings import OPEN_ENDED, GenerationSettings, describe_plan
 from dpgviz.core.vocab import Vocabulary
 from dpgviz.gui.editing import Editing, matching_record
 from dpgviz.gui.exploring import Exploring
 from dpgviz.gui.inspecting import NO_EXTRAS, CellExtras, Inspecting, Preview, ShownRecord, TokenInfo
 from dpgviz.gui.notices import (
+    CompareShown,
     LoadProgress,
     ModelOffered,
     ModelReady,
@@ -72,8 +73,8 @@ from dpgviz.store.session import Progress, Session, SessionError, checkpoint_sha
 from dpgviz.store.step_store import StepStore
 
 __all__ = [  # the names the window and the tests take from here
-    "NO_EXTRAS", "CellExtras", "LoadProgress", "ModelOffered", "ModelReady", "Notice", "Preview", "Said",
-    "SettingsRestored", "ShownRecord", "StoreShown", "TokenInfo", "Workspace", "matching_record",
+    "NO_EXTRAS", "CellExtras", "CompareShown", "LoadProgress", "ModelOffered", "ModelReady", "Notice", "Preview", "Said",
+    "SettingsRestored", "ShownRecord", "StoreShown", "TokenInfo", "Workspace", "matching_record", "sibling_runs",
 ]
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ class ActiveRun:
     branch: str
     expected: int  # records it will yield
     base: int = 0  # records the branch's timeline held before the run (its parent's, up to the fork)
+    open_ended: bool = False  # its strategy decides how many records (core.settings.OPEN_ENDED)
 
 
 def _new_client() -> WorkerClient:
@@ -134,11 +136,24 @@ def _new_client() -> WorkerClient:
     return WorkerClient()
 
 
+def sibling_runs(store: StepStore) -> tuple[str, str] | None:
+    """The first two runs forked from a bare start (a root holding only its 'initial' record),
+    as `main.py compare --out` saves them; None when the store has no such pair."""
+    for root in store.branch_order:
+        b = store.branches[root]
+        children = store.children(root)
+        if b.parent is None and len(b.rows) == 1 and store.kind(b.rows[0]) == "initial" and len(children) >= 2:
+            return children[0], children[1]
+    return None
+
+
 class Workspace(Editing, Inspecting, Exploring):
     """Everything the window shows and does, minus the window."""
 
-    def __init__(self, *, device: str = "auto", client_factory: Callable[[], WorkerClient] | None = None) -> None:
-        self.device = device
+    def __init__(
+        self, *, device: str = "auto", dtype: str = "auto", client_factory: Callable[[], WorkerClient] | None = None
+    ) -> None:
+        self.device, self.dtype = device, dtype  # for the next model load (--device, --dtype)
         self.client_factory = client_factory or _new_client
         self.view = ViewState()
         self.client: WorkerClient | None = None
@@ -237,7 +252,11 @@ class Workspace(Editing, Inspecting, Exploring):
         if self.job is not None:
             return self.job.progress.fraction(), self.job.progress.label
         if self.run is not None and self.store is not None:
-            got = len(self.store.branches[self.run.branch].rows)
+            rows = self.store.branches[self.run.branch].rows
+            got = len(rows)
+            if self.run.open_ended:  # no planned count: how much is unmasked says how far it got
+                n_masked = int(self.store.columns["n_masked"][rows[-1]]) if rows else self.store.layout.seq_len
+                return 1 - n_masked / max(1, self.store.layout.seq_len), f"{got} records, {n_masked} masked"
             return got / max(1, self.run.expected), f"{got} / {self.run.expected} records"
         if self.is_loading:
             return 0.0, "loading model"
@@ -308,14 +327,16 @@ class Workspace(Editing, Inspecting, Exploring):
             self.client = self.client_factory().start()
         return self.client
 
-    def load_model(self, entry: ModelEntry, dtype: str = "auto") -> None:
-        """Load a checkpoint in the worker (a run in progress is stopped first); `dtype` as --dtype."""
+    def load_model(self, entry: ModelEntry, dtype: str | None = None, device: str | None = None) -> None:
+        """Load a checkpoint in the worker (a run in progress is stopped first). `dtype` (as --dtype)
+        and `device` (auto | cpu | cuda) hold for this and later loads; None keeps the current one."""
+        self.device, self.dtype = device or self.device, dtype or self.dtype
         if self.run is not None:
             self.stop()
         client = self._ensure_client()
         path = None if entry.is_default else str(entry.path)
         meta = None if entry.is_default or entry.meta is None else str(entry.meta)
-        client.load_model(path, meta, self.device, dtype)
+        client.load_model(path, meta, self.device, self.dtype)
         self.is_loading = True
         self._notices.append(LoadProgress(0.02, f"loading {entry.name}"))
         self.say(f"Loading {entry.name}...")
@@ -387,7 +408,9 @@ class Workspace(Editing, Inspecting, Exploring):
             return False
         expected = run_record_count(settings, int(start.get("iteration", 0))) - (not start.get("emit_initial", True))
         self.store.reserve(expected)  # the run's rows in one allocation: no copying as records arrive
-        self.run = ActiveRun(run_id, branch, expected, base=self.store.history_length(branch))
+        self.run = ActiveRun(
+            run_id, branch, expected, base=self.store.history_length(branch), open_ended=settings.strategy in OPEN_ENDED
+        )
         self._arrivals.clear()
         self._last_rate, self._run_predictions = 0.0, 0
         self.view.branch, self.view.record = branch, max(0, self.store.history_length(branch) - 1)
@@ -395,7 +418,7 @@ class Workspace(Editing, Inspecting, Exploring):
             self.view.top_row = 0
         self.view.follow_live, self.view.playing = True, False
         self._notices.append(StoreShown(self.vocab, settings.length))
-        self.say(f"Generating {settings.length} tokens in {settings.steps} steps...")
+        self.say(f"Generating {settings.length} tokens {describe_plan(settings)}...")
         return True
 
     def stop(self) -> None:
@@ -448,6 +471,9 @@ class Workspace(Editing, Inspecting, Exploring):
             f"Opened {self.path.name}: {len(store)} records in {len(store.branch_order)} branches. "
             "Checking the recorded model..."
         )
+        siblings = sibling_runs(store)
+        if siblings is not None and self.start_compare(*siblings):  # `compare --out`: runs side by side
+            self._notices.append(CompareShown())
         self._model_check = (session, self._pool.submit(session.model_status))
         return True
 
