@@ -212,6 +212,21 @@ def test_generate_runs_on_a_hf_folder(bert_dir: Path) -> None:
     assert text and "[CLS]" not in text and "\u2588" not in text
 
 
+@pytest.mark.slow
+def test_a_session_of_a_hf_folder_records_and_finds_its_model(bert_dir: Path, tmp_path: Path) -> None:
+    from dpgviz.core.discovery import model_file
+    from dpgviz.store.session import checkpoint_sha256, open_session
+
+    out = tmp_path / "bert.dpgviz"
+    done = _cli("generate", "--model", str(bert_dir), "--length", "16", "--steps", "3", "--device", "cpu", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    with open_session(out) as session:
+        assert Path(session.model_path) == bert_dir
+        assert session.model_sha256 == checkpoint_sha256(model_file(bert_dir))  # the weights, hashed
+        assert session.model_status() == "ok"
+    assert model_file(tmp_path) is None  # a folder that is no model
+
+
 @pytest.mark.parametrize(("remove", "message"), [("model.safetensors", "no weights"), ("vocab.txt", "no tokenizer files")])
 def test_generate_names_what_the_folder_lacks(tmp_path: Path, bert_dir: Path, remove: str, message: str) -> None:
     folder = tmp_path / "broken"

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from dpgviz.cli.common import UserError, add_model_args, print_json
+from dpgviz.core.discovery import model_file
 from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.records import FLAG_PROTECTED, continue_point
-from dpgviz.core.settings import GenerationSettings
+from dpgviz.core.settings import OPEN_ENDED, GenerationSettings
 from dpgviz.core.vocab import MASK_GLYPH, Vocabulary
 from dpgviz.store.blocks import composed_records_json
 from dpgviz.store.edits import apply_edit, encode_text, parse_range, parse_replace, predicted_tokens
@@ -234,8 +235,9 @@ def save_run(
         vocab = info.vocab()
         model_path = model_path or info.path
         model_info = info.to_dict(with_itos=False)
-    if model_path and model_sha256 is None and Path(model_path).is_file():
-        model_sha256 = checkpoint_sha256(model_path)
+    weights = model_file(model_path)
+    if weights is not None and model_sha256 is None:
+        model_sha256 = checkpoint_sha256(weights)
     with tqdm_progress("saving session", unit="B", unit_scale=True) as progress:
         written = save_session(
             path,
@@ -312,12 +314,12 @@ def cmd_branch(
             raise SessionError(f"branch {parent!r} settings do not match the session's records ({n} tokens)")
         kind, iteration = store.kind(row), int(store.get("iteration", row))
         start_it = continue_point(kind, iteration)
-        if start_it >= settings.steps:
+        if start_it >= settings.steps and settings.strategy not in OPEN_ENDED:
             raise SessionError(
                 f"record {k} ({kind}) is after iteration {start_it - 1}; pass --steps above {start_it} to continue it"
             )
         model_path = model or session.model_path
-        if not model and (not model_path or not Path(model_path).is_file()):
+        if not model and model_file(model_path) is None:
             recorded = session.model_path or "not recorded"
             raise SessionError(f"the session's model ({recorded}) cannot be found; pass --model CKPT")
 

@@ -210,6 +210,21 @@ def hf_weights(folder: str | Path) -> list[Path]:
     return [Path(folder) / name for name in HF_WEIGHT_FILES if (Path(folder) / name).is_file()]
 
 
+def model_file(path: str | Path | None) -> Path | None:
+    """The file that is a model's weights: a checkpoint itself, or a Hugging Face folder's
+    preferred weight file; None when `path` is neither (missing, or a folder without weights).
+    Sessions hash it to tell whether the recorded model is still the same."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir() and (path / "config.json").is_file():
+        weights = hf_weights(path)
+        return weights[0] if weights else None
+    return None
+
+
 def hf_has_tokenizer(folder: str | Path) -> bool:
     return any((Path(folder) / name).is_file() for name in HF_TOKENIZER_FILES)
 

@@ -30,6 +30,7 @@ import numpy as np
 
 MASK_GLYPH = "\u2588"  # full block: how a masked position prints in text
 NEWLINE_GLYPH = "\u21b5"  # downwards arrow with corner leftwards: a newline made visible
+MAX_SLOT_WIDTH = 8  # widest grid slot in cells (canvas and PNG) for subword tokens; longer strings are cut
 RESERVED_GLYPH = "\ufffd"  # replacement char for ids past the real vocabulary
 
 

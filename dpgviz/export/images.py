@@ -43,7 +43,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from dpgviz.core.palette import INK_LIGHT, PAGE_RGB, VALUE_MODES, VIRIDIS_RGB, legend, value_range
 from dpgviz.core.records import KINDS
-from dpgviz.core.vocab import Vocabulary
+from dpgviz.core.vocab import MAX_SLOT_WIDTH, Vocabulary
 from dpgviz.export.raster import CanvasRaster, GridFit, fit_grid
 from dpgviz.store.session import Progress, Session, SessionError, atomic_writer
 
@@ -60,7 +60,6 @@ GIF_MAX_SIZE = (1600, 1200)
 # Pillow's `optimize` (zlib level 9 and filter search) is 5x slower than its default on a
 # 4096-px picture for ~5% smaller output: worth it only on pictures up to this many pixels.
 PNG_OPTIMIZE_MAX_PX = 2_000_000
-MAX_SLOT_WIDTH = 8  # widest slot in glyph cells, as gui.canvas.MAX_SLOT_WIDTH; longer tokens are cut
 
 
 def default_font(size: int = FONT_PX) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:

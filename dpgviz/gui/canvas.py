@@ -28,7 +28,7 @@ import dearpygui.dearpygui as dpg
 import numpy as np
 
 from dpgviz.core.records import FLAG_REMASKED
-from dpgviz.core.vocab import Vocabulary
+from dpgviz.core.vocab import MAX_SLOT_WIDTH, Vocabulary
 from dpgviz.gui import palette
 from dpgviz.gui.layout import (
     CellLayout,
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 # multi-line draw_text item (ImGui advances a line by the font size): a step switch sets
 # three strings, not three per row. The font's own ascent and descent space the lines.
 ROW_HEIGHT = 1.0
-MAX_SLOT_WIDTH = 8  # widest grid slot (cells) for subword tokens; longer strings are cut
 SCROLLBAR_PX = 18
 ZOOM_RANGE = (6, 40)  # font pixels of the canvas text; cells scale with it
 

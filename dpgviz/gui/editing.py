@@ -13,12 +13,11 @@ notices. numpy and dpgviz.core/store only; no dearpygui, no torch.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
+from dpgviz.core.discovery import model_file
 from dpgviz.core.records import FLAG_EDITED, FLAG_PROTECTED
-from dpgviz.core.settings import GenerationSettings
+from dpgviz.core.settings import OPEN_ENDED, GenerationSettings
 from dpgviz.gui.notices import ModelOffered
 from dpgviz.store.edits import EditError, apply_edit, encode_text, predicted_tokens
 from dpgviz.store.step_store import Branch
@@ -43,7 +42,8 @@ class Editing:
             self.say("That candidate is not a token of the vocabulary.", is_error=True)
             return False
         self.view.sel_anchor = self.view.sel_cursor = int(pos)
-        return self.edit("replace", self.vocab.itos[token_id])
+        # By id: in byte-level vocabularies several ids share a display string ("\ufffd").
+        return self.edit("replace", self.vocab.itos[token_id], ids=np.array([token_id]))
 
     def draft(self) -> Branch | None:
         """The shown branch when it is an edit that has not run yet (its own only record: 'edit')."""
@@ -55,12 +55,13 @@ class Editing:
             return None
         return b
 
-    def edit(self, op: str, text: str | None = None) -> bool:
+    def edit(self, op: str, text: str | None = None, ids: np.ndarray | None = None) -> bool:
         """Mask / unmask / replace / protect / unprotect the selected tokens of the record shown.
 
         The first edit of a record forks a child branch whose first record is the edited
         one ('edit'); further edits amend that record until the branch runs. A run in
         progress is stopped first. False (and a message) when the edit cannot be made.
+        A replacement's tokens are `text` encoded, or `ids` when given (`text` then only labels it).
         """
         store, row = self.store, self.current_row()
         if store is None or row is None or self.vocab is None:
@@ -83,7 +84,9 @@ class Editing:
         protected = (flags & FLAG_PROTECTED).astype(bool)
         edited = (flags & FLAG_EDITED).astype(bool)
         try:
-            text_ids = encode_text(text or "", self.vocab) if op == "replace" else None
+            text_ids = None
+            if op == "replace":
+                text_ids = np.asarray(ids, dtype=np.int64) if ids is not None else encode_text(text or "", self.vocab)
             predicted = predicted_tokens(store, branch, record) if op == "unmask" else None
             tokens, protected, changed = apply_edit(
                 tokens, protected, op, start, stop, mask_id=mask_id, text_ids=text_ids, predicted=predicted
@@ -125,7 +128,7 @@ class Editing:
             self.say(f"To restart this edit, length must stay {store.layout.seq_len}.", is_error=True)
             return False
         start_it = int(store.columns["iteration"][row])
-        if start_it >= settings.steps:
+        if start_it >= settings.steps and settings.strategy not in OPEN_ENDED:
             self.say(f"This step is after iteration {start_it}; raise steps above {start_it} to restart.", is_error=True)
             return False
         flags = store.get("flags", row)
@@ -141,7 +144,7 @@ class Editing:
     def _ask_for_model(self) -> None:
         """Restarting needs a model: name the one the session came from and offer it."""
         path = self.session.model_path if self.session is not None else None
-        if path and Path(path).is_file():
+        if model_file(path) is not None:
             self._notices.append(ModelOffered(str(path)))
             self.say(f"Restarting needs a model. This session was made with {path}: it is picked, press Load.", True)
         elif path:

@@ -318,15 +318,11 @@ class Exploring:
         return True
 
     def _send_explore(self, command: object) -> bool:
-        """Send an explorer command to the worker; False (and a message) when it is gone.
-
-        WorkerClient has a method per generation command and no public generic one, so this
-        goes through its one sending path, `_send`, which maps a broken pipe to WorkerGoneError.
-        """
+        """Send an explorer command to the worker; False (and a message) when it is gone."""
         from dpgviz.ipc.client import WorkerGoneError
 
         try:
-            self.client._send(command)
+            self.client.send(command)
         except WorkerGoneError as exc:
             self.say(f"{exc}; load a model again.", is_error=True)
             return False

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dearpygui.dearpygui as dpg
 
-from dpgviz.core.discovery import ModelEntry, find_checkpoints
+from dpgviz.core.discovery import ModelEntry, find_checkpoints, model_file
 from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.settings import (
     DEFAULT_BLOCK_LENGTH,
@@ -197,7 +197,7 @@ class SettingsPanel:
 
     def _labels(self) -> list[str]:
         # label() adds the trainer's iteration and best loss, so runs of one folder can be told apart
-        return [e.label() + ("" if e.path.is_file() else " (missing)") for e in self.entries]
+        return [e.label() + ("" if model_file(e.path) is not None else " (missing)") for e in self.entries]
 
     def selected_entry(self) -> ModelEntry | None:
         labels = self._labels()

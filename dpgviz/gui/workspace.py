@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dpgviz.core.discovery import ModelEntry
+from dpgviz.core.discovery import ModelEntry, model_file
 from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.records import FLAG_EDITED, FLAG_PROTECTED, KINDS, continue_point, run_record_count
 from dpgviz.core.settings import OPEN_ENDED, GenerationSettings, describe_plan
@@ -376,7 +376,7 @@ class Workspace(Editing, Inspecting, Exploring):
         record = min(max(0, record), len(rows) - 1)
         row = int(rows[record])
         start_it = continue_point(self.store.kind(row), int(self.store.columns["iteration"][row]))
-        if start_it >= settings.steps:
+        if start_it >= settings.steps and settings.strategy not in OPEN_ENDED:
             self.say(f"This record is after iteration {start_it}; raise steps above {start_it} to continue.", is_error=True)
             return False
         flags = self.store.get("flags", row)
@@ -543,8 +543,9 @@ class Workspace(Editing, Inspecting, Exploring):
 
         def work(progress: Progress) -> Path:
             digest = sha
-            if model_path and digest is None and Path(model_path).is_file():
-                digest = checkpoint_sha256(model_path)  # cached: once per model file
+            weights = model_file(model_path)
+            if weights is not None and digest is None:
+                digest = checkpoint_sha256(weights)  # cached: once per model file
             return save_session(
                 path, snapshot.store, snapshot.vocab, settings=snapshot.settings, model_path=model_path,
                 model_sha256=digest, model_info=snapshot.model_info, progress=progress,

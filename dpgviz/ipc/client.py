@@ -41,6 +41,7 @@ from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.records import RecordLayout
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.ipc.messages import (
+    Command,
     Event,
     LoadModel,
     ModelLoaded,
@@ -217,6 +218,10 @@ class WorkerClient:
         self.close()
 
     # -- commands --------------------------------------------------------------------
+    def send(self, command: Command) -> None:
+        """Send any command (the explorer's, or one without a method here); WorkerGoneError if it is gone."""
+        self._send(command)
+
     def _send(self, command: object) -> None:
         if self._process is None or self._commands is None:
             raise WorkerGoneError("the worker is not running; start it first")

@@ -80,6 +80,7 @@ from typing import BinaryIO
 import numpy as np
 
 import dpgviz
+from dpgviz.core.discovery import model_file
 from dpgviz.core.records import SCALAR_FIELDS, RecordLayout
 from dpgviz.core.vocab import Vocabulary
 from dpgviz.store.step_store import POOL_FIELDS, Branch, StepStore
@@ -202,9 +203,10 @@ class Session:
         """
         if not self.model_path:
             return "unrecorded"
-        if not Path(self.model_path).is_file():
+        weights = model_file(self.model_path)
+        if weights is None:
             return "missing"
-        if self.model_sha256 and checkpoint_sha256(self.model_path) != self.model_sha256:
+        if self.model_sha256 and checkpoint_sha256(weights) != self.model_sha256:
             return "changed"
         return "ok"
 
