@@ -107,7 +107,7 @@ def has_ink(pixels: np.ndarray, rgb: tuple[int, ...], tol: int = 40) -> bool:
 
 
 @scenario
-def test_scenario_1_single_sample_on_two_models(app, shots: Path) -> None:
+def test_scenario_1_single_sample_on_two_models(app, shots: Path, tmp_path: Path) -> None:
     import dearpygui.dearpygui as dpg
 
     from dpgviz.gui.explorer import INKS
@@ -116,6 +116,12 @@ def test_scenario_1_single_sample_on_two_models(app, shots: Path) -> None:
     ex.show()
     run_until(app, lambda: ex.is_shown)
     assert app.workspace.explore.source_name.endswith("input.txt")  # the model's corpus, found by itself
+    picked = tmp_path / "picked.txt"
+    picked.write_text("To be, or not to be: that is the question.\n" * 20, encoding="utf-8")
+    ex._on_source_picked(ex.w["source_dialog"], {"file_path_name": str(picked)})  # the Browse dialog's pick
+    run_until(app, lambda: app.workspace.explore.source_name.endswith("picked.txt"))
+    ex.use_model_corpus()
+    run_until(app, lambda: app.workspace.explore.source_name.endswith("input.txt"))
     boxes = dict(zip([e.name for e in ex.entries], ex.model_boxes, strict=True))
     assert dpg.get_value(boxes["tiny/ckpt.pt"] if "tiny/ckpt.pt" in boxes else ex.model_boxes[-1])
     dpg.set_value(ex.model_boxes[0], True)  # the embedded default model beside it
@@ -167,6 +173,10 @@ def test_scenario_2_small_batch_table_plot_csv(app, shots: Path, tmp_path: Path)
     dpg.set_value(ex.w["csv_path"], str(tmp_path / "batch.csv"))
     assert app.workspace.export_batch_csv(dpg.get_value(ex.w["csv_path"]))
     assert len((tmp_path / "batch.csv").read_text().splitlines()) == 7
+    # The save dialog's pick writes the table there and shows the path.
+    ex._on_csv_picked(ex.w["csv_dialog"], {"file_path_name": str(tmp_path / "picked.csv")})
+    assert len((tmp_path / "picked.csv").read_text().splitlines()) == 7
+    assert dpg.get_value(ex.w["csv_path"]) == str(tmp_path / "picked.csv")
 
 
 @scenario

@@ -174,11 +174,12 @@ class ExplorerWindow:
         w["source"] = dpg.add_text("none", parent=parent, wrap=PANEL_PX - 20)
         w["path"] = dpg.add_input_text(hint="path/to/input.txt", width=-70, parent=parent)
         with dpg.group(horizontal=True, parent=parent):
+            w["browse"] = dpg.add_button(label="Browse...", callback=lambda: dpg.show_item(w["source_dialog"]))
             w["load_file"] = dpg.add_button(label="Open file", callback=self._on_load_file)
             w["corpus"] = dpg.add_button(label="Model's corpus", callback=self.use_model_corpus)
             with dpg.tooltip(w["corpus"]):
                 dpg.add_text("data/<name>/input.txt beside the model's meta.pkl (nanoGPT's layout)")
-        w["typed"] = dpg.add_input_text(multiline=True, height=60, width=-1, hint="or type text here", parent=parent)
+        w["typed"] = dpg.add_input_text(multiline=True, height=36, width=-1, hint="or type text here", parent=parent)
         w["use_typed"] = dpg.add_button(label="Use typed text", parent=parent,
                                         callback=lambda: self.workspace.set_source(dpg.get_value(w["typed"])))
         dpg.add_separator(parent=parent)
@@ -224,10 +225,35 @@ class ExplorerWindow:
             w["run_batch"] = dpg.add_button(label="Run batch", callback=self.run_batch)
             w["stop"] = dpg.add_button(label="Stop", callback=self.workspace.stop_batch)
         w["progress"] = dpg.add_progress_bar(default_value=0.0, width=-1, overlay="", parent=parent)
-        w["csv_path"] = dpg.add_input_text(default_value="explore.csv", width=-95, parent=parent)
-        dpg.add_button(label="Export CSV", parent=parent,
-                       callback=lambda: self.workspace.export_batch_csv(dpg.get_value(w["csv_path"])))
+        with dpg.group(horizontal=True, parent=parent):
+            w["csv_path"] = dpg.add_input_text(default_value="explore.csv", width=-120)
+            w["csv_browse"] = dpg.add_button(label="...", width=24, callback=lambda: dpg.show_item(w["csv_dialog"]))
+            dpg.add_button(label="Export CSV",
+                           callback=lambda: self.workspace.export_batch_csv(dpg.get_value(w["csv_path"])))
+        w["source_dialog"] = self._file_dialog("Text to corrupt", self._on_source_picked, [".txt", ".*"])
+        w["csv_dialog"] = self._file_dialog("Export the batch table as CSV", self._on_csv_picked, [".csv", ".*"],
+                                            "explore.csv")
         self.refresh_models()
+
+    @staticmethod
+    def _file_dialog(label: str, callback: Callable, suffixes: list[str], filename: str = "") -> int | str:
+        with dpg.file_dialog(label=label, show=False, modal=True, callback=callback, width=720, height=460,
+                             default_path=str(Path.cwd()), default_filename=filename or ".") as dialog:
+            for suffix in suffixes:
+                dpg.add_file_extension(suffix)
+        return dialog
+
+    def _on_source_picked(self, sender: int | str, app_data: dict) -> None:
+        path = app_data.get("file_path_name") if isinstance(app_data, dict) else None
+        if path:
+            dpg.set_value(self.w["path"], path)
+            self.workspace.load_source(path)
+
+    def _on_csv_picked(self, sender: int | str, app_data: dict) -> None:
+        path = app_data.get("file_path_name") if isinstance(app_data, dict) else None
+        if path:
+            dpg.set_value(self.w["csv_path"], path)
+            self.workspace.export_batch_csv(path)
 
     # -- showing -----------------------------------------------------------------------------
     def show(self) -> None:
