@@ -16,8 +16,8 @@ import sys
 
 from dpgviz import bench
 from dpgviz.cli import compare, explore, runs, sessions
-from dpgviz.cli.common import DTYPES, UserError
-from dpgviz.core.settings import SettingsError
+from dpgviz.cli.common import UserError
+from dpgviz.core.settings import DEVICES, DTYPES, SettingsError
 
 log = logging.getLogger("dpgviz")
 
@@ -28,7 +28,10 @@ __all__ = ["UserError", "build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dpgviz", description="Visualize masked-diffusion language models.")
     parser.add_argument("--models-dir", help="extra folder to look for checkpoints in (GUI)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="GUI worker device")
+    parser.add_argument(
+        "--model", help="GUI: load this checkpoint, Hugging Face folder or adapter file (FILE.py) instead of the default"
+    )
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="GUI worker device")
     parser.add_argument("--dtype", default="auto", choices=DTYPES, help="GUI worker weights' dtype")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command")
@@ -47,7 +50,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_gui(args: argparse.Namespace, session: str | None = None) -> int:
     from dpgviz.gui.app import run_app
 
-    run_app(models_dir=args.models_dir, device=args.device, session=session, dtype=args.dtype)
+    run_app(models_dir=args.models_dir, device=args.device, session=session, dtype=args.dtype, model=args.model)
     return 0
 
 

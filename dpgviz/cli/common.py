@@ -12,6 +12,8 @@ import sys
 
 from dpgviz.core.settings import (
     DEFAULT_BLOCK_LENGTH,
+    DEVICES,
+    DTYPES,
     MAX_LENGTH,
     PROPOSALS,
     SCHEDULES,
@@ -19,8 +21,6 @@ from dpgviz.core.settings import (
     STRATEGY_INFO,
     GenerationSettings,
 )
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")  # engine.checkpoint.resolve_dtype reads these
 
 
 class UserError(Exception):
@@ -30,7 +30,7 @@ class UserError(Exception):
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="checkpoint (ckpt.pt) or Hugging Face masked-LM folder; default: the embedded model")
     p.add_argument("--meta", help="vocabulary meta.pkl (default: beside the checkpoint or in data/)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="weights' dtype (auto: float32 on CPU, bfloat16 on CUDA)")
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from dpgviz.cli.common import UserError, print_json
 from dpgviz.core.corruption import CORRUPTION_INFO, CORRUPTIONS
+from dpgviz.core.settings import DEVICES
 
 log = logging.getLogger("dpgviz")
 
@@ -39,7 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help=f"checkpoint to score (repeatable; '{DEFAULT_MODEL_ARG}' = the embedded model, the default)",
     )
     p.add_argument("--meta", help="vocabulary meta.pkl for the checkpoints (default: beside each)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--samples", type=int, default=32, help="windows per ratio")
     p.add_argument("--ratios", default="0.1,0.3,0.5,0.7,0.9", help="comma-separated corruption ratios in (0, 1]")
     p.add_argument("--strategy", default="random", choices=CORRUPTIONS)

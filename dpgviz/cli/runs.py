@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dpgviz.cli.common import UserError, add_model_args, add_settings_args, print_json, settings_from
 from dpgviz.core.records import run_record_count
+from dpgviz.core.settings import DEVICES
 from dpgviz.core.vocab import MASK_GLYPH
 
 log = logging.getLogger("dpgviz")
@@ -52,7 +53,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-interval", type=int, default=50)
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop and save after this long")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt or OUT/ckpt.pt")
 
     p = sub.add_parser("evaluate", help="held-out masked CE and word realism of a model")

@@ -58,6 +58,14 @@ class ModelEntry:
         return self.name + (f"  ({', '.join(extra)})" if extra else "")
 
 
+def given_model_entry(path: str | Path) -> ModelEntry:
+    """An entry for a model named on the command line (`python main.py --model PATH`): a
+    checkpoint, a Hugging Face folder or an adapter file; listed even where no scan finds it."""
+    path = Path(path)
+    name = path.name if path.name != "ckpt.pt" else f"{path.parent.name}/ckpt.pt"
+    return ModelEntry(name, path, None)
+
+
 def default_model_dir() -> Path:
     """Folder of the embedded default model, as package data."""
     return Path(str(resources.files("dpgviz") / "models" / "default"))

@@ -27,6 +27,8 @@ STRATEGY_INFO = {
 STRATEGIES = tuple(STRATEGY_INFO)
 # Strategies that run until nothing is masked rather than for `steps` iterations.
 OPEN_ENDED = ("threshold",)
+DEVICES = ("auto", "cpu", "cuda")  # where the worker runs a model (auto: CUDA when available)
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # its weights (auto: float32 on CPU, bfloat16 on CUDA)
 SCHEDULES = ("linear", "cosine")  # mask ratio from start to end: a straight line, or a quarter cosine
 PROPOSALS = ("sample", "greedy")  # how a masked position's token is proposed: drawn from p, or argmax
 MAX_LENGTH = 65_536  # longest run: with blocks, `length` may exceed the model's block size up to here

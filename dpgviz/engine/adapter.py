@@ -8,7 +8,10 @@ A model whose own ids differ (a Hugging Face tokenizer puts [MASK] at 103) maps 
 its adapter, so the sampler, the store and the GUI never see the model's numbering.
 
 Plugging in another model (LLaDA, Dream, ... with local weights) is a class with these
-three members; see README "Bring your own model":
+three members (README "Hugging Face models and your own models"). Put it in a Python
+file with a `load_adapter(device, dtype)` function and pass the file as the model
+(`--model my_model.py`, in the window too): `load_adapter_file` imports it, as
+`python my_model.py` would run it, only when it is named that way, never from a scan.
 
     class MyAdapter:
         def __init__(self, model, vocab, block_size):
@@ -21,6 +24,8 @@ three members; see README "Bring your own model":
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -50,6 +55,44 @@ class GPTAdapter:
 
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model(ids)
+
+
+class AdapterFileError(ValueError):
+    """A `--model FILE.py` cannot give an adapter; the message says why, in one line."""
+
+
+def is_adapter_file(path: str | Path) -> bool:
+    return Path(path).suffix == ".py"
+
+
+def load_adapter_file(path: str | Path, device: torch.device, dtype: torch.dtype) -> ModelAdapter:
+    """Import the Python file `path` and return its `load_adapter(device, dtype)`, checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise AdapterFileError(f"adapter file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"dpgviz_adapter_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise AdapterFileError(f"{path} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's code: any error, said in one line
+        raise AdapterFileError(f"{path} failed to import ({type(exc).__name__}: {exc})") from None
+    make = getattr(module, "load_adapter", None)
+    if not callable(make):
+        raise AdapterFileError(f"{path} has no load_adapter(device, dtype) function")
+    try:
+        adapter = make(device=device, dtype=dtype)
+    except Exception as exc:
+        raise AdapterFileError(f"{path}: load_adapter failed ({type(exc).__name__}: {exc})") from None
+    missing = [m for m in ("vocab", "block_size", "logits") if not hasattr(adapter, m)]
+    if missing:
+        raise AdapterFileError(f"{path}: load_adapter returned a {type(adapter).__name__} without {', '.join(missing)}")
+    if not isinstance(adapter.vocab, Vocabulary):
+        raise AdapterFileError(f"{path}: the adapter's vocab is a {type(adapter.vocab).__name__}, not a Vocabulary")
+    if int(adapter.block_size) < 1:
+        raise AdapterFileError(f"{path}: the adapter's block_size is {adapter.block_size}")
+    return adapter
 
 
 def as_adapter(model: torch.nn.Module | ModelAdapter, vocab: Vocabulary) -> ModelAdapter:

@@ -35,7 +35,7 @@ from dpgviz.core.discovery import (
 )
 from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.vocab import VocabError, Vocabulary
-from dpgviz.engine.adapter import GPTAdapter, ModelAdapter
+from dpgviz.engine.adapter import AdapterFileError, GPTAdapter, ModelAdapter, is_adapter_file, load_adapter_file
 from dpgviz.engine.model import DiffusionGPT, ModelConfig
 
 log = logging.getLogger(__name__)
@@ -312,11 +312,28 @@ def _load_hf(path: Path, dev: torch.device, dtype: torch.dtype) -> LoadedModel:
     )
 
 
+def _load_adapter_file(path: Path, dev: torch.device, dtype: torch.dtype) -> LoadedModel:
+    try:
+        adapter = load_adapter_file(path, dev, dtype)
+    except AdapterFileError as exc:
+        raise CheckpointError(str(exc)) from None
+    model = getattr(adapter, "model", None)
+    if not isinstance(model, torch.nn.Module):
+        model = torch.nn.Module()  # no parameters to count
+    log.info("loaded adapter %s (%s, %d tokens, block %d) on %s", path, type(adapter).__name__,
+             adapter.vocab.size, adapter.block_size, dev)
+    return LoadedModel(
+        model, adapter.vocab, None, path, None, dev, path.name, adapter=adapter, dtype=dtype,
+        tokenizer=type(adapter).__name__,
+    )
+
+
 def load_model(
     path: str | Path | None = None, meta: str | Path | None = None, device: str = "auto", dtype: str = "auto"
 ) -> LoadedModel:
-    """Load a checkpoint (None = the embedded default) or a Hugging Face masked-LM folder
-    ready to sample, on `device` in `dtype` (auto | float32 | bfloat16 | float16)."""
+    """Load a checkpoint (None = the embedded default), a Hugging Face masked-LM folder or an
+    adapter file (FILE.py with load_adapter, engine.adapter) ready to sample, on `device` in
+    `dtype` (auto | float32 | bfloat16 | float16)."""
     name = DEFAULT_MODEL_NAME
     if path is None:
         entry = default_model_entry()
@@ -330,6 +347,8 @@ def load_model(
     torch_dtype = resolve_dtype(dtype, dev)
     if is_hf_folder(path):
         return _load_hf(path, dev, torch_dtype)
+    if is_adapter_file(path):
+        return _load_adapter_file(path, dev, torch_dtype)
     if path.is_dir():
         raise CheckpointError(
             f"{path} is a folder without config.json: not a Hugging Face model folder; pass a checkpoint file (ckpt.pt)"

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import dearpygui.dearpygui as dpg
 
-from dpgviz.core.discovery import default_model_entry
+from dpgviz.core.discovery import default_model_entry, given_model_entry
 from dpgviz.gui import palette
 from dpgviz.gui.branches import BranchPanel
 from dpgviz.gui.canvas import ZOOM_RANGE, TokenCanvas
@@ -95,6 +95,7 @@ class App:
         session: str | None = None,
         *,
         dtype: str = "auto",
+        model: str | None = None,
         autoload: bool = True,
         client_factory: Callable[[], WorkerClient] | None = None,
         width: int = 1440,
@@ -103,12 +104,13 @@ class App:
         self.models_dir = models_dir
         self.session_path = session
         self.autoload = autoload
+        self.model_entry = given_model_entry(model) if model else None  # --model: loaded instead of the default
         self.size = (width, height)
         self.workspace = Workspace(device=device, dtype=dtype, client_factory=client_factory)
         self.view = self.workspace.view
         self.frame_count = 0
         self.fonts = None
-        self.settings = SettingsPanel(self.workspace, models_dir)
+        self.settings = SettingsPanel(self.workspace, models_dir, given=self.model_entry)
         self.canvas: TokenCanvas | None = None  # needs the fonts: made in build()
         self.timeline = TimelinePanel(self.workspace)
         self.status = StatusBar()
@@ -224,7 +226,7 @@ class App:
         if self.session_path:
             self.workspace.open(self.session_path)  # and offer its recorded model, if unchanged
         elif self.autoload:
-            self.workspace.load_model(default_model_entry())
+            self.workspace.load_model(self.model_entry or default_model_entry())
 
     def run(self) -> None:
         """The frame loop, until the window is closed: paced, so an idle window sleeps (gui.pacing)."""
@@ -522,9 +524,15 @@ class App:
 
 
 
-def run_app(models_dir: str | None = None, device: str = "auto", session: str | None = None, dtype: str = "auto") -> None:
+def run_app(
+    models_dir: str | None = None,
+    device: str = "auto",
+    session: str | None = None,
+    dtype: str = "auto",
+    model: str | None = None,
+) -> None:
     """Open the window and run until it is closed (the CLI's default command)."""
-    app = App(models_dir=models_dir, device=device, session=session, dtype=dtype)
+    app = App(models_dir=models_dir, device=device, session=session, dtype=dtype, model=model)
     app.build()
     try:
         app.run()

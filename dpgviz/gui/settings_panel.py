@@ -18,6 +18,8 @@ from dpgviz.core.discovery import ModelEntry, find_checkpoints, model_file
 from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.settings import (
     DEFAULT_BLOCK_LENGTH,
+    DEVICES,
+    DTYPES,
     MAX_LENGTH,
     PROPOSALS,
     SCHEDULES,
@@ -35,16 +37,15 @@ PANEL_WIDTH = 300
 LENGTH_RANGE = (50, MAX_LENGTH)  # above the model's block size a run goes in blocks (semi-autoregressive)
 STEPS_RANGE = (1, 200)  # the slider's range; typing (Ctrl+click) allows more
 TEMPERATURE_RANGE = (0.1, 2.0)
-DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Knobs only some strategies read: shown with those strategies, hidden otherwise.
 STRATEGY_KNOBS = {"randomness": ("seed",), "threshold": ("threshold",), "eta": ("remdm",)}
 
 
 class SettingsPanel:
-    def __init__(self, workspace: Workspace, models_dir: str | None = None) -> None:
+    def __init__(self, workspace: Workspace, models_dir: str | None = None, given: ModelEntry | None = None) -> None:
         self.workspace = workspace
         self.models_dirs: list[str] = [d for d in ("out", models_dir) if d]
+        self.given = given  # a model named with --model (an adapter file is never found by a scan)
         self.entries: list[ModelEntry] = []
         self.block_size: int | None = None
         self._cache = Cached()
@@ -189,11 +190,15 @@ class SettingsPanel:
     def rescan(self) -> None:
         """Embedded default first, then checkpoints under ./out and the chosen folders."""
         self.entries = find_checkpoints(*self.models_dirs)
+        given = self.given
+        if given is not None and all(e.path.resolve() != given.path.resolve() for e in self.entries):
+            self.entries.insert(1, given)
         labels = self._labels()
         current = dpg.get_value(self.model_combo)
         dpg.configure_item(self.model_combo, items=labels)
         if current not in labels and labels:
-            dpg.set_value(self.model_combo, labels[0])
+            pick = next((k for k, e in enumerate(self.entries) if given is not None and e.path == given.path), 0)
+            dpg.set_value(self.model_combo, labels[pick])
 
     def _labels(self) -> list[str]:
         # label() adds the trainer's iteration and best loss, so runs of one folder can be told apart
@@ -273,7 +278,7 @@ class SettingsPanel:
         self.block_size = info.block_size
         self._cache.set(
             self.model_info,
-            f"{info.name}\n{info.params / 1e6:.2f}M params, vocabulary {info.vocab_size}, "
+            f"{info.name}\n" + (f"{info.params / 1e6:.2f}M params, " if info.params else "") + f"vocabulary {info.vocab_size}, "
             f"block {self.block_size}, on {info.device} ({info.dtype})",
         )
         self._cache.set(self.load_progress, 1.0)
