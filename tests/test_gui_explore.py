@@ -193,3 +193,25 @@ def test_scenario_3_generate_from_here(app, shots: Path) -> None:
     assert (first == ws.explore.sample.corruption.ids).all()
     assert ws.store.kind(ws.current_row()) == "final"
     grab(app, shots / "explore-generate.png")
+
+
+def test_view_lines_give_every_token_its_slot() -> None:
+    """Subword tokens take `slot` cells a position, so the four views stay aligned (no window needed)."""
+    pytest.importorskip("dearpygui.dearpygui")
+    from dpgviz.gui.explorer import INK, LABEL_W, view_lines
+    from dpgviz.gui.layout import char_table
+
+    chars = char_table(np.array([" the", " cat", "s", "\u2588"], dtype=object), 4)  # id 3 is the mask
+    target = np.array([0, 1, 2, 0, 1])
+    seen = np.array([0, 3, 2, 1, 1])  # position 1 masked, position 3 replaced
+    corrupted = np.array([False, True, False, True, False])
+    pred = np.array([0, 1, 2, 2, 1])  # right at 1, wrong at 3
+    text, ink = view_lines(chars, target, seen, corrupted, seen == 3, [pred], ["M1"], cols=3)
+    lines = ["".join(row) for row in text]
+    assert len(lines) == 2 * 4 and len(lines[0]) == LABEL_W + 3 * 4
+    assert lines[0][LABEL_W:] == " the cats   "
+    assert lines[1][LABEL_W:] == " the\u2588   s   "
+    assert lines[4][LABEL_W:] == " the cat    "  # the second chunk: positions 3 and 4, then padding
+    body = ink[:, LABEL_W:]
+    assert (body[1, 4:8] == INK["masked"]).all() and (body[2, 4:8] == INK["correct"]).all()
+    assert (body[6, 0:4] == INK["wrong"]).all() and (body[5, 0:4] == INK["replaced"]).all()

@@ -299,3 +299,17 @@ def test_worker_loads_a_hf_folder_in_the_dtype_asked(bert_dir: Path) -> None:
     assert (info.dtype, info.never_sample, info.block_size) == ("bfloat16", specials, 62)
     final = store.get("tokens", int(store.rows(branch)[-1]))
     assert not np.isin(final, info.never_sample).any()
+
+
+def test_the_explorer_never_predicts_special_tokens(bert) -> None:
+    """The specials carry a +30 logit bias here: only never_sample keeps them out of the argmax."""
+    from dpgviz.engine.explore import predict
+
+    vocab = bert.vocab
+    target = vocab.encode(" the cat sat on the mat.")[None]
+    seen = target.copy()
+    seen[0, ::2] = vocab.mask_id
+    pred = predict(bert, seen, target, top_k=4)
+    specials = list(vocab.never_sample)
+    assert specials and not np.isin(pred.predicted, specials).any()
+    assert not np.isin(pred.top_ids, specials).any()

@@ -75,14 +75,8 @@ class BatchRow:
                 "ce_std": self.ce_std, "positions": self.positions}
 
 
-def _logits(loaded: LoadedModel, ids: torch.Tensor) -> torch.Tensor:
-    adapter = getattr(loaded, "adapter", None)
-    return adapter.logits(ids) if adapter is not None else loaded.model(ids)
-
-
 def block_size_of(loaded: LoadedModel) -> int:
-    adapter = getattr(loaded, "adapter", None)
-    return int(adapter.block_size) if adapter is not None else int(loaded.config.block_size)
+    return int(loaded.adapter.block_size)
 
 
 @torch.inference_mode()
@@ -92,7 +86,10 @@ def predict(loaded: LoadedModel, ids: np.ndarray, targets: np.ndarray, top_k: in
     assert ids.ndim == 2 and ids.shape == np.shape(targets), (ids.shape, np.shape(targets))
     v = loaded.vocab.size
     x = torch.as_tensor(ids, device=loaded.device)
-    logits = _logits(loaded, x)[..., :v].float()  # (B, N, V): the real vocabulary only
+    logits = loaded.adapter.logits(x)[..., :v].float()  # (B, N, V): the real vocabulary only
+    never = [i for i in loaded.vocab.never_sample if 0 <= i < v]
+    if never:  # special tokens ([CLS], [UNK], ...) are never a prediction, as in the sampler
+        logits[..., never] = -float("inf")
     logp = torch.log_softmax(logits, dim=-1)  # (B, N, V)
     y = torch.as_tensor(np.asarray(targets, dtype=np.int64), device=loaded.device)
     log_p_true = logp.gather(-1, y[..., None])[..., 0]  # (B, N)

@@ -27,12 +27,13 @@ import dearpygui.dearpygui as dpg
 import numpy as np
 
 from dpgviz.core.corruption import CORRUPTION_INFO, CORRUPTIONS, CorruptionSettings
-from dpgviz.core.discovery import ModelEntry, find_checkpoints
+from dpgviz.core.discovery import ModelEntry, find_checkpoints, given_model_entry
 from dpgviz.core.palette import GHOST_RGB, STATE_PROTECTED, STATE_RGB
 from dpgviz.core.settings import GenerationSettings
-from dpgviz.core.vocab import MASK_GLYPH, NEWLINE_GLYPH
+from dpgviz.core.vocab import MASK_GLYPH, MAX_SLOT_WIDTH, NEWLINE_GLYPH
 from dpgviz.gui.exploring import explore_key, find_corpus
 from dpgviz.gui.inspector import CandidateBars
+from dpgviz.gui.layout import char_table
 from dpgviz.gui.theme import MONO_FONT_PX, Fonts
 from dpgviz.gui.workspace import Workspace
 
@@ -61,11 +62,14 @@ def view_lines(
     chars: np.ndarray, target: np.ndarray, corrupted_ids: np.ndarray, is_corrupted: np.ndarray, is_masked: np.ndarray,
     predicted: list[np.ndarray], labels: list[str], cols: int = COLS,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(lines, LABEL_W + cols) <U1 characters and ink indices of the aligned views.
+    """(lines, LABEL_W + cols * slot) <U1 characters and ink indices of the aligned views.
 
     Per chunk of `cols` positions: original, corrupted, one line per model's prediction,
-    then a blank line. `chars` maps an id to its one display character. numpy throughout.
+    then a blank line. `chars` is (n_ids, slot): each id's display string in `slot` cells
+    (one cell for a char model, a subword token its width). numpy throughout.
     """
+    chars = chars[:, None] if chars.ndim == 1 else chars
+    slot = chars.shape[1]
     n = len(target)
     rows = -(-n // cols)
     per = 3 + len(predicted)  # lines in a chunk
@@ -74,20 +78,26 @@ def view_lines(
     def grid(a: np.ndarray, fill: object) -> np.ndarray:
         return np.concatenate([a, np.full(pad, fill, dtype=a.dtype)]).reshape(rows, cols)
 
+    def cells(ids: np.ndarray) -> np.ndarray:  # (rows, cols * slot) characters of ids
+        return chars[grid(ids, 0)].reshape(rows, cols * slot)
+
+    def spread(a: np.ndarray) -> np.ndarray:  # a per-position grid over its slot's cells
+        return np.repeat(a, slot, axis=-1)
+
     corrupted, masked = grid(is_corrupted, False), grid(is_masked, False)
-    valid = grid(np.ones(n, dtype=bool), False)
-    text = np.full((rows, per, LABEL_W + cols), " ", dtype="<U1")
-    ink = np.full((rows, per, LABEL_W + cols), INK["text"], dtype=np.int8)
+    valid = spread(grid(np.ones(n, dtype=bool), False))
+    text = np.full((rows, per, LABEL_W + cols * slot), " ", dtype="<U1")
+    ink = np.full((rows, per, LABEL_W + cols * slot), INK["text"], dtype=np.int8)
     body = slice(LABEL_W, None)
-    text[:, 0, body] = grid(chars[target], " ")
-    ink[:, 0, body] = np.where(corrupted, INK["marked"], INK["text"])
-    text[:, 1, body] = grid(chars[corrupted_ids], " ")
-    ink[:, 1, body] = np.where(masked, INK["masked"], np.where(corrupted, INK["replaced"], INK["text"]))
+    text[:, 0, body] = cells(target)
+    ink[:, 0, body] = spread(np.where(corrupted, INK["marked"], INK["text"]))
+    text[:, 1, body] = cells(corrupted_ids)
+    ink[:, 1, body] = spread(np.where(masked, INK["masked"], np.where(corrupted, INK["replaced"], INK["text"])))
     tgt = grid(target, -1)
     for m, pred in enumerate(predicted):
-        text[:, 2 + m, body] = grid(chars[pred], " ")
-        ink[:, 2 + m, body] = np.where(
-            corrupted, np.where(grid(pred, -2) == tgt, INK["correct"], INK["wrong"]), INK["dim"]
+        text[:, 2 + m, body] = cells(pred)
+        ink[:, 2 + m, body] = spread(
+            np.where(corrupted, np.where(grid(pred, -2) == tgt, INK["correct"], INK["wrong"]), INK["dim"])
         )
     text[:, :, body] = np.where(valid[:, None, :], text[:, :, body], " ")
     for i, label in enumerate(["corrupt", *labels], start=1):
@@ -127,7 +137,8 @@ class ExplorerWindow:
         self.bars = CandidateBars()
         self._version = -1
         self._themes: list[int | str] = []
-        self._grid: tuple[int, int] = (0, 0)  # lines per chunk, chunks
+        self._grid: tuple[int, int, int, int] = (0, 0, COLS, 1)  # lines per chunk, chunks, positions a line, slot
+        self._char_cache: tuple[object, np.ndarray] | None = None  # (model info, id -> cells)
         self._advance = 0.0
         self._hover: tuple | None = None
         self.hover_pos: tuple[int, int] | None = None  # (position, model index) under the mouse
@@ -272,6 +283,8 @@ class ExplorerWindow:
         self.entries = find_checkpoints(*self.models_dirs)
         dpg.delete_item(self.w["models"], children_only=True)
         loaded = self.workspace.model_info.path if self.workspace.model_info else None
+        if loaded is not None and all(Path(loaded) != e.path for e in self.entries):
+            self.entries.insert(1, given_model_entry(loaded))  # loaded from elsewhere (--model, Folder...)
         self.model_boxes = [
             dpg.add_checkbox(label=e.label(), parent=self.w["models"],
                              default_value=loaded is not None and Path(loaded) == e.path)
@@ -373,9 +386,19 @@ class ExplorerWindow:
             self._fill_plot(batch.rows)
 
     def _chars(self) -> np.ndarray:
-        vocab = self.workspace.model_info.vocab()
-        strings = vocab.strings(mask=MASK_GLYPH, newline=NEWLINE_GLYPH)
-        return np.array([s[:1] or " " for s in strings], dtype="<U1")  # one character per id (char-level)
+        """(n_ids, slot) cells of each id: one for a char model, a subword token its width (at most
+        MAX_SLOT_WIDTH), built once per vocabulary."""
+        info = self.workspace.model_info
+        if self._char_cache is None or self._char_cache[0] is not info:
+            vocab = info.vocab()
+            strings = vocab.strings(mask=MASK_GLYPH, newline=NEWLINE_GLYPH)
+            slot = int(min(MAX_SLOT_WIDTH, vocab.display_widths().max()))
+            self._char_cache = (info, char_table(strings, slot))
+        return self._char_cache[1]
+
+    def _token(self, token_id: int) -> str:
+        """One id's display string, as its cells show it."""
+        return "".join(self._chars()[int(token_id)]).rstrip() or " "
 
     def _draw_sample(self) -> None:
         sample, w = self.workspace.explore.sample, self.w
@@ -390,12 +413,14 @@ class ExplorerWindow:
                 f"{int(c.is_replaced.sum())} replaced of {len(sample.target)}")
         dpg.set_value(w["metrics"], "\n".join([head, *lines]))
         labels = [f"M{i + 1}" for i in range(len(sample.names))]
-        text, ink = view_lines(self._chars(), sample.target, c.ids, c.is_corrupted, c.is_masked,
-                               [p["predicted"] for p in sample.predictions], labels)
+        chars = self._chars()
+        cols = max(8, COLS // chars.shape[1])  # positions per line: fewer when tokens are wide
+        text, ink = view_lines(chars, sample.target, c.ids, c.is_corrupted, c.is_masked,
+                               [p["predicted"] for p in sample.predictions], labels, cols)
         for item, layer in zip(self.inks, ink_texts(text, ink), strict=True):
             dpg.configure_item(item, text=layer)
         per = 3 + len(sample.names)
-        self._grid = (per, text.shape[0] // per)
+        self._grid = (per, text.shape[0] // per, cols, chars.shape[1])
         adv = self._char_advance()
         dpg.configure_item(w["views"], width=int(text.shape[1] * adv) + 12, height=int(text.shape[0] * MONO_FONT_PX) + 12)
 
@@ -414,13 +439,13 @@ class ExplorerWindow:
         if sample is None or not sample.is_done:
             return None
         x0, y0 = dpg.get_item_rect_min(self.w["views"])
-        col = int((x - x0 - 4) // self._char_advance()) - LABEL_W
+        cell = int((x - x0 - 4) // self._char_advance()) - LABEL_W
         line = int((y - y0 - 4) // MONO_FONT_PX)
-        per, chunks = self._grid
-        if col < 0 or col >= COLS or line < 0 or line >= per * chunks:
+        per, chunks, cols, slot = self._grid
+        if cell < 0 or cell >= cols * slot or line < 0 or line >= per * chunks:
             return None
         chunk, within = divmod(line, per)
-        pos = chunk * COLS + col
+        pos = chunk * cols + cell // slot
         if pos >= len(sample.target) or within == per - 1:
             return None
         return pos, within - 2
@@ -442,14 +467,14 @@ class ExplorerWindow:
             return
         pos, m = cell
         m = max(0, m)
-        chars, c = self._chars(), sample.corruption
+        tok, c = self._token, sample.corruption
         pred = sample.predictions[m]
         how = "masked" if c.is_masked[pos] else ("replaced" if c.is_corrupted[pos] else "kept")
         dpg.set_value(w["tip_title"], f"position {pos}   {sample.names[m]}")
         dpg.set_value(
             w["tip_values"],
-            f"true {chars[sample.target[pos]]!r}   seen {chars[c.ids[pos]]!r} ({how})   "
-            f"predicted {chars[pred['predicted'][pos]]!r}\n"
+            f"true {tok(sample.target[pos])!r}   seen {tok(c.ids[pos])!r} ({how})   "
+            f"predicted {tok(pred['predicted'][pos])!r}\n"
             f"p(true) {float(np.exp(pred['log_p_true'][pos])):.3f}   entropy {float(pred['entropy'][pos]):.3f} nats",
         )
         vocab = self.workspace.model_info.vocab()
