@@ -26,7 +26,10 @@ __all__ = ["UserError", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dpgviz", description="Visualize masked-diffusion language models.")
+    # allow_abbrev=False: a subcommand's --mode must not read as an abbreviation of --model here
+    parser = argparse.ArgumentParser(
+        prog="dpgviz", description="Visualize masked-diffusion language models.", allow_abbrev=False
+    )
     parser.add_argument("--models-dir", help="extra folder to look for checkpoints in (GUI)")
     parser.add_argument(
         "--model", help="GUI: load this checkpoint, Hugging Face folder or adapter file (FILE.py) instead of the default"
