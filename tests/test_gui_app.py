@@ -807,5 +807,17 @@ def test_a_strategy_comparison_opens_side_by_side(app: App, models_dir: Path, tm
     labels = [ws.store.branches[b].label for b in ws.compare]
     assert labels == ["llada", "margin"] and app.compare_view.is_shown
     assert ws.view.branch == ws.compare[0]
+    app.frame()
+    view = app.compare_view
+    titles = dpg.get_item_configuration(view.pickers[1])["items"]
+    assert len(titles) == 4 and dpg.get_value(view.pickers[1]).endswith("margin")  # root + three runs
+    entropy = next(t for t in titles if t.endswith("entropy"))
+    view._picker_callback(1)(view.pickers[1], entropy)  # the right pane's combo: any other run
+    app.frame()
+    assert [ws.store.branches[b].label for b in ws.compare] == ["llada", "entropy"]
+    assert view.panes[1].shown_row in ws.rows(ws.compare[1])
+    view.pick(0, ws.compare[1])  # the other pane's branch: the two swap
+    app.frame()
+    assert [ws.store.branches[b].label for b in ws.compare] == ["entropy", "llada"]
     app.compare_view.close()
     app.frame()

@@ -13,11 +13,13 @@ dearpygui, numpy and the standard library only; no torch.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 
 import dearpygui.dearpygui as dpg
 import numpy as np
 
 from dpgviz.core.vocab import Vocabulary
+from dpgviz.gui.branches import branch_title
 from dpgviz.gui.canvas import TokenCanvas
 from dpgviz.gui.status import INFO_COLOR, Cached
 from dpgviz.gui.theme import Fonts
@@ -51,7 +53,8 @@ class CompareView:
         self.panes = (TokenCanvas(fonts), TokenCanvas(fonts))
         self.views = (ViewState(follow_live=False), ViewState(follow_live=False))
         self.window = self.header = self.left_text = self.right_text = self.summary = 0
-        self.titles: list[int | str] = []
+        self.pickers: list[int | str] = []  # a branch combo over each pane: compare any two
+        self._picker_key: tuple | None = None
         self._cache = Cached()
         self._highlight_key: tuple | None = None
         self.highlight: np.ndarray | None = None  # positions whose tokens differ at the shown iteration
@@ -66,9 +69,9 @@ class CompareView:
         ) as self.window:
             self.header = dpg.add_text("", color=INFO_COLOR)
             with dpg.group(horizontal=True):
-                for pane in self.panes:
+                for side, pane in enumerate(self.panes):
                     with dpg.child_window(width=WINDOW_SIZE[0] // 2 - 14, height=-190, border=True) as box:
-                        self.titles.append(dpg.add_text("", color=(140, 180, 255)))
+                        self.pickers.append(dpg.add_combo([], width=-1, callback=self._picker_callback(side)))
                         pane.build(box)
             self.summary = dpg.add_text("", color=INFO_COLOR)
             with dpg.group(horizontal=True):
@@ -113,11 +116,10 @@ class CompareView:
         if self._highlight_key != rows:  # the same array object while the rows stay
             self._highlight_key = rows
             self.highlight = store.get("tokens", rows[0]) != store.get("tokens", rows[1])
-        for pane, view, branch, row, title in zip(self.panes, self.views, ws.compare, rows, self.titles, strict=True):
+        for pane, view, branch, row in zip(self.panes, self.views, ws.compare, rows, strict=True):
             view.branch, view.color_mode, view.text_mode = branch, color_mode, ws.view.text_mode
             pane.refresh(ShownRecord.of_row(store, row, branch), view, highlight=self.highlight)
-            b = store.branches[branch]
-            self._cache.set(title, f"{b.id}  {b.label or 'run ' + b.id}")
+        self._refresh_pickers()
         iteration = int(store.columns["iteration"][rows[0]])
         self._cache.set(
             self.header,
@@ -125,6 +127,39 @@ class CompareView:
             "(tinted). The timeline scrubs both.",
         )
         self._refresh_diff(vocab)
+
+    def _refresh_pickers(self) -> None:
+        """Every branch in each pane's combo (rebuilt when the branches change), the compared ones picked."""
+        ws, store = self.workspace, self.workspace.store
+        key = (id(store), store.version, ws.compare)
+        if key == self._picker_key:
+            return
+        self._picker_key = key
+        titles = [branch_title(store.branches[b]) for b in store.branch_order]
+        for picker, branch in zip(self.pickers, ws.compare, strict=True):
+            dpg.configure_item(picker, items=titles)
+            dpg.set_value(picker, branch_title(store.branches[branch]))
+
+    def pick(self, side: int, branch: str) -> bool:
+        """Show `branch` in pane `side` (0 left, 1 right); picking the other pane's branch swaps them."""
+        ws = self.workspace
+        if ws.compare is None:
+            return False
+        pair = list(ws.compare)
+        if pair[1 - side] == branch:
+            pair.reverse()
+        else:
+            pair[side] = branch
+        return ws.start_compare(*pair)
+
+    def _picker_callback(self, side: int) -> Callable[[int | str, str], None]:
+        def on_pick(sender: int | str, title: str) -> None:
+            store = self.workspace.store
+            chosen = next((b for b in store.branch_order if branch_title(store.branches[b]) == title), None)
+            if chosen is not None:
+                self.pick(side, chosen)
+
+        return on_pick
 
     def _refresh_diff(self, vocab: Vocabulary) -> None:
         ws, store = self.workspace, self.workspace.store
