@@ -821,3 +821,24 @@ def test_a_strategy_comparison_opens_side_by_side(app: App, models_dir: Path, tm
     assert [ws.store.branches[b].label for b in ws.compare] == ["entropy", "llada"]
     app.compare_view.close()
     app.frame()
+
+
+def test_compare_strategies_window_runs_the_ticked_ones_side_by_side(app: App, models_dir: Path) -> None:
+    ensure_model(app, models_dir)
+    ws = app.workspace
+    app.settings.write(SHORT)
+    app.frame()
+    click(app.settings.compare_button)
+    app.frame()
+    picker = app.settings.picker
+    assert dpg.is_item_shown(picker.window)
+    assert "threshold" not in picker.chosen() and "llada" in picker.chosen()  # open-ended: off by default
+    for name, box in picker.boxes.items():
+        dpg.set_value(box, name in ("seed", "origin"))
+    assert picker.run() and not dpg.is_item_shown(picker.window)
+    run_until(app, lambda: not ws.is_running and ws._strategy_queue is None, timeout_s=120)
+    assert app.compare_view.is_shown
+    assert [ws.store.branches[b].label for b in ws.compare] == ["seed", "origin"]
+    shot(app, "7-compare-strategies")
+    app.compare_view.close()
+    app.frame()

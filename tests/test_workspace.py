@@ -177,3 +177,35 @@ def test_start_without_a_model_says_so() -> None:
         assert not ws.start(SHORT)
         assert ws.take_notices() == [Said("Load a model first.", True)]
         assert ws.store is None
+
+
+def test_comparing_strategies_runs_them_as_siblings_and_opens_the_compare_view(ws: Workspace) -> None:
+    from dpgviz.gui.workspace import CompareShown
+
+    assert not ws.compare_strategies(SHORT, ["llada"])  # one is no comparison
+    assert ws.compare_strategies(SHORT, ["llada", "margin", "entropy"])
+    seen = until(ws, lambda: not ws.is_running and ws._strategy_queue is None, timeout_s=120)
+    store = ws.store
+    root = ws.compare[0]
+    assert store.branches[root].label == "llada" and store.branches[root].parent is None
+    children = store.children(root)
+    assert [store.branches[c].label for c in children] == ["margin", "entropy"]
+    for child in children:
+        b = store.branches[child]
+        assert b.fork_record == 0 and b.settings["strategy"] == b.label
+        kinds = [store.kind(int(r)) for r in store.history(child)]
+        assert kinds[0] == "initial" and kinds[-1] == "final" and len(kinds) == record_count(SHORT.steps)
+    assert ws.compare == (root, children[0]) and any(isinstance(n, CompareShown) for n in seen)
+    ws.compare = None
+
+
+def test_stopping_a_strategy_comparison_runs_nothing_more(ws: Workspace) -> None:
+    long = GenerationSettings(length=120, steps=40, seed=1)
+    assert ws.compare_strategies(long, ["llada", "margin"])
+    n_branches = len(ws.store.branch_order)
+    ws.stop()
+    until(ws, lambda: not ws.is_running)
+    for _ in range(20):
+        ws.update(0.01)
+    assert ws._strategy_queue is None and not ws.is_running
+    assert len(ws.store.branch_order) == n_branches  # margin never started

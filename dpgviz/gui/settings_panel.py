@@ -29,6 +29,7 @@ from dpgviz.core.settings import (
     SettingsError,
 )
 from dpgviz.gui.status import ERROR_COLOR, INFO_COLOR, Cached
+from dpgviz.gui.strategy_picker import StrategyPicker
 from dpgviz.gui.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ class SettingsPanel:
         self.schedule = self.proposal = self.sample_top_k = self.top_p = self.threshold = self.eta = 0
         self.device = self.dtype = 0
         self.start_button = self.stop_button = self.continue_button = self.message = 0
-        self.folder_dialog = self.folder_button = 0
+        self.folder_dialog = self.folder_button = self.compare_button = 0
+        self.picker = StrategyPicker(workspace, self._read_or_say)  # the Compare strategies window
 
     # -- building ------------------------------------------------------------------
     def build(self, parent: int | str) -> None:
@@ -167,12 +169,16 @@ class SettingsPanel:
             self.continue_button = dpg.add_button(
                 label="Restart from here (Ctrl+R)", width=-1, callback=lambda: self.restart()
             )
+            self.compare_button = dpg.add_button(
+                label="Compare strategies...", width=-1, callback=lambda: self.picker.show()
+            )
             with dpg.tooltip(self.continue_button):
                 dpg.add_text(
                     "Run again from the step shown on the canvas, with the settings above:\n"
                     "an edit runs in its own branch, any other step starts a new branch."
                 )
             self.message = dpg.add_text("", wrap=PANEL_WIDTH - 24, color=INFO_COLOR)
+        self.picker.build()
         self.folder_dialog = dpg.add_file_dialog(
             directory_selector=True, show=False, callback=self._on_folder, width=640, height=420, modal=True
         )
@@ -288,6 +294,7 @@ class SettingsPanel:
     def set_running(self, is_running: bool, has_model: bool) -> None:
         self._cache.configure(self.start_button, enabled=has_model and not is_running)
         self._cache.configure(self.continue_button, enabled=has_model and not is_running)
+        self._cache.configure(self.compare_button, enabled=has_model and not is_running)
         self._cache.configure(self.stop_button, enabled=is_running)
         self._cache.configure(self.load_button, enabled=not is_running)
 

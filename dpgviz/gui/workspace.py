@@ -29,6 +29,7 @@ worker process owns the model). Pillow comes in only when exporting.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -167,6 +168,8 @@ class Workspace(Editing, Inspecting, Exploring):
         self.preview: Preview | None = None  # a re-sample preview of one record, if shown
         self._preview_changes: tuple[Preview, np.ndarray] | None = None
         self.compare: tuple[str, str] | None = None  # two branches side by side (the first is the shown one)
+        # A strategy comparison in progress: (root branch, settings, strategies still to run).
+        self._strategy_queue: tuple[str, GenerationSettings, list[str]] | None = None
         self.job: _Job | None = None  # the save or export in progress
         self.finished: JobProgress | None = None  # the last job's final progress
         self._notices: list[Notice] = []
@@ -296,21 +299,23 @@ class Workspace(Editing, Inspecting, Exploring):
                 self.say(
                     f"Done: {event.n_records} records, {event.forward_passes} forward passes in {event.elapsed_s:.2f} s."
                 )
+                if self._strategy_queue is not None:
+                    self._next_strategy()
         elif isinstance(event, RunStopped):
             if self.run is not None and event.run_id == self.run.run_id:
-                self.run = None
+                self.run, self._strategy_queue = None, None
                 self.say(f"Stopped after {event.n_records} records.")
         elif isinstance(event, WorkerError):
             log.warning("worker error: %s\n%s", event.message, event.traceback)
             if self.run is not None and event.run_id == self.run.run_id:
-                self.run = None
+                self.run, self._strategy_queue = None, None
             if self.is_loading and event.run_id is None:
                 self.is_loading = False
                 self._notices.append(LoadProgress(0.0, "load failed"))
             self.say(event.message, is_error=True)
         elif isinstance(event, WorkerDied):
             self.client = None  # the client cleaned up after its process; a new one is made on Load
-            self.model_info, self.is_loading, self.run = None, False, None
+            self.model_info, self.is_loading, self.run, self._strategy_queue = None, False, None, None
             self._notices.append(ModelReady(None))
             self._notices.append(LoadProgress(0.0, "worker stopped"))
             self.say(
@@ -341,7 +346,7 @@ class Workspace(Editing, Inspecting, Exploring):
         self._notices.append(LoadProgress(0.02, f"loading {entry.name}"))
         self.say(f"Loading {entry.name}...")
 
-    def start(self, settings: GenerationSettings) -> bool:
+    def start(self, settings: GenerationSettings, label: str | None = None) -> bool:
         """Start a fresh run as a new root branch; False (and a message) when it cannot."""
         if not self._has_model():
             return False
@@ -354,11 +359,51 @@ class Workspace(Editing, Inspecting, Exploring):
                 log.info("new layout %s: previous runs are dropped from view", layout)
             self._close_session()
             self.store, self.vocab, self.path = StepStore(layout), info.vocab(), None
-        branch = self.store.new_branch(settings.to_dict(), label=f"run {len(self.store.branch_order) + 1}")
+        branch = self.store.new_branch(settings.to_dict(), label=label or f"run {len(self.store.branch_order) + 1}")
         return self._launch(settings, branch.id)
 
-    def continue_from(self, settings: GenerationSettings, branch: str | None = None, record: int | None = None) -> bool:
-        """Run again from a record (default: the one shown) with `settings`, as a child branch."""
+    def compare_strategies(self, settings: GenerationSettings, strategies: list[str]) -> bool:
+        """Run `settings` once per strategy from the same all-masked start, one after another:
+        the first as a root branch, the others forked at its 'initial' record (siblings, as
+        `main.py compare --out` saves them); the compare view opens on the first two when the
+        last finishes. False (and a message) when it cannot start."""
+        if len(strategies) < 2:
+            self.say("Pick at least two strategies to compare.", is_error=True)
+            return False
+        if settings.n_blocks > 1:
+            self.say("Strategies are compared within one block: lower the length to the block size.", is_error=True)
+            return False
+        if not self.start(dataclasses.replace(settings, strategy=strategies[0]), label=strategies[0]):
+            return False
+        self._strategy_queue = (self.run.branch, settings, list(strategies[1:]))
+        self.say(f"Comparing {len(strategies)} strategies: {strategies[0]} first, then {', '.join(strategies[1:])}.")
+        return True
+
+    def _next_strategy(self) -> None:
+        """After a run of a strategy comparison: start the next strategy, or show the comparison."""
+        root, settings, left = self._strategy_queue
+        if not left:
+            self._strategy_queue = None
+            children = self.store.children(root) if self.store is not None and root in self.store.branches else []
+            if children and self.start_compare(root, children[0]):
+                self._notices.append(CompareShown())
+                self.say(f"Compared {len(children) + 1} strategies; pick any two in the compare view.")
+            return
+        name = left.pop(0)
+        runs = dataclasses.replace(settings, strategy=name)
+        if not self.continue_from(runs, branch=root, record=0, label=name, repeat_start=False):
+            self._strategy_queue = None
+
+    def continue_from(
+        self,
+        settings: GenerationSettings,
+        branch: str | None = None,
+        record: int | None = None,
+        label: str | None = None,
+        repeat_start: bool = True,
+    ) -> bool:
+        """Run again from a record (default: the one shown) with `settings`, as a child branch.
+        `repeat_start=False`: the child opens with its first prediction (no 'initial' repeating the record)."""
         if not self._has_model():
             return False
         branch = self.view.branch if branch is None else branch
@@ -385,11 +430,12 @@ class Workspace(Editing, Inspecting, Exploring):
         edited = (flags & FLAG_EDITED).astype(bool)
         child = self.store.new_branch(
             settings.to_dict(), parent=branch, fork_record=record,
-            label=f"run {len(self.store.branch_order) + 1} (from {branch} @ {record + 1})",
+            label=label or f"run {len(self.store.branch_order) + 1} (from {branch} @ {record + 1})",
         )
         return self._launch(
             settings, child.id, tokens=tokens, iteration=start_it,
             protected=protected if protected.any() else None, edited=edited if edited.any() else None,
+            emit_initial=repeat_start,
         )
 
     def _has_model(self) -> bool:
