@@ -395,3 +395,12 @@ def test_temperature_sharpens_distribution(sampler):
     cold = list(sampler.run(GenerationSettings(length=50, steps=2, temperature=0.1)))[1]
     hot = list(sampler.run(GenerationSettings(length=50, steps=2, temperature=2.0)))[1]
     assert np.nanmean(cold.entropy.astype(np.float32)) < np.nanmean(hot.entropy.astype(np.float32))
+
+
+def test_every_dtype_the_settings_offer_is_one_the_loader_knows():
+    from dpgviz.core.settings import DTYPES
+    from dpgviz.engine import checkpoint
+
+    assert set(DTYPES) - {"auto"} == set(checkpoint.DTYPES)
+    with pytest.raises(checkpoint.CheckpointError, match="dtype"):
+        checkpoint.resolve_dtype("float8", torch.device("cpu"))
