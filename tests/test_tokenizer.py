@@ -41,6 +41,13 @@ def test_subword_encode_falls_back_to_shorter_tokens_and_keeps_masks() -> None:
     assert [SUBWORD.itos[i] if i < SUBWORD.size else MASK_GLYPH for i in ids] == [" cat", "h", "a", "t", MASK_GLYPH, " on"]
 
 
+def test_subword_encode_skips_whitespace_no_token_starts_with() -> None:
+    """WordPiece has no token for a bare space or newline; its own tokenizer drops them."""
+    vocab = Vocabulary(itos=(" the", " cat", "s", "."))
+    assert [vocab.itos[i] for i in vocab.encode(" the cats .\n ")] == [" the", " cat", "s", "."]
+    assert [vocab.itos[i] if i < vocab.size else "M" for i in vocab.encode(" the " + MASK_GLYPH)] == [" the", "M"]
+
+
 def test_subword_encode_never_produces_special_tokens() -> None:
     with pytest.raises(VocabError, match=r"starts with '\['"):
         SUBWORD.encode("[CLS]")

@@ -158,7 +158,9 @@ class Vocabulary:
 
         Char-level vocabularies map each character; subword ones take, at each point, the
         longest token whose display string the text continues with (so " cat" is one token,
-        "cats" may be "cat" + "s"). User input, not the frame path.
+        "cats" may be "cat" + "s"). Whitespace no subword token starts with (WordPiece has
+        no token for a bare space or newline: its tokenizer drops them) is skipped, as the
+        model's own tokenizer would. User input, not the frame path.
         """
         stoi, longest = self._encode_table()
         ids: list[int] = []
@@ -175,6 +177,9 @@ class Vocabulary:
                     i += length
                     break
             else:
+                if longest > 1 and text[i].isspace():
+                    i += 1  # a separator the vocabulary has no token for
+                    continue
                 if longest == 1:
                     raise VocabError(f"character {text[i]!r} at position {i} is not in the model's vocabulary")
                 raise VocabError(f"no token of the model's vocabulary starts with {text[i]!r} (position {i} of the text)")
