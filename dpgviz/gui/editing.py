@@ -5,6 +5,7 @@
     restart(settings)  run the model from the step shown (an unrun edit in its own branch)
     pick_candidate     place a stored candidate at a position, through the same edit path
     rename / delete / compare branches
+    compare_strategies run several strategies as siblings of one start, then compare them
 
 `Editing` is a mixin of `gui.workspace.Workspace`: it acts on the workspace's store and
 view through store.edits and StepStore.fork, and reports through the workspace's
@@ -13,14 +14,16 @@ notices. numpy and dpgviz.core/store only; no dearpygui, no torch.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from dpgviz.core.discovery import model_file
 from dpgviz.core.records import FLAG_EDITED, FLAG_PROTECTED
 from dpgviz.core.settings import OPEN_ENDED, GenerationSettings
-from dpgviz.gui.notices import ModelOffered
+from dpgviz.gui.notices import CompareShown, ModelOffered
 from dpgviz.store.edits import EditError, apply_edit, encode_text, predicted_tokens
-from dpgviz.store.step_store import Branch
+from dpgviz.store.step_store import Branch, StepStore
 
 
 def matching_record(iterations: np.ndarray, kinds: np.ndarray, iteration: int, kind: int) -> int:
@@ -31,6 +34,17 @@ def matching_record(iterations: np.ndarray, kinds: np.ndarray, iteration: int, k
         return int(same[-1])
     before = np.flatnonzero(iterations <= iteration)
     return int(before[-1]) if before.size else 0
+
+
+def sibling_runs(store: StepStore) -> tuple[str, str] | None:
+    """The first two runs forked from a bare start (a root holding only its 'initial' record),
+    as `main.py compare --out` saves them; None when the store has no such pair."""
+    for root in store.branch_order:
+        b = store.branches[root]
+        children = store.children(root)
+        if b.parent is None and len(b.rows) == 1 and store.kind(b.rows[0]) == "initial" and len(children) >= 2:
+            return children[0], children[1]
+    return None
 
 
 class Editing:
@@ -175,6 +189,38 @@ class Editing:
             self.compare = None
         self.say(f"Deleted {len(doomed)} branch{'es' if len(doomed) > 1 else ''}: {', '.join(sorted(doomed, key=int))}.")
         return True
+
+    def compare_strategies(self, settings: GenerationSettings, strategies: list[str]) -> bool:
+        """Run `settings` once per strategy from the same all-masked start, one after another:
+        the first as a root branch, the others forked at its 'initial' record (siblings, as
+        `main.py compare --out` saves them); the compare view opens on the first two when the
+        last finishes. False (and a message) when it cannot start."""
+        if len(strategies) < 2:
+            self.say("Pick at least two strategies to compare.", is_error=True)
+            return False
+        if settings.n_blocks > 1:
+            self.say("Strategies are compared within one block: lower the length to the block size.", is_error=True)
+            return False
+        if not self.start(dataclasses.replace(settings, strategy=strategies[0]), label=strategies[0]):
+            return False
+        self._strategy_queue = (self.run.branch, settings, list(strategies[1:]))
+        self.say(f"Comparing {len(strategies)} strategies: {strategies[0]} first, then {', '.join(strategies[1:])}.")
+        return True
+
+    def _next_strategy(self) -> None:
+        """After a run of a strategy comparison: start the next strategy, or show the comparison."""
+        root, settings, left = self._strategy_queue
+        if not left:
+            self._strategy_queue = None
+            children = self.store.children(root) if self.store is not None and root in self.store.branches else []
+            if children and self.start_compare(root, children[0]):
+                self._notices.append(CompareShown())
+                self.say(f"Compared {len(children) + 1} strategies; pick any two in the compare view.")
+            return
+        name = left.pop(0)
+        runs = dataclasses.replace(settings, strategy=name)
+        if not self.continue_from(runs, branch=root, record=0, label=name, repeat_start=False):
+            self._strategy_queue = None
 
     def start_compare(self, left: str, right: str) -> bool:
         """Show `left` and `right` side by side; the timeline scrubs `left`, `right` follows by iteration."""

@@ -29,7 +29,6 @@ worker process owns the model). Pillow comes in only when exporting.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import threading
 import time
@@ -46,7 +45,7 @@ from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.records import FLAG_EDITED, FLAG_PROTECTED, KINDS, continue_point, run_record_count
 from dpgviz.core.settings import OPEN_ENDED, GenerationSettings, describe_plan
 from dpgviz.core.vocab import Vocabulary
-from dpgviz.gui.editing import Editing, matching_record
+from dpgviz.gui.editing import Editing, matching_record, sibling_runs
 from dpgviz.gui.exploring import Exploring
 from dpgviz.gui.inspecting import NO_EXTRAS, CellExtras, Inspecting, Preview, ShownRecord, TokenInfo
 from dpgviz.gui.notices import (
@@ -135,17 +134,6 @@ def _new_client() -> WorkerClient:
     from dpgviz.ipc.client import WorkerClient
 
     return WorkerClient()
-
-
-def sibling_runs(store: StepStore) -> tuple[str, str] | None:
-    """The first two runs forked from a bare start (a root holding only its 'initial' record),
-    as `main.py compare --out` saves them; None when the store has no such pair."""
-    for root in store.branch_order:
-        b = store.branches[root]
-        children = store.children(root)
-        if b.parent is None and len(b.rows) == 1 and store.kind(b.rows[0]) == "initial" and len(children) >= 2:
-            return children[0], children[1]
-    return None
 
 
 class Workspace(Editing, Inspecting, Exploring):
@@ -361,38 +349,6 @@ class Workspace(Editing, Inspecting, Exploring):
             self.store, self.vocab, self.path = StepStore(layout), info.vocab(), None
         branch = self.store.new_branch(settings.to_dict(), label=label or f"run {len(self.store.branch_order) + 1}")
         return self._launch(settings, branch.id)
-
-    def compare_strategies(self, settings: GenerationSettings, strategies: list[str]) -> bool:
-        """Run `settings` once per strategy from the same all-masked start, one after another:
-        the first as a root branch, the others forked at its 'initial' record (siblings, as
-        `main.py compare --out` saves them); the compare view opens on the first two when the
-        last finishes. False (and a message) when it cannot start."""
-        if len(strategies) < 2:
-            self.say("Pick at least two strategies to compare.", is_error=True)
-            return False
-        if settings.n_blocks > 1:
-            self.say("Strategies are compared within one block: lower the length to the block size.", is_error=True)
-            return False
-        if not self.start(dataclasses.replace(settings, strategy=strategies[0]), label=strategies[0]):
-            return False
-        self._strategy_queue = (self.run.branch, settings, list(strategies[1:]))
-        self.say(f"Comparing {len(strategies)} strategies: {strategies[0]} first, then {', '.join(strategies[1:])}.")
-        return True
-
-    def _next_strategy(self) -> None:
-        """After a run of a strategy comparison: start the next strategy, or show the comparison."""
-        root, settings, left = self._strategy_queue
-        if not left:
-            self._strategy_queue = None
-            children = self.store.children(root) if self.store is not None and root in self.store.branches else []
-            if children and self.start_compare(root, children[0]):
-                self._notices.append(CompareShown())
-                self.say(f"Compared {len(children) + 1} strategies; pick any two in the compare view.")
-            return
-        name = left.pop(0)
-        runs = dataclasses.replace(settings, strategy=name)
-        if not self.continue_from(runs, branch=root, record=0, label=name, repeat_start=False):
-            self._strategy_queue = None
 
     def continue_from(
         self,
