@@ -156,6 +156,20 @@ class Branch:
         )
 
 
+def _grown(arrays: dict[str, np.ndarray], specs: dict, count: int, capacity: int) -> dict[str, np.ndarray]:
+    """New arrays of `capacity` rows for each spec, holding the first `count` rows of `arrays`.
+
+    Fresh arrays, never resized in place: a save or a view may still hold the old ones.
+    """
+    fresh = {}
+    for name, (shape, dtype) in specs.items():
+        arr = np.empty((capacity, *shape), dtype)
+        if name in arrays and count:
+            arr[:count] = arrays[name][:count]
+        fresh[name] = arr
+    return fresh
+
+
 class StepStore:
     """All records of a session for one layout. Rows grow by doubling."""
 
@@ -234,23 +248,11 @@ class StepStore:
             self._grow_pool(self._pool_count + int(candidates))
 
     def _grow(self, capacity: int) -> None:
-        fresh = {}
-        for name, (shape, dtype) in self._specs.items():
-            col = np.empty((capacity, *shape), dtype)
-            if name in self.columns and self._count:
-                col[: self._count] = self.columns[name][: self._count]
-            fresh[name] = col
         log.debug("store rows: %d -> %d", self._capacity, capacity)
-        self.columns, self._capacity = fresh, capacity
+        self.columns, self._capacity = _grown(self.columns, self._specs, self._count, capacity), capacity
 
     def _grow_pool(self, capacity: int) -> None:
-        fresh = {}
-        for name, (shape, dtype) in self._pool_spec.items():
-            arr = np.empty((capacity, *shape), dtype)
-            if name in self.pool and self._pool_count:
-                arr[: self._pool_count] = self.pool[name][: self._pool_count]
-            fresh[name] = arr
-        self.pool, self._pool_capacity = fresh, capacity
+        self.pool, self._pool_capacity = _grown(self.pool, self._pool_spec, self._pool_count, capacity), capacity
 
     # -- branches --------------------------------------------------------------------
     def new_branch(self, settings: dict | None = None, parent: str | None = None, fork_record: int | None = None, label: str = "") -> Branch:
