@@ -246,11 +246,11 @@ class Sampler:
                 ranked = torch.where(decision.candidates, decision.score, -float("inf"))
                 tokens = tokens.clone()
                 tokens[ranked.topk(decision.count).indices] = mask_id
-            n_left = int((tokens == mask_id).sum())
-            if strategy.finishes_early and n_left == 0:
-                last = it  # nothing left to predict: the run is done early
-                break
-            if not strategy.follows_schedule:
+            if strategy.finishes_early or not strategy.follows_schedule:  # one more device sync, only for these
+                n_left = int((tokens == mask_id).sum())
+                if strategy.finishes_early and n_left == 0:
+                    last = it  # nothing left to predict: the run is done early
+                    break
                 target = n_left  # the strategy set its own count
             conf = torch.where(tokens == mask_id, nan, p_token)
             score = torch.where(decision.candidates, decision.score, nan)
