@@ -91,7 +91,7 @@ def test_saving_with_nothing_shown_says_so(app: App) -> None:
     click(app.files.items["save"])
     app.frame()
     assert "Nothing to save" in app.status.text
-    assert app.workspace.job is None
+    assert app.workspace.jobs.job is None
 
 
 def test_save_as_writes_the_generated_run(app: App, checkpoint: Path, saved: dict) -> None:
@@ -109,11 +109,11 @@ def test_save_as_writes_the_generated_run(app: App, checkpoint: Path, saved: dic
     click(app.files.items["save"])  # the first Save asks where, as Save As does
     assert dpg.is_item_shown(app.files.dialogs["save"])
     choose(app, "save", saved["path"].with_suffix(""))  # the suffix is added
-    assert ws.job is not None
-    run_until(app, lambda: ws.job is None)
+    assert ws.jobs.job is not None
+    run_until(app, lambda: ws.jobs.job is None)
     assert "Saved" in app.status.text, app.status.text
-    assert saved["path"].is_file() and ws.path == saved["path"]
-    done, total = ws.finished.read()
+    assert saved["path"].is_file() and ws.doc.path == saved["path"]
+    done, total = ws.jobs.finished.read()
     assert total > 0 and done == total
 
 
@@ -125,13 +125,13 @@ def test_open_shows_the_saved_records_and_picks_the_recorded_model(app: App, che
     assert dpg.is_item_shown(app.files.dialogs["open"])
     choose(app, "open", saved["path"])
     ws = app.workspace
-    assert ws.session is not None and ws.store is ws.session.store
+    assert ws.doc.session is not None and ws.store is ws.doc.session.store
     run_until(app, lambda: "press Load" in app.status.text or "Its model" in app.status.text)
     store, count = ws.store, saved["count"]
     assert len(store) == count and store.tree() == saved["tree"]
     for name, col in saved["columns"].items():
         assert np.array_equal(store.column(name), col[:count], equal_nan=col.dtype.kind == "f"), name
-    assert ws.session.model_path == str(checkpoint) and ws.session.model_status() == "ok"
+    assert ws.doc.session.model_path == str(checkpoint) and ws.doc.session.model_status() == "ok"
     assert app.settings.selected_entry().path.resolve() == checkpoint.resolve()
     assert "press Load" in app.status.text, app.status.text
     assert app.settings.read() == SHORT  # the panel shows what the file was made with
@@ -150,7 +150,7 @@ def test_truncated_file_shows_a_message_and_keeps_the_session(app: App, saved: d
     assert "cut short" in app.status.text, app.status.text
     assert dpg.get_item_configuration(app.status.message)["color"][0] > 0.9  # shown in red
     assert ws.store is before and ws.n_records() == shown
-    assert ws.path == saved["path"]  # Save still writes where it did
+    assert ws.doc.path == saved["path"]  # Save still writes where it did
     assert app.frame()
 
 
@@ -164,9 +164,9 @@ def test_export_png_of_the_shown_record(app: App, tmp_path: Path) -> None:
     app.frame()
     click(app.files.items["png"])
     choose(app, "png", tmp_path / "step")
-    run_until(app, lambda: app.workspace.job is None)
+    run_until(app, lambda: app.workspace.jobs.job is None)
     assert "Exported PNG" in app.status.text, app.status.text
-    painter = FramePainter(app.workspace.session, app.view.branch, "confidence", app.canvas.cols)
+    painter = FramePainter(app.workspace.doc.session, app.view.branch, "confidence", app.canvas.cols)
     with Image.open(tmp_path / "step.png") as im:
         assert im.format == "PNG" and im.size == painter.size
         assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(painter.frame(2)))
@@ -180,9 +180,9 @@ def test_export_gif_of_the_branch_reports_progress(app: App, tmp_path: Path) -> 
     choose(app, "gif", tmp_path / "run.gif")
     app.refresh()  # the status bar shows the job, not the idle run
     assert dpg.get_item_configuration(app.status.progress)["overlay"] == "exporting run.gif"
-    run_until(app, lambda: app.workspace.job is None)
+    run_until(app, lambda: app.workspace.jobs.job is None)
     assert "Exported GIF" in app.status.text, app.status.text
-    done, total = app.workspace.finished.read()
+    done, total = app.workspace.jobs.finished.read()
     n = app.workspace.n_records()
     assert total == n and done == total
     with Image.open(tmp_path / "run.gif") as im:
@@ -195,7 +195,7 @@ def test_export_overview_and_plots_of_the_branch(app: App, tmp_path: Path) -> No
     for fmt in ("overview", "plots"):
         click(app.files.items[fmt])
         choose(app, fmt, tmp_path / fmt)
-        run_until(app, lambda: app.workspace.job is None)
+        run_until(app, lambda: app.workspace.jobs.job is None)
         assert "Exported" in app.status.text, app.status.text
         with Image.open(tmp_path / f"{fmt}.png") as im:
             assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 50
@@ -205,8 +205,8 @@ def test_start_without_a_model_asks_for_one(app: App) -> None:
     import signal
 
     ws = app.workspace
-    os.kill(ws.client.pid, signal.SIGKILL)
-    run_until(app, lambda: ws.client is None, timeout_s=10)
+    os.kill(ws.runs.source.pid, signal.SIGKILL)
+    run_until(app, lambda: ws.runs.source is None, timeout_s=10)
     app.settings.start()  # what the Start button does (it is greyed out without a model)
     app.frame()
     assert "Load a model" in app.status.text

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from dpgviz.app.workspace import Workspace
 from dpgviz.core.discovery import given_model_entry
 from dpgviz.core.settings import GenerationSettings
-from dpgviz.gui.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = (" the", " cat", " sat", " on", " mat", ".", "\n")
@@ -88,14 +88,14 @@ def test_a_bad_adapter_file_is_refused_in_one_line(tmp_path: Path, source: str, 
 def test_the_window_loads_an_adapter_given_with_model(adapter_file: Path) -> None:
     """`python main.py --model my_model.py`: the app's workspace loads it in its worker and runs it."""
     with Workspace(device="cpu") as ws:
-        ws.load_model(given_model_entry(adapter_file))
+        ws.runs.load_model(given_model_entry(adapter_file))
         deadline = time.monotonic() + 60
         while ws.model_info is None:
             assert time.monotonic() < deadline, ws.take_notices()[-3:]
             ws.update(0.01)
             time.sleep(0.005)
         assert ws.model_info.itos == WORDS and ws.model_info.tokenizer == "TableAdapter"
-        assert ws.start(GenerationSettings(length=30, steps=3))
+        assert ws.runs.start(GenerationSettings(length=30, steps=3))
         while ws.is_running:
             assert time.monotonic() < deadline + 60
             ws.update(0.01)

@@ -53,7 +53,7 @@ def app(models_dir: Path):
     app = App(models_dir=str(models_dir), autoload=False, width=1400, height=860).build()
     app.frame()
     yield app
-    client = app.workspace.client
+    client = app.workspace.runs.source
     app.close()
     assert client is None or not client.is_alive  # closing the window ends the worker
 
@@ -121,11 +121,11 @@ def ensure_model(app: App, models_dir: Path) -> None:
     """A model is loaded (the tiny one, unless one already is) and no run is going."""
     ws = app.workspace
     if ws.is_running:
-        ws.stop()
+        ws.runs.stop()
         run_until(app, lambda: not ws.is_running, timeout_s=30)
-    if ws.model_info is None or ws.client is None:
+    if ws.model_info is None or ws.runs.source is None:
         load_through_dropdown(app, models_dir / "tiny" / "ckpt.pt")
-        run_until(app, lambda: ws.model_info is not None and not ws.is_loading)
+        run_until(app, lambda: ws.model_info is not None and not ws.runs.is_loading)
 
 
 def ensure_short_run(app: App, models_dir: Path) -> str:
@@ -134,7 +134,7 @@ def ensure_short_run(app: App, models_dir: Path) -> str:
     ws = app.workspace
     shown = ws.store.branches.get(ws.view.branch) if ws.store is not None else None
     is_short = shown is not None and shown.parent is None and shown.settings == SHORT.to_dict()
-    if not (is_short and ws.n_records() == record_count(SHORT.steps) and ws.session is None):
+    if not (is_short and ws.n_records() == record_count(SHORT.steps) and ws.doc.session is None):
         app.settings.write(SHORT)
         click(app.settings.start_button)
         run_until(app, lambda: not ws.is_running)
@@ -161,7 +161,7 @@ def test_bad_checkpoint_shows_error_and_app_stays_up(app: App, models_dir: Path)
     ws = app.workspace
     before = ws.model_info
     load_through_dropdown(app, models_dir / "broken" / "ckpt.pt")
-    run_until(app, lambda: not ws.is_loading)
+    run_until(app, lambda: not ws.runs.is_loading)
     assert ws.model_info == before  # a failed load keeps the model there was (none, at first)
     assert "checkpoint" in app.status.text
     assert dpg.get_item_configuration(app.status.message)["color"][0] > 0.9  # shown in red
@@ -173,7 +173,7 @@ def test_loads_a_model(app: App, models_dir: Path) -> None:
     ws = app.workspace
     default = default_model_entry()
     load_through_dropdown(app, default.path if default.path.is_file() else models_dir / "tiny" / "ckpt.pt")
-    run_until(app, lambda: ws.model_info is not None and not ws.is_loading)
+    run_until(app, lambda: ws.model_info is not None and not ws.runs.is_loading)
     assert ws.model_info.device in dpg.get_value(app.status.device)
     assert ws.model_info.name in dpg.get_value(app.settings.model_info)
     assert dpg.get_item_configuration(app.settings.start_button)["enabled"]
@@ -237,7 +237,7 @@ def test_text_mode_wraps_at_newlines(app: App) -> None:
     from dpgviz.bench.synthetic import synthetic_store, synthetic_vocab
 
     ws, vocab = app.workspace, synthetic_vocab()
-    ws.show_store(synthetic_store(600, 2, vocab=vocab), vocab)
+    ws.doc.show_store(synthetic_store(600, 2, vocab=vocab), vocab)
     for _ in range(3):  # the fit takes effect once the plot has been laid out at its new zoom
         app.frame()
     tokens = ws.store.get("tokens", ws.current_row())
@@ -263,20 +263,20 @@ def test_keyboard_steps_through_records(app: App, models_dir: Path) -> None:
     ensure_short_run(app, models_dir)
     view, n = app.view, app.workspace.n_records()
     set_slider(app, 3)
-    click(app.key_handlers[dpg.mvKey_Right])
+    click(app.input.key_handlers[dpg.mvKey_Right])
     app.frame()
     assert view.record == 4
-    click(app.key_handlers[dpg.mvKey_Left])
-    click(app.key_handlers[dpg.mvKey_Left])
+    click(app.input.key_handlers[dpg.mvKey_Left])
+    click(app.input.key_handlers[dpg.mvKey_Left])
     app.frame()
     assert view.record == 2
-    click(app.key_handlers[dpg.mvKey_End])
+    click(app.input.key_handlers[dpg.mvKey_End])
     app.frame()
     assert view.record == n - 1
-    click(app.key_handlers[dpg.mvKey_Home])
+    click(app.input.key_handlers[dpg.mvKey_Home])
     app.frame()
     assert view.record == 0
-    click(app.key_handlers[dpg.mvKey_Spacebar])
+    click(app.input.key_handlers[dpg.mvKey_Spacebar])
     assert view.playing
     run_until(app, lambda: not view.playing, timeout_s=10)
     assert view.record == n - 1
@@ -323,8 +323,8 @@ def test_stop_works_mid_run(app: App, models_dir: Path) -> None:
 def test_worker_death_is_shown_and_loading_again_works(app: App, models_dir: Path) -> None:
     ensure_short_run(app, models_dir)
     ws = app.workspace
-    os.kill(ws.client.pid, signal.SIGKILL)
-    run_until(app, lambda: ws.client is None, timeout_s=10)
+    os.kill(ws.runs.source.pid, signal.SIGKILL)
+    run_until(app, lambda: ws.runs.source is None, timeout_s=10)
     assert "stopped unexpectedly" in app.status.text
     assert ws.model_info is None
     assert ws.n_records() > 0  # what was received stays viewable
@@ -337,7 +337,7 @@ def test_tall_sequences_scroll(app: App) -> None:
     from dpgviz.bench.synthetic import synthetic_store, synthetic_vocab
 
     vocab = synthetic_vocab()
-    app.workspace.show_store(synthetic_store(16384, 2, vocab=vocab), vocab)
+    app.workspace.doc.show_store(synthetic_store(16384, 2, vocab=vocab), vocab)
     for _ in range(3):  # the fit takes effect once the plot has been laid out at its new zoom
         app.frame()
     layout = app.canvas.layout
@@ -357,15 +357,15 @@ def test_opens_a_saved_session(app: App, tmp_path: Path) -> None:
 
     ws = app.workspace
     if ws.is_running:
-        ws.stop()
+        ws.runs.stop()
         run_until(app, lambda: not ws.is_running, timeout_s=30)
     vocab = synthetic_vocab()
     path = save_session(tmp_path / "run.dpgviz", synthetic_store(300, 4, vocab=vocab), vocab)
-    assert ws.open(path)
+    assert ws.files.open(path)
     app.frame()
     assert ws.n_records() == 9
     assert app.canvas.shown_row == ws.rows()[-1]
-    assert not ws.open(tmp_path / "missing.dpgviz")
+    assert not ws.files.open(tmp_path / "missing.dpgviz")
     app.frame()
     assert "Cannot open" in app.status.text
     assert ws.n_records() == 9  # what was shown stays
@@ -412,10 +412,10 @@ def shot(app: App, name: str) -> None:
 def drag(app: App, start: int, stop: int) -> None:
     """Press on token `start`, move to token `stop`, release (viewport pixels of their cells)."""
     (x0, y0), (x1, y1) = app.canvas.pixel_of(start), app.canvas.pixel_of(stop)
-    app.pointer_down(x0, y0)
-    app.pointer_move((x0 + x1) / 2, (y0 + y1) / 2)
-    app.pointer_move(x1, y1)
-    app.pointer_up()
+    app.input.pointer_down(x0, y0)
+    app.input.pointer_move((x0 + x1) / 2, (y0 + y1) / 2)
+    app.input.pointer_move(x1, y1)
+    app.input.pointer_up()
     app.frame()
 
 
@@ -446,7 +446,7 @@ def test_selection_is_drawn_over_the_cells(app: App, models_dir: Path, tmp_path:
     assert changed[int(py - y0), int(px - x0)]  # a selected cell is tinted
     ox, oy = app.canvas.pixel_of(40)
     assert not changed[int(oy - y0), int(ox - x0)]  # an unselected one is not
-    app.press("escape")
+    app.input.press("escape")
     app.frame()
     assert app.view.selection() is None
 
@@ -463,7 +463,7 @@ def test_edit_protect_restart_then_switch_and_compare(app: App, models_dir: Path
     drag(app, 10, 19)
     assert app.view.selection() == (10, 20)
     shot(app, "2-selection")
-    click(app.key_handlers[dpg.mvKey_M])
+    click(app.input.key_handlers[dpg.mvKey_M])
     app.frame()
     child = ws.view.branch
     assert child != parent and ws.store.kind(ws.current_row()) == "edit"
@@ -471,18 +471,18 @@ def test_edit_protect_restart_then_switch_and_compare(app: App, models_dir: Path
 
     # 2. write a word and protect it: click its first cell, shift-click its last, Enter, type, Enter, P
     (x0, y0), (x1, y1) = app.canvas.pixel_of(30), app.canvas.pixel_of(34)
-    app.pointer_down(x0, y0)
-    app.pointer_up()
-    app.pointer_down(x1, y1, shift=True)
-    app.pointer_up()
+    app.input.pointer_down(x0, y0)
+    app.input.pointer_up()
+    app.input.pointer_down(x1, y1, shift=True)
+    app.input.pointer_up()
     assert app.view.selection() == (30, 35)
-    click(app.key_handlers[dpg.mvKey_Return])  # focuses the replacement box
+    click(app.input.key_handlers[dpg.mvKey_Return])  # focuses the replacement box
     dpg.set_value(app.edit_bar.replace_input, "crown")
     dpg.get_item_callback(app.edit_bar.replace_input)(app.edit_bar.replace_input, "crown")  # Enter in the box
     app.frame()
     assert ws.vocab.decode(ws.store.get("tokens", ws.current_row())[30:35]) == "crown"
     assert ws.view.branch == child and len(ws.store.branches[child].edits) == 2  # the same unrun edit
-    click(app.key_handlers[dpg.mvKey_P])
+    click(app.input.key_handlers[dpg.mvKey_P])
     app.view.clear_selection()
     pixels = grab(app, tmp_path / "edit.png")
     shot(app, "3-edit-before-restart")
@@ -494,7 +494,7 @@ def test_edit_protect_restart_then_switch_and_compare(app: App, models_dir: Path
     assert "not run yet" in dpg.get_value(app.edit_bar.selection_text)
 
     # 3. restart (Ctrl+R): the child keeps the protected text in every record, the parent is unchanged
-    app.press("ctrl+r")
+    app.input.press("ctrl+r")
     assert ws.is_running
     run_until(app, lambda: not ws.is_running)
     own = ws.store.branches[child].rows
@@ -516,9 +516,9 @@ def test_edit_protect_restart_then_switch_and_compare(app: App, models_dir: Path
     app.branches.compare(child)
     for _ in range(3):
         app.frame()
-    assert ws.compare == (parent, child) and app.compare_view.is_shown
+    assert ws.compare.pair == (parent, child) and app.compare_view.is_shown
     set_slider(app, ws.n_records() - 1)
-    left, right = ws.compare_rows()
+    left, right = ws.compare.rows()
     assert ws.store.kind(left) == ws.store.kind(right) == "final"
     assert app.compare_view.highlight.sum() == (ws.store.get("tokens", left) != ws.store.get("tokens", right)).sum()
     assert app.compare_view.panes[1].shown_row == right
@@ -526,7 +526,7 @@ def test_edit_protect_restart_then_switch_and_compare(app: App, models_dir: Path
     shot(app, "6-compare")
     app.compare_view.close()
     app.frame()
-    assert ws.compare is None and not app.compare_view.is_shown
+    assert ws.compare.pair is None and not app.compare_view.is_shown
 
 
 def test_refused_replacement_keeps_the_typed_text(app: App, models_dir: Path) -> None:
@@ -545,8 +545,8 @@ def test_refused_replacement_keeps_the_typed_text(app: App, models_dir: Path) ->
 def test_help_lists_every_shortcut(app: App) -> None:
     from dpgviz.gui.keys import SHORTCUTS
 
-    assert set(app.actions) <= {c for c, _ in SHORTCUTS}
-    assert {"ctrl+enter", "escape", "ctrl+r", "m", "u", "p"} <= set(app.actions)
+    assert set(app.input.actions) <= {c for c, _ in SHORTCUTS}
+    assert {"ctrl+enter", "escape", "ctrl+r", "m", "u", "p"} <= set(app.input.actions)
 
 
 # -- probability inspection ---------------------------------------------------------------------
@@ -555,7 +555,7 @@ def test_hovering_a_token_shows_its_numbers_and_candidates(app: App, models_dir:
     ws = app.workspace
     set_slider(app, 1)  # iteration 1's prediction: every position was masked before it, so all have candidates
     x, y = app.canvas.pixel_of(42)
-    app.pointer_hover(x, y)
+    app.input.pointer_hover(x, y)
     app.frame()
     tip = app.hover_tip
     assert tip.info is not None and tip.info.pos == 42
@@ -595,10 +595,10 @@ def test_a_candidate_key_places_it_as_an_edit(app: App, models_dir: Path) -> Non
     ws = app.workspace
     set_slider(app, 1)
     x, y = app.canvas.pixel_of(7)
-    app.pointer_hover(x, y)
+    app.input.pointer_hover(x, y)
     app.frame()
     second = app.hover_tip.info.candidates[1][0]
-    click(app.key_handlers[dpg.mvKey_2])
+    click(app.input.key_handlers[dpg.mvKey_2])
     app.frame()
     assert ws.store.kind(ws.current_row()) == "edit"
     assert int(ws.store.columns["tokens"][ws.current_row(), 7]) == second
@@ -611,8 +611,8 @@ def test_pinning_shows_the_tokens_history(app: App, models_dir: Path) -> None:
     ws = app.workspace
     app.view.pinned.clear()
     x, y = app.canvas.pixel_of(11)
-    app.pointer_hover(x, y)
-    click(app.key_handlers[dpg.mvKey_I])
+    app.input.pointer_hover(x, y)
+    click(app.input.key_handlers[dpg.mvKey_I])
     app.frame()
     app.frame()
     assert app.view.pinned == [11] and dpg.get_value(app.side_tabs) == app.tabs["Inspect"]
@@ -669,9 +669,9 @@ def test_resample_preview_is_labelled_and_changes_nothing_stored(app: App, model
     dpg.set_value(app.inspector.top_p, 1.0)
     click(app.inspector.preview_button)
     app.frame()
-    assert ws.preview is not None and "PREVIEW" in dpg.get_value(app.canvas._info)
+    assert ws.inspect.preview is not None and "PREVIEW" in dpg.get_value(app.canvas._info)
     assert np.array_equal(ws.store.get("tokens", row), stored)
-    ws.clear_preview()
+    ws.inspect.clear_preview()
     app.frame()
     assert "PREVIEW" not in dpg.get_value(app.canvas._info)
 
@@ -690,16 +690,16 @@ def test_a_run_longer_than_the_block_size_goes_in_blocks_and_shows_whole(app: Ap
     assert ws.store.layout.seq_len == 256 and ws.store.layout.total_len == 600
     assert ws.n_records() == run_record_count(blocks) == 3 * 7
     app.frame()
-    shown = ws.shown()
+    shown = ws.inspect.shown()
     assert shown.seq_len == 600 and shown.n_masked == 0 and "block 3 of 3" in dpg.get_value(app.canvas._info)
     assert app.canvas.layout.seq_len == 600
     set_slider(app, 8)  # block 2's first prediction: block 1 finished, block 3 not started
-    shown = ws.shown()
+    shown = ws.inspect.shown()
     tokens = shown.get("tokens")
     assert (tokens[:256] != ws.vocab.mask_id).all() and (tokens[512:] == ws.vocab.mask_id).all()
-    info = ws.token_info(300)  # a position of block 2, from its own records
+    info = ws.inspect.token_info(300)  # a position of block 2, from its own records
     assert info is not None and info.pos == 300 and info.candidates
-    assert ws.token_info(550).sampled_label.startswith("block 3 has not started")
+    assert ws.inspect.token_info(550).sampled_label.startswith("block 3 has not started")
 
 
 def test_a_step_switch_makes_the_same_calls_whatever_the_rows_shown(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -707,11 +707,11 @@ def test_a_step_switch_makes_the_same_calls_whatever_the_rows_shown(app: App, mo
     from dpgviz.bench.synthetic import synthetic_store, synthetic_vocab
 
     ws, vocab = app.workspace, synthetic_vocab()
-    ws.compare, ws.preview = None, None  # what earlier tests may have left open
+    ws.compare.pair, ws.inspect.preview = None, None  # what earlier tests may have left open
     app.view.pinned.clear()
     app.view.clear_selection()
     app.view.hover_pos = None  # no tooltip: it redraws its 8 candidate bars per record (8, not per row)
-    ws.show_store(synthetic_store(65536, 4, vocab=vocab), vocab)
+    ws.doc.show_store(synthetic_store(65536, 4, vocab=vocab), vocab)
     for _ in range(3):  # showing a store fits the zoom once; let that pass before zooming by hand
         app.frame()
     counts = {}
@@ -792,7 +792,7 @@ def test_a_strategy_comparison_opens_side_by_side(app: App, models_dir: Path, tm
 
     ws = app.workspace
     if ws.is_running:
-        ws.stop()
+        ws.runs.stop()
         run_until(app, lambda: not ws.is_running, timeout_s=30)
     path = tmp_path / "cmp.dpgviz"
     root = Path(__file__).resolve().parents[1]
@@ -802,11 +802,11 @@ def test_a_strategy_comparison_opens_side_by_side(app: App, models_dir: Path, tm
         capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr
-    assert ws.open(path)
+    assert ws.files.open(path)
     app.frame()
-    labels = [ws.store.branches[b].label for b in ws.compare]
+    labels = [ws.store.branches[b].label for b in ws.compare.pair]
     assert labels == ["llada", "margin"] and app.compare_view.is_shown
-    assert ws.view.branch == ws.compare[0]
+    assert ws.view.branch == ws.compare.pair[0]
     app.frame()
     view = app.compare_view
     titles = dpg.get_item_configuration(view.pickers[1])["items"]
@@ -814,11 +814,11 @@ def test_a_strategy_comparison_opens_side_by_side(app: App, models_dir: Path, tm
     entropy = next(t for t in titles if t.endswith("entropy"))
     view._picker_callback(1)(view.pickers[1], entropy)  # the right pane's combo: any other run
     app.frame()
-    assert [ws.store.branches[b].label for b in ws.compare] == ["llada", "entropy"]
-    assert view.panes[1].shown_row in ws.rows(ws.compare[1])
-    view.pick(0, ws.compare[1])  # the other pane's branch: the two swap
+    assert [ws.store.branches[b].label for b in ws.compare.pair] == ["llada", "entropy"]
+    assert view.panes[1].shown_row in ws.rows(ws.compare.pair[1])
+    view.pick(0, ws.compare.pair[1])  # the other pane's branch: the two swap
     app.frame()
-    assert [ws.store.branches[b].label for b in ws.compare] == ["entropy", "llada"]
+    assert [ws.store.branches[b].label for b in ws.compare.pair] == ["entropy", "llada"]
     app.compare_view.close()
     app.frame()
 
@@ -836,9 +836,9 @@ def test_compare_strategies_window_runs_the_ticked_ones_side_by_side(app: App, m
     for name, box in picker.boxes.items():
         dpg.set_value(box, name in ("seed", "origin"))
     assert picker.run() and not dpg.is_item_shown(picker.window)
-    run_until(app, lambda: not ws.is_running and ws._strategy_queue is None, timeout_s=120)
+    run_until(app, lambda: not ws.is_running and ws.compare.queue is None, timeout_s=120)
     assert app.compare_view.is_shown
-    assert [ws.store.branches[b].label for b in ws.compare] == ["seed", "origin"]
+    assert [ws.store.branches[b].label for b in ws.compare.pair] == ["seed", "origin"]
     shot(app, "7-compare-strategies")
     app.compare_view.close()
     app.frame()

@@ -51,7 +51,7 @@ def app(tmp_path_factory: pytest.TempPathFactory):
     (ckpt.parent / "input.txt").write_text(TEXT, encoding="utf-8")  # the nanoGPT layout: beside meta.pkl
     app = App(models_dir=str(ckpt.parent.parent), autoload=False, width=1500, height=940).build()
     app.frame()
-    app.workspace.load_model(ModelEntry("tiny", ckpt, ckpt.with_name("meta.pkl")))
+    app.workspace.runs.load_model(ModelEntry("tiny", ckpt, ckpt.with_name("meta.pkl")))
     run_until(app, lambda: app.workspace.model_info is not None)
     yield app
     app.close()
@@ -171,7 +171,7 @@ def test_scenario_2_small_batch_table_plot_csv(app, shots: Path, tmp_path: Path)
     assert dpg.get_value(ex.w["progress"]) == 1.0
     grab(app, shots / "explore-batch.png")
     dpg.set_value(ex.w["csv_path"], str(tmp_path / "batch.csv"))
-    assert app.workspace.export_batch_csv(dpg.get_value(ex.w["csv_path"]))
+    assert app.workspace.explore.export_batch_csv(dpg.get_value(ex.w["csv_path"]))
     assert len((tmp_path / "batch.csv").read_text().splitlines()) == 7
     # The save dialog's pick writes the table there and shows the path.
     ex._on_csv_picked(ex.w["csv_dialog"], {"file_path_name": str(tmp_path / "picked.csv")})

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from dpgviz.app.view_state import ViewState
 from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_NEW, FLAG_PROTECTED, FLAG_REMASKED
 from dpgviz.gui import palette
 from dpgviz.gui.layout import (
@@ -21,7 +22,6 @@ from dpgviz.gui.layout import (
     visible_rows,
     wrap,
 )
-from dpgviz.gui.view_state import ViewState
 
 
 # -- layout ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ level, inside functions and under `if TYPE_CHECKING:` alike.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,27 +81,50 @@ def test_benchmarks_live_only_in_the_bench_package() -> None:
 
 
 def test_only_the_app_imports_the_window_and_it_imports_the_workspace(graph: dict[str, set[str]]) -> None:
-    assert "dpgviz.gui.workspace" in graph["dpgviz.gui.app"]
+    assert "dpgviz.app.workspace" in graph["dpgviz.gui.app"]
     importers = {m for m, deps in graph.items() if "dpgviz.gui.app" in deps}
     assert importers <= {"dpgviz.cli", "dpgviz.bench.gui", "dpgviz.bench.scrub"}, importers  # entry points
 
 
-def test_the_workspace_never_imports_dearpygui_or_torch() -> None:
-    source = (PACKAGE / "gui" / "workspace.py").read_text(encoding="utf-8")
-    names = {
-        a.name.split(".")[0]
-        for node in ast.walk(ast.parse(source))
-        if isinstance(node, ast.Import)
-        for a in node.names
-    } | {
+APP = PACKAGE / "app"
+# app/ is the window-free application: numpy, the standard library and these dpgviz layers only.
+APP_MAY_IMPORT = ("dpgviz.app", "dpgviz.core", "dpgviz.store", "dpgviz.ipc",
+                  "dpgviz.export")  # export: Pillow, imported inside the export job only (app.files)
+
+
+def _third_party(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    names |= {
         node.module.split(".")[0]
-        for node in ast.walk(ast.parse(source))
-        if isinstance(node, ast.ImportFrom) and node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
     }
-    assert not names & {"dearpygui", "torch"}
-    engine = {
-        node.module
-        for node in ast.walk(ast.parse(source))
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dpgviz.engine")
-    }
-    assert not engine
+    return {n for n in names if n not in sys.stdlib_module_names and n != "dpgviz"}
+
+
+@pytest.mark.parametrize("path", sorted(APP.glob("*.py")), ids=lambda p: p.name)
+def test_the_app_layer_imports_numpy_core_store_ipc_only(path: Path) -> None:
+    assert _third_party(path) <= {"numpy"}, path.name  # never dearpygui, torch, transformers
+    bad = sorted(m for m in imports_of(path) if m.startswith("dpgviz") and not m.startswith(APP_MAY_IMPORT))
+    assert not bad, f"{path.name} imports {bad}: app/ never imports dpgviz.engine or dpgviz.gui"
+
+
+@pytest.mark.parametrize("path", sorted(APP.glob("*.py")), ids=lambda p: p.name)
+def test_app_modules_stay_small_and_compose_parts(path: Path) -> None:
+    lines = path.read_text(encoding="utf-8").count("\n")
+    assert lines <= 500, f"{path.name}: {lines} lines"
+    allowed = {"Protocol", "Generic", "Exception", "RuntimeError", "ValueError", "Enum"}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ClassDef):
+            bases = [ast.unparse(b).split(".")[-1].split("[")[0] for b in node.bases]
+            mixed = [b for b in bases if b not in allowed]
+            assert len(mixed) <= 1, f"{path.name}: class {node.name}({', '.join(bases)}) has more than one base"
+
+
+def test_the_local_worker_client_is_a_run_source() -> None:
+    from dpgviz.app.source import RunSource
+    from dpgviz.ipc.client import WorkerClient
+
+    assert isinstance(WorkerClient(), RunSource)  # runtime_checkable: every method and property is there
+    assert not isinstance(object(), RunSource)

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from model_data import tiny_checkpoint
 
+from dpgviz.app.notices import ModelReady, Said, SettingsRestored, StoreShown
+from dpgviz.app.workspace import Workspace
 from dpgviz.core.discovery import ModelEntry
 from dpgviz.core.records import record_count
 from dpgviz.core.settings import GenerationSettings
-from dpgviz.gui.workspace import ModelReady, Said, SettingsRestored, StoreShown, Workspace
 from dpgviz.store.session import open_session
 
 SHORT = GenerationSettings(length=60, steps=4, seed=2)
@@ -32,10 +33,10 @@ def entry(tmp_path_factory: pytest.TempPathFactory) -> ModelEntry:
 @pytest.fixture(scope="module")
 def ws(entry: ModelEntry):
     workspace = Workspace(device="cpu")
-    workspace.load_model(entry)
+    workspace.runs.load_model(entry)
     until(workspace, lambda: workspace.model_info is not None)
     yield workspace
-    client = workspace.client
+    client = workspace.runs.source
     workspace.close()
     assert client is None or not client.is_alive
 
@@ -55,15 +56,15 @@ def until(ws: Workspace, condition: Callable[[], bool], timeout_s: float = 60.0)
 
 def test_loading_reports_the_model(entry: ModelEntry) -> None:
     with Workspace(device="cpu") as ws:
-        ws.load_model(entry)
-        assert ws.is_loading and not ws.can_run
+        ws.runs.load_model(entry)
+        assert ws.runs.is_loading and not ws.runs.can_run
         seen = until(ws, lambda: ws.model_info is not None)
-        assert ws.can_run and ws.model_info.block_size == 128 and ws.model_info.device == "cpu"
+        assert ws.runs.can_run and ws.model_info.block_size == 128 and ws.model_info.device == "cpu"
         assert any(isinstance(n, ModelReady) and n.info == ws.model_info for n in seen)
 
 
 def test_start_runs_to_the_end_and_follows_live(ws: Workspace) -> None:
-    assert ws.start(SHORT)
+    assert ws.runs.start(SHORT)
     first = ws.take_notices()
     assert any(isinstance(n, StoreShown) and n.seq_len == SHORT.length for n in first)
     seen = until(ws, lambda: not ws.is_running)
@@ -75,14 +76,14 @@ def test_start_runs_to_the_end_and_follows_live(ws: Workspace) -> None:
 
 
 def test_continue_forks_a_child_branch_with_the_parents_tokens(ws: Workspace) -> None:
-    ws.start(SHORT)
+    ws.runs.start(SHORT)
     until(ws, lambda: not ws.is_running)
     parent = ws.view.branch
     parent_rows = list(ws.rows())
     before = {name: ws.store.column(name)[parent_rows].copy() for name in ws.store.columns}
     ws.view.record = 4  # a remask record: iteration 1's state
     fork_tokens = ws.store.get("tokens", parent_rows[4]).copy()
-    assert ws.continue_from(SHORT)
+    assert ws.runs.continue_from(SHORT)
     until(ws, lambda: not ws.is_running)
     child = ws.store.branches[ws.view.branch]
     assert child.parent == parent and child.fork_record == 4
@@ -93,44 +94,44 @@ def test_continue_forks_a_child_branch_with_the_parents_tokens(ws: Workspace) ->
 
 
 def test_continue_refuses_a_changed_length(ws: Workspace) -> None:
-    ws.start(SHORT)
+    ws.runs.start(SHORT)
     until(ws, lambda: not ws.is_running)
     n_branches = len(ws.store.branch_order)
-    assert not ws.continue_from(GenerationSettings(length=SHORT.length + 1, steps=SHORT.steps))
+    assert not ws.runs.continue_from(GenerationSettings(length=SHORT.length + 1, steps=SHORT.steps))
     assert "length must stay" in ws.take_notices()[-1].text
     assert len(ws.store.branch_order) == n_branches
 
 
 def test_stop_ends_a_long_run_early(ws: Workspace) -> None:
     long = GenerationSettings(length=100, steps=300, seed=1)
-    ws.start(long)
+    ws.runs.start(long)
     until(ws, lambda: ws.n_records() >= 4)
-    ws.stop()
+    ws.runs.stop()
     seen = until(ws, lambda: not ws.is_running, timeout_s=30)
     assert 4 <= ws.n_records() < record_count(long.steps)
     assert any(isinstance(n, Said) and n.text.startswith("Stopped") for n in seen)
 
 
 def test_save_and_open_again_round_trips_every_branch(ws: Workspace, tmp_path: Path) -> None:
-    ws.start(SHORT)
+    ws.runs.start(SHORT)
     until(ws, lambda: not ws.is_running)
     ws.view.record = 2
-    ws.continue_from(SHORT)
+    ws.runs.continue_from(SHORT)
     until(ws, lambda: not ws.is_running)
     store = ws.store
     count, tree = len(store), store.tree()
     columns = {name: store.column(name).copy() for name in store.columns}
     path = tmp_path / "run.dpgviz"
-    assert ws.save(path)
+    assert ws.files.save(path)
     ws.wait_for_job()
-    assert ws.path == path and path.is_file()
+    assert ws.doc.path == path and path.is_file()
     assert not ws.take_notices()[-1].is_error
 
     with Workspace(device="cpu") as other:  # a second window-free app opens it without a model
-        assert other.open(path)
+        assert other.files.open(path)
         seen = other.take_notices()
         assert any(isinstance(n, SettingsRestored) for n in seen)
-        assert other.model_info is None and other.session is not None
+        assert other.model_info is None and other.doc.session is not None
         assert len(other.store) == count and other.store.tree() == tree
         for name, col in columns.items():
             assert np.array_equal(other.store.column(name), col, equal_nan=col.dtype.kind == "f"), name
@@ -141,15 +142,15 @@ def test_save_and_open_again_round_trips_every_branch(ws: Workspace, tmp_path: P
 
 def test_saving_while_a_run_appends_writes_the_snapshot(ws: Workspace, tmp_path: Path) -> None:
     long = GenerationSettings(length=100, steps=400, seed=4)
-    ws.start(long)
+    ws.runs.start(long)
     until(ws, lambda: ws.n_records() >= 6)
     path = tmp_path / "live.dpgviz"
-    assert ws.save(path)  # the snapshot is taken now; the run keeps appending meanwhile
-    job = ws.job
+    assert ws.files.save(path)  # the snapshot is taken now; the run keeps appending meanwhile
+    job = ws.jobs.job
     snapshot_count = job is not None and len(ws.store)
-    until(ws, lambda: ws.job is None, timeout_s=60)
+    until(ws, lambda: ws.jobs.job is None, timeout_s=60)
     grown = len(ws.store)
-    ws.stop()
+    ws.runs.stop()
     until(ws, lambda: not ws.is_running, timeout_s=30)
     with open_session(path) as saved:
         n = len(saved.store)
@@ -161,12 +162,12 @@ def test_saving_while_a_run_appends_writes_the_snapshot(ws: Workspace, tmp_path:
 
 
 def test_open_failure_keeps_what_is_shown(ws: Workspace, tmp_path: Path) -> None:
-    ws.start(SHORT)
+    ws.runs.start(SHORT)
     until(ws, lambda: not ws.is_running)
     store, shown = ws.store, ws.n_records()
     bad = tmp_path / "bad.dpgviz"
     bad.write_bytes(b"\x89DPGVIZ\n" + b"\0" * 10)
-    assert not ws.open(bad)
+    assert not ws.files.open(bad)
     note = ws.take_notices()[-1]
     assert note.is_error and "Cannot open" in note.text
     assert ws.store is store and ws.n_records() == shown
@@ -174,19 +175,19 @@ def test_open_failure_keeps_what_is_shown(ws: Workspace, tmp_path: Path) -> None
 
 def test_start_without_a_model_says_so() -> None:
     with Workspace(device="cpu") as ws:
-        assert not ws.start(SHORT)
+        assert not ws.runs.start(SHORT)
         assert ws.take_notices() == [Said("Load a model first.", True)]
         assert ws.store is None
 
 
 def test_comparing_strategies_runs_them_as_siblings_and_opens_the_compare_view(ws: Workspace) -> None:
-    from dpgviz.gui.workspace import CompareShown
+    from dpgviz.app.notices import CompareShown
 
-    assert not ws.compare_strategies(SHORT, ["llada"])  # one is no comparison
-    assert ws.compare_strategies(SHORT, ["llada", "margin", "entropy"])
-    seen = until(ws, lambda: not ws.is_running and ws._strategy_queue is None, timeout_s=120)
+    assert not ws.compare.strategies(SHORT, ["llada"])  # one is no comparison
+    assert ws.compare.strategies(SHORT, ["llada", "margin", "entropy"])
+    seen = until(ws, lambda: not ws.is_running and ws.compare.queue is None, timeout_s=120)
     store = ws.store
-    root = ws.compare[0]
+    root = ws.compare.pair[0]
     assert store.branches[root].label == "llada" and store.branches[root].parent is None
     children = store.children(root)
     assert [store.branches[c].label for c in children] == ["margin", "entropy"]
@@ -195,17 +196,17 @@ def test_comparing_strategies_runs_them_as_siblings_and_opens_the_compare_view(w
         assert b.fork_record == 0 and b.settings["strategy"] == b.label
         kinds = [store.kind(int(r)) for r in store.history(child)]
         assert kinds[0] == "initial" and kinds[-1] == "final" and len(kinds) == record_count(SHORT.steps)
-    assert ws.compare == (root, children[0]) and any(isinstance(n, CompareShown) for n in seen)
-    ws.compare = None
+    assert ws.compare.pair == (root, children[0]) and any(isinstance(n, CompareShown) for n in seen)
+    ws.compare.pair = None
 
 
 def test_stopping_a_strategy_comparison_runs_nothing_more(ws: Workspace) -> None:
     long = GenerationSettings(length=120, steps=40, seed=1)
-    assert ws.compare_strategies(long, ["llada", "margin"])
+    assert ws.compare.strategies(long, ["llada", "margin"])
     n_branches = len(ws.store.branch_order)
-    ws.stop()
+    ws.runs.stop()
     until(ws, lambda: not ws.is_running)
     for _ in range(20):
         ws.update(0.01)
-    assert ws._strategy_queue is None and not ws.is_running
+    assert ws.compare.queue is None and not ws.is_running
     assert len(ws.store.branch_order) == n_branches  # margin never started

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from test_workspace import entry, until  # noqa: F401  (the tiny-model fixture)
 
+from dpgviz.app.compare import matching_record
+from dpgviz.app.notices import ModelOffered
+from dpgviz.app.workspace import Workspace
 from dpgviz.core.records import FLAG_EDITED, FLAG_PROTECTED, record_count
 from dpgviz.core.settings import GenerationSettings
-from dpgviz.gui.workspace import ModelOffered, Workspace, matching_record
 from dpgviz.store.session import open_session
 
 SHORT = GenerationSettings(length=60, steps=6, seed=2)
@@ -20,14 +22,14 @@ SHORT = GenerationSettings(length=60, steps=6, seed=2)
 @pytest.fixture(scope="module")
 def ws(entry):  # noqa: F811
     workspace = Workspace(device="cpu")
-    workspace.load_model(entry)
+    workspace.runs.load_model(entry)
     until(workspace, lambda: workspace.model_info is not None)
     yield workspace
     workspace.close()
 
 
 def fresh_run(ws: Workspace) -> str:
-    assert ws.start(SHORT)
+    assert ws.runs.start(SHORT)
     until(ws, lambda: not ws.is_running)
     ws.take_notices()
     return ws.view.branch
@@ -49,7 +51,7 @@ def test_an_edit_forks_a_branch_shown_before_anything_runs(ws: Workspace) -> Non
     fork_tokens = ws.store.get("tokens", ws.current_row()).copy()
     ws.view.select_tokens(10)
     ws.view.drag_to(14)
-    assert ws.edit("mask")
+    assert ws.edits.edit("mask")
     child = ws.store.branches[ws.view.branch]
     assert child.parent == parent and child.fork_record == 6 and len(child.rows) == 1
     assert ws.n_records() == 8  # the parent's records 0..6, then the edit
@@ -69,11 +71,11 @@ def test_more_edits_amend_the_same_unrun_branch(ws: Workspace) -> None:
     ws.view.record = ws.n_records() - 1
     ws.view.select_tokens(0)
     ws.view.drag_to(4)
-    assert ws.edit("replace", "Hello")
+    assert ws.edits.edit("replace", "Hello")
     branch, n_branches = ws.view.branch, len(ws.store.branch_order)
     ws.view.select_tokens(0)
     ws.view.drag_to(4)
-    assert ws.edit("protect")
+    assert ws.edits.edit("protect")
     assert ws.view.branch == branch and len(ws.store.branch_order) == n_branches
     assert [e["op"] for e in ws.store.branches[branch].edits] == ["replace", "protect"]
     row = ws.current_row()
@@ -86,7 +88,7 @@ def test_text_outside_the_vocabulary_is_refused_by_name_and_nothing_changes(ws: 
     n_branches, shown = len(ws.store.branch_order), ws.current_row()
     ws.view.select_tokens(3)
     ws.view.drag_to(8)
-    assert not ws.edit("replace", "h€llé")
+    assert not ws.edits.edit("replace", "h€llé")
     note = ws.take_notices()[-1]
     assert note.is_error and "'€'" in note.text and "'é'" in note.text
     assert len(ws.store.branch_order) == n_branches and ws.current_row() == shown
@@ -98,16 +100,16 @@ def test_restart_runs_the_edit_and_keeps_protected_text(ws: Workspace) -> None:
     ws.view.record = 4  # remask of iteration 1: the restart begins at iteration 2
     ws.view.select_tokens(20)
     ws.view.drag_to(24)
-    assert ws.edit("replace", "crown")
+    assert ws.edits.edit("replace", "crown")
     ws.view.select_tokens(20)
     ws.view.drag_to(24)
-    assert ws.edit("protect")
+    assert ws.edits.edit("protect")
     ws.view.select_tokens(40)
     ws.view.drag_to(49)
-    assert ws.edit("mask")
+    assert ws.edits.edit("mask")
     child = ws.view.branch
     settings = GenerationSettings(length=SHORT.length, steps=SHORT.steps, seed=9, temperature=1.3, strategy="random")
-    assert ws.restart(settings)
+    assert ws.edits.restart(settings)
     until(ws, lambda: not ws.is_running)
     own = ws.store.branches[child].rows
     kinds = [ws.store.kind(r) for r in own]
@@ -125,7 +127,7 @@ def test_restart_runs_the_edit_and_keeps_protected_text(ws: Workspace) -> None:
 def test_restart_from_an_unedited_record_forks_like_continue(ws: Workspace) -> None:
     parent = fresh_run(ws)
     ws.view.record = 2
-    assert ws.restart(SHORT)
+    assert ws.edits.restart(SHORT)
     until(ws, lambda: not ws.is_running)
     child = ws.store.branches[ws.view.branch]
     assert child.parent == parent and child.fork_record == 2
@@ -133,13 +135,13 @@ def test_restart_from_an_unedited_record_forks_like_continue(ws: Workspace) -> N
 
 
 def test_editing_during_a_run_stops_it_and_says_so(ws: Workspace) -> None:
-    ws.start(GenerationSettings(length=60, steps=300, seed=1))
+    ws.runs.start(GenerationSettings(length=60, steps=300, seed=1))
     until(ws, lambda: ws.n_records() >= 5)
     ws.view.follow_live = False
     ws.view.record = 3
     ws.view.select_tokens(0)
     ws.view.drag_to(2)
-    assert ws.edit("mask")
+    assert ws.edits.edit("mask")
     assert any("stopped" in n.text for n in ws.take_notices() if hasattr(n, "text"))
     until(ws, lambda: not ws.is_running, timeout_s=30)
     assert ws.store.kind(ws.current_row()) == "edit"
@@ -148,22 +150,22 @@ def test_editing_during_a_run_stops_it_and_says_so(ws: Workspace) -> None:
 def test_edits_in_a_session_opened_without_a_model_are_saved(ws: Workspace, tmp_path) -> None:
     fresh_run(ws)
     path = tmp_path / "run.dpgviz"
-    ws.save(path)
+    ws.files.save(path)
     ws.wait_for_job()
     with Workspace(device="cpu") as other:
-        assert other.open(path)
+        assert other.files.open(path)
         other.wait_for_job()
         other.view.record = 3
         other.view.select_tokens(5)
         other.view.drag_to(9)
-        assert other.edit("mask")
+        assert other.edits.edit("mask")
         edited_branch = other.view.branch
-        assert not other.restart(SHORT)  # no model: it says which, and offers it
+        assert not other.edits.restart(SHORT)  # no model: it says which, and offers it
         notices = other.take_notices()
-        assert any(isinstance(n, ModelOffered) and n.path == other.session.model_path for n in notices)
-        assert "Restarting needs a model" in notices[-1].text and other.session.model_path in notices[-1].text
+        assert any(isinstance(n, ModelOffered) and n.path == other.doc.session.model_path for n in notices)
+        assert "Restarting needs a model" in notices[-1].text and other.doc.session.model_path in notices[-1].text
         out = tmp_path / "edited.dpgviz"
-        other.save(out)
+        other.files.save(out)
         other.wait_for_job()
     with open_session(out) as saved:
         branch = saved.store.branches[edited_branch]
@@ -175,15 +177,15 @@ def test_edits_in_a_session_opened_without_a_model_are_saved(ws: Workspace, tmp_
 def test_compare_follows_the_shown_iteration(ws: Workspace) -> None:
     first = fresh_run(ws)
     second = fresh_run(ws)
-    assert ws.start_compare(first, second)
+    assert ws.compare.start(first, second)
     assert ws.view.branch == first
     for record in (0, 3, 7, ws.n_records() - 1):
         ws.view.record = record
-        left, right = ws.compare_rows()
+        left, right = ws.compare.rows()
         store = ws.store
         assert store.columns["iteration"][left] == store.columns["iteration"][right]
         assert store.columns["kind"][left] == store.columns["kind"][right]
-    assert not ws.start_compare(first, first)
+    assert not ws.compare.start(first, first)
 
 
 def test_matching_record_falls_back_to_the_last_earlier_iteration() -> None:
@@ -199,15 +201,15 @@ def test_delete_removes_descendants_and_shows_the_parent(ws: Workspace) -> None:
     root = fresh_run(ws)
     ws.view.record = 2
     ws.view.select_tokens(1)
-    ws.edit("mask")
+    ws.edits.edit("mask")
     child = ws.view.branch
     ws.view.select_tokens(2)
     ws.view.record = ws.n_records() - 2  # a record before the edit: a fork of the parent's part... of the child
-    ws.edit("mask")
+    ws.edits.edit("mask")
     grandchild = ws.view.branch
     assert ws.store.branches[grandchild].parent == child
-    ws.rename_branch(child, "  my edit ")
+    ws.edits.rename_branch(child, "  my edit ")
     assert ws.store.branches[child].label == "my edit"
-    assert ws.delete_branch(child)
+    assert ws.edits.delete_branch(child)
     assert child not in ws.store.branches and grandchild not in ws.store.branches
     assert ws.view.branch == root

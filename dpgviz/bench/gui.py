@@ -71,7 +71,7 @@ def measure(tokens: int, steps: int, frames: int, switch_sizes: tuple[int, ...])
 
         vocab = synthetic_vocab()
         store = synthetic_store(tokens, steps, vocab=vocab)
-        app.workspace.show_store(store, vocab)
+        app.workspace.doc.show_store(store, vocab)
         n = app.workspace.n_records()
         for _ in range(5):
             app.frame()
@@ -100,7 +100,7 @@ def measure(tokens: int, steps: int, frames: int, switch_sizes: tuple[int, ...])
 
         for size in switch_sizes:
             store = synthetic_store(size, 20, vocab=vocab)
-            app.workspace.show_store(store, vocab)
+            app.workspace.doc.show_store(store, vocab)
             n = app.workspace.n_records()
             for _ in range(3):
                 app.frame()
@@ -111,7 +111,7 @@ def measure(tokens: int, steps: int, frames: int, switch_sizes: tuple[int, ...])
                 for i in range(min(frames, 200)):
                     app.view.select(i % n, n)
                     t = time.perf_counter()
-                    app.canvas.refresh(app.workspace.shown(), app.view)
+                    app.canvas.refresh(app.workspace.inspect.shown(), app.view)
                     samples.append(time.perf_counter() - t)
                     app.frame()
                 name = f"switch_py_ms[{size}{',' + mode_key if mode_key != 'state' else ''}{',text' if text_mode else ''}]"

@@ -63,7 +63,7 @@ def measure(tokens: int, steps: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     try:
         ws, view = app.workspace, app.view
-        ws.show_store(store, vocab)
+        ws.doc.show_store(store, vocab)
         n = ws.n_records()
         for _ in range(5):  # settle the layout, the fit, the fonts
             app.frame()

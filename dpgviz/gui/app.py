@@ -4,7 +4,7 @@
 
 `App` owns the Dear PyGui context, the viewport, the frame loop and the panels
 (settings, canvas, timeline, status, legend, File menu). The app's state lives in a
-window-free `gui.workspace.Workspace`: panels and the File menu get the workspace,
+window-free `app.workspace.Workspace`: panels and the File menu get the workspace,
 never the App, and the workspace reports back through notices that `update` shows.
 Callbacks run on the loop thread (`manual_callback_management`) and only change the
 view state or call a workspace operation; the loop (`frame`) is the only mover. Tests
@@ -12,7 +12,7 @@ drive it frame by frame:
 
     app = App(models_dir=..., autoload=False).build()
     app.frame()                      # callbacks + poll + refresh + render
-    app.workspace.load_model(entry); app.settings.start(); ...
+    app.workspace.runs.load_model(entry); app.settings.start(); ...
     app.close()
 
 Never imports torch or dpgviz.engine: the worker process owns the model.
@@ -27,23 +27,7 @@ from typing import TYPE_CHECKING
 
 import dearpygui.dearpygui as dpg
 
-from dpgviz.core.discovery import default_model_entry, given_model_entry
-from dpgviz.gui import palette
-from dpgviz.gui.branches import BranchPanel
-from dpgviz.gui.canvas import ZOOM_RANGE, TokenCanvas
-from dpgviz.gui.compare_view import CompareView
-from dpgviz.gui.edit_bar import EditBar
-from dpgviz.gui.explorer import ExplorerWindow
-from dpgviz.gui.files import SessionFiles
-from dpgviz.gui.inspector import HoverTip, InspectorPanel
-from dpgviz.gui.keys import chord, help_text
-from dpgviz.gui.pacing import FramePacer
-from dpgviz.gui.plots import OverviewPanel, RunPlots
-from dpgviz.gui.settings_panel import PANEL_WIDTH, SettingsPanel
-from dpgviz.gui.status import Legend, StatusBar
-from dpgviz.gui.theme import dark_theme, load_fonts
-from dpgviz.gui.timeline import TimelinePanel
-from dpgviz.gui.workspace import (
+from dpgviz.app.notices import (
     CompareShown,
     LoadProgress,
     ModelOffered,
@@ -52,11 +36,28 @@ from dpgviz.gui.workspace import (
     Said,
     SettingsRestored,
     StoreShown,
-    Workspace,
 )
+from dpgviz.app.workspace import Workspace
+from dpgviz.core.discovery import default_model_entry, given_model_entry
+from dpgviz.gui import palette
+from dpgviz.gui.branches import BranchPanel
+from dpgviz.gui.canvas import ZOOM_RANGE, TokenCanvas
+from dpgviz.gui.compare_view import CompareView
+from dpgviz.gui.edit_bar import EditBar
+from dpgviz.gui.explorer import ExplorerWindow
+from dpgviz.gui.files import SessionFiles
+from dpgviz.gui.input import Input
+from dpgviz.gui.inspector import HoverTip, InspectorPanel
+from dpgviz.gui.keys import help_text
+from dpgviz.gui.pacing import FramePacer
+from dpgviz.gui.plots import OverviewPanel, RunPlots
+from dpgviz.gui.settings_panel import PANEL_WIDTH, SettingsPanel
+from dpgviz.gui.status import Legend, StatusBar
+from dpgviz.gui.theme import dark_theme, load_fonts
+from dpgviz.gui.timeline import TimelinePanel
 
 if TYPE_CHECKING:
-    from dpgviz.ipc.client import WorkerClient
+    from dpgviz.app.source import RunSource
 
 log = logging.getLogger(__name__)
 
@@ -64,26 +65,6 @@ TITLE = "dpgviz - masked diffusion visualizer"
 TIMELINE_PX = 40
 STATUS_PX = 34
 BRANCHES_PX = 330  # the side panel on the right: branches, inspector, plots, overview
-SCROLL_ROWS_PER_NOTCH = 3
-
-# Keys the app listens to (chord names in gui.keys); modifiers are read when one is pressed.
-KEYS = {
-    "left": dpg.mvKey_Left,
-    "right": dpg.mvKey_Right,
-    "home": dpg.mvKey_Home,
-    "end": dpg.mvKey_End,
-    "space": dpg.mvKey_Spacebar,
-    "enter": dpg.mvKey_Return,
-    "escape": dpg.mvKey_Escape,
-    "a": dpg.mvKey_A,
-    "m": dpg.mvKey_M,
-    "p": dpg.mvKey_P,
-    "r": dpg.mvKey_R,
-    "u": dpg.mvKey_U,
-    "i": dpg.mvKey_I,
-    **{str(k): getattr(dpg, f"mvKey_{k}") for k in range(1, 9)},
-}
-
 
 class App:
     """The whole window. One instance per process (Dear PyGui has one context)."""
@@ -97,7 +78,7 @@ class App:
         dtype: str = "auto",
         model: str | None = None,
         autoload: bool = True,
-        client_factory: Callable[[], WorkerClient] | None = None,
+        source_factory: Callable[[], RunSource] | None = None,
         width: int = 1440,
         height: int = 900,
     ) -> None:
@@ -106,7 +87,7 @@ class App:
         self.autoload = autoload
         self.model_entry = given_model_entry(model) if model else None  # --model: loaded instead of the default
         self.size = (width, height)
-        self.workspace = Workspace(device=device, dtype=dtype, client_factory=client_factory)
+        self.workspace = Workspace(device=device, dtype=dtype, source_factory=source_factory)
         self.view = self.workspace.view
         self.frame_count = 0
         self.fonts = None
@@ -127,13 +108,11 @@ class App:
         self.side_tabs: int | str = 0
         self.tabs: dict[str, int | str] = {}
         self.help_window: int | str = 0
-        self.actions = self._actions()  # chord -> action (gui.keys lists them)
-        self.is_dragging = False
+        self.input: Input | None = None  # keys and the canvas's mouse (gui.input); made in build()
         self.pacer: FramePacer | None = None  # set by run(): frames are paced (gui.pacing)
         self.window: int | str = 0
         self.file_menu: int | str = 0
         self.mode_combo = self.text_mode_box = self.zoom_slider = 0
-        self.key_handlers: dict[int, int | str] = {}
         self._last_frame_t = time.perf_counter()
         self._is_built = False
 
@@ -201,15 +180,12 @@ class App:
         self.explorer.build()
         self.hover_tip.build(self.canvas.plot_group)
 
-        with dpg.handler_registry():
-            for name, key in KEYS.items():
-                self.key_handlers[key] = dpg.add_key_press_handler(key, callback=self._on_key(name))
-            dpg.add_mouse_wheel_handler(callback=self._on_wheel)
-            dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Left, callback=self._on_click)
-            dpg.add_mouse_drag_handler(button=dpg.mvMouseButton_Left, threshold=1.0, callback=self._on_drag)
-            dpg.add_mouse_release_handler(button=dpg.mvMouseButton_Left, callback=self._on_release)
-            dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Right, callback=self._on_right_click)
-            dpg.add_mouse_move_handler(callback=self._on_mouse_move)
+        self.input = Input(
+            self.workspace, self.canvas, self.settings, self.edit_bar, self.hover_tip, self.compare_view,
+            show_inspector=lambda: dpg.set_value(self.side_tabs, self.tabs["Inspect"]),
+            show_zoom=lambda px: dpg.set_value(self.zoom_slider, px),
+        )
+        self.input.register()
         dpg.set_item_callback(self.canvas.scrollbar, lambda: self.canvas.on_scrollbar(self.view))
 
         dpg.set_primary_window(self.window, True)
@@ -224,9 +200,9 @@ class App:
     def start(self) -> None:
         """After the first frame: open a session (no model), or start the worker on the default model."""
         if self.session_path:
-            self.workspace.open(self.session_path)  # and offer its recorded model, if unchanged
+            self.workspace.files.open(self.session_path)  # and offer its recorded model, if unchanged
         elif self.autoload:
-            self.workspace.load_model(self.model_entry or default_model_entry())
+            self.workspace.runs.load_model(self.model_entry or default_model_entry())
 
     def run(self) -> None:
         """The frame loop, until the window is closed: paced, so an idle window sleeps (gui.pacing)."""
@@ -244,7 +220,7 @@ class App:
         """
         if self.pacer is None:
             ws = self.workspace
-            self.pacer = FramePacer(wait_fds=lambda: ws.client.wait_fds() if ws.client is not None else ())
+            self.pacer = FramePacer(wait_fds=lambda: ws.runs.source.wait_fds() if ws.runs.source is not None else ())
             self.pacer.start()
         return self.pacer
 
@@ -254,7 +230,7 @@ class App:
         A run or a model load is not busy: their events wake the loop (gui.pacing).
         """
         ws = self.workspace
-        return self.view.playing or ws.job is not None or ws.is_checking
+        return self.view.playing or ws.jobs.job is not None or ws.files.is_checking
 
     def close(self) -> None:
         """Stop the worker (a save in progress finishes first) and destroy the context."""
@@ -329,9 +305,10 @@ class App:
         """Push the current state into every panel (each skips what did not change); True if the canvas drew."""
         ws = self.workspace
         drew = self.canvas.refresh(
-            ws.shown(), self.view, highlight=ws.preview_changes(), extras=ws.cell_extras(self.view.color_mode)
+            ws.inspect.shown(), self.view, highlight=ws.inspect.preview_changes(),
+            extras=ws.inspect.cell_extras(self.view.color_mode),
         )
-        self.timeline.refresh(ws.store, self.view, ws.expected_records())
+        self.timeline.refresh(ws.store, self.view, ws.runs.expected_records())
         self.edit_bar.refresh()
         self.branches.refresh()
         self.compare_view.refresh(self.view.color_mode)
@@ -341,167 +318,24 @@ class App:
         self.run_plots.refresh()
         self.overview.refresh(self.view.color_mode)
         self.legend.show(self.view.color_mode)
-        self.settings.set_running(ws.is_running, ws.model_info is not None and not ws.is_loading)
+        self.settings.set_running(ws.is_running, ws.model_info is not None and not ws.runs.is_loading)
         info = ws.model_info
         progress, text = ws.progress()
         self.status.show(
-            info.name if info else ("loading..." if ws.is_loading else "none"),
+            info.name if info else ("loading..." if ws.runs.is_loading else "none"),
             f"{info.device} {info.dtype}" if info else "-",
-            ws.steps_per_s(),
+            ws.runs.steps_per_s(),
             progress,
             text,
         )
         return drew
 
-    # -- keys -------------------------------------------------------------------------
-    def _actions(self) -> dict[str, Callable[[], None]]:
-        """What each chord of gui.keys.SHORTCUTS does (Ctrl+O / Ctrl+S belong to the File menu)."""
-        view, ws = self.view, self.workspace
-        n = ws.n_records
-
-        def seq_len() -> int:
-            return ws.store.layout.seq_len if ws.store is not None else 0
-
-        def shift_step(delta: int) -> None:
-            if view.canvas_focus and view.selection() is not None:
-                view.extend_selection(delta, seq_len())
-            else:
-                view.step(delta, n())
-
-        def escape() -> None:
-            if ws.is_running:
-                ws.stop()
-            else:
-                view.clear_selection()
-
-        return {
-            "left": lambda: view.step(-1, n()),
-            "right": lambda: view.step(1, n()),
-            "shift+left": lambda: shift_step(-1),
-            "shift+right": lambda: shift_step(1),
-            "home": lambda: view.home(n()),
-            "end": lambda: view.end(n()),
-            "space": lambda: view.toggle_play(n()),
-            "ctrl+enter": self.settings.start,
-            "escape": escape,
-            "ctrl+r": self.settings.restart,
-            "ctrl+a": lambda: view.select_all(seq_len()),
-            "m": lambda: ws.edit("mask"),
-            "u": lambda: ws.edit("unmask"),
-            "p": lambda: ws.edit("protect"),
-            "shift+p": lambda: ws.edit("unprotect"),
-            "enter": self.edit_bar.focus_replace,
-            "i": self.pin_hovered,
-            **{str(k): self._candidate_picker(k) for k in range(1, 9)},
-        }
-
-    def _candidate_picker(self, k: int) -> Callable[[], None]:
-        """Key k (1-8): place candidate k of the hovered token there, as an edit."""
-
-        def pick() -> None:
-            info = self.hover_tip.info
-            if info is not None and k <= len(info.candidates):
-                self.workspace.pick_candidate(info.pos, info.candidates[k - 1][0])
-
-        return pick
-
-    def pin_hovered(self) -> None:
-        """Pin the token under the mouse in the inspector, and show the inspector."""
-        pos = self.view.hover_pos
-        if pos is not None:
-            self.view.pin(pos)
-            dpg.set_value(self.side_tabs, self.tabs["Inspect"])
-
+    # -- view callbacks (small: change the view state, then return) ------------------
     def _restart_with(self, temperature: float) -> None:
         """The preview's Run from here: the settings panel takes the temperature, then Restart."""
-        self.workspace.clear_preview()
+        self.workspace.inspect.clear_preview()
         dpg.set_value(self.settings.temperature, temperature)
         self.settings.restart()
-
-    def press(self, name: str) -> bool:
-        """Do what chord `name` does (key handlers and tests come here); False if it means nothing."""
-        action = self.actions.get(name)
-        if action is None:
-            return False
-        action()
-        return True
-
-    def _typing(self) -> bool:
-        """A text or number box has the keyboard: keys are its, not shortcuts."""
-        return any(dpg.is_item_active(item) for item in (*self.settings.input_items(), *self.edit_bar.input_items(),
-                                                           self.branches.name_input))
-
-    def _on_key(self, name: str) -> Callable[[], None]:
-        def on_key() -> None:
-            ctrl = dpg.is_key_down(dpg.mvKey_LControl) or dpg.is_key_down(dpg.mvKey_RControl)
-            shift = dpg.is_key_down(dpg.mvKey_LShift) or dpg.is_key_down(dpg.mvKey_RShift)
-            if not self._typing():
-                self.press(chord(name, ctrl, shift))
-
-        return on_key
-
-    # -- mouse on the canvas -------------------------------------------------------------
-    def pointer_down(self, x: float, y: float, shift: bool = False) -> None:
-        """A left click at viewport pixel (x, y): select the token there (shift: extend)."""
-        pos = self.canvas.pos_at_pixel(x, y)
-        self.view.canvas_focus = self.canvas.cell_at_pixel(x, y) is not None
-        if pos is None:
-            self.is_dragging = False
-            return
-        self.view.select_tokens(pos, extend=shift)
-        self.is_dragging = True
-
-    def pointer_move(self, x: float, y: float) -> None:
-        """The mouse moved with the button down: extend the selection to the token under it."""
-        if self.is_dragging:
-            pos = self.canvas.pos_at_pixel(x, y, clamp=True)
-            if pos is not None:
-                self.view.drag_to(pos)
-
-    def pointer_up(self) -> None:
-        self.is_dragging = False
-
-    def pointer_hover(self, x: float, y: float) -> None:
-        """The mouse is at viewport pixel (x, y): the token there is the tooltip's (None off the tokens)."""
-        self.view.hover_pos = self.canvas.pos_at_pixel(x, y)
-
-    def _on_mouse_move(self, sender: int, app_data: object) -> None:
-        x, y = dpg.get_mouse_pos(local=False)
-        self.view.hover_pos = self.canvas.pos_at_pixel(x, y) if self.canvas.is_hovered() else None
-
-    def _on_right_click(self, sender: int, button: int) -> None:
-        if self.canvas.is_hovered():
-            x, y = dpg.get_mouse_pos(local=False)
-            self.pointer_hover(x, y)
-            self.pin_hovered()
-
-    def _on_click(self, sender: int, button: int) -> None:
-        x, y = dpg.get_mouse_pos(local=False)
-        if self.canvas.is_hovered():
-            self.pointer_down(x, y, dpg.is_key_down(dpg.mvKey_LShift) or dpg.is_key_down(dpg.mvKey_RShift))
-        else:
-            self.view.canvas_focus = False
-
-    def _on_drag(self, sender: int, app_data: object) -> None:
-        if self.is_dragging:
-            x, y = dpg.get_mouse_pos(local=False)
-            self.pointer_move(x, y)
-
-    def _on_release(self, sender: int, button: int) -> None:
-        self.pointer_up()
-
-    # -- view callbacks (small: change the view state, then return) ------------------
-
-    def _on_wheel(self, sender: int, delta: int) -> None:
-        if self.compare_view.scroll_pane(-int(delta) * SCROLL_ROWS_PER_NOTCH):
-            return
-        if not self.canvas.is_hovered():
-            return
-        if dpg.is_key_down(dpg.mvKey_LControl) or dpg.is_key_down(dpg.mvKey_RControl):
-            self.canvas.zoom(self.view, self.view.font_px + int(delta))
-            dpg.set_value(self.zoom_slider, self.view.font_px)
-        else:
-            self.canvas.scroll_by(self.view, -int(delta) * SCROLL_ROWS_PER_NOTCH)
 
     def _on_zoom(self, sender: int, value: int) -> None:
         self.canvas.zoom(self.view, value)

@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import dearpygui.dearpygui as dpg
 
+from dpgviz.app.workspace import Workspace
 from dpgviz.gui.status import INFO_COLOR, Cached
-from dpgviz.gui.workspace import Workspace
 from dpgviz.store.step_store import Branch, StepStore
 
 TITLE_COLOR = (140, 180, 255)
@@ -89,12 +89,12 @@ class BranchPanel:
     def _rename(self) -> None:
         ws = self.workspace
         if ws.view.branch is not None:
-            ws.rename_branch(ws.view.branch, str(dpg.get_value(self.name_input)))
+            ws.edits.rename_branch(ws.view.branch, str(dpg.get_value(self.name_input)))
 
     def _delete(self) -> None:
         ws = self.workspace
         if ws.view.branch is not None:
-            ws.delete_branch(ws.view.branch)
+            ws.edits.delete_branch(ws.view.branch)
 
     def compare(self, other: str | None = None) -> None:
         """Compare the branch shown with `other` (default: the one picked in the combo)."""
@@ -102,7 +102,7 @@ class BranchPanel:
         if other is None:
             picked = str(dpg.get_value(self.compare_combo))
             other = picked.split()[0] if picked else None
-        if other is not None and ws.view.branch is not None and ws.start_compare(ws.view.branch, other):
+        if other is not None and ws.view.branch is not None and ws.compare.start(ws.view.branch, other):
             self.on_compare()
 
     def _select(self, branch: str) -> Callable[[], None]:

@@ -27,6 +27,8 @@ import math
 import dearpygui.dearpygui as dpg
 import numpy as np
 
+from dpgviz.app.inspect import NO_EXTRAS, CellExtras, ShownRecord
+from dpgviz.app.view_state import ViewState
 from dpgviz.core.records import FLAG_REMASKED
 from dpgviz.core.vocab import MAX_SLOT_WIDTH, Vocabulary
 from dpgviz.gui import palette
@@ -41,8 +43,6 @@ from dpgviz.gui.layout import (
     visible_rows,
 )
 from dpgviz.gui.theme import MONO_FONT_PX, Fonts, canvas_plot_theme
-from dpgviz.gui.view_state import ViewState
-from dpgviz.gui.workspace import NO_EXTRAS, CellExtras, ShownRecord
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,14 @@ from collections.abc import Callable
 import dearpygui.dearpygui as dpg
 import numpy as np
 
+from dpgviz.app.inspect import ShownRecord
+from dpgviz.app.view_state import ViewState
+from dpgviz.app.workspace import Workspace
 from dpgviz.core.vocab import Vocabulary
 from dpgviz.gui.branches import branch_title
 from dpgviz.gui.canvas import TokenCanvas
 from dpgviz.gui.status import INFO_COLOR, Cached
 from dpgviz.gui.theme import Fonts
-from dpgviz.gui.view_state import ViewState
-from dpgviz.gui.workspace import ShownRecord, Workspace
 
 WINDOW_SIZE = (1240, 720)
 OPEN, CLOSE = "\u27e6", "\u27e7"  # white square brackets around a differing stretch
@@ -86,7 +87,7 @@ class CompareView:
         self._is_shown = True
 
     def close(self) -> None:
-        self.workspace.compare = None
+        self.workspace.compare.pair = None
         dpg.hide_item(self.window)
         self._is_shown = False
 
@@ -98,7 +99,7 @@ class CompareView:
     def refresh(self, color_mode: str) -> None:
         """Once a frame: both panes at the shown iteration, the tint where they differ, the diff."""
         ws = self.workspace
-        if ws.compare is None or ws.store is None or ws.vocab is None:
+        if ws.compare.pair is None or ws.store is None or ws.vocab is None:
             if self.is_shown:
                 dpg.hide_item(self.window)
                 self._is_shown = False
@@ -110,13 +111,13 @@ class CompareView:
             for pane in self.panes:
                 pane.set_vocabulary(list(vocab.itos), vocab.n_ids)
             self._vocab_key = id(vocab)
-        rows = ws.compare_rows()
+        rows = ws.compare.rows()
         if rows is None:
             return
         if self._highlight_key != rows:  # the same array object while the rows stay
             self._highlight_key = rows
             self.highlight = store.get("tokens", rows[0]) != store.get("tokens", rows[1])
-        for pane, view, branch, row in zip(self.panes, self.views, ws.compare, rows, strict=True):
+        for pane, view, branch, row in zip(self.panes, self.views, ws.compare.pair, rows, strict=True):
             view.branch, view.color_mode, view.text_mode = branch, color_mode, ws.view.text_mode
             pane.refresh(ShownRecord.of_row(store, row, branch), view, highlight=self.highlight)
         self._refresh_pickers()
@@ -131,26 +132,26 @@ class CompareView:
     def _refresh_pickers(self) -> None:
         """Every branch in each pane's combo (rebuilt when the branches change), the compared ones picked."""
         ws, store = self.workspace, self.workspace.store
-        key = (id(store), store.version, ws.compare)
+        key = (id(store), store.version, ws.compare.pair)
         if key == self._picker_key:
             return
         self._picker_key = key
         titles = [branch_title(store.branches[b]) for b in store.branch_order]
-        for picker, branch in zip(self.pickers, ws.compare, strict=True):
+        for picker, branch in zip(self.pickers, ws.compare.pair, strict=True):
             dpg.configure_item(picker, items=titles)
             dpg.set_value(picker, branch_title(store.branches[branch]))
 
     def pick(self, side: int, branch: str) -> bool:
         """Show `branch` in pane `side` (0 left, 1 right); picking the other pane's branch swaps them."""
         ws = self.workspace
-        if ws.compare is None:
+        if ws.compare.pair is None:
             return False
-        pair = list(ws.compare)
+        pair = list(ws.compare.pair)
         if pair[1 - side] == branch:
             pair.reverse()
         else:
             pair[side] = branch
-        return ws.start_compare(*pair)
+        return ws.compare.start(*pair)
 
     def _picker_callback(self, side: int) -> Callable[[int | str, str], None]:
         def on_pick(sender: int | str, title: str) -> None:
@@ -163,10 +164,10 @@ class CompareView:
 
     def _refresh_diff(self, vocab: Vocabulary) -> None:
         ws, store = self.workspace, self.workspace.store
-        finals = [ws.rows(b) for b in ws.compare]
+        finals = [ws.rows(b) for b in ws.compare.pair]
         if not all(len(r) for r in finals):
             return
-        key = (ws.compare, int(finals[0][-1]), int(finals[1][-1]))
+        key = (ws.compare.pair, int(finals[0][-1]), int(finals[1][-1]))
         if key == self._diff_key:
             return
         self._diff_key = key

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import dearpygui.dearpygui as dpg
 
+from dpgviz.app.workspace import Workspace
 from dpgviz.gui.status import INFO_COLOR, Cached
-from dpgviz.gui.workspace import Workspace
 
 SELECTION_COLOR = (230, 230, 235)
 
@@ -23,7 +23,7 @@ class EditBar:
 
     def __init__(self, workspace: Workspace, restart: Callable[[], None]) -> None:
         self.workspace = workspace
-        self.restart = restart  # reads the settings panel, then workspace.restart
+        self.restart = restart  # reads the settings panel, then workspace.edits.restart
         self._cache = Cached()
         self._state: tuple | None = None
         self.selection_text = self.replace_input = self.restart_button = 0
@@ -55,7 +55,7 @@ class EditBar:
                 )
 
     def _op(self, op: str) -> Callable[[], None]:
-        return lambda: self.workspace.edit(op)
+        return lambda: self.workspace.edits.edit(op)
 
     def replace(self) -> None:
         """Replace the selection with the typed text; the text stays in the box if refused."""
@@ -64,7 +64,7 @@ class EditBar:
             dpg.focus_item(self.replace_input)
             self.workspace.say("Type the replacement, then press Enter.")
             return
-        if self.workspace.edit("replace", text):
+        if self.workspace.edits.edit("replace", text):
             dpg.set_value(self.replace_input, "")
 
     def focus_replace(self) -> None:
@@ -81,7 +81,7 @@ class EditBar:
             text = "select: click, drag"
         else:
             text = f"{sel[0]}:{sel[1]} ({sel[1] - sel[0]})"
-        draft = ws.draft()
+        draft = ws.edits.draft()
         if draft is not None:
             text += " | edit not run yet"
         self._cache.set(self.selection_text, text)

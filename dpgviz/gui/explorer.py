@@ -26,16 +26,16 @@ from pathlib import Path
 import dearpygui.dearpygui as dpg
 import numpy as np
 
+from dpgviz.app.explore import explore_key, find_corpus
+from dpgviz.app.workspace import Workspace
 from dpgviz.core.corruption import CORRUPTION_INFO, CORRUPTIONS, CorruptionSettings
 from dpgviz.core.discovery import ModelEntry, find_checkpoints, given_model_entry
 from dpgviz.core.palette import GHOST_RGB, STATE_PROTECTED, STATE_RGB
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.core.vocab import MASK_GLYPH, MAX_SLOT_WIDTH, NEWLINE_GLYPH
-from dpgviz.gui.exploring import explore_key, find_corpus
 from dpgviz.gui.inspector import CandidateBars
 from dpgviz.gui.layout import char_table
 from dpgviz.gui.theme import MONO_FONT_PX, Fonts
-from dpgviz.gui.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class ExplorerWindow:
                 dpg.add_text("data/<name>/input.txt beside the model's meta.pkl (nanoGPT's layout)")
         w["typed"] = dpg.add_input_text(multiline=True, height=36, width=-1, hint="or type text here", parent=parent)
         w["use_typed"] = dpg.add_button(label="Use typed text", parent=parent,
-                                        callback=lambda: self.workspace.set_source(dpg.get_value(w["typed"])))
+                                        callback=lambda: self.workspace.explore.set_source(dpg.get_value(w["typed"])))
         dpg.add_separator(parent=parent)
         w["length"] = dpg.add_input_int(label="window length", default_value=256, min_value=8, min_clamped=True,
                                         width=110, parent=parent)
@@ -234,13 +234,13 @@ class ExplorerWindow:
         w["held_out"] = dpg.add_checkbox(label="held-out 10% of the text", default_value=True, parent=parent)
         with dpg.group(horizontal=True, parent=parent):
             w["run_batch"] = dpg.add_button(label="Run batch", callback=self.run_batch)
-            w["stop"] = dpg.add_button(label="Stop", callback=self.workspace.stop_batch)
+            w["stop"] = dpg.add_button(label="Stop", callback=self.workspace.explore.stop_batch)
         w["progress"] = dpg.add_progress_bar(default_value=0.0, width=-1, overlay="", parent=parent)
         with dpg.group(horizontal=True, parent=parent):
             w["csv_path"] = dpg.add_input_text(default_value="explore.csv", width=-120)
             w["csv_browse"] = dpg.add_button(label="...", width=24, callback=lambda: dpg.show_item(w["csv_dialog"]))
             dpg.add_button(label="Export CSV",
-                           callback=lambda: self.workspace.export_batch_csv(dpg.get_value(w["csv_path"])))
+                           callback=lambda: self.workspace.explore.export_batch_csv(dpg.get_value(w["csv_path"])))
         w["source_dialog"] = self._file_dialog("Text to corrupt", self._on_source_picked, [".txt", ".*"])
         w["csv_dialog"] = self._file_dialog("Export the batch table as CSV", self._on_csv_picked, [".csv", ".*"],
                                             "explore.csv")
@@ -258,13 +258,13 @@ class ExplorerWindow:
         path = app_data.get("file_path_name") if isinstance(app_data, dict) else None
         if path:
             dpg.set_value(self.w["path"], path)
-            self.workspace.load_source(path)
+            self.workspace.explore.load_source(path)
 
     def _on_csv_picked(self, sender: int | str, app_data: dict) -> None:
         path = app_data.get("file_path_name") if isinstance(app_data, dict) else None
         if path:
             dpg.set_value(self.w["csv_path"], path)
-            self.workspace.export_batch_csv(path)
+            self.workspace.explore.export_batch_csv(path)
 
     # -- showing -----------------------------------------------------------------------------
     def show(self) -> None:
@@ -314,10 +314,10 @@ class ExplorerWindow:
                 self.workspace.say("No data/<name>/input.txt beside the model's meta.pkl: open a file.", is_error=True)
             return False
         dpg.set_value(self.w["path"], str(found))
-        return self.workspace.load_source(found)
+        return self.workspace.explore.load_source(found)
 
     def _on_load_file(self) -> None:
-        self.workspace.load_source(dpg.get_value(self.w["path"]).strip())
+        self.workspace.explore.load_source(dpg.get_value(self.w["path"]).strip())
 
     def run_sample(self) -> bool:
         w = self.w
@@ -327,7 +327,7 @@ class ExplorerWindow:
         except ValueError as exc:
             self.workspace.say(str(exc), is_error=True)
             return False
-        return self.workspace.run_sample(settings, self.chosen_models(), int(dpg.get_value(w["length"])), offset)
+        return self.workspace.explore.run_sample(settings, self.chosen_models(), int(dpg.get_value(w["length"])), offset)
 
     def run_batch(self) -> bool:
         w = self.w
@@ -337,7 +337,7 @@ class ExplorerWindow:
         except ValueError as exc:
             self.workspace.say(f"Ratios: {exc}", is_error=True)
             return False
-        return self.workspace.run_batch(
+        return self.workspace.explore.run_batch(
             settings, self.chosen_models(), ratios, int(dpg.get_value(w["samples"])), int(dpg.get_value(w["length"])),
             int(dpg.get_value(w["seed"])), bool(dpg.get_value(w["held_out"])),
         )
@@ -350,7 +350,7 @@ class ExplorerWindow:
         except ValueError as exc:
             self.workspace.say(str(exc), is_error=True)
             return False
-        if not self.workspace.generate_from_sample(settings):
+        if not self.workspace.explore.generate_from_sample(settings):
             return False
         dpg.configure_item(self.window, show=False)
         return True
@@ -377,7 +377,7 @@ class ExplorerWindow:
             dpg.set_value(w["metrics"], "Waiting for the models...")
         batch = state.batch
         if batch is not None:
-            dpg.set_value(w["progress"], ws.batch_fraction())
+            dpg.set_value(w["progress"], ws.explore.batch_fraction())
             dpg.configure_item(w["progress"], overlay=batch.message)
             dpg.set_value(w["batch_status"], f"Batch {batch.job_id}: {batch.message}")
             dpg.configure_item(w["run_batch"], enabled=not batch.is_running)

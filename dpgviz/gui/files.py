@@ -17,7 +17,7 @@ from pathlib import Path
 
 import dearpygui.dearpygui as dpg
 
-from dpgviz.gui.workspace import Workspace
+from dpgviz.app.workspace import Workspace
 from dpgviz.store.session import SUFFIX
 
 # (menu label, export format, file suffix); text and PNG take the record shown, the rest the branch.
@@ -110,27 +110,27 @@ class SessionFiles:
         if key != "open" and (ws.store is None or len(ws.store) == 0):
             ws.say("Nothing to save or export yet: generate a run or open a session.", is_error=True)
             return
-        if key == "save" and ws.path is not None:
-            dpg.configure_item(self.dialogs[key], default_path=str(ws.path.parent), default_filename=ws.path.stem)
+        if key == "save" and ws.doc.path is not None:
+            dpg.configure_item(self.dialogs[key], default_path=str(ws.doc.path.parent), default_filename=ws.doc.path.stem)
         dpg.show_item(self.dialogs[key])
 
     # -- actions -----------------------------------------------------------------------
     def _on_open_chosen(self, sender: int | str, app_data: dict) -> None:
         path = chosen_path(app_data)
         if path is not None:
-            self.workspace.open(path)
+            self.workspace.files.open(path)
 
     def save(self) -> None:
         """Save to the last path; the first save asks for one, as Save As does."""
-        if self.workspace.path is None:
+        if self.workspace.doc.path is None:
             self.show("save")
         else:
-            self.workspace.save()
+            self.workspace.files.save()
 
     def _on_save_chosen(self, sender: int | str, app_data: dict) -> None:
         path = chosen_path(app_data, SUFFIX)
         if path is not None:
-            self.workspace.save(path)
+            self.workspace.files.save(path)
 
     def _export_chooser(self, fmt: str, suffix: str) -> Callable[[int | str, dict], None]:
         def on_chosen(sender: int | str, app_data: dict) -> None:
@@ -147,7 +147,7 @@ class SessionFiles:
         mode = EXPORT_MODES.get(view.color_mode, "mask-state")
         if fmt in ("png", "gif") and mode not in CANVAS_EXPORT_MODES:  # history modes: the overview's only
             mode = "mask-state"
-        self.workspace.export(
+        self.workspace.files.export(
             fmt,
             path,
             mode=mode,

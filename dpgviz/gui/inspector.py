@@ -24,11 +24,12 @@ from collections.abc import Callable
 import dearpygui.dearpygui as dpg
 import numpy as np
 
+from dpgviz.app.inspect import TokenInfo
+from dpgviz.app.workspace import Workspace
 from dpgviz.core.palette import entropy_max
 from dpgviz.gui.plots import SERIES_RGB
 from dpgviz.gui.status import INFO_COLOR, Cached
 from dpgviz.gui.theme import series_theme
-from dpgviz.gui.workspace import TokenInfo, Workspace
 from dpgviz.store.inspect import EVENT_CHANGED, EVENT_MASKED, EVENT_REMASKED, EVENT_UNMASKED, history_arrays
 
 TOP_K_SHOWN = 8
@@ -134,7 +135,7 @@ class HoverTip:
         if key == self._key:
             return
         self._key = key
-        self.info = None if pos is None or row is None else ws.token_info(pos)
+        self.info = None if pos is None or row is None else ws.inspect.token_info(pos)
         self.rebuilds += 1
         info = self.info
         dpg.configure_item(self.tip, show=info is not None)  # nothing to say off the tokens
@@ -178,7 +179,7 @@ class InspectorPanel:
                                               width=-40, format="%.2f")
             with dpg.group(horizontal=True):
                 self.preview_button = dpg.add_button(label="Preview", callback=lambda: self.preview())
-                dpg.add_button(label="Clear", callback=lambda: self.workspace.clear_preview())
+                dpg.add_button(label="Clear", callback=lambda: self.workspace.inspect.clear_preview())
                 dpg.add_button(label="Run from here", callback=lambda: self.restart_with(self.preview_temperature()))
             with dpg.tooltip(self.preview_button):
                 dpg.add_text("Draws each masked position again from the step's stored top-k\n"
@@ -194,7 +195,7 @@ class InspectorPanel:
         return round(float(dpg.get_value(self.temperature)), 3)
 
     def preview(self) -> None:
-        self.workspace.preview_resample(self.preview_temperature(), round(float(dpg.get_value(self.top_p)), 3))
+        self.workspace.inspect.preview_resample(self.preview_temperature(), round(float(dpg.get_value(self.top_p)), 3))
 
     # -- refresh -------------------------------------------------------------------
     def refresh(self) -> None:
@@ -211,11 +212,10 @@ class InspectorPanel:
         if data_key != self._data_key and len(rows):
             self._data_key = data_key
             for pos in pins:
-                self._update_history(pos, rows)
-        record = float(ws.view.record)
+                self._update_history(pos, *self._position_rows(pos, rows)[:2])
         for pos, card in self.cards.items():
-            dpg.set_value(card["now"], [[record]])
-            info = ws.token_info(pos)
+            dpg.set_value(card["now"], [[float(self._position_rows(pos, rows)[2])]])
+            info = ws.inspect.token_info(pos)
             self._cache.set(card["title"], f"position {pos}   {shown(info.token) if info else ''}")
             self._cache.set(card["values"], describe(info) if info else "")
             self._show_candidates(pos, card, info)
@@ -257,9 +257,19 @@ class InspectorPanel:
     def _unpinner(self, pos: int) -> Callable[[], None]:
         return lambda: self.workspace.view.unpin(pos)
 
-    def _update_history(self, pos: int, rows: np.ndarray) -> None:
+    def _position_rows(self, pos: int, rows: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """(rows, position in a record, index of the record shown among those rows) of a pinned
+        position: in a run made in blocks, the records of the block holding it, at its place there."""
+        store, record = self.workspace.store, self.workspace.view.record
+        if not store.layout.is_blocks:
+            return rows, pos, record
+        block, local = divmod(pos, store.layout.seq_len)
+        in_block = np.flatnonzero(store.column("block")[rows] == block)
+        return rows[in_block], local, int(np.searchsorted(in_block, record, side="right")) - 1
+
+    def _update_history(self, pos: int, rows: np.ndarray, local: int | None = None) -> None:
         ws, card = self.workspace, self.cards[pos]
-        arrays = history_arrays(ws.store, rows, pos)
+        arrays = history_arrays(ws.store, rows, pos if local is None else local)
         self.data[pos] = arrays
         x = np.arange(len(rows), dtype=np.float64)
         ln_v = entropy_max(ws.vocab.size if ws.vocab is not None else 2)
@@ -295,4 +305,4 @@ class InspectorPanel:
                     dpg.add_button(label=f"{shown(text)} {p:.2f}", callback=self._picker(pos, cid), small=True)
 
     def _picker(self, pos: int, token_id: int) -> Callable[[], None]:
-        return lambda: self.workspace.pick_candidate(pos, token_id)
+        return lambda: self.workspace.edits.pick_candidate(pos, token_id)

@@ -21,10 +21,10 @@ from collections.abc import Callable
 import dearpygui.dearpygui as dpg
 import numpy as np
 
+from dpgviz.app.workspace import Workspace
 from dpgviz.core.palette import entropy_max
 from dpgviz.gui.status import INFO_COLOR, Cached
 from dpgviz.gui.theme import series_theme
-from dpgviz.gui.workspace import Workspace
 from dpgviz.store.inspect import overview_image, overview_pick, run_series
 
 TITLE_COLOR = (140, 180, 255)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dearpygui.dearpygui as dpg
 
+from dpgviz.app.workspace import Workspace
 from dpgviz.core.discovery import ModelEntry, find_checkpoints, model_file
 from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.settings import (
@@ -30,7 +31,6 @@ from dpgviz.core.settings import (
 )
 from dpgviz.gui.status import ERROR_COLOR, INFO_COLOR, Cached
 from dpgviz.gui.strategy_picker import StrategyPicker
-from dpgviz.gui.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,9 @@ class SettingsPanel:
                 dpg.add_button(label="Rescan", width=70, callback=lambda: self.rescan())
             with dpg.group(horizontal=True):
                 self.device = dpg.add_combo(
-                    list(DEVICES), default_value=self.workspace.device, width=80, label="device"
+                    list(DEVICES), default_value=self.workspace.runs.device, width=80, label="device"
                 )
-                self.dtype = dpg.add_combo(list(DTYPES), default_value=self.workspace.dtype, width=80, label="dtype")
+                self.dtype = dpg.add_combo(list(DTYPES), default_value=self.workspace.runs.dtype, width=80, label="dtype")
             with dpg.tooltip(self.dtype):
                 dpg.add_text("Weights' dtype for the next Load (auto: float32).\n"
                              "bfloat16 / float16 halve the memory; float16 needs a GPU.")
@@ -165,7 +165,7 @@ class SettingsPanel:
             dpg.add_spacer(height=4)
             with dpg.group(horizontal=True):
                 self.start_button = dpg.add_button(label="Start", width=90, callback=lambda: self.start())
-                self.stop_button = dpg.add_button(label="Stop", width=90, callback=lambda: self.workspace.stop())
+                self.stop_button = dpg.add_button(label="Stop", width=90, callback=lambda: self.workspace.runs.stop())
             self.continue_button = dpg.add_button(
                 label="Restart from here (Ctrl+R)", width=-1, callback=lambda: self.restart()
             )
@@ -238,7 +238,7 @@ class SettingsPanel:
         if entry is None:
             self.workspace.say("Pick a model first.", is_error=True)
             return
-        self.workspace.load_model(
+        self.workspace.runs.load_model(
             entry, dtype=str(dpg.get_value(self.dtype)), device=str(dpg.get_value(self.device))
         )
 
@@ -251,7 +251,7 @@ class SettingsPanel:
 
     # -- commands ----------------------------------------------------------------------
     def _read_or_say(self) -> GenerationSettings | None:
-        if not self.workspace.can_run:
+        if not self.workspace.runs.can_run:
             self.workspace.say("Load a model first.", is_error=True)
             return None
         try:
@@ -264,16 +264,16 @@ class SettingsPanel:
         """Start: a fresh run with the settings shown."""
         settings = self._read_or_say()
         if settings is not None:
-            self.workspace.start(settings)
+            self.workspace.runs.start(settings)
 
     def restart(self) -> None:
         """Restart from here: run from the step shown (an unrun edit in place) with the settings shown."""
-        if not self.workspace.can_run:
-            self.workspace.restart(GenerationSettings())  # says what model is needed, and offers it
+        if not self.workspace.runs.can_run:
+            self.workspace.edits.restart(GenerationSettings())  # says what model is needed, and offers it
             return
         settings = self._read_or_say()
         if settings is not None:
-            self.workspace.restart(settings)
+            self.workspace.edits.restart(settings)
 
     # -- state shown -----------------------------------------------------------------
     def show_loading(self, fraction: float, message: str) -> None:

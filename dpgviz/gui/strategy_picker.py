@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import dearpygui.dearpygui as dpg
 
+from dpgviz.app.workspace import Workspace
 from dpgviz.core.settings import OPEN_ENDED, STRATEGIES, STRATEGY_INFO, GenerationSettings
 from dpgviz.gui.status import INFO_COLOR
-from dpgviz.gui.workspace import Workspace
 
 DEFAULT_OFF = OPEN_ENDED  # ticked by hand: such a run may take many more passes than `steps`
 
@@ -56,7 +56,7 @@ class StrategyPicker:
         settings = self.read()
         if settings is None:
             return False
-        if self.workspace.compare_strategies(settings, self.chosen()):
+        if self.workspace.compare.strategies(settings, self.chosen()):
             dpg.hide_item(self.window)
             return True
         return False

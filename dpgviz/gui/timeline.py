@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dearpygui.dearpygui as dpg
 
+from dpgviz.app.view_state import ViewState
+from dpgviz.app.workspace import Workspace
 from dpgviz.core.settings import planned_steps
 from dpgviz.gui.status import Cached
-from dpgviz.gui.view_state import ViewState
-from dpgviz.gui.workspace import Workspace
 from dpgviz.store.step_store import StepStore
 
 SPEEDS = (2.0, 5.0, 12.0, 30.0, 60.0)  # records per second

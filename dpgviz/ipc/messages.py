@@ -118,7 +118,7 @@ class WorkerDied(Event):
     exitcode: int | None
 
 
-# -- model explorer (gui.exploring <-> engine.explore) ---------------------------------
+# -- model explorer (app.explore <-> engine.explore) ---------------------------------
 # A model to explore is (path, meta): path None = the embedded default. The worker keeps
 # every model asked for loaded, keyed by that pair, beside the one it generates with.
 @dataclass

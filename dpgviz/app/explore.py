@@ -6,9 +6,9 @@
     run_batch(...) / stop_batch  samples x ratios x models in the worker, with progress and Stop
     generate_from_sample(...)    the corrupted sample starts a generation run (a new branch)
 
-`Exploring` is a mixin of `gui.workspace.Workspace` (like `Editing` and `Inspecting`): it
-uses the workspace's worker client, vocabulary and notices; its own state sits in one
-`ExploreState` (`self.explore`) made on first use. The corruption is drawn GUI-side
+`Explorer` is handed the `Document` (a generation from a sample replaces the store), the
+`Runs` (the source its commands go to, the model loaded) and the `Notices`; it holds the
+explorer's own state (source text, sample, batch). The corruption is drawn GUI-side
 (`core.corruption`, numpy), so what the views show is exactly what the models saw, and a
 sample needs only one small message per model back. The worker answers with
 `ipc.messages.Explore*` events, which `handle_explore_event` takes.
@@ -26,10 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
+from dpgviz.app.document import Document
+from dpgviz.app.notices import Notices
+from dpgviz.app.runs import Runs
 from dpgviz.core.corruption import Corruption, CorruptionSettings, RepairMetrics, corrupt, repair_metrics
 from dpgviz.core.discovery import ModelEntry
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.ipc.messages import (
+    Command,
     ExploreBatch,
     ExploreBatchDone,
     ExploreFailed,
@@ -38,7 +42,6 @@ from dpgviz.ipc.messages import (
     ExploreSampleDone,
     StopExplore,
 )
-from dpgviz.store.step_store import StepStore
 
 log = logging.getLogger(__name__)
 
@@ -95,34 +98,26 @@ class BatchJob:
     elapsed_s: float = 0.0
 
 
-@dataclass
-class ExploreState:
-    source_text: str = ""
-    source_name: str = ""  # a file path or "typed text"
-    sample: ExploredSample | None = None
-    batch: BatchJob | None = None
-    error: str = ""  # the last failure, one line
-    version: int = 0  # bumped whenever anything shown changes (panels redraw on a change)
-    next_job: int = 1
+class Explorer:
+    """The model explorer's state and operations (see the module docstring)."""
 
-
-class Exploring:
-    """The explorer half of the workspace (see the module docstring)."""
-
-    @property
-    def explore(self) -> ExploreState:
-        state = self.__dict__.get("_explore_state")
-        if state is None:
-            state = self.__dict__["_explore_state"] = ExploreState()
-        return state
+    def __init__(self, doc: Document, runs: Runs, notices: Notices) -> None:
+        self.doc, self.runs, self.notices = doc, runs, notices
+        self.source_text = ""
+        self.source_name = ""  # a file path or "typed text"
+        self.sample: ExploredSample | None = None
+        self.batch: BatchJob | None = None
+        self.error = ""  # the last failure, one line
+        self.version = 0  # bumped whenever anything shown changes (panels redraw on a change)
+        self.next_job = 1
 
     def _explore_changed(self) -> None:
-        self.explore.version += 1
+        self.version += 1
 
     # -- source ---------------------------------------------------------------------------
     def set_source(self, text: str, name: str = "typed text") -> bool:
         """Samples come from `text` from now on (its characters are checked per window, when used)."""
-        self.explore.source_text, self.explore.source_name = text, name
+        self.source_text, self.source_name = text, name
         self._explore_changed()
         return True
 
@@ -130,13 +125,13 @@ class Exploring:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            self.say(f"Cannot read {path}: {exc}", is_error=True)
+            self.notices.say(f"Cannot read {path}: {exc}", is_error=True)
             return False
         return self.set_source(text, str(path))
 
     def window_offset(self, length: int, offset: int | None, seed: int) -> int:
         """The window's start: `offset` clamped to the text, or a seeded random one when None."""
-        n = len(self.explore.source_text)
+        n = len(self.source_text)
         top = max(0, n - length)
         if offset is None:
             return int(np.random.default_rng(seed).integers(0, top + 1))
@@ -148,31 +143,30 @@ class Exploring:
         offset: int | None = None,
     ) -> bool:
         """Corrupt one window of the source and ask the worker for each model's prediction."""
-        state = self.explore
         if not self._explore_ready(models):
             return False
-        length = min(length, self.model_info.block_size)
-        text = state.source_text
+        length = min(length, self.runs.model_info.block_size)
+        text = self.source_text
         start = self.window_offset(length, offset, settings.seed)
         window = text[start : start + length]
         if not window:
-            self.say("The text is empty: pick a file or type some text.", is_error=True)
+            self.notices.say("The text is empty: pick a file or type some text.", is_error=True)
             return False
         try:
             settings.validate()
-            vocab = self.model_info.vocab()
+            vocab = self.runs.model_info.vocab()
             target = vocab.encode(window)
             choices = np.setdiff1d(np.arange(vocab.size), np.asarray(vocab.never_sample, dtype=np.int64))
             source = vocab.encode(text) if settings.strategy in ("fragment", "mix") and len(text) < 200_000 else target
             corruption = corrupt(target, settings, vocab.mask_id, choices, source=source)
         except ValueError as exc:
-            self.say(str(exc), is_error=True)
+            self.notices.say(str(exc), is_error=True)
             return False
         job = self._next_job()
-        if not self._send_explore(ExploreSample(job, list(models), corruption.ids, target, EXPLORE_TOP_K, self.device)):
+        if not self._send_explore(ExploreSample(job, list(models), corruption.ids, target, EXPLORE_TOP_K, self.runs.device)):
             return False
-        state.sample = ExploredSample(job, start, target, corruption, settings, list(models))
-        state.error = ""
+        self.sample = ExploredSample(job, start, target, corruption, settings, list(models))
+        self.error = ""
         self._explore_changed()
         return True
 
@@ -181,34 +175,33 @@ class Exploring:
         self, settings: CorruptionSettings, models: list[tuple[str | None, str | None]], ratios: list[float],
         samples: int, length: int, seed: int = 0, held_out: bool = True,
     ) -> bool:
-        state = self.explore
-        if state.batch is not None and state.batch.is_running:
-            self.say("A batch is running: Stop it first.", is_error=True)
+        if self.batch is not None and self.batch.is_running:
+            self.notices.say("A batch is running: Stop it first.", is_error=True)
             return False
         if not self._explore_ready(models):
             return False
         if not ratios or any(not 0.0 < r <= 1.0 for r in ratios) or samples < 1:
-            self.say("Ratios must be in (0, 1] and samples at least 1.", is_error=True)
+            self.notices.say("Ratios must be in (0, 1] and samples at least 1.", is_error=True)
             return False
         job = self._next_job()
-        if not self._send_explore(ExploreBatch(job, list(models), state.source_text, list(ratios), settings.to_dict(),
-                                               samples, length, seed, held_out, self.device)):
+        if not self._send_explore(ExploreBatch(job, list(models), self.source_text, list(ratios), settings.to_dict(),
+                                               samples, length, seed, held_out, self.runs.device)):
             return False
-        state.batch = BatchJob(job, list(models), list(ratios))
-        state.error = ""
+        self.batch = BatchJob(job, list(models), list(ratios))
+        self.error = ""
         self._explore_changed()
-        self.say(f"Exploring {samples} samples x {len(ratios)} ratios x {len(models)} models...")
+        self.notices.say(f"Exploring {samples} samples x {len(ratios)} ratios x {len(models)} models...")
         return True
 
     def stop_batch(self) -> None:
-        batch = self.explore.batch
-        if batch is not None and batch.is_running and self.client is not None:
+        batch = self.batch
+        if batch is not None and batch.is_running and self.runs.source is not None:
             self._send_explore(StopExplore(batch.job_id))
             batch.message = "stopping..."
             self._explore_changed()
 
     def batch_fraction(self) -> float:
-        batch = self.explore.batch
+        batch = self.batch
         if batch is None:
             return 0.0
         if not batch.is_running:
@@ -216,9 +209,9 @@ class Exploring:
         return batch.done / batch.total if batch.total else 0.0
 
     def export_batch_csv(self, path: str | Path) -> bool:
-        batch = self.explore.batch
+        batch = self.batch
         if batch is None or not batch.rows:
-            self.say("Nothing to export: run a batch first.", is_error=True)
+            self.notices.say("Nothing to export: run a batch first.", is_error=True)
             return False
         try:
             with open(path, "w", newline="", encoding="utf-8") as f:
@@ -226,9 +219,9 @@ class Exploring:
                 writer.writeheader()
                 writer.writerows(batch.rows)
         except OSError as exc:
-            self.say(f"Cannot write {path}: {exc}", is_error=True)
+            self.notices.say(f"Cannot write {path}: {exc}", is_error=True)
             return False
-        self.say(f"Exported {len(batch.rows)} rows to {path}.")
+        self.notices.say(f"Exported {len(batch.rows)} rows to {path}.")
         return True
 
     # -- generate from here -----------------------------------------------------------------
@@ -236,13 +229,13 @@ class Exploring:
         """Start a generation run from the corrupted sample: its masks are the run's masks, replaced
         text stays as text (the strategy may remask it); a new root branch, with the schedule
         starting at the sample's masked share."""
-        sample = self.explore.sample
+        sample = self.sample
         if sample is None:
-            self.say("Run a sample first.", is_error=True)
+            self.notices.say("Run a sample first.", is_error=True)
             return False
-        if not self._has_model():
+        if not self.runs.has_model():
             return False
-        info = self.model_info
+        info = self.runs.model_info
         tokens = sample.corruption.ids.astype(np.int64)
         n = len(tokens)
         masked = float(sample.corruption.is_masked.mean())
@@ -253,20 +246,19 @@ class Exploring:
         from dpgviz.ipc.client import run_layout
 
         layout = run_layout(settings, info)
-        if self.store is None or self.store.layout != layout:
-            self._close_session()
-            self.store, self.vocab, self.path = StepStore(layout), info.vocab(), None
-        branch = self.store.new_branch(
+        store = self.doc.store
+        if store is None or store.layout != layout:
+            store = self.doc.new_store(layout, info.vocab())
+        branch = store.new_branch(
             settings.to_dict(), label=f"repair of {sample.settings.strategy} {sample.settings.ratio:.0%} @ {sample.offset}"
         )
-        return self._launch(settings, branch.id, tokens=tokens)
+        return self.runs.launch(settings, branch.id, tokens=tokens)
 
     # -- worker events -------------------------------------------------------------------------
-    def handle_explore_event(self, event: object) -> bool:
+    def handle(self, event: object) -> bool:
         """Take an explorer event; False for any other event."""
-        state = self.explore
         if isinstance(event, ExploreSampleDone):
-            sample = state.sample
+            sample = self.sample
             if sample is None or sample.job_id != event.job_id:
                 return True  # an answer to a sample since replaced
             sample.names, sample.predictions = list(event.names), list(event.predictions)
@@ -276,59 +268,52 @@ class Exploring:
             ]
             self._explore_changed()
         elif isinstance(event, ExploreProgress):
-            batch = state.batch
+            batch = self.batch
             if batch is not None and batch.job_id == event.job_id:
                 if event.total:
                     batch.done, batch.total = event.done, event.total
                 batch.message = event.message or f"{event.done} / {event.total} forward passes"
                 self._explore_changed()
             elif event.message:
-                self.say(event.message.capitalize() + "...")
+                self.notices.say(event.message.capitalize() + "...")
         elif isinstance(event, ExploreBatchDone):
-            batch = state.batch
+            batch = self.batch
             if batch is None or batch.job_id != event.job_id:
                 return True
             batch.rows, batch.is_running, batch.is_stopped = list(event.rows), False, event.is_stopped
             batch.elapsed_s = event.elapsed_s
             batch.message = ("stopped: " if event.is_stopped else "done: ") + f"{len(event.rows)} rows in {event.elapsed_s:.1f} s"
             self._explore_changed()
-            self.say(f"Explore batch {batch.message}.")
+            self.notices.say(f"Explore batch {batch.message}.")
         elif isinstance(event, ExploreFailed):
             log.warning("explore job %d failed: %s\n%s", event.job_id, event.message, event.traceback)
-            batch = state.batch
+            batch = self.batch
             if batch is not None and batch.job_id == event.job_id:
                 batch.is_running, batch.message = False, f"failed: {event.message}"
-            state.error = event.message
+            self.error = event.message
             self._explore_changed()
-            self.say(event.message, is_error=True)
+            self.notices.say(event.message, is_error=True)
         else:
             return False
         return True
 
     # -- helpers -------------------------------------------------------------------------------
     def _explore_ready(self, models: list) -> bool:
-        if not self._has_model():
+        if not self.runs.has_model():
             return False
         if not models:
-            self.say("Tick at least one model to explore.", is_error=True)
+            self.notices.say("Tick at least one model to explore.", is_error=True)
             return False
-        if not self.explore.source_text:
-            self.say("Pick a text file or type some text first.", is_error=True)
+        if not self.source_text:
+            self.notices.say("Pick a text file or type some text first.", is_error=True)
             return False
         return True
 
-    def _send_explore(self, command: object) -> bool:
-        """Send an explorer command to the worker; False (and a message) when it is gone."""
-        from dpgviz.ipc.client import WorkerGoneError
-
-        try:
-            self.client.send(command)
-        except WorkerGoneError as exc:
-            self.say(f"{exc}; load a model again.", is_error=True)
-            return False
-        return True
+    def _send_explore(self, command: Command) -> bool:
+        """Send an explorer command to the source; False (and a message) when it is gone."""
+        return self.runs.send(command)
 
     def _next_job(self) -> int:
-        job = self.explore.next_job
-        self.explore.next_job += 1
+        job = self.next_job
+        self.next_job += 1
         return job

@@ -6,9 +6,9 @@ model believed about a token.
     token_info(pos)    the tooltip's and the inspector's numbers and candidates
     preview_resample   another temperature / top-p drawn from the stored top-k (no forward pass)
 
-`Inspecting` is a mixin of `gui.workspace.Workspace`: it reads the workspace's store,
-view and vocabulary and never calls the UI. numpy and dpgviz.core/store only; no
-dearpygui, no torch.
+`Inspection` is handed the `Document` (the store, view and vocabulary it reads), the `Runs`
+(a live run refreshes the decoding order less often) and the `Notices`; it keeps the
+preview shown and its caches. numpy and dpgviz.core/store only; no dearpygui, no torch.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dpgviz.app.document import Document
+from dpgviz.app.notices import Notices
+from dpgviz.app.runs import Runs
 from dpgviz.core.records import FLAG_MASKED
 from dpgviz.core.settings import planned_steps
 from dpgviz.store.step_store import StepStore
@@ -105,28 +108,36 @@ class Preview:
         return f"PREVIEW: re-sampled from the stored top-k at T={self.temperature:g}, top-p={self.top_p:g}"
 
 
-class Inspecting:
-    """Inspection operations of the workspace (see the module docstring)."""
+class Inspection:
+    """What the canvas draws and what the model believed (see the module docstring)."""
+
+    def __init__(self, doc: Document, runs: Runs, notices: Notices) -> None:
+        self.doc, self.runs, self.notices = doc, runs, notices
+        self.preview: Preview | None = None  # a re-sample preview of one record, if shown
+        self._preview_changes: tuple[Preview, np.ndarray] | None = None
+        self._order_cache: tuple | None = None  # (key, version, time, decoding order)
+        self._composer: tuple | None = None  # (key, store.blocks.Composer) of the shown branch
+        self._block_extras_cache: tuple | None = None
 
     def shown(self) -> ShownRecord | None:
         """The record shown, as the canvas draws it (composed across blocks in a block run)."""
-        row = self.current_row()
-        store = self.store
+        row = self.doc.current_row()
+        store = self.doc.store
         if row is None or store is None:
             return None
         if not store.layout.is_blocks:
-            return ShownRecord.of_row(store, row, self.view.branch)
+            return ShownRecord.of_row(store, row, self.doc.view.branch)
         from dpgviz.store.blocks import Composer
 
-        rows, record = self.rows(), min(max(0, self.view.record), self.n_records() - 1)
-        key = (id(store), id(rows), self.vocab.mask_id if self.vocab is not None else 0)
+        rows, record = self.doc.rows(), min(max(0, self.doc.view.record), self.doc.n_records() - 1)
+        key = (id(store), id(rows), self.doc.vocab.mask_id if self.doc.vocab is not None else 0)
         if self._composer is None or self._composer[0] != key:
             self._composer = (key, Composer(store, rows, key[2]))
         composer = self._composer[1]
         tokens = composer.field("tokens", record)
         layout = store.layout
         n_masked = int((composer.field("flags", record) & FLAG_MASKED != 0).sum())
-        settings = store.branches[self.view.branch].settings
+        settings = store.branches[self.doc.view.branch].settings
         return ShownRecord(
             (id(store), row, "blocks", record), row, layout.total_len, store.kind(row),
             int(store.columns["iteration"][row]), n_masked, planned_steps(settings),
@@ -136,14 +147,14 @@ class Inspecting:
 
     def cell_extras(self, mode: str) -> CellExtras:
         """What the canvas needs beyond the record shown, for colour mode `mode` (cached)."""
-        rows, record = self.rows(), self.view.record
-        if self.store is None or not len(rows):
+        rows, record = self.doc.rows(), self.doc.view.record
+        if self.doc.store is None or not len(rows):
             return NO_EXTRAS
         record = min(max(0, record), len(rows) - 1)
         row, prev = int(rows[record]), int(rows[record - 1]) if record > 0 else None
-        if self.store.layout.is_blocks:
+        if self.doc.store.layout.is_blocks:
             return self._block_extras(mode, rows, record)
-        tokens = self.store.column("tokens")
+        tokens = self.doc.store.column("tokens")
         arrays: dict[str, np.ndarray] = {}
         key: tuple = (row, prev)
         if prev is not None:
@@ -151,7 +162,7 @@ class Inspecting:
             if mode == "changed":
                 arrays["changed"] = tokens[row] != tokens[prev]
         elif mode == "changed":
-            arrays["changed"] = np.zeros(self.store.layout.seq_len, dtype=bool)
+            arrays["changed"] = np.zeros(self.doc.store.layout.seq_len, dtype=bool)
         if mode == "order":
             order = self.decoding_order()
             arrays["order"] = order
@@ -167,17 +178,17 @@ class Inspecting:
         """cell_extras of a block run: the record before composed whole, so positions line up."""
         from dpgviz.store.blocks import compose
 
-        total = self.store.layout.total_len
-        mask_id = self.vocab.mask_id if self.vocab is not None else 0
-        key = (id(self.store), id(rows), record)
+        total = self.doc.store.layout.total_len
+        mask_id = self.doc.vocab.mask_id if self.doc.vocab is not None else 0
+        key = (id(self.doc.store), id(rows), record)
         if self._block_extras_cache is not None and self._block_extras_cache[0] == (mode, *key):
             return self._block_extras_cache[1]
         arrays: dict[str, np.ndarray] = {}
         if record > 0:
-            before = compose(self.store, rows, record - 1, "tokens", mask_id).copy()
+            before = compose(self.doc.store, rows, record - 1, "tokens", mask_id).copy()
             arrays["ghost"] = before
             if mode == "changed":
-                arrays["changed"] = compose(self.store, rows, record, "tokens", mask_id) != before
+                arrays["changed"] = compose(self.doc.store, rows, record, "tokens", mask_id) != before
         elif mode == "changed":
             arrays["changed"] = np.zeros(total, dtype=bool)
         label = ""
@@ -190,11 +201,11 @@ class Inspecting:
 
     def preview_changes(self) -> np.ndarray | None:
         """Positions where the preview shown draws another token than the record (for a tint)."""
-        preview, row = self.preview, self.current_row()
-        if preview is None or row is None or preview.row != row or self.store is None:
+        preview, row = self.preview, self.doc.current_row()
+        if preview is None or row is None or preview.row != row or self.doc.store is None:
             return None
         if self._preview_changes is None or self._preview_changes[0] is not preview:
-            tokens = self.store.columns["tokens"][row]
+            tokens = self.doc.store.columns["tokens"][row]
             self._preview_changes = (preview, (preview.tokens >= 0) & (preview.tokens != tokens))
         return self._preview_changes[1]
 
@@ -203,10 +214,10 @@ class Inspecting:
         from dpgviz.core.palette import STATE_NAMES, mask_states
         from dpgviz.store.inspect import sampled_at
 
-        store, rows, vocab = self.store, self.rows(), self.vocab
+        store, rows, vocab = self.doc.store, self.doc.rows(), self.doc.vocab
         if store is None or vocab is None or not len(rows) or not 0 <= pos < store.layout.total_len:
             return None
-        record = min(max(0, self.view.record if record is None else record), len(rows) - 1)
+        record = min(max(0, self.doc.view.record if record is None else record), len(rows) - 1)
         global_pos = pos
         if store.layout.is_blocks:  # the block holding pos, at its last record so far (store.blocks)
             from dpgviz.store.blocks import Composer
@@ -255,23 +266,23 @@ class Inspecting:
         """Show what the record shown would have drawn at `temperature` / `top_p`, from its stored top-k."""
         from dpgviz.store.inspect import resample_preview
 
-        row = self.current_row()
-        if row is None or self.store is None:
-            self.say("Nothing to re-sample: generate a run or open a session.", is_error=True)
+        row = self.doc.current_row()
+        if row is None or self.doc.store is None:
+            self.notices.say("Nothing to re-sample: generate a run or open a session.", is_error=True)
             return False
-        if self.store.layout.is_blocks:
-            self.say("Re-sampling a block run is not supported yet.", is_error=True)
+        if self.doc.store.layout.is_blocks:
+            self.notices.say("Re-sampling a block run is not supported yet.", is_error=True)
             return False
         if not temperature > 0 or not 0 < top_p <= 1:
-            self.say(f"temperature must be > 0 and top-p in (0, 1]; got {temperature:g}, {top_p:g}", is_error=True)
+            self.notices.say(f"temperature must be > 0 and top-p in (0, 1]; got {temperature:g}, {top_p:g}", is_error=True)
             return False
-        drawn = resample_preview(*self.store.top_k(row), temperature, top_p, seed)
+        drawn = resample_preview(*self.doc.store.top_k(row), temperature, top_p, seed)
         if not (drawn >= 0).any():
-            self.say("This step stored no candidates (only steps that predicted masked tokens do).", is_error=True)
+            self.notices.say("This step stored no candidates (only steps that predicted masked tokens do).", is_error=True)
             return False
         self.preview = Preview(row, float(temperature), float(top_p), int(seed), drawn)
-        changed = int(((drawn >= 0) & (drawn != self.store.columns["tokens"][row])).sum())
-        self.say(f"Preview: {changed} of {int((drawn >= 0).sum())} sampled tokens differ at T={temperature:g}, "
+        changed = int(((drawn >= 0) & (drawn != self.doc.store.columns["tokens"][row])).sum())
+        self.notices.say(f"Preview: {changed} of {int((drawn >= 0).sum())} sampled tokens differ at T={temperature:g}, "
                  f"top-p={top_p:g}. Nothing ran; Run from here makes it real.")
         return True
 
@@ -284,15 +295,15 @@ class Inspecting:
         branch and store version; during a live run at most every ORDER_REFRESH_S."""
         from dpgviz.store.inspect import commit_records
 
-        key = (id(self.store), self.view.branch)
+        key = (id(self.doc.store), self.doc.view.branch)
         now = time.perf_counter()
         cached = self._order_cache
         if cached is not None and cached[0] == key and (
-            cached[1] == self.store.version or (self.run is not None and now - cached[2] < ORDER_REFRESH_S)
+            cached[1] == self.doc.store.version or (self.runs.is_running and now - cached[2] < ORDER_REFRESH_S)
         ):
             return cached[3]
-        rows = self.rows()
-        commit = commit_records(self.store, rows).astype(np.float32)
+        rows = self.doc.rows()
+        commit = commit_records(self.doc.store, rows).astype(np.float32)
         order = np.where(commit >= 0, commit / max(1, len(rows) - 1), np.nan).astype(np.float32)
-        self._order_cache = (key, self.store.version, now, order)
+        self._order_cache = (key, self.doc.store.version, now, order)
         return order

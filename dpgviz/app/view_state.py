@@ -1,6 +1,6 @@
 """View state: what the user is looking at, separate from the widgets that show it.
 
-The frame loop owns one `ViewState`; callbacks change it, panels read it. Nothing here
+The workspace's `Document` owns one `ViewState`; callbacks change it, panels read it. Nothing here
 imports dearpygui, so the timeline logic (follow live, play, clamping) is testable
 without a window.
 """
@@ -73,6 +73,20 @@ class ViewState:
     def unpin(self, pos: int) -> None:
         if pos in self.pinned:
             self.pinned.remove(pos)
+
+    def drop_positions(self, n_positions: int) -> str:
+        """Forget pins, the selection and the hover at positions >= `n_positions` (a shorter
+        sequence is shown now); what was dropped, for the status bar ("" when nothing was)."""
+        gone = [p for p in self.pinned if not 0 <= p < n_positions]
+        self.pinned = [p for p in self.pinned if 0 <= p < n_positions]
+        said = [f"pinned position{'s' if len(gone) > 1 else ''} {', '.join(map(str, gone))}"] if gone else []
+        ends = (self.sel_anchor, self.sel_cursor)
+        if any(e is not None and not 0 <= e < n_positions for e in ends):
+            self.clear_selection()
+            said.append("the selection")
+        if self.hover_pos is not None and not 0 <= self.hover_pos < n_positions:
+            self.hover_pos = None
+        return " and ".join(said).capitalize() if said else ""
 
     # -- selection -----------------------------------------------------------------
     def select(self, index: int, n_records: int, by_user: bool = True) -> None:

@@ -1,11 +1,13 @@
 """What the workspace tells the window: small frozen records the window drains once a frame.
 
-The workspace never calls the UI; it queues these (`Workspace.take_notices`) and the
-App shows them. Plain data, no dearpygui.
+The workspace and its parts never call the UI; they queue these on one `Notices` (each
+part is handed it) and the App drains them (`Workspace.take_notices`) once a frame.
+Plain data, no dearpygui.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from dpgviz.core.model_info import ModelInfo
@@ -62,3 +64,26 @@ class CompareShown:
 
 
 Notice = Said | LoadProgress | ModelReady | StoreShown | SettingsRestored | ModelOffered | CompareShown
+
+
+log = logging.getLogger("dpgviz.app")
+
+
+class Notices:
+    """The queue every part of the workspace reports through; the window drains it once a frame."""
+
+    def __init__(self) -> None:
+        self._queue: list[Notice] = []
+
+    def say(self, text: str, is_error: bool = False) -> None:
+        """A status-bar message (logged too: warnings for errors)."""
+        (log.warning if is_error else log.info)("%s", text)
+        self._queue.append(Said(text, is_error))
+
+    def post(self, notice: Notice) -> None:
+        self._queue.append(notice)
+
+    def take(self) -> list[Notice]:
+        """What happened since the last call, oldest first."""
+        notices, self._queue = self._queue, []
+        return notices

@@ -1,0 +1,157 @@
+"""The app's state without a window: its parts, put together, and the frame loop's side.
+
+    RunSource.poll -> StepStore  (the records of every branch)
+    Workspace.update(dt): poll the source, hand each event to the part it concerns,
+                          finish background jobs, keep the view inside what is shown
+    Workspace.take_notices() -> what happened, for the window to show
+
+The workspace holds parts; each owns its state and is handed, explicitly, what it uses:
+
+    ws.doc       Document: the store, vocabulary, session file and view (what is shown)
+    ws.runs      Runs: the run source (app.source), the model, the run in progress
+    ws.edits     Edits: edit the step shown, restart it, rename and delete branches
+    ws.compare   Compare: two branches side by side, strategy comparisons
+    ws.inspect   Inspection: the record as drawn, token info, re-sample previews
+    ws.explore   Explorer: the model explorer (corrupt text, see what models repair)
+    ws.jobs      Jobs: saves and exports on a background thread
+    ws.files     Files: open, save, export
+    ws.notices   Notices: what every part reports, drained by the window once a frame
+
+No part reads another's private attributes; parts that act on another are handed it
+(`Edits(doc, runs, compare, notices)`). The workspace never calls the UI. Tests drive it
+without a window:
+
+    ws = Workspace(); ws.runs.load_model(entry); ws.update(dt) ...; ws.runs.start(settings)
+
+Imports numpy, dpgviz.core/ipc/store and app/; never dearpygui, torch, dpgviz.engine or
+dpgviz.gui (the worker process owns the model; tests/test_layering.py checks).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from dpgviz.app.compare import Compare
+from dpgviz.app.document import Document
+from dpgviz.app.edits import Edits
+from dpgviz.app.explore import Explorer
+from dpgviz.app.files import Files
+from dpgviz.app.inspect import Inspection
+from dpgviz.app.jobs import Jobs
+from dpgviz.app.notices import Notice, Notices
+from dpgviz.app.runs import Runs
+from dpgviz.app.source import RunSource
+from dpgviz.app.view_state import ViewState
+from dpgviz.core.model_info import ModelInfo
+from dpgviz.core.vocab import Vocabulary
+from dpgviz.store.step_store import StepStore
+
+log = logging.getLogger(__name__)
+
+
+class Workspace:
+    """Everything the window shows and does, minus the window (see the module docstring)."""
+
+    def __init__(
+        self, *, device: str = "auto", dtype: str = "auto", source_factory: Callable[[], RunSource] | None = None
+    ) -> None:
+        self.notices = Notices()
+        self.doc = Document(self.notices)
+        self.runs = Runs(self.doc, self.notices, source_factory, device=device, dtype=dtype)
+        self.jobs = Jobs(self.notices)
+        self.compare = Compare(self.doc, self.runs, self.notices)
+        self.edits = Edits(self.doc, self.runs, self.compare, self.notices)
+        self.inspect = Inspection(self.doc, self.runs, self.notices)
+        self.explore = Explorer(self.doc, self.runs, self.notices)
+        self.files = Files(self.doc, self.runs, self.jobs, self.compare, self.notices)
+
+    # -- what is shown (the document's, for the many readers) ----------------------------------
+    @property
+    def view(self) -> ViewState:
+        return self.doc.view
+
+    @property
+    def store(self) -> StepStore | None:
+        return self.doc.store
+
+    @property
+    def vocab(self) -> Vocabulary | None:
+        return self.doc.vocab
+
+    @property
+    def model_info(self) -> ModelInfo | None:
+        return self.runs.model_info
+
+    @property
+    def is_running(self) -> bool:
+        return self.runs.is_running
+
+    def rows(self, branch: str | None = None) -> np.ndarray:
+        return self.doc.rows(branch)
+
+    def n_records(self) -> int:
+        return self.doc.n_records()
+
+    def current_row(self) -> int | None:
+        return self.doc.current_row()
+
+    def select_branch(self, branch: str) -> None:
+        """Show `branch` at its last record, following it when the run in progress is its."""
+        self.doc.select_branch(branch, self.runs.live_branch)
+
+    def say(self, text: str, is_error: bool = False) -> None:
+        self.notices.say(text, is_error)
+
+    def take_notices(self) -> list[Notice]:
+        """What happened since the last call, oldest first."""
+        return self.notices.take()
+
+    def progress(self) -> tuple[float, str]:
+        """(fraction, label) for the status bar: a job, the run, loading, or idle."""
+        job = self.jobs.job
+        if job is not None:
+            return job.progress.fraction(), job.progress.label
+        return self.runs.progress() or ((1.0 if self.doc.n_records() else 0.0), "idle")
+
+    # -- the frame loop's side -------------------------------------------------------------
+    def update(self, dt_s: float) -> None:
+        """Once a frame: poll the source into the store, finish jobs, keep the view in range, advance playback."""
+        for event in self.runs.poll():
+            self.handle_event(event)
+        self.jobs.poll()
+        self.files.poll()
+        self.doc.settle()
+        self.compare.settle()
+        self.doc.view.advance(self.doc.n_records(), dt_s)
+
+    def handle_event(self, event: object) -> None:
+        """One event from the source, to the part it concerns."""
+        if self.explore.handle(event):
+            return
+        outcome = self.runs.handle(event)
+        if outcome is not None:
+            self.compare.run_ended(outcome)
+
+    def wait_for_job(self, timeout_s: float = 60.0) -> None:
+        """Block until the job in progress and a model check end, and their messages are queued (tests, closing)."""
+        self.jobs.wait(timeout_s)
+        self.files.wait(timeout_s)
+        self.jobs.poll()
+        self.files.poll()
+
+    # -- lifetime ----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Let a running save or export finish (its file is written atomically), stop the worker."""
+        self.jobs.close()
+        self.runs.close()
+        self.doc.store = None
+        self.doc.close_session()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

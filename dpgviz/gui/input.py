@@ -1,0 +1,243 @@
+"""Keys and the mouse: Dear PyGui's handlers -> chords and canvas positions -> view state or workspace calls.
+
+    Input.register()       key-press and mouse handlers under one handler registry
+    Input.press(chord)     what a chord does (gui.keys lists them); real keys and tests come here
+    pointer_down / move / up / hover   the canvas's mouse, in viewport pixels (tests call them too)
+
+A shortcut fires only when no text or number box has the keyboard: `is_typing` looks at
+every input item, active now or deactivated this frame. Enter typed in a settings box
+ends the edit in the same frame its key-press handler fires, so "active" alone misses it
+(it once opened the Replace box after typing a length).
+
+Handlers are small: they change the view state or call one workspace operation. The
+panels they reach are handed in (`Input(ws, canvas, settings, ...)`), never the App.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import dearpygui.dearpygui as dpg
+
+from dpgviz.app.workspace import Workspace
+from dpgviz.gui.canvas import TokenCanvas
+from dpgviz.gui.compare_view import CompareView
+from dpgviz.gui.edit_bar import EditBar
+from dpgviz.gui.inspector import HoverTip
+from dpgviz.gui.keys import chord
+from dpgviz.gui.settings_panel import SettingsPanel
+
+log = logging.getLogger(__name__)
+
+SCROLL_ROWS_PER_NOTCH = 3
+
+# Keys the app listens to (chord names in gui.keys); modifiers are read when one is pressed.
+KEYS = {
+    "left": dpg.mvKey_Left,
+    "right": dpg.mvKey_Right,
+    "home": dpg.mvKey_Home,
+    "end": dpg.mvKey_End,
+    "space": dpg.mvKey_Spacebar,
+    "enter": dpg.mvKey_Return,
+    "escape": dpg.mvKey_Escape,
+    "a": dpg.mvKey_A,
+    "m": dpg.mvKey_M,
+    "p": dpg.mvKey_P,
+    "r": dpg.mvKey_R,
+    "u": dpg.mvKey_U,
+    "i": dpg.mvKey_I,
+    **{str(k): getattr(dpg, f"mvKey_{k}") for k in range(1, 9)},
+}
+
+# Item types that take the keyboard while active (text, numbers, combos being typed in).
+TYPING_TYPES = frozenset(
+    f"mvAppItemType::{t}"
+    for t in (
+        "mvInputText", "mvInputInt", "mvInputFloat", "mvInputDouble", "mvInputIntMulti", "mvInputFloatMulti",
+        "mvInputDoubleMulti", "mvDragInt", "mvDragFloat", "mvDragDouble", "mvSliderInt", "mvSliderFloat",
+        "mvSliderDouble",
+    )
+)
+
+
+class Input:
+    """Keyboard shortcuts and the canvas's mouse (see the module docstring)."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        canvas: TokenCanvas,
+        settings: SettingsPanel,
+        edit_bar: EditBar,
+        hover_tip: HoverTip,
+        compare_view: CompareView,
+        *,
+        show_inspector: Callable[[], None],
+        show_zoom: Callable[[int], None],
+    ) -> None:
+        self.workspace, self.view = workspace, workspace.view
+        self.canvas, self.settings, self.edit_bar = canvas, settings, edit_bar
+        self.hover_tip, self.compare_view = hover_tip, compare_view
+        self.show_inspector, self.show_zoom = show_inspector, show_zoom
+        self.actions = self._actions()  # chord -> action (gui.keys lists them)
+        self.is_dragging = False
+        self.key_handlers: dict[int, int | str] = {}
+        self._typing_items: tuple[int, list[int | str]] = (-1, [])  # (item count, input items) cache
+
+    def register(self) -> None:
+        """Key and mouse handlers (call inside the build, once)."""
+        with dpg.handler_registry():
+            for name, key in KEYS.items():
+                self.key_handlers[key] = dpg.add_key_press_handler(key, callback=self._on_key(name))
+            dpg.add_mouse_wheel_handler(callback=self._on_wheel)
+            dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Left, callback=self._on_click)
+            dpg.add_mouse_drag_handler(button=dpg.mvMouseButton_Left, threshold=1.0, callback=self._on_drag)
+            dpg.add_mouse_release_handler(button=dpg.mvMouseButton_Left, callback=self._on_release)
+            dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Right, callback=self._on_right_click)
+            dpg.add_mouse_move_handler(callback=self._on_mouse_move)
+
+    # -- keys -------------------------------------------------------------------------
+    def _actions(self) -> dict[str, Callable[[], None]]:
+        """What each chord of gui.keys.SHORTCUTS does (Ctrl+O / Ctrl+S belong to the File menu)."""
+        view, ws = self.view, self.workspace
+        n = ws.n_records
+
+        def seq_len() -> int:
+            return ws.doc.total_len
+
+        def shift_step(delta: int) -> None:
+            if view.canvas_focus and view.selection() is not None:
+                view.extend_selection(delta, seq_len())
+            else:
+                view.step(delta, n())
+
+        def escape() -> None:
+            if ws.is_running:
+                ws.runs.stop()
+            else:
+                view.clear_selection()
+
+        return {
+            "left": lambda: view.step(-1, n()),
+            "right": lambda: view.step(1, n()),
+            "shift+left": lambda: shift_step(-1),
+            "shift+right": lambda: shift_step(1),
+            "home": lambda: view.home(n()),
+            "end": lambda: view.end(n()),
+            "space": lambda: view.toggle_play(n()),
+            "ctrl+enter": self.settings.start,
+            "escape": escape,
+            "ctrl+r": self.settings.restart,
+            "ctrl+a": lambda: view.select_all(seq_len()),
+            "m": lambda: ws.edits.edit("mask"),
+            "u": lambda: ws.edits.edit("unmask"),
+            "p": lambda: ws.edits.edit("protect"),
+            "shift+p": lambda: ws.edits.edit("unprotect"),
+            "enter": self.edit_bar.focus_replace,
+            "i": self.pin_hovered,
+            **{str(k): self._candidate_picker(k) for k in range(1, 9)},
+        }
+
+    def _candidate_picker(self, k: int) -> Callable[[], None]:
+        """Key k (1-8): place candidate k of the hovered token there, as an edit."""
+
+        def pick() -> None:
+            info = self.hover_tip.info
+            if info is not None and k <= len(info.candidates):
+                self.workspace.edits.pick_candidate(info.pos, info.candidates[k - 1][0])
+
+        return pick
+
+    def pin_hovered(self) -> None:
+        """Pin the token under the mouse in the inspector, and show the inspector."""
+        pos = self.view.hover_pos
+        if pos is not None and 0 <= pos < self.workspace.doc.total_len:
+            self.view.pin(pos)
+            self.show_inspector()
+
+    def press(self, name: str) -> bool:
+        """Do what chord `name` does (key handlers and tests come here); False if it means nothing."""
+        action = self.actions.get(name)
+        if action is None:
+            return False
+        action()
+        return True
+
+    def is_typing(self) -> bool:
+        """A text or number box has the keyboard, or let go of it this frame (Enter, Tab): keys are its."""
+        count = len(dpg.get_all_items())
+        if self._typing_items[0] != count:  # windows built later (explorer, pickers) bring their own boxes
+            items = [i for i in dpg.get_all_items() if dpg.get_item_type(i) in TYPING_TYPES]
+            self._typing_items = (count, items)
+        return any(dpg.is_item_active(i) or dpg.is_item_deactivated(i) for i in self._typing_items[1])
+
+    def _on_key(self, name: str) -> Callable[[], None]:
+        def on_key() -> None:
+            ctrl = dpg.is_key_down(dpg.mvKey_LControl) or dpg.is_key_down(dpg.mvKey_RControl)
+            shift = dpg.is_key_down(dpg.mvKey_LShift) or dpg.is_key_down(dpg.mvKey_RShift)
+            if not self.is_typing():
+                self.press(chord(name, ctrl, shift))
+
+        return on_key
+
+    # -- mouse on the canvas -------------------------------------------------------------
+    def pointer_down(self, x: float, y: float, shift: bool = False) -> None:
+        """A left click at viewport pixel (x, y): select the token there (shift: extend)."""
+        pos = self.canvas.pos_at_pixel(x, y)
+        self.view.canvas_focus = self.canvas.cell_at_pixel(x, y) is not None
+        if pos is None:
+            self.is_dragging = False
+            return
+        self.view.select_tokens(pos, extend=shift)
+        self.is_dragging = True
+
+    def pointer_move(self, x: float, y: float) -> None:
+        """The mouse moved with the button down: extend the selection to the token under it."""
+        if self.is_dragging:
+            pos = self.canvas.pos_at_pixel(x, y, clamp=True)
+            if pos is not None:
+                self.view.drag_to(pos)
+
+    def pointer_up(self) -> None:
+        self.is_dragging = False
+
+    def pointer_hover(self, x: float, y: float) -> None:
+        """The mouse is at viewport pixel (x, y): the token there is the tooltip's (None off the tokens)."""
+        self.view.hover_pos = self.canvas.pos_at_pixel(x, y)
+
+    def _on_mouse_move(self, sender: int, app_data: object) -> None:
+        x, y = dpg.get_mouse_pos(local=False)
+        self.view.hover_pos = self.canvas.pos_at_pixel(x, y) if self.canvas.is_hovered() else None
+
+    def _on_right_click(self, sender: int, button: int) -> None:
+        if self.canvas.is_hovered():
+            x, y = dpg.get_mouse_pos(local=False)
+            self.pointer_hover(x, y)
+            self.pin_hovered()
+
+    def _on_click(self, sender: int, button: int) -> None:
+        x, y = dpg.get_mouse_pos(local=False)
+        if self.canvas.is_hovered():
+            self.pointer_down(x, y, dpg.is_key_down(dpg.mvKey_LShift) or dpg.is_key_down(dpg.mvKey_RShift))
+        else:
+            self.view.canvas_focus = False
+
+    def _on_drag(self, sender: int, app_data: object) -> None:
+        if self.is_dragging:
+            x, y = dpg.get_mouse_pos(local=False)
+            self.pointer_move(x, y)
+
+    def _on_release(self, sender: int, button: int) -> None:
+        self.pointer_up()
+
+    def _on_wheel(self, sender: int, delta: int) -> None:
+        if self.compare_view.scroll_pane(-int(delta) * SCROLL_ROWS_PER_NOTCH):
+            return
+        if not self.canvas.is_hovered():
+            return
+        if dpg.is_key_down(dpg.mvKey_LControl) or dpg.is_key_down(dpg.mvKey_RControl):
+            self.canvas.zoom(self.view, self.view.font_px + int(delta))
+            self.show_zoom(self.view.font_px)
+        else:
+            self.canvas.scroll_by(self.view, -int(delta) * SCROLL_ROWS_PER_NOTCH)
