@@ -700,6 +700,13 @@ def test_a_run_longer_than_the_block_size_goes_in_blocks_and_shows_whole(app: Ap
     info = ws.inspect.token_info(300)  # a position of block 2, from its own records
     assert info is not None and info.pos == 300 and info.candidates
     assert ws.inspect.token_info(550).sampled_label.startswith("block 3 has not started")
+    app.view.pin(300)  # a position past the block size: its history is its block's (random input crashed here)
+    app.frame()
+    app.frame()
+    block_rows = ws.rows()[ws.store.column("block")[ws.rows()] == 1]
+    assert np.array_equal(app.inspector.data[300]["tokens"], ws.store.column("tokens")[block_rows, 300 - 256])
+    assert not app.guard.caught
+    app.view.unpin(300)
 
 
 def test_a_step_switch_makes_the_same_calls_whatever_the_rows_shown(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -842,3 +849,85 @@ def test_compare_strategies_window_runs_the_ticked_ones_side_by_side(app: App, m
     shot(app, "7-compare-strategies")
     app.compare_view.close()
     app.frame()
+
+
+def test_a_pin_past_a_shorter_run_is_dropped_not_a_crash(app: App, models_dir: Path) -> None:
+    ensure_short_run(app, models_dir)  # 100 tokens
+    ws = app.workspace
+    app.view.pinned.clear()
+    app.view.pin(90)
+    app.view.select_tokens(80)
+    app.view.drag_to(95)
+    app.frame()
+    assert 90 in app.inspector.data
+    short = GenerationSettings(length=50, steps=3, seed=1)
+    app.settings.write(short)
+    click(app.settings.start_button)
+    run_until(app, lambda: not ws.is_running)
+    app.frame()
+    assert app.view.pinned == [] and app.view.selection() is None
+    assert not app.guard.caught  # nothing reached a boundary: the view was settled first
+
+
+def test_a_failing_panel_is_reset_said_and_switched_off_while_the_rest_draws(
+    app: App, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dpgviz.gui.guard import MAX_FAILURES
+
+    ensure_short_run(app, models_dir)
+    ws = app.workspace
+    n, caught = ws.n_records(), app.guard.caught
+    calls = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise IndexError("position 874 outside 0..182")
+
+    monkeypatch.setattr(app.inspector, "refresh", broken)
+    app.view.pin(7)
+    try:
+        app.frame()
+        assert app.view.pinned == []  # reset to its empty state
+        app.frame()  # the message shows with the next frame's notices
+        assert "Inspector failed: IndexError: position 874" in app.status.text and "details in" in app.status.text
+        for _ in range(10):
+            assert app.frame()  # the window keeps drawing
+        assert len(calls) == MAX_FAILURES and "Inspector" in app.guard.disabled
+        assert "off until restart" in app.status.text
+        set_slider(app, 1)  # the other panels still follow the view
+        assert dpg.get_value(app.timeline.slider) == 2 and ws.inspect.shown().row == ws.rows()[1]
+        assert ws.n_records() == n  # the records stay
+        assert app.guard.caught == caught + MAX_FAILURES
+    finally:
+        app.guard.disabled.discard("Inspector")
+        app.guard.failures.pop("Inspector", None)
+
+
+def test_a_failing_callback_is_caught_and_the_next_one_runs(app: App, models_dir: Path) -> None:
+    ensure_short_run(app, models_dir)
+    ws, n = app.workspace, app.workspace.n_records()
+    with dpg.window(show=False):
+        bad = dpg.add_button(callback=lambda: 1 / 0)
+    record = app.view.record
+    app.guard.run_callbacks([(dpg.get_item_callback(bad), bad, None, None),  # as the queue hands them over
+                             (app.timeline._on_slider, app.timeline.slider, record, None)])
+    app.frame()
+    assert "ZeroDivisionError" in app.status.text
+    assert app.view.record == max(0, record - 1)  # the callback after the failing one ran (slider counts from 1)
+    assert ws.n_records() == n and app.frame()
+
+
+def test_restart_worker_reloads_the_same_model_after_the_worker_died(app: App, models_dir: Path) -> None:
+    ensure_short_run(app, models_dir)
+    ws = app.workspace
+    entry, n = ws.runs.model_entry, ws.n_records()
+    os.kill(ws.runs.source.pid, signal.SIGKILL)
+    run_until(app, lambda: ws.runs.source is None, timeout_s=10)
+    app.frame()
+    assert dpg.is_item_shown(app.status.restart_button) and "Restart worker" in app.status.text
+    click(app.status.restart_button)
+    run_until(app, lambda: ws.model_info is not None and not ws.runs.is_loading, timeout_s=60)
+    assert ws.runs.model_entry == entry and ws.model_info.path == str(entry.path)
+    assert ws.n_records() == n  # the records shown stay
+    app.frame()
+    assert not dpg.is_item_shown(app.status.restart_button)

@@ -59,6 +59,7 @@ class Compare:
     def __init__(self, doc: Document, runs: Runs, notices: Notices) -> None:
         self.doc, self.runs, self.notices = doc, runs, notices
         self.pair: tuple[str, str] | None = None  # two branches side by side (the first is the shown one)
+        self._pair_store = 0  # id() of the store the pair's branches belong to
         self.queue: StrategyQueue | None = None
 
     def start(self, left: str, right: str) -> bool:
@@ -70,7 +71,7 @@ class Compare:
         if left == right:
             self.notices.say("Pick two different branches to compare.", is_error=True)
             return False
-        self.pair = (left, right)
+        self.pair, self._pair_store = (left, right), id(store)
         if self.doc.view.branch != left:
             self.doc.select_branch(left, self.runs.live_branch)
         return True
@@ -86,7 +87,9 @@ class Compare:
     def settle(self) -> None:
         """Close a pair whose branches are not in the store shown (a session opened, a new run's store)."""
         store = self.doc.store
-        if self.pair is not None and (store is None or not all(b in store.branches for b in self.pair)):
+        if self.pair is None:
+            return
+        if store is None or id(store) != self._pair_store or not all(b in store.branches for b in self.pair):
             self.pair = None
             self.notices.say("The compared branches are not in the records shown: the compare view closed.")
 

@@ -39,7 +39,10 @@ class Files:
 
     def __init__(self, doc: Document, runs: Runs, jobs: Jobs, compare: Compare, notices: Notices) -> None:
         self.doc, self.runs, self.jobs, self.compare, self.notices = doc, runs, jobs, compare, notices
-        self.on_saved: list[Callable[[Path], None]] = []  # told of every save that finished (the journal clears)
+        # Told of every save that finished (path, store version saved) and every session opened:
+        # the recovery journal clears (app.recovery).
+        self.on_saved: list[Callable[[Path, int], None]] = []
+        self.on_opened: list[Callable[[Session], None]] = []
         self._model_check: tuple[Session, Future] | None = None
 
     @property
@@ -58,6 +61,8 @@ class Files:
             self.notices.say(f"Cannot open {path}: {exc}", is_error=True)
             return False
         self.adopt(session, Path(path))
+        for hook in self.on_opened:
+            hook(session)
         store = session.store
         self.notices.say(
             f"Opened {Path(path).name}: {len(store)} records in {len(store.branch_order)} branches. "
@@ -166,6 +171,7 @@ class Files:
         if snapshot is None:
             return False
         model_path, sha = snapshot.model_path, snapshot.model_sha256
+        version = self.doc.store.version  # what the snapshot holds: later records are not in the file
 
         def work(progress: Progress) -> Path:
             digest = sha
@@ -180,7 +186,7 @@ class Files:
         def done(written: object) -> str:
             self.doc.path = Path(str(written))
             for hook in self.on_saved:
-                hook(self.doc.path)
+                hook(self.doc.path, version)
             return f"Saved {len(snapshot.store)} records in {len(snapshot.store.branch_order)} branches to {written}."
 
         self.jobs.start(f"saving {path.name}", work, done)

@@ -15,6 +15,7 @@ The workspace holds parts; each owns its state and is handed, explicitly, what i
     ws.explore   Explorer: the model explorer (corrupt text, see what models repair)
     ws.jobs      Jobs: saves and exports on a background thread
     ws.files     Files: open, save, export
+    ws.recovery  Recovery: the journal of unsaved work, and a dead process's offered back (or None)
     ws.notices   Notices: what every part reports, drained by the window once a frame
 
 No part reads another's private attributes; parts that act on another are handed it
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -42,6 +44,7 @@ from dpgviz.app.files import Files
 from dpgviz.app.inspect import Inspection
 from dpgviz.app.jobs import Jobs
 from dpgviz.app.notices import Notice, Notices
+from dpgviz.app.recovery import Recovery
 from dpgviz.app.runs import Runs
 from dpgviz.app.source import RunSource
 from dpgviz.app.view_state import ViewState
@@ -56,8 +59,11 @@ class Workspace:
     """Everything the window shows and does, minus the window (see the module docstring)."""
 
     def __init__(
-        self, *, device: str = "auto", dtype: str = "auto", source_factory: Callable[[], RunSource] | None = None
+        self, *, device: str = "auto", dtype: str = "auto", source_factory: Callable[[], RunSource] | None = None,
+        journal: Path | None = None,
     ) -> None:
+        """`journal`: where unsaved work is journaled (the window passes core.paths.recovery_path());
+        None journals nothing (tests, scripts)."""
         self.notices = Notices()
         self.doc = Document(self.notices)
         self.runs = Runs(self.doc, self.notices, source_factory, device=device, dtype=dtype)
@@ -67,6 +73,9 @@ class Workspace:
         self.inspect = Inspection(self.doc, self.runs, self.notices)
         self.explore = Explorer(self.doc, self.runs, self.notices)
         self.files = Files(self.doc, self.runs, self.jobs, self.compare, self.notices)
+        self.recovery = (
+            Recovery(self.doc, self.runs, self.files, self.notices, journal) if journal is not None else None
+        )
 
     # -- what is shown (the document's, for the many readers) ----------------------------------
     @property
@@ -126,6 +135,8 @@ class Workspace:
         self.doc.settle()
         self.compare.settle()
         self.doc.view.advance(self.doc.n_records(), dt_s)
+        if self.recovery is not None:
+            self.recovery.sync()  # hands over what changed; the journal writes on its own thread
 
     def handle_event(self, event: object) -> None:
         """One event from the source, to the part it concerns."""
@@ -133,6 +144,8 @@ class Workspace:
             return
         outcome = self.runs.handle(event)
         if outcome is not None:
+            if self.recovery is not None:
+                self.recovery.run_ended()  # at the end of each run, on disk at once
             self.compare.run_ended(outcome)
 
     def wait_for_job(self, timeout_s: float = 60.0) -> None:
@@ -144,8 +157,11 @@ class Workspace:
 
     # -- lifetime ----------------------------------------------------------------------------
     def close(self) -> None:
-        """Let a running save or export finish (its file is written atomically), stop the worker."""
+        """Let a running save or export finish (its file is written atomically), stop the worker;
+        a normal close clears the recovery journal."""
         self.jobs.close()
+        if self.recovery is not None:
+            self.recovery.close()
         self.runs.close()
         self.doc.store = None
         self.doc.close_session()

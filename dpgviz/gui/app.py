@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dearpygui.dearpygui as dpg
@@ -39,6 +40,7 @@ from dpgviz.app.notices import (
 )
 from dpgviz.app.workspace import Workspace
 from dpgviz.core.discovery import default_model_entry, given_model_entry
+from dpgviz.core.paths import log_path, recovery_path
 from dpgviz.gui import palette
 from dpgviz.gui.branches import BranchPanel
 from dpgviz.gui.canvas import ZOOM_RANGE, TokenCanvas
@@ -46,11 +48,13 @@ from dpgviz.gui.compare_view import CompareView
 from dpgviz.gui.edit_bar import EditBar
 from dpgviz.gui.explorer import ExplorerWindow
 from dpgviz.gui.files import SessionFiles
+from dpgviz.gui.guard import Guard
 from dpgviz.gui.input import Input
 from dpgviz.gui.inspector import HoverTip, InspectorPanel
 from dpgviz.gui.keys import help_text
 from dpgviz.gui.pacing import FramePacer
 from dpgviz.gui.plots import OverviewPanel, RunPlots
+from dpgviz.gui.recovery_prompt import RecoveryPrompt
 from dpgviz.gui.settings_panel import PANEL_WIDTH, SettingsPanel
 from dpgviz.gui.status import Legend, StatusBar
 from dpgviz.gui.theme import dark_theme, load_fonts
@@ -79,6 +83,7 @@ class App:
         model: str | None = None,
         autoload: bool = True,
         source_factory: Callable[[], RunSource] | None = None,
+        journal: Path | None = None,
         width: int = 1440,
         height: int = 900,
     ) -> None:
@@ -87,14 +92,16 @@ class App:
         self.autoload = autoload
         self.model_entry = given_model_entry(model) if model else None  # --model: loaded instead of the default
         self.size = (width, height)
-        self.workspace = Workspace(device=device, dtype=dtype, source_factory=source_factory)
+        # journal: where unsaved work is journaled (run_app: core.paths.recovery_path()); None: not at all
+        self.workspace = Workspace(device=device, dtype=dtype, source_factory=source_factory, journal=journal)
+        self.guard = Guard(self.workspace.say, log_path())  # the frame loop's boundaries (gui.guard)
         self.view = self.workspace.view
         self.frame_count = 0
         self.fonts = None
         self.settings = SettingsPanel(self.workspace, models_dir, given=self.model_entry)
         self.canvas: TokenCanvas | None = None  # needs the fonts: made in build()
         self.timeline = TimelinePanel(self.workspace)
-        self.status = StatusBar()
+        self.status = StatusBar(restart_worker=lambda: self.workspace.runs.restart_source())
         self.legend = Legend()
         self.files = SessionFiles(self.workspace, columns=lambda: self.canvas.cols if self.canvas else 0)
         self.edit_bar = EditBar(self.workspace, restart=self.settings.restart)
@@ -102,12 +109,14 @@ class App:
         self.compare_view: CompareView | None = None  # needs the fonts: made in build()
         self.explorer: ExplorerWindow | None = None  # the model explorer (gui.explorer); made in build()
         self.hover_tip = HoverTip(self.workspace)
+        self.recovery_prompt = RecoveryPrompt(self.workspace)
         self.inspector = InspectorPanel(self.workspace, restart_with=self._restart_with)
         self.run_plots = RunPlots(self.workspace)
         self.overview = OverviewPanel(self.workspace, reveal=lambda pos: self.canvas.reveal(self.view, pos))
         self.side_tabs: int | str = 0
         self.tabs: dict[str, int | str] = {}
         self.help_window: int | str = 0
+        self.about_window: int | str = 0
         self.input: Input | None = None  # keys and the canvas's mouse (gui.input); made in build()
         self.pacer: FramePacer | None = None  # set by run(): frames are paced (gui.pacing)
         self.window: int | str = 0
@@ -137,6 +146,7 @@ class App:
                     dpg.add_menu_item(label="Model explorer...", callback=lambda: self.explorer.show())
                 with dpg.menu(label="Help"):
                     dpg.add_menu_item(label="Keyboard and mouse...", callback=lambda: dpg.show_item(self.help_window))
+                    dpg.add_menu_item(label="About dpgviz...", callback=lambda: dpg.show_item(self.about_window))
             with dpg.group(horizontal=True):
                 with dpg.child_window(width=PANEL_WIDTH, height=-STATUS_PX) as left:
                     self.settings.build(left)
@@ -175,10 +185,13 @@ class App:
             text = dpg.add_text(help_text())
             if self.fonts.mono:
                 dpg.bind_item_font(text, self.fonts.mono)
+        with dpg.window(label="About dpgviz", show=False, width=620, height=200, pos=(220, 160)) as self.about_window:
+            dpg.add_text(about_text(), wrap=590)
         self.files.build(self.file_menu)
         self.compare_view.build()
         self.explorer.build()
         self.hover_tip.build(self.canvas.plot_group)
+        self.recovery_prompt.build(self.size)
 
         self.input = Input(
             self.workspace, self.canvas, self.settings, self.edit_bar, self.hover_tip, self.compare_view,
@@ -269,11 +282,11 @@ class App:
         queue = dpg.get_callback_queue()
         if queue and self.pacer is not None:  # input: draw its effect now, not at the next event
             self.pacer.touch()
-        dpg.run_callbacks(queue)
-        self.workspace.update(dt)
+        self.guard.run_callbacks(queue)  # each callback inside its own boundary (gui.guard)
+        self.guard.call("Workspace", self.workspace.update, dt, can_disable=False)
         notices = self.workspace.take_notices()
         for notice in notices:
-            self.show(notice)
+            self.guard.call(f"Showing {type(notice).__name__}", self.show, notice, can_disable=False)
         if (self.refresh() or notices) and self.pacer is not None:  # a change drawn may need a frame or two to settle
             self.pacer.owe(2)
 
@@ -302,22 +315,31 @@ class App:
             self.compare_view.show()
 
     def refresh(self) -> bool:
-        """Push the current state into every panel (each skips what did not change); True if the canvas drew."""
+        """Push the current state into every panel (each skips what did not change); True if the canvas drew.
+
+        Each panel refreshes inside its own boundary (gui.guard): one that raises is reset to
+        its empty state (its view state cleared) and the others draw on.
+        """
+        ws, view, call = self.workspace, self.view, self.guard.call
+        drew = call("Canvas", lambda: self.canvas.refresh(
+            ws.inspect.shown(), view, highlight=ws.inspect.preview_changes(),
+            extras=ws.inspect.cell_extras(view.color_mode),
+        ), reset=self._reset_canvas)
+        call("Timeline", lambda: self.timeline.refresh(ws.store, view, ws.runs.expected_records()))
+        call("Edit bar", self.edit_bar.refresh)
+        call("Branches", self.branches.refresh)
+        call("Compare view", self.compare_view.refresh, view.color_mode, reset=ws.compare.stop)
+        call("Explorer", self.explorer.refresh)
+        call("Tooltip", self.hover_tip.refresh, reset=self._reset_hover)
+        call("Inspector", self.inspector.refresh, reset=view.pinned.clear)
+        call("Plots", self.run_plots.refresh)
+        call("Overview", self.overview.refresh, view.color_mode)
+        call("Legend", self.legend.show, view.color_mode)
+        call("Status", self._refresh_status)
+        return bool(drew)
+
+    def _refresh_status(self) -> None:
         ws = self.workspace
-        drew = self.canvas.refresh(
-            ws.inspect.shown(), self.view, highlight=ws.inspect.preview_changes(),
-            extras=ws.inspect.cell_extras(self.view.color_mode),
-        )
-        self.timeline.refresh(ws.store, self.view, ws.runs.expected_records())
-        self.edit_bar.refresh()
-        self.branches.refresh()
-        self.compare_view.refresh(self.view.color_mode)
-        self.explorer.refresh()
-        self.hover_tip.refresh()
-        self.inspector.refresh()
-        self.run_plots.refresh()
-        self.overview.refresh(self.view.color_mode)
-        self.legend.show(self.view.color_mode)
         self.settings.set_running(ws.is_running, ws.model_info is not None and not ws.runs.is_loading)
         info = ws.model_info
         progress, text = ws.progress()
@@ -328,7 +350,15 @@ class App:
             progress,
             text,
         )
-        return drew
+        self.status.show_restart(ws.runs.worker_died is not None and ws.runs.model_entry is not None)
+
+    def _reset_canvas(self) -> None:
+        self.view.top_row = 0
+        self.view.clear_selection()
+        self.view.hover_pos = None
+
+    def _reset_hover(self) -> None:
+        self.view.hover_pos = None
 
     # -- view callbacks (small: change the view state, then return) ------------------
     def _restart_with(self, temperature: float) -> None:
@@ -358,6 +388,34 @@ class App:
 
 
 
+def about_text() -> str:
+    """Help > About: the version and where dpgviz keeps its log and unsaved work."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("dpgviz")
+    except PackageNotFoundError:
+        ver = "(not installed)"
+    return (
+        f"dpgviz {ver}: a visualizer for masked-diffusion language models.\n\n"
+        f"Log file: {log_path()}\n"
+        f"Recovery journal (unsaved work, kept until saved or closed normally): {recovery_path()}\n\n"
+        "A panel that fails is reset and said in the status bar; the traceback goes to the log file."
+    )
+
+
+def log_to_file() -> logging.Handler:
+    """The window's log goes to the log file too (rotated at 1 MB, 3 kept): tracebacks caught at
+    the frame loop's boundaries land there, where Help > About says."""
+    from logging.handlers import RotatingFileHandler
+
+    handler = RotatingFileHandler(log_path(), maxBytes=1 << 20, backupCount=3, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("dpgviz").addHandler(handler)
+    return handler
+
+
 def run_app(
     models_dir: str | None = None,
     device: str = "auto",
@@ -366,9 +424,12 @@ def run_app(
     model: str | None = None,
 ) -> None:
     """Open the window and run until it is closed (the CLI's default command)."""
-    app = App(models_dir=models_dir, device=device, session=session, dtype=dtype, model=model)
+    handler = log_to_file()
+    app = App(models_dir=models_dir, device=device, session=session, dtype=dtype, model=model, journal=recovery_path())
     app.build()
     try:
         app.run()
     finally:
         app.close()
+        logging.getLogger("dpgviz").removeHandler(handler)
+        handler.close()

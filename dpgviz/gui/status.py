@@ -6,6 +6,8 @@ value only when it changed. dearpygui only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import dearpygui.dearpygui as dpg
 
 from dpgviz.core.palette import entropy_max
@@ -40,9 +42,10 @@ _MISSING = object()
 class StatusBar:
     """One line at the bottom: model, device, speed, progress of the run, last message."""
 
-    def __init__(self) -> None:
+    def __init__(self, restart_worker: Callable[[], object] | None = None) -> None:
         self._cache = Cached()
-        self.model = self.device = self.speed = self.progress = self.message = 0
+        self.restart_worker = restart_worker
+        self.model = self.device = self.speed = self.progress = self.message = self.restart_button = 0
 
     def build(self, parent: int | str) -> None:
         with dpg.group(horizontal=True, parent=parent):
@@ -52,6 +55,13 @@ class StatusBar:
             dpg.add_text("|", color=(90, 94, 104))
             self.speed = dpg.add_text("0.0 steps/s")
             self.progress = dpg.add_progress_bar(default_value=0.0, width=220, overlay="idle")
+            self.restart_button = dpg.add_button(
+                label="Restart worker", show=False, small=True,
+                callback=lambda: self.restart_worker() if self.restart_worker else None,
+            )
+            with dpg.tooltip(self.restart_button):
+                dpg.add_text("The worker process died: start a new one with the same model, device and dtype.\n"
+                             "The records shown stay.")
             self.message = dpg.add_text("", color=INFO_COLOR)
 
     def show(self, model: str, device: str, steps_per_s: float, progress: float, progress_text: str) -> None:
@@ -60,6 +70,10 @@ class StatusBar:
         self._cache.set(self.speed, f"{steps_per_s:5.1f} steps/s")
         self._cache.set(self.progress, min(1.0, max(0.0, progress)))
         self._cache.configure(self.progress, overlay=progress_text)
+
+    def show_restart(self, is_shown: bool) -> None:
+        """The Restart worker button, shown while the worker is dead."""
+        self._cache.configure(self.restart_button, show=is_shown)
 
     def say(self, text: str, is_error: bool = False) -> None:
         """Show a one-line message (errors in red)."""

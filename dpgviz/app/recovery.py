@@ -1,0 +1,109 @@
+"""Unsaved work survives the process: the records shown are journaled as they arrive, and offered back.
+
+    Recovery(doc, runs, files, notices, path)   finds a journal a dead process left (`pending`)
+    accept() / decline()                        open it like a session / delete it
+    sync()                                      once a frame: hand what changed to the journal
+                                                (store.journal writes on its own thread)
+    run_ended()                                 the end of a run is flushed and fsynced at once
+    close()                                     a normal close deletes the journal
+
+Nothing is journaled while a found journal waits for an answer (the new one would
+overwrite it); records that arrive meanwhile are journaled once it is answered. A save
+clears the journal as of the saved snapshot (`Files.on_saved`); opening a session clears
+it too (the file on disk holds those records).
+
+numpy and dpgviz.core/store only; no dearpygui, no torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from dpgviz.app.document import Document
+from dpgviz.app.files import Files
+from dpgviz.app.notices import Notices
+from dpgviz.app.runs import Runs
+from dpgviz.store.journal import Journal, RecoveryInfo, discard_recovery, find_recovery, recover
+from dpgviz.store.session import SessionError
+
+log = logging.getLogger(__name__)
+
+
+class Recovery:
+    """The recovery journal of the records shown (see the module docstring)."""
+
+    def __init__(self, doc: Document, runs: Runs, files: Files, notices: Notices, path: Path) -> None:
+        self.doc, self.runs, self.files, self.notices, self.path = doc, runs, files, notices, Path(path)
+        self.pending: RecoveryInfo | None = None
+        try:
+            self.pending = find_recovery(self.path)
+        except (SessionError, OSError) as exc:  # not a journal of ours: leave it, say so, journal elsewhere
+            log.warning("recovery journal %s unreadable: %s", self.path, exc)
+            self.notices.say(f"A recovery journal at {self.path} cannot be read ({exc}); it is left as it is.", True)
+            self.path = self.path.with_name(self.path.stem + "-new" + self.path.suffix)
+        self.journal = Journal(self.path)
+        self._meta_key: tuple | None = None
+        self._meta: dict = {}
+        files.on_saved.append(lambda path, version: self.journal.clear(version=version))
+        files.on_opened.append(lambda session: self.journal.clear(session.store))
+
+    # -- the prompt ------------------------------------------------------------------------------
+    def accept(self) -> bool:
+        """Open the journal a dead process left, like a session (Save asks where to write it)."""
+        info, self.pending = self.pending, None
+        if info is None:
+            return False
+        try:
+            session = recover(info.path)
+        except (SessionError, OSError) as exc:
+            self.notices.say(f"Cannot recover {info.path}: {exc}", is_error=True)
+            return False
+        self.files.adopt(session, None)
+        store = session.store
+        self.notices.say(
+            f"Recovered {len(store)} records in {len(store.branch_order)} branches from {info.mtime:%Y-%m-%d %H:%M}. "
+            "Save them to keep them."
+        )
+        return True
+
+    def decline(self) -> None:
+        """Delete the journal a dead process left."""
+        info, self.pending = self.pending, None
+        if info is not None:
+            discard_recovery(info.path)
+            self.notices.say("The unsaved work was discarded.")
+
+    # -- the frame loop's side ---------------------------------------------------------------------
+    def sync(self) -> None:
+        if self.pending is not None:
+            return
+        doc = self.doc
+        self.journal.sync(doc.store, doc.vocab, self._session_meta())
+
+    def run_ended(self) -> None:
+        self.sync()
+        self.journal.flush()
+
+    def _session_meta(self) -> dict:
+        """What a session records beside the store (as Files.snapshot): rebuilt when its sources change."""
+        doc, info = self.doc, self.runs.model_info
+        branch = doc.store.branches.get(doc.view.branch) if doc.store is not None else None
+        opened = doc.session if doc.session is not None and doc.session.store is doc.store else None
+        key = (id(info), id(opened), id(branch.settings) if branch is not None else 0)
+        if key != self._meta_key:
+            self._meta_key = key
+            settings = dict(branch.settings) if branch is not None else {}
+            if opened is not None and opened.model_path:
+                self._meta = {"settings": settings, "model_path": opened.model_path,
+                              "model_sha256": opened.model_sha256, "model_info": dict(opened.model_info)}
+            elif info is not None:
+                self._meta = {"settings": settings, "model_path": info.path, "model_sha256": None,
+                              "model_info": info.to_dict(with_itos=False)}
+            else:
+                self._meta = {"settings": settings, "model_path": None, "model_sha256": None, "model_info": {}}
+        return self._meta
+
+    def close(self, delete: bool = True) -> None:
+        """A normal close: the journal goes (`delete=False` keeps it, as a crash would)."""
+        self.journal.close(delete=delete and self.pending is None)
