@@ -6,6 +6,8 @@
     session  save / cold open / first touch of a large session file (bench.session; numpy)
     scrub    the frame path scrubbing a long run in every colour mode (bench.scrub; needs a display)
     startup  process start -> first rendered frame, median of launches (bench.startup; needs a display)
+    soak     seeded random input on the real window on a private Xvfb (bench.soak; needs Xvfb, openbox, xdotool, wmctrl)
+    journal  frame time of a real run with and without the recovery journal (bench.journal_cost; needs a display)
 
 `bench.synthetic` is the one generator of fake runs (numpy only), shared by the gui and
 session benchmarks and by the tests.
@@ -23,7 +25,7 @@ from typing import Any
 
 __all__ = ["NAMES", "add_parser", "main"]
 
-NAMES = ("worker", "sampler", "gui", "session", "scrub", "startup")
+NAMES = ("worker", "sampler", "gui", "session", "scrub", "startup", "soak", "journal")
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -71,11 +73,21 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     b = bench.add_parser("startup", help="seconds to the first rendered frame, median of launches (needs a display)")
     b.add_argument("--launches", type=int, default=5)
     b.add_argument("--json", action="store_true")
+    b = bench.add_parser("soak", help="seeded random input on the real window; exit 1 on a crash, traceback or leak")
+    b.add_argument("--seconds", type=float, default=60.0, help="input time per seed")
+    b.add_argument("--seed", action="append", default=None, help="seed; several times or a comma list for several runs")
+    b.add_argument("--actions", type=int, default=None, help="stop after this many actions")
+    b.add_argument("--screenshot", default=None, help="PNG of the screen before the window is closed (-seedK per seed)")
+    b = bench.add_parser("journal", help="frame time of a run with and without the recovery journal (needs a display)")
+    b.add_argument("--rounds", type=int, default=3, help="measurements of each mode, alternating, each a fresh process")
+    b.add_argument("--length", type=int, default=1024)
+    b.add_argument("--steps", type=int, default=20)
+    b.add_argument("--json", action="store_true")
     return p
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the benchmark `args.bench` with the flags `add_parser` defined; exit status 0."""
+    """Run the benchmark `args.bench` with the flags `add_parser` defined; exit status 0 (soak: 1 if not ok)."""
     if args.bench == "worker":
         from dpgviz.bench.worker import bench_worker
 
@@ -102,6 +114,15 @@ def main(args: argparse.Namespace) -> int:
         from dpgviz.bench.startup import main as run_startup
 
         run_startup(args.launches, args.json)
+    elif args.bench == "soak":
+        from dpgviz.bench.soak import main as run_soak
+        from dpgviz.bench.soak import parse_seeds
+
+        return run_soak(parse_seeds(args.seed or ["1"]), args.seconds, args.actions, args.screenshot)
+    elif args.bench == "journal":
+        from dpgviz.bench.journal_cost import main as run_journal
+
+        return run_journal(args.rounds, args.length, args.steps, args.json)
     else:
         raise ValueError(f"no benchmark {args.bench!r}; choose from {', '.join(NAMES)}")
     return 0

@@ -24,7 +24,7 @@ class RecoveryPrompt:
         self.recover_button = self.discard_button = 0
 
     def build(self, size: tuple[int, int]) -> None:
-        width, height = 560, 140
+        width, height = 560, 150
         with dpg.window(
             label="Unsaved work found", modal=True, show=False, no_close=True, width=width, height=height,
             pos=(max(0, (size[0] - width) // 2), max(0, (size[1] - height) // 3)),
