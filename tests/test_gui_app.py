@@ -931,3 +931,16 @@ def test_restart_worker_reloads_the_same_model_after_the_worker_died(app: App, m
     assert ws.n_records() == n  # the records shown stay
     app.frame()
     assert not dpg.is_item_shown(app.status.restart_button)
+
+
+def test_escape_closes_an_open_modal_dialog_first(app: App, models_dir: Path) -> None:
+    ensure_short_run(app, models_dir)
+    app.view.select_tokens(3)
+    dpg.show_item(app.files.dialogs["open"])
+    app.frame()
+    app.input.press("escape")
+    app.frame()
+    assert not dpg.is_item_shown(app.files.dialogs["open"])
+    assert app.view.selection() == (3, 4)  # the first Escape only closed the dialog
+    app.input.press("escape")
+    assert app.view.selection() is None

@@ -113,6 +113,8 @@ class Input:
                 view.step(delta, n())
 
         def escape() -> None:
+            if self.close_popup():
+                return
             if ws.is_running:
                 ws.runs.stop()
             else:
@@ -155,6 +157,17 @@ class Input:
         if pos is not None and 0 <= pos < self.workspace.doc.total_len:
             self.view.pin(pos)
             self.show_inspector()
+
+    @staticmethod
+    def close_popup() -> bool:
+        """Escape closes an open modal dialog (a file dialog, Compare strategies), as its Cancel would;
+        a prompt that must be answered (no close button) stays. True if one was closed."""
+        for item in dpg.get_windows():
+            config = dpg.get_item_configuration(item)
+            if config.get("modal") and not config.get("no_close") and dpg.is_item_shown(item):
+                dpg.hide_item(item)
+                return True
+        return False
 
     def press(self, name: str) -> bool:
         """Do what chord `name` does (key handlers and tests come here); False if it means nothing."""
