@@ -8,3 +8,6 @@ import tempfile
 
 def pytest_configure(config: object) -> None:
     os.environ.setdefault("DPGVIZ_CACHE_DIR", tempfile.mkdtemp(prefix="dpgviz-test-cache-"))
+    # transformers copies a folder's own modelling code (the llada:/dream: stand-ins of
+    # test_dllm.py) into HF_MODULES_CACHE; read when transformers is imported, so set here.
+    os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="dpgviz-test-hf-modules-"))

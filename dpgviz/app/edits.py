@@ -20,6 +20,7 @@ from dpgviz.app.document import Document
 from dpgviz.app.notices import ModelOffered, Notices
 from dpgviz.app.runs import Runs
 from dpgviz.core.discovery import model_file
+from dpgviz.core.prompt import continued
 from dpgviz.core.records import FLAG_EDITED, FLAG_PROTECTED
 from dpgviz.core.settings import OPEN_ENDED, GenerationSettings
 from dpgviz.store.edits import EditError, apply_edit, encode_text, predicted_tokens
@@ -120,7 +121,8 @@ class Edits:
         if draft is None or self.doc.view.record != self.doc.n_records() - 1:
             return self.runs.continue_from(settings)
         store, row = self.doc.store, draft.rows[0]
-        if settings.length != store.layout.seq_len:
+        settings = continued(settings, draft.settings)  # a prompt's positions stay fixed
+        if not settings.has_prompt and settings.length != store.layout.seq_len:
             self.notices.say(f"To restart this edit, length must stay {store.layout.seq_len}.", is_error=True)
             return False
         start_it = int(store.columns["iteration"][row])

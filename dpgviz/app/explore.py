@@ -240,8 +240,9 @@ class Explorer:
         n = len(tokens)
         masked = float(sample.corruption.is_masked.mean())
         start_ratio = max(masked, min(settings.end_ratio, masked))
-        settings = dataclasses.replace(
-            settings, length=n, block_length=0, start_ratio=start_ratio, end_ratio=min(settings.end_ratio, start_ratio)
+        settings = dataclasses.replace(  # the sample is the start: no prompt from the settings panel
+            settings, length=n, block_length=0, start_ratio=start_ratio, end_ratio=min(settings.end_ratio, start_ratio),
+            prompt="", template=False, chat=False,
         ).validate(info.block_size)
         from dpgviz.ipc.client import run_layout
 

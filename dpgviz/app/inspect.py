@@ -22,6 +22,7 @@ import numpy as np
 from dpgviz.app.document import Document
 from dpgviz.app.notices import Notices
 from dpgviz.app.runs import Runs
+from dpgviz.core.prompt import padding_after_eos
 from dpgviz.core.records import FLAG_MASKED
 from dpgviz.core.settings import planned_steps
 from dpgviz.store.step_store import StepStore
@@ -167,12 +168,34 @@ class Inspection:
             order = self.decoding_order()
             arrays["order"] = order
             key += (id(order),)
+        if mode == "disagreement":  # a second model's score layer (store.layers), JS per position
+            arrays["disagreement"], layer_key = self._disagreement(rows, record)
+            key += layer_key
         preview, label = self.preview, ""
         if preview is not None and preview.row == row:
             arrays["preview"] = preview.tokens
             key += (id(preview),)
             label = preview.label
+        self._add_padding(arrays, tokens[row], self.doc.store.column("flags")[row])
         return CellExtras((mode, *key), arrays, label)
+
+    def _disagreement(self, rows: np.ndarray, record: int) -> tuple[np.ndarray, tuple]:
+        """JS between the shown branch's model and its scoring model at `record`, on the layer's
+        colour scale (store.layers.scale_top; NaN where none: no layer, or a position not
+        predicted there), and what it depends on."""
+        from dpgviz.store.layers import disagreement_at, layer_of
+
+        store, branch = self.doc.store, self.doc.view.branch
+        layer = layer_of(store, branch)
+        size = self.doc.vocab.size if self.doc.vocab is not None else 0
+        return disagreement_at(store, branch, rows, record, size, scaled=True), (id(layer),)
+
+    def _add_padding(self, arrays: dict[str, np.ndarray], tokens: np.ndarray, flags: np.ndarray) -> None:
+        """'padding': what a model that pads (LLaDA, Dream) wrote after its end of text, drawn dimmed."""
+        eos = self.doc.vocab.eos_id if self.doc.vocab is not None else None
+        padding = padding_after_eos(tokens, flags, eos)
+        if padding is not None and padding.any():
+            arrays["padding"] = padding
 
     def _block_extras(self, mode: str, rows: np.ndarray, record: int) -> CellExtras:
         """cell_extras of a block run: the record before composed whole, so positions line up."""
@@ -195,6 +218,13 @@ class Inspection:
         if mode == "order":  # per-block commit steps are not composed yet: say so rather than mislead
             arrays["order"] = np.full(total, np.nan, dtype=np.float32)
             label = "decoding order is not drawn for block runs yet"
+        if mode == "disagreement":
+            arrays["disagreement"], _ = self._disagreement(rows, record)
+        if self.doc.vocab is not None and self.doc.vocab.eos_id is not None:
+            self._add_padding(
+                arrays, compose(self.doc.store, rows, record, "tokens", mask_id),
+                compose(self.doc.store, rows, record, "flags", mask_id),
+            )
         extras = CellExtras((mode, *key), arrays, label)
         self._block_extras_cache = ((mode, *key), extras)
         return extras
@@ -222,7 +252,11 @@ class Inspection:
         if store.layout.is_blocks:  # the block holding pos, at its last record so far (store.blocks)
             from dpgviz.store.blocks import Composer
 
-            block, pos = divmod(pos, store.layout.seq_len)
+            block, pos = store.layout.block_of(pos)
+            if block < 0:  # the prompt before the first block: fixed, no record predicted it
+                token_id = int(store.layout.prefix[pos])
+                return TokenInfo(global_pos, record, str(vocab.strings()[token_id]), token_id, "prompt", None, None,
+                                 None, None, (), None, "the prompt: fixed, never predicted")
             source = int(Composer(store, rows, vocab.mask_id).sources(record)[block])
             if source < 0:  # that block has not started: masked, nothing proposed yet
                 return TokenInfo(global_pos, record, None, vocab.mask_id, "masked", None, None, None, None, (),

@@ -63,7 +63,15 @@ class CompareShown:
     """Two branches are now compared side by side (`Workspace.compare`): show the compare view."""
 
 
-Notice = Said | LoadProgress | ModelReady | StoreShown | SettingsRestored | ModelOffered | CompareShown
+@dataclass(frozen=True)
+class ModelsListed:
+    """A remote worker's models (paths on its host), for Load's list in place of this machine's."""
+
+    models: tuple  # core.discovery.ModelEntry, the worker's own choice first
+    where: str  # HOST:PORT
+
+
+Notice = Said | LoadProgress | ModelReady | StoreShown | SettingsRestored | ModelOffered | CompareShown | ModelsListed
 
 
 log = logging.getLogger("dpgviz.app")

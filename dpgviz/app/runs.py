@@ -26,14 +26,17 @@ from enum import Enum
 import numpy as np
 
 from dpgviz.app.document import Document
-from dpgviz.app.notices import LoadProgress, ModelReady, Notices, StoreShown
+from dpgviz.app.notices import LoadProgress, ModelReady, ModelsListed, Notices, StoreShown
 from dpgviz.app.source import RunSource
 from dpgviz.core.discovery import ModelEntry
 from dpgviz.core.model_info import ModelInfo
+from dpgviz.core.prompt import PromptError, context_note, continued, fit_to_model, layout_for
 from dpgviz.core.records import FLAG_EDITED, FLAG_PROTECTED, KINDS, continue_point, run_record_count
 from dpgviz.core.settings import OPEN_ENDED, GenerationSettings, describe_plan
 from dpgviz.ipc.messages import (
     Command,
+    Connected,
+    Disconnected,
     LoadModel,
     ModelLoaded,
     ModelLoading,
@@ -45,6 +48,7 @@ from dpgviz.ipc.messages import (
     WorkerDied,
     WorkerError,
 )
+from dpgviz.store.provenance import provenance_of_info
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,8 @@ class Runs:
         self.is_loading = False
         self.run: ActiveRun | None = None
         self.worker_died: int | None = None  # exit code of a worker that died, until one is started again
+        self.remote: str | None = None  # HOST:PORT of the remote worker in use (ipc.remote), once it welcomed us
+        self.disconnected: str | None = None  # HOST:PORT of a remote worker whose link dropped, until reconnected
         self._arrivals: collections.deque[float] = collections.deque(maxlen=64)  # prediction records
         self._last_rate = 0.0
         self._run_predictions = 0  # 'prediction' records of the run in progress (its iterations)
@@ -190,12 +196,26 @@ class Runs:
                 self.notices.post(LoadProgress(0.0, "load failed"))
             self.notices.say(event.message, is_error=True)
             return RunOutcome.ENDED if ended else None
+        elif isinstance(event, Connected):
+            self.remote, self.disconnected = event.address, None
+            self.notices.post(ModelsListed(tuple(event.models), event.address))
+            self.notices.say(f"Connected to the worker at {event.address} ({event.host}).")
+            if self.model_info is None and not self.is_loading and (self.model_entry or event.models):
+                self.load_model(self.model_entry or event.models[0])  # the worker's own choice comes first
         elif isinstance(event, WorkerDied):
             self.source = None  # the source cleaned up after itself; a new one is made on Load
             was_running = self.run is not None
             self.model_info, self.is_loading, self.run = None, False, None
             self.worker_died = event.exitcode
             self.notices.post(ModelReady(None))
+            if isinstance(event, Disconnected):  # a remote worker: the link is what failed
+                self.disconnected, self.remote = event.address, None
+                self.notices.post(LoadProgress(0.0, "disconnected"))
+                self.notices.say(
+                    f"Disconnected from {event.address}: {event.reason}. The records shown stay; Reconnect to go on.",
+                    is_error=True,
+                )
+                return RunOutcome.ENDED if was_running else None
             self.notices.post(LoadProgress(0.0, "worker stopped"))
             again = "Restart worker reloads it" if self.model_entry is not None else "Load a model to start a new one"
             self.notices.say(
@@ -212,7 +232,7 @@ class Runs:
             if self.source is not None:
                 self.source.close()
             self.source = self.source_factory()
-            self.worker_died = None
+            self.worker_died = self.disconnected = None
         return self.source
 
     def load_model(self, entry: ModelEntry, dtype: str | None = None, device: str | None = None) -> None:
@@ -221,21 +241,68 @@ class Runs:
         self.device, self.dtype = device or self.device, dtype or self.dtype
         if self.run is not None:
             self.stop()
-        source = self._ensure_source()
         path = None if entry.is_default else str(entry.path)
         meta = None if entry.is_default or entry.meta is None else str(entry.meta)
-        source.send(LoadModel(path, meta, self.device, self.dtype))
+        try:  # a remote worker's connection file may be gone, its queue full (ipc.remote)
+            self._ensure_source().send(LoadModel(path, meta, self.device, self.dtype))
+        except (RuntimeError, OSError, ValueError) as exc:
+            self.notices.say(f"Cannot reach the worker: {exc}", is_error=True)
+            return
         self.model_entry = entry
         self.is_loading = True
         self.notices.post(LoadProgress(0.02, f"loading {entry.name}"))
         self.notices.say(f"Loading {entry.name}...")
 
     def restart_source(self) -> bool:
-        """After the worker died: a new one, loading the model it had with the same device and dtype."""
+        """After the worker died: a new one, loading the model it had with the same device and dtype.
+        A remote worker whose link dropped: reconnect (the connection file is read again), then load it there."""
         if self.model_entry is None:
+            if self.disconnected is not None:
+                return self._connect(self.disconnected)
             self.notices.say("No model was loaded: pick one and press Load.", is_error=True)
             return False
         self.load_model(self.model_entry)
+        return True
+
+    def restart_label(self) -> str | None:
+        """What the status bar offers once the source stopped: Reconnect, Restart worker, or nothing."""
+        if self.disconnected is not None:
+            return "Reconnect"
+        return "Restart worker" if self.worker_died is not None and self.model_entry is not None else None
+
+    def connect(self, where: str, key: str | None = None) -> bool:
+        """Use the worker on another machine at `where` (its connection file, or HOST:PORT with
+        `key`) from now on (--connect, File > Connect to worker...); False and a message when
+        `where` cannot be read. Reconnect reads the file again."""
+        from dpgviz.ipc.remote import remote_factory
+        from dpgviz.ipc.wire import read_target
+
+        try:
+            target = read_target(where, key)
+        except ValueError as exc:
+            self.notices.say(str(exc), is_error=True)
+            return False
+        return self.use_source(remote_factory(where, key), target.address)
+
+    def use_source(self, factory: Callable[[], RunSource], label: str) -> bool:
+        """From now on records come from `factory`'s sources (File > Connect to worker...): the source
+        in use is closed (a run in progress ends there; its records stay) and a new one connects.
+        Its Welcome lists its models and loads its own choice (handle: Connected)."""
+        self.close()
+        self.source_factory = factory
+        self.model_info, self.model_entry, self.is_loading, self.run = None, None, False, None
+        self.remote = self.disconnected = self.worker_died = None
+        self.notices.post(ModelReady(None))
+        return self._connect(label)
+
+    def _connect(self, label: str) -> bool:
+        try:
+            self._ensure_source()
+        except (RuntimeError, OSError, ValueError) as exc:
+            self.notices.say(f"Cannot connect to {label}: {exc}", is_error=True)
+            return False
+        self.notices.post(LoadProgress(0.0, "connecting"))
+        self.notices.say(f"Connecting to {label}...")
         return True
 
     def has_model(self) -> bool:
@@ -258,20 +325,31 @@ class Runs:
 
     # -- runs --------------------------------------------------------------------------------
     def start(self, settings: GenerationSettings, label: str | None = None) -> bool:
-        """Start a fresh run as a new root branch; False (and a message) when it cannot."""
+        """Start a fresh run as a new root branch; False (and a message) when it cannot.
+        A prompt or template in `settings` (core.prompt) is checked against the model first."""
         if not self.has_model():
             return False
         info = self.model_info
-        from dpgviz.ipc.client import run_layout
-
-        layout = run_layout(settings, info)
+        try:  # a prompt and length past the window go in blocks, as the window's length alone does
+            settings, encoded = fit_to_model(
+                settings, info.vocab(), info.chat_wrap, info.block_size, auto_blocks=True, model_name=info.name
+            )
+        except PromptError as exc:
+            self.notices.say(str(exc), is_error=True)
+            return False
+        layout = layout_for(settings, info.n_ids, encoded)
         doc = self.doc
         if doc.store is None or doc.store.layout != layout:  # same layout: the run joins what is shown
             if doc.store is not None and len(doc.store):
                 log.info("new layout %s: previous runs are dropped from view", layout)
             doc.new_store(layout, info.vocab())
         branch = doc.store.new_branch(settings.to_dict(), label=label or f"run {len(doc.store.branch_order) + 1}")
-        return self.launch(settings, branch.id)
+        if not self.launch(settings, branch.id):
+            return False
+        note = context_note(settings, encoded, info.block_size)
+        if note is not None:
+            self.notices.say(f"Generating {settings.length} tokens after the prompt: {note}.")
+        return True
 
     def continue_from(
         self,
@@ -295,7 +373,8 @@ class Runs:
         if store.layout.is_blocks:
             self.notices.say("Continuing a run generated in blocks is not supported yet: Start a new run.", is_error=True)
             return False
-        if settings.length != store.layout.seq_len:
+        settings = continued(settings, store.branches[branch].settings)  # its prompt's positions stay fixed
+        if not settings.has_prompt and settings.length != store.layout.seq_len:
             self.notices.say(f"To continue this run, length must stay {store.layout.seq_len}.", is_error=True)
             return False
         record = min(max(0, record), len(rows) - 1)
@@ -328,6 +407,8 @@ class Runs:
         except RuntimeError as exc:  # ipc.client.WorkerGoneError
             self.notices.say(f"{exc}; load a model again.", is_error=True)
             return False
+        if self.model_info is not None:  # which model made it (store.provenance: score and verify find it)
+            store.branches[branch].provenance = provenance_of_info(self.model_info)
         expected = run_record_count(settings, int(start.get("iteration", 0))) - (not start.get("emit_initial", True))
         store.reserve(expected)  # the run's rows in one allocation: no copying as records arrive
         self.run = ActiveRun(
@@ -340,7 +421,7 @@ class Runs:
         if store.branches[branch].parent is None:
             view.top_row = 0
         view.follow_live, view.playing = True, False
-        self.notices.post(StoreShown(doc.vocab, settings.length))
+        self.notices.post(StoreShown(doc.vocab, store.layout.total_len))
         self.notices.say(f"Generating {settings.length} tokens {describe_plan(settings)}...")
         return True
 

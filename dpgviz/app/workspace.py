@@ -15,6 +15,7 @@ The workspace holds parts; each owns its state and is handed, explicitly, what i
     ws.explore   Explorer: the model explorer (corrupt text, see what models repair)
     ws.jobs      Jobs: saves and exports on a background thread
     ws.files     Files: open, save, export
+    ws.models    ModelTools: compare models, score a branch with another model, verify a branch
     ws.recovery  Recovery: the journal of unsaved work, and a dead process's offered back (or None)
     ws.notices   Notices: what every part reports, drained by the window once a frame
 
@@ -43,6 +44,7 @@ from dpgviz.app.explore import Explorer
 from dpgviz.app.files import Files
 from dpgviz.app.inspect import Inspection
 from dpgviz.app.jobs import Jobs
+from dpgviz.app.models import ModelTools
 from dpgviz.app.notices import Notice, Notices
 from dpgviz.app.recovery import Recovery
 from dpgviz.app.runs import Runs
@@ -73,6 +75,7 @@ class Workspace:
         self.inspect = Inspection(self.doc, self.runs, self.notices)
         self.explore = Explorer(self.doc, self.runs, self.notices)
         self.files = Files(self.doc, self.runs, self.jobs, self.compare, self.notices)
+        self.models = ModelTools(self.doc, self.runs, self.jobs, self.files, self.notices)
         self.recovery = (
             Recovery(self.doc, self.runs, self.files, self.notices, journal) if journal is not None else None
         )
@@ -159,6 +162,7 @@ class Workspace:
     def close(self) -> None:
         """Let a running save or export finish (its file is written atomically), stop the worker;
         a normal close clears the recovery journal."""
+        self.models.close()  # a compare, score or verify command still running ends here
         self.jobs.close()
         if self.recovery is not None:
             self.recovery.close()

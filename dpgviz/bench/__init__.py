@@ -8,6 +8,7 @@
     startup  process start -> first rendered frame, median of launches (bench.startup; needs a display)
     soak     seeded random input on the real window on a private Xvfb (bench.soak; needs Xvfb, openbox, xdotool, wmctrl)
     journal  frame time of a real run with and without the recovery journal (bench.journal_cost; needs a display)
+    transport  records/s through shared memory vs signed zmq over 127.0.0.1 (bench.transport; no model)
 
 `bench.synthetic` is the one generator of fake runs (numpy only), shared by the gui and
 session benchmarks and by the tests.
@@ -25,7 +26,7 @@ from typing import Any
 
 __all__ = ["NAMES", "add_parser", "main"]
 
-NAMES = ("worker", "sampler", "gui", "session", "scrub", "startup", "soak", "journal")
+NAMES = ("worker", "sampler", "gui", "session", "scrub", "startup", "soak", "journal", "transport")
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -83,6 +84,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     b.add_argument("--length", type=int, default=1024)
     b.add_argument("--steps", type=int, default=20)
     b.add_argument("--json", action="store_true")
+    b = bench.add_parser("transport", help="records/s through shared memory vs TCP (signed zmq over 127.0.0.1)")
+    b.add_argument("--tokens", type=int, default=1024, help="tokens per record")
+    b.add_argument("--records", type=int, default=1001, help="records per timed run")
+    b.add_argument("--repeats", type=int, default=3, help="timed runs of each way, interleaved; the best counts")
+    b.add_argument("--json", action="store_true")
     return p
 
 
@@ -123,6 +129,10 @@ def main(args: argparse.Namespace) -> int:
         from dpgviz.bench.journal_cost import main as run_journal
 
         return run_journal(args.rounds, args.length, args.steps, args.json)
+    elif args.bench == "transport":
+        from dpgviz.bench.transport import main as run_transport
+
+        run_transport(args.tokens, args.records, args.json, args.repeats)
     else:
         raise ValueError(f"no benchmark {args.bench!r}; choose from {', '.join(NAMES)}")
     return 0

@@ -15,7 +15,7 @@ import logging
 import sys
 
 from dpgviz import bench
-from dpgviz.cli import compare, explore, runs, sessions
+from dpgviz.cli import compare, explore, runs, score, sessions, verify, worker
 from dpgviz.cli.common import UserError
 from dpgviz.core.settings import DEVICES, DTYPES, SettingsError
 
@@ -36,13 +36,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="auto", choices=DEVICES, help="GUI worker device")
     parser.add_argument("--dtype", default="auto", choices=DTYPES, help="GUI worker weights' dtype")
+    parser.add_argument(
+        "--connect", metavar="FILE|HOST:PORT", help="GUI: use the worker on another machine (`python main.py worker`)"
+    )
+    parser.add_argument("--key", help="with --connect HOST:PORT: the worker's key (a connection file holds it)")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command")
     runs.add_parsers(sub)
+    worker.add_parsers(sub)
     compare.add_parsers(sub)
     explore.add_parsers(sub)
     bench.add_parser(sub)
     sessions.add_parsers(sub)
+    score.add_parsers(sub)
+    verify.add_parsers(sub)
     return parser
 
 
@@ -53,14 +60,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_gui(args: argparse.Namespace, session: str | None = None) -> int:
     from dpgviz.gui.app import run_app
 
-    run_app(models_dir=args.models_dir, device=args.device, session=session, dtype=args.dtype, model=args.model)
+    connect = None
+    if args.connect:
+        from dpgviz.ipc.wire import read_target
+
+        try:
+            read_target(args.connect, args.key)  # a bad file or a missing key: one line, before the window opens
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        connect = (args.connect, args.key)
+    run_app(
+        models_dir=args.models_dir, device=args.device, session=session, dtype=args.dtype, model=args.model,
+        connect=connect,
+    )
     return 0
 
 
-COMMANDS = {**runs.COMMANDS, **compare.COMMANDS, **explore.COMMANDS, **sessions.COMMANDS, "bench": cmd_bench}
+COMMANDS = {
+    **runs.COMMANDS, **compare.COMMANDS, **explore.COMMANDS, **sessions.COMMANDS, **worker.COMMANDS, "bench": cmd_bench,
+    **score.COMMANDS, **verify.COMMANDS,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dpgviz.core.determinism import set_reproducible_env
+
+    set_reproducible_env()  # before torch loads, here and in the workers this process starts
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

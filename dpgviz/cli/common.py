@@ -98,3 +98,9 @@ def print_json(doc: object) -> None:
     """One JSON document on stdout, non-ASCII kept as is."""
     json.dump(doc, sys.stdout, ensure_ascii=False)
     sys.stdout.write("\n")
+
+
+def preview(text: str, width: int = 48) -> str:
+    """A text's first `width` characters on one line (newlines as \u21b5), for tables."""
+    flat = text.replace("\n", "\u21b5")
+    return flat if len(flat) <= width else flat[: width - 1] + "\u2026"

@@ -1,8 +1,10 @@
-"""`python main.py compare`: several unmasking strategies on the same model and seed.
+"""`python main.py compare`: several unmasking strategies on the same model and seed, or
+(`--models A,B[,C...]`) one strategy on several models.
 
 Prints a table (or `--json`: {"results": [{strategy, final_text, forward_passes,
-steps_per_s, mean_confidence}, ...]}); `--out FILE` saves every run as a sibling branch
-of one session, which the app opens with the first two side by side.
+steps_per_s, mean_confidence}, ...]}, with "model" in place of "strategy" for --models);
+`--out FILE` saves every run as a sibling branch of one session, which the app opens with
+the first two side by side. Models must share a vocabulary; `default` names the embedded one.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from dpgviz.cli.common import UserError, add_model_args, add_settings_args, print_json, settings_from
+from dpgviz.cli.common import UserError, add_model_args, add_settings_args, preview, print_json, settings_from
 from dpgviz.core.settings import STRATEGIES
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,12 @@ def strategy_list(text: str) -> list[str]:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="run several unmasking strategies on the same model and seed")
     p.add_argument(
-        "--strategies", default=DEFAULT_STRATEGIES, help=f"comma-separated (default: all: {DEFAULT_STRATEGIES})"
+        "--strategies", default=None, help=f"comma-separated (default: all: {DEFAULT_STRATEGIES}; "
+        "with --models one strategy, default seed)",
+    )
+    p.add_argument(
+        "--models", metavar="A,B[,C...]",
+        help="run the same settings, seed and strategy on each of these models instead (default = the embedded model)",
     )
     add_model_args(p)
     add_settings_args(p, strategy=False)
@@ -44,9 +51,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--words", help="a corpus: also report the share of words of each text found in it")
 
 
-def _preview(text: str, width: int = 48) -> str:
-    flat = text.replace("\n", "\u21b5")
-    return flat if len(flat) <= width else flat[: width - 1] + "\u2026"
+_preview = preview  # cli.common: a final text's first characters on one line
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -56,7 +61,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from dpgviz.engine.compare import compare_strategies, comparison_store, known_words, word_validity
     from dpgviz.engine.sampler import Sampler
 
-    names = strategy_list(args.strategies)
+    if args.models is not None:
+        from dpgviz.cli.compare_models import cmd_compare_models
+
+        return cmd_compare_models(args)
+    names = strategy_list(args.strategies or DEFAULT_STRATEGIES)
     settings = settings_from(args)
     known: set[str] | None = None
     if args.words:

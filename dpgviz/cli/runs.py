@@ -7,13 +7,15 @@ torch and dpgviz.engine are imported inside the commands, never at module import
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
 
 from dpgviz.cli.common import UserError, add_model_args, add_settings_args, print_json, settings_from
+from dpgviz.cli.worker import add_connect_args, cmd_remote_models, connect_factory
 from dpgviz.core.records import run_record_count
-from dpgviz.core.settings import DEVICES
+from dpgviz.core.settings import DEVICES, GenerationSettings
 from dpgviz.core.vocab import MASK_GLYPH
 
 log = logging.getLogger("dpgviz")
@@ -23,8 +25,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="run a generation and print the final text")
     add_model_args(p)
     add_settings_args(p)
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--prompt", metavar="TEXT", help="fixed text the run starts with; --length masked positions follow")
+    start.add_argument("--prompt-file", metavar="FILE", help="the prompt read from a UTF-8 file")
+    start.add_argument(
+        "--init", metavar="TEMPLATE",
+        help=f"infilling: each {MASK_GLYPH} (U+2588) is a position to fill, the rest stays as written",
+    )
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's own chat template first")
     p.add_argument("--json", action="store_true", help="print every record as JSON")
     p.add_argument("--out", help="also save the run as a session file")
+    add_connect_args(p)
 
     p = sub.add_parser("inspect", help="one forward pass: top-K candidates per position")
     add_model_args(p)
@@ -35,6 +46,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the models found")
     p.add_argument("--models-dir")
     p.add_argument("--json", action="store_true")
+    add_connect_args(p)
 
     p = sub.add_parser("train", help="train a char-level masked-diffusion model")
     p.add_argument("--data", required=True, help="UTF-8 text file")
@@ -64,13 +76,41 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def prompt_settings(args: argparse.Namespace, settings: GenerationSettings) -> GenerationSettings:
+    """`settings` with the prompt, template or chat of `generate`'s flags (core.prompt), checked
+    as far as it can be without a model; UserError in one line."""
+    from dpgviz.core.prompt import PromptError, check_prompt, normalised
+
+    text, template = args.prompt, False
+    if args.prompt_file is not None:
+        try:
+            text = Path(args.prompt_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read the prompt file {args.prompt_file}: {exc}") from None
+    if args.init is not None:
+        text, template = args.init, True
+        if args.length is not None:
+            raise UserError(f"--length does not go with --init: each {MASK_GLYPH} is one position to fill")
+    if args.chat and text is None:
+        raise UserError("--chat wraps a prompt in the model's chat template: give --prompt or --prompt-file")
+    if text is None:
+        return settings
+    settings = normalised(dataclasses.replace(settings, prompt=text, template=template, chat=args.chat))
+    try:
+        check_prompt(settings)
+    except PromptError as exc:
+        raise UserError(str(exc)) from None
+    return settings
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from dpgviz.core.model_info import ModelInfo
-    from dpgviz.core.settings import GenerationSettings
+    from dpgviz.core.prompt import PromptError, context_note, fit_to_model, prompt_json
+    from dpgviz.core.records import FLAG_PROMPT
     from dpgviz.ipc.runner import WorkerFailed, run_via_worker
-    from dpgviz.store.blocks import composed_records_json
+    from dpgviz.store.blocks import compose, composed_records_json
 
-    settings = settings_from(args)
+    settings = prompt_settings(args, settings_from(args))
     # An explicit --length over the model's block size runs in blocks of a default length
     # unless --block-length says otherwise (0 keeps it off, and the length is refused).
     auto_blocks = args.length is not None and args.block_length is None
@@ -81,15 +121,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     def on_loaded(info: ModelInfo) -> None:
         block_size = info.block_size
-        fitted = settings.capped(block_size) if args.length is None else settings
-        if auto_blocks:
-            fitted = fitted.with_default_blocks(block_size)
-            if fitted.block_length != settings.block_length:
-                bar.write(
-                    f"length {settings.length} exceeds the block size {block_size}: generating in blocks of "
-                    f"{fitted.block_length} (--block-length)",
-                    file=sys.stderr,
-                )
+        try:  # as run_via_worker fits them, to say what it chose (and refuse a prompt the model cannot read)
+            fitted, encoded = fit_to_model(
+                settings, info.vocab(), info.chat_wrap, block_size, cap_length=args.length is None,
+                auto_blocks=auto_blocks, model_name=info.name,
+            )
+        except PromptError as exc:
+            raise UserError(str(exc)) from None
+        if fitted.block_length != settings.block_length:
+            total = settings.length if encoded is None else encoded.n
+            bar.write(
+                f"length {total} exceeds the block size {block_size}: generating in blocks of "
+                f"{fitted.block_length} (--block-length)",
+                file=sys.stderr,
+            )
+        note = context_note(fitted, encoded, block_size)  # said once: a long prompt keeps its last part
+        if note is not None:
+            bar.write(note, file=sys.stderr)
         ran[0] = fitted
 
     def on_event(event: object) -> None:
@@ -103,7 +151,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     try:
         info, store, branch, summary = run_via_worker(
             settings, args.model, args.meta, args.device, on_event=on_event, cap_length=args.length is None,
-            on_loaded=on_loaded, auto_blocks=auto_blocks, dtype=args.dtype,
+            on_loaded=on_loaded, auto_blocks=auto_blocks, dtype=args.dtype, source_factory=connect_factory(args),
         )
     except WorkerFailed as exc:
         raise UserError(str(exc)) from None
@@ -119,7 +167,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
         save_run(args.out, store, info, settings.to_dict())
     if args.json:
-        print_json({"final_text": records[-1]["text"], "records": records})
+        doc = {"final_text": records[-1]["text"], "records": records}
+        if settings.has_prompt:  # only then: a run without a prompt prints exactly what it did before
+            fixed = compose(store, rows, 0, "flags", info.mask_id) & FLAG_PROMPT != 0
+            doc = {"prompt": prompt_json(settings, fixed), **doc}
+        print_json(doc)
     else:
         sys.stdout.write(records[-1]["text"] + "\n")
     return 0
@@ -172,11 +224,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from dpgviz.core.discovery import find_checkpoints
+    if args.connect:  # the worker host's models, as its Load list shows them
+        return cmd_remote_models(args)
+    from dpgviz.core.discovery import find_checkpoints, split_prefixed
     from dpgviz.engine.checkpoint import CheckpointError, load_model
 
     models = []
     for entry in find_checkpoints(Path("out"), args.models_dir):
+        if split_prefixed(entry.path) is not None:  # its own code runs only when named, never in a listing
+            log.info("%s runs its own modelling code: not loaded for this list (--model %s loads it)", entry.name, entry.path)
+            continue
         try:
             loaded = load_model(None if entry.is_default else entry.path, None if entry.is_default else entry.meta, "cpu")
         except CheckpointError as exc:

@@ -27,10 +27,11 @@ import numpy as np
 from dpgviz.cli.common import UserError, add_model_args, print_json
 from dpgviz.core.discovery import model_file
 from dpgviz.core.model_info import ModelInfo
-from dpgviz.core.records import FLAG_PROTECTED, continue_point
+from dpgviz.core.prompt import continued, prompt_json
+from dpgviz.core.records import FLAG_PROMPT, FLAG_PROTECTED, continue_point
 from dpgviz.core.settings import OPEN_ENDED, GenerationSettings
 from dpgviz.core.vocab import MASK_GLYPH, Vocabulary
-from dpgviz.store.blocks import composed_records_json
+from dpgviz.store.blocks import compose, composed_records_json
 from dpgviz.store.edits import apply_edit, encode_text, parse_range, parse_replace, predicted_tokens
 from dpgviz.store.session import (
     FORMAT_VERSION,
@@ -53,8 +54,9 @@ def session_json(session: Session, branch: str | None = None) -> dict:
     history up to the forked record, then the child's own ('edit' first, for a fork).
     """
     chosen = session.branch(branch)
-    records = composed_records_json(session.store, session.rows(chosen.id), session.vocab)
-    return {
+    rows = session.rows(chosen.id)
+    records = composed_records_json(session.store, rows, session.vocab)
+    doc = {
         "branches": [
             {"id": b.id, "parent": b.parent, "fork_record": b.fork_record, "settings": b.settings}
             for b in (session.store.branches[i] for i in session.store.branch_order)
@@ -63,6 +65,18 @@ def session_json(session: Session, branch: str | None = None) -> dict:
         "final_text": records[-1]["text"] if records else "",
         "records": records,
     }
+    prompt = _prompt_of(session, chosen.settings, rows)
+    if prompt is not None:  # a run with a prompt or template only: other sessions print as before
+        doc = {**dict(list(doc.items())[:2]), "prompt": prompt, **dict(list(doc.items())[2:])}
+    return doc
+
+
+def _prompt_of(session: Session, settings: dict, rows: np.ndarray) -> dict | None:
+    """core.prompt.prompt_json of a branch: its prompt and the positions it fixed (first record)."""
+    if not len(rows) or prompt_json(settings) is None:
+        return None
+    flags = compose(session.store, rows, 0, "flags", session.vocab.mask_id)
+    return prompt_json(settings, (flags & FLAG_PROMPT) != 0)
 
 
 @contextlib.contextmanager
@@ -112,8 +126,17 @@ def position_json(session: Session, position: int, branch: str | None = None) ->
     n = session.store.layout.seq_len
     if not 0 <= position < n:
         raise SessionError(f"position {position} is outside the sequence (positions 0..{n - 1})")
-    history = position_history(session.store, session.rows(chosen.id), position, session.vocab)
-    return {"position": position, "history": history}
+    rows = session.rows(chosen.id)
+    history = position_history(session.store, rows, position, session.vocab)
+    doc = {"position": position, "history": history}
+    from dpgviz.store.layers import layer_of, position_entries
+
+    layer = layer_of(session.store, chosen.id)
+    if layer is not None:  # a second model scored this branch (`score`): its values beside each record's
+        for entry, second in zip(history, position_entries(session.store, layer, rows, position, session.vocab), strict=True):
+            entry["second"] = second
+        doc["second_model"] = dict(layer.model)
+    return doc
 
 
 def _position_table(doc: dict, branch: str, top: int = 3) -> str:
@@ -167,8 +190,13 @@ def _summary(session: Session, doc: dict) -> str:
         f"model     {session.model_path or 'not recorded'}{sha}",
         f"records   {len(store)} in {len(store.branch_order)} branches; {layout.seq_len} tokens, top-{layout.top_k}, "
         f"vocabulary {session.vocab.size} + mask",
-        "branches",
     ]
+    if doc.get("prompt") is not None:  # the branch shown started from a prompt or template
+        p = doc["prompt"]
+        how = "template" if p["template"] else "prompt in the chat template" if p["chat"] else "prompt"
+        fixed = ", ".join(f"{a}:{b}" for a, b in p.get("fixed", []))
+        lines.append(f"prompt    {p['text']!r} ({how}; fixed positions {fixed})")
+    lines.append("branches")
     for b in (store.branches[i] for i in store.branch_order):
         origin = "root" if b.parent is None else f"from {b.parent} @ record {b.fork_record}"
         s = b.settings
@@ -307,10 +335,11 @@ def cmd_branch(
         try:
             settings = GenerationSettings.from_dict(base)
             settings = dataclasses.replace(settings, **{k: v for k, v in (overrides or {}).items() if v is not None})
+            settings = continued(settings, base)  # the prompt's positions stay fixed (the sampler re-encodes it)
             settings.validate()
         except (TypeError, KeyError) as exc:
             raise SessionError(f"branch {parent!r} has unusable settings ({exc})") from None
-        if settings.length != n or settings.top_k != store.layout.top_k:
+        if (not settings.has_prompt and settings.length != n) or settings.top_k != store.layout.top_k:
             raise SessionError(f"branch {parent!r} settings do not match the session's records ({n} tokens)")
         kind, iteration = store.kind(row), int(store.get("iteration", row))
         start_it = continue_point(kind, iteration)
@@ -332,16 +361,23 @@ def cmd_branch(
             mask_id=vocab.mask_id,
         )
         try:
-            _, _, _, summary = run_via_worker(
+            info, _, _, summary = run_via_worker(
                 settings, model_path, meta, device, store=store, branch=child.id, tokens=tokens,
                 iteration=start_it, protected=protected if protected.any() else None, edited=edited,
                 emit_initial=False, on_loaded=check_model,
             )
         except WorkerFailed as exc:
             raise UserError(str(exc)) from None
+        if model:  # another model than the session's made this branch: say which, for score and verify
+            from dpgviz.store.provenance import model_ref, runtime_of
+
+            weights = model_file(info.path)
+            ref = model_ref(info.name, info.path, checkpoint_sha256(weights) if weights is not None else None)
+            child.provenance = {"model": {**ref, "block_size": info.block_size},
+                                "runtime": runtime_of(info.to_dict(with_itos=False))}
         save_session(
             path, store, vocab, settings=session.settings, model_path=session.model_path,
-            model_sha256=session.model_sha256, model_info=session.model_info,
+            model_sha256=session.model_sha256, model_info=session.model_info, runtime=session.runtime or None,
         )
     log.info(
         "branch %s: forked from %s @ record %d (%d edits), %d records run", child.id, parent, k, len(done),

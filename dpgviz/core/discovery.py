@@ -8,6 +8,9 @@ with an inert unpickler that resolves no name at all; the worker does the real, 
 
 A Hugging Face masked LM is a folder with `config.json`, weights (HF_WEIGHT_FILES) and
 tokenizer files (HF_TOKENIZER_FILES), as `save_pretrained` writes it; `engine.hf` loads it.
+LLaDA and Dream folders bring their own modelling code: they are named with a prefix,
+`llada:FOLDER` or `dream:FOLDER` (REMOTE_CODE_PREFIXES), the user's consent to run that code
+(`engine.dllm`); a scan lists such a folder under that name and never imports anything.
 """
 
 from __future__ import annotations
@@ -37,6 +40,32 @@ HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch
 # Any one of these lets AutoTokenizer build a tokenizer offline: the `tokenizers` JSON,
 # WordPiece's vocab.txt, byte-level BPE's vocab.json (+ merges.txt), SentencePiece models.
 HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+# Model families whose folders run their own modelling code, by the prefix that names them,
+# and the config.json model_type that tells a scan a folder is one (LLaDA-8B: "llada",
+# Dream-v0: "Dream").
+REMOTE_CODE_PREFIXES = {"llada": ("llada",), "dream": ("dream",)}
+
+
+def split_prefixed(path: str | Path | None) -> tuple[str, Path] | None:
+    """("llada", FOLDER) for "llada:FOLDER" (and "dream:..."); None for any other path."""
+    if path is None:
+        return None
+    kind, sep, rest = str(path).partition(":")
+    if sep and rest and kind in REMOTE_CODE_PREFIXES:
+        return kind, Path(rest).expanduser()
+    return None
+
+
+def remote_code_kind(folder: Path) -> str | None:
+    """The prefix a Hugging Face folder's config.json model_type calls for ("llada", "dream"),
+    read as JSON (nothing imported); None for any other folder."""
+    import json
+
+    try:
+        model_type = str(json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type", ""))
+    except (OSError, ValueError, AttributeError):
+        return None
+    return next((k for k, types in REMOTE_CODE_PREFIXES.items() if model_type.lower() in types), None)
 
 
 @dataclass(frozen=True)
@@ -61,6 +90,9 @@ class ModelEntry:
 def given_model_entry(path: str | Path) -> ModelEntry:
     """An entry for a model named on the command line (`python main.py --model PATH`): a
     checkpoint, a Hugging Face folder or an adapter file; listed even where no scan finds it."""
+    prefixed = split_prefixed(path)
+    if prefixed is not None:  # llada:FOLDER keeps its prefix, the consent to run the folder's code
+        return ModelEntry(f"{prefixed[0]}:{prefixed[1].name}", Path(str(path)), None)
     path = Path(path)
     name = path.name if path.name != "ckpt.pt" else f"{path.parent.name}/ckpt.pt"
     return ModelEntry(name, path, None)
@@ -224,7 +256,8 @@ def model_file(path: str | Path | None) -> Path | None:
     Sessions hash it to tell whether the recorded model is still the same."""
     if path is None:
         return None
-    path = Path(path)
+    prefixed = split_prefixed(path)
+    path = prefixed[1] if prefixed is not None else Path(path)
     if path.is_file():
         return path
     if path.is_dir() and (path / "config.json").is_file():
@@ -270,6 +303,10 @@ def find_checkpoints(*dirs: str | Path | None) -> list[ModelEntry]:
                 continue
             seen.add(hf.resolve())
             name = str(hf.relative_to(folder)) if hf != Path(folder) else hf.name
-            found.append(ModelEntry(f"{Path(folder).name}/{name}", hf, None))
+            kind = remote_code_kind(hf)  # LLaDA, Dream: listed by the prefixed name that loads them
+            if kind is not None:
+                found.append(ModelEntry(f"{kind}:{Path(folder).name}/{name}", Path(f"{kind}:{hf}"), None))
+            else:
+                found.append(ModelEntry(f"{Path(folder).name}/{name}", hf, None))
         entries += sorted(found, key=_order)
     return entries

@@ -33,6 +33,11 @@ class ModelInfo:
     never_sample: tuple[int, ...] = field(default_factory=tuple)  # special ids the sampler never proposes
     dtype: str = "float32"  # the weights' dtype in the worker: float32, bfloat16, float16
     tokenizer: str = "char"  # "char" (the seed's meta.pkl) or the Hugging Face tokenizer's class name
+    # The tokenizer's chat template around one user message, with the generation prompt, as
+    # ids before and after the message (core.prompt.ChatWrap); None: the model has none.
+    chat_wrap: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    eos_id: int | None = None  # end of text, after which a model pads (Vocabulary.eos_id)
+    torch_version: str = ""  # torch in the process that runs it (sessions record it for verify)
 
     @property
     def vocab_size(self) -> int:
@@ -44,7 +49,9 @@ class ModelInfo:
 
     def vocab(self) -> Vocabulary:
         """The vocabulary as the GUI and session files use it."""
-        return Vocabulary(itos=tuple(self.itos), model_vocab_size=self.n_ids, never_sample=tuple(self.never_sample))
+        return Vocabulary(
+            itos=tuple(self.itos), model_vocab_size=self.n_ids, never_sample=tuple(self.never_sample), eos_id=self.eos_id
+        )
 
     def to_dict(self, with_itos: bool = True) -> dict:
         """Plain JSON-able data (`models --json`, session headers keep it without itos)."""
@@ -65,4 +72,7 @@ class ModelInfo:
         kept["itos"] = tuple(str(s) for s in kept.get("itos", ()))
         kept["stand_ins"] = tuple(kept.get("stand_ins", ()))
         kept["never_sample"] = tuple(int(i) for i in kept.get("never_sample", ()))
+        if kept.get("chat_wrap") is not None:
+            before, after = kept["chat_wrap"]
+            kept["chat_wrap"] = (tuple(int(i) for i in before), tuple(int(i) for i in after))
         return cls(**kept)

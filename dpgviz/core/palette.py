@@ -23,24 +23,28 @@ import math
 
 import numpy as np
 
-from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_NEW, FLAG_PROTECTED, FLAG_REMASKED
+from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_NEW, FLAG_PROMPT, FLAG_PROTECTED, FLAG_REMASKED
 
 COLOR_MODES = ("mask-state", "confidence", "score", "entropy")
 VALUE_MODES = COLOR_MODES[1:]  # modes that colour by a record field of the same name
 
 # Mask-state categories, in code order.
 # The values match the app's dark canvas (gui/palette.py), so an export looks like the app.
-STATE_NAMES = ("visible", "new", "masked", "remasked", "protected", "edited")
-STATE_VISIBLE, STATE_NEW, STATE_MASKED, STATE_REMASKED, STATE_PROTECTED, STATE_EDITED = range(len(STATE_NAMES))
+STATE_NAMES = ("visible", "new", "masked", "remasked", "protected", "edited", "prompt")
+STATE_VISIBLE, STATE_NEW, STATE_MASKED, STATE_REMASKED, STATE_PROTECTED, STATE_EDITED, STATE_PROMPT = range(
+    len(STATE_NAMES)
+)
 
 # Which state a cell shows when several FLAG_* bits are set: the first (flag, state) pair
 # whose flag is set wins, else STATE_VISIBLE. The most telling one comes first:
-# remasked > masked > protected > edited > new (a remasked cell is also masked).
+# remasked > masked > prompt > protected > edited > new (a remasked cell is also masked;
+# a prompt's cell is also protected).
 # This is the only copy of the order: gui/palette.py builds its lookup from `mask_states`
 # and the HTML player receives this table as JSON (export/html.py `player_palette`).
 STATE_PRIORITY: tuple[tuple[int, int], ...] = (
     (FLAG_REMASKED, STATE_REMASKED),
     (FLAG_MASKED, STATE_MASKED),
+    (FLAG_PROMPT, STATE_PROMPT),
     (FLAG_PROTECTED, STATE_PROTECTED),
     (FLAG_EDITED, STATE_EDITED),
     (FLAG_NEW, STATE_NEW),
@@ -58,6 +62,9 @@ STATE_RGB = np.array(
         (128, 70, 44),
         (240, 228, 66),  # protected: Okabe-Ito yellow
         (204, 121, 167),  # edited: Okabe-Ito reddish purple
+        # prompt: Okabe-Ito blue, the text the run was given; darker than "new"'s sky blue, so a
+        # prompt reads as settled context and light ink stays legible on it
+        (0, 114, 178),
     ],
     dtype=np.uint8,
 )

@@ -53,6 +53,10 @@ FLAG_NEW = 2  # position was masked in the previous record and is visible now
 FLAG_PROTECTED = 4  # the user fixed this position; the sampler never changes it
 FLAG_REMASKED = 8  # position was visible in the previous record and is masked now
 FLAG_EDITED = 16  # the user changed this position by hand (edited record)
+# The prompt or infilling template fixed this position (core.prompt). Always set together
+# with FLAG_PROTECTED, so everything that keeps protected positions keeps the prompt's;
+# this bit only says why (the canvas's "prompt" colour, the branch panel's prompt).
+FLAG_PROMPT = 32
 
 SCALAR_FIELDS: dict[str, np.dtype] = {
     "iteration": np.dtype(np.int32),
@@ -64,7 +68,7 @@ SCALAR_FIELDS: dict[str, np.dtype] = {
     # RecordLayout.seq_len tokens starting at position `offset` of the full sequence
     # (RecordLayout.total_len tokens). Both are 0 for a run in one block.
     "offset": np.dtype(np.int32),  # first position of the record's block
-    "block": np.dtype(np.int32),  # the block's index: offset // seq_len
+    "block": np.dtype(np.int32),  # the block's index: (offset - RecordLayout.prefix_len) // seq_len
 }
 
 
@@ -120,12 +124,22 @@ class RecordLayout:
     # Length of the whole sequence; seq_len is the length of one block record. 0 (the
     # default, and what files written before blocks existed hold) means seq_len.
     total_len: int = 0
+    # A block run after a prompt (core.prompt): the prompt's token ids, fixed, before the
+    # first block. Blocks cover the generated part only: block b starts at position
+    # len(prefix) + b * seq_len. No record holds these positions, so the layout carries
+    # them (to sessions, the journal and the ring's RunStarted) for store.blocks to compose.
+    # Empty for every other run (a prompt run in one block holds its prompt in its records).
+    prefix: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.total_len == 0:
             object.__setattr__(self, "total_len", self.seq_len)  # frozen: set once, here
-        if self.total_len < self.seq_len:
-            raise ValueError(f"total_len {self.total_len} is shorter than seq_len {self.seq_len}")
+        if not isinstance(self.prefix, tuple):  # a list from JSON: hashable and comparable as a tuple
+            object.__setattr__(self, "prefix", tuple(int(i) for i in self.prefix))
+        if self.total_len - len(self.prefix) < self.seq_len:
+            raise ValueError(
+                f"total_len {self.total_len} is shorter than seq_len {self.seq_len} after a prefix of {len(self.prefix)}"
+            )
 
     @property
     def is_blocks(self) -> bool:
@@ -133,8 +147,23 @@ class RecordLayout:
         return self.total_len != self.seq_len
 
     @property
+    def prefix_len(self) -> int:
+        """Fixed positions before the first block (a prompt before a block run); 0 otherwise."""
+        return len(self.prefix)
+
+    @property
     def n_blocks(self) -> int:
-        return -(-self.total_len // self.seq_len)
+        return -(-(self.total_len - self.prefix_len) // self.seq_len)
+
+    def block_offset(self, block: int) -> int:
+        """First position of block `block` in the whole sequence."""
+        return self.prefix_len + block * self.seq_len
+
+    def block_of(self, pos: int) -> tuple[int, int]:
+        """(block, position within it) of sequence position `pos`; block -1 for a prefix position."""
+        if pos < self.prefix_len:
+            return -1, pos
+        return divmod(pos - self.prefix_len, self.seq_len)
 
     def span(self, offset: int) -> int:
         """Real tokens of the block at `offset`: seq_len, less for a shorter last block
@@ -169,7 +198,10 @@ class RecordLayout:
         return StepRecord(iteration=0, kind="initial", target_masks=0, n_masked=0, forward_passes=0, **arrays)
 
     def to_dict(self) -> dict:
-        return {"seq_len": self.seq_len, "top_k": self.top_k, "n_ids": self.n_ids, "total_len": self.total_len}
+        out = {"seq_len": self.seq_len, "top_k": self.top_k, "n_ids": self.n_ids, "total_len": self.total_len}
+        if self.prefix:  # only block runs after a prompt: other layouts read as before
+            out["prefix"] = list(self.prefix)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> RecordLayout:
@@ -179,6 +211,7 @@ class RecordLayout:
             top_k=int(data.get("top_k", 8)),
             n_ids=int(data.get("n_ids", 66)),
             total_len=int(data.get("total_len", 0)),
+            prefix=tuple(int(i) for i in data.get("prefix", ())),
         )
 
 
@@ -247,8 +280,15 @@ class StepRecord:
         )
 
 
-def step_flags(prev_tokens: np.ndarray | None, tokens: np.ndarray, mask_id: int, protected: np.ndarray | None) -> np.ndarray:
-    """FLAG_* bits of `tokens` relative to the previous record's tokens (vectorised)."""
+def step_flags(
+    prev_tokens: np.ndarray | None,
+    tokens: np.ndarray,
+    mask_id: int,
+    protected: np.ndarray | None,
+    prompt: np.ndarray | None = None,
+) -> np.ndarray:
+    """FLAG_* bits of `tokens` relative to the previous record's tokens (vectorised);
+    `prompt` positions get FLAG_PROMPT | FLAG_PROTECTED."""
     is_masked = tokens == mask_id
     flags = is_masked.astype(np.uint8) * FLAG_MASKED
     if prev_tokens is not None:
@@ -257,4 +297,6 @@ def step_flags(prev_tokens: np.ndarray | None, tokens: np.ndarray, mask_id: int,
         flags |= (~was_masked & is_masked).astype(np.uint8) * FLAG_REMASKED
     if protected is not None:
         flags |= protected.astype(np.uint8) * FLAG_PROTECTED
+    if prompt is not None:
+        flags |= prompt.astype(np.uint8) * (FLAG_PROMPT | FLAG_PROTECTED)
     return flags

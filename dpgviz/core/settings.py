@@ -33,6 +33,7 @@ SCHEDULES = ("linear", "cosine")  # mask ratio from start to end: a straight lin
 PROPOSALS = ("sample", "greedy")  # how a masked position's token is proposed: drawn from p, or argmax
 MAX_LENGTH = 65_536  # longest run: with blocks, `length` may exceed the model's block size up to here
 DEFAULT_BLOCK_LENGTH = 256  # block length the CLI picks when --length exceeds the block size
+PROMPT_FIELDS = ("prompt", "template", "chat")  # GenerationSettings fields of the prompt (core.prompt)
 
 
 def planned_steps(settings: dict) -> int | None:
@@ -75,6 +76,14 @@ class GenerationSettings:
     # Semi-autoregressive generation: blocks of this many tokens, one after another, each
     # conditioned on the text before it. 0 = off: one block of the whole length.
     block_length: int = 0
+    # What the run is conditioned on (core.prompt): "" = nothing, every position generated.
+    # A prompt's tokens come first and stay fixed, `length` generated positions follow; with
+    # `template` the text is an infilling template instead (each \u2588 one generated position,
+    # the rest fixed; `length` is its count of \u2588); `chat` wraps the prompt in the model's
+    # own chat template first. Recorded with every branch, so restarts keep the same positions.
+    prompt: str = ""
+    template: bool = False
+    chat: bool = False
 
     def validate(self, block_size: int | None = None) -> GenerationSettings:
         """Return self, or raise SettingsError naming the first bad setting."""
@@ -141,8 +150,19 @@ class GenerationSettings:
         """Blocks of a run: ceil(length / block_tokens); 1 when blocks are off."""
         return -(-self.length // self.block_tokens)
 
+    @property
+    def has_prompt(self) -> bool:
+        """The run is conditioned on a prompt or a template (core.prompt encodes it)."""
+        return bool(self.prompt) or self.template or self.chat
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain data; the prompt's keys only when there is one, so a run without a prompt
+        records exactly what it did before prompts existed."""
+        data = dataclasses.asdict(self)
+        if not self.has_prompt:
+            for name in PROMPT_FIELDS:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> GenerationSettings:

@@ -71,6 +71,9 @@ class Vocabulary:
     itos: tuple[str, ...]
     model_vocab_size: int = 0  # the model's embedding rows (may exceed size + 1: reserved ids)
     never_sample: tuple[int, ...] = ()  # special ids ([CLS], [PAD], ...) the sampler never proposes
+    # The end-of-text id of a model that writes one and pads after it (LLaDA, Dream): the
+    # canvas dims everything from it on (core.prompt.padding_after_eos). None: no such id.
+    eos_id: int | None = None
     _lookup: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -121,6 +124,24 @@ class Vocabulary:
         except OSError as exc:
             raise VocabError(f"cannot read vocabulary {path}: {exc.strerror}") from None
         return cls.from_meta(safe_load_meta(data), model_vocab_size)
+
+    def to_dict(self) -> dict:
+        """Plain data for session headers and the recovery journal (`from_dict` reads it back)."""
+        data = {"itos": list(self.itos), "model_vocab_size": self.model_vocab_size, "never_sample": list(self.never_sample)}
+        if self.eos_id is not None:  # only models that pad after an end of text: other files read as before
+            data["eos_id"] = self.eos_id
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Vocabulary:
+        """Inverse of to_dict; never_sample and eos_id may be absent (older files)."""
+        eos = data.get("eos_id")
+        return cls(
+            itos=tuple(str(s) for s in data["itos"]),
+            model_vocab_size=int(data.get("model_vocab_size", 0)),
+            never_sample=tuple(int(i) for i in data.get("never_sample", ())),
+            eos_id=None if eos is None else int(eos),
+        )
 
     def to_meta(self) -> dict:
         """The seed's meta.pkl dict."""

@@ -7,7 +7,8 @@ vocabulary's: real tokens 0..V-1, the mask at V (`vocab.mask_id`), reserved ids 
 A model whose own ids differ (a Hugging Face tokenizer puts [MASK] at 103) maps them in
 its adapter, so the sampler, the store and the GUI never see the model's numbering.
 
-Plugging in another model (LLaDA, Dream, ... with local weights) is a class with these
+LLaDA and Dream have theirs (engine.dllm: `--model llada:FOLDER`, `dream:FOLDER`). Plugging
+in another model with local weights is a class with these
 three members (README "Hugging Face models and your own models"). Put it in a Python
 file with a `load_adapter(device, dtype)` function and pass the file as the model
 (`--model my_model.py`, in the window too): `load_adapter_file` imports it, as

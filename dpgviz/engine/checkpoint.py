@@ -32,6 +32,7 @@ from dpgviz.core.discovery import (
     find_meta,
     is_hf_folder,
     meta_search_places,
+    split_prefixed,
 )
 from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.vocab import VocabError, Vocabulary
@@ -203,6 +204,9 @@ class LoadedModel:
             never_sample=tuple(self.vocab.never_sample),
             dtype=str(self.dtype).removeprefix("torch."),
             tokenizer=self.tokenizer,
+            chat_wrap=getattr(self.adapter, "chat_wrap", None),  # LLaDA / Dream (engine.dllm): --chat
+            eos_id=self.vocab.eos_id,
+            torch_version=torch.__version__,
         )
 
 
@@ -299,16 +303,34 @@ def load_vocab(ckpt: dict, path: Path, meta: str | Path | None, model_vocab_size
     raise CheckpointError(f"no vocabulary (meta.pkl) for {path}; searched {places}; pass --meta PATH/meta.pkl")
 
 
-def _load_hf(path: Path, dev: torch.device, dtype: torch.dtype) -> LoadedModel:
+def _load_hf(
+    path: Path, dev: torch.device, dtype: torch.dtype, device_map: str | None = None, max_memory: dict | None = None
+) -> LoadedModel:
     from dpgviz.engine.hf import HFError, load_hf
 
     try:
-        hf = load_hf(path, dev, dtype)
+        hf = load_hf(path, dev, dtype, device_map=device_map, max_memory=max_memory)
     except HFError as exc:
         raise CheckpointError(str(exc)) from None
+    dev = hf.adapter.to_model_ids.device  # with a device map: where the first layers run (inputs go there)
     return LoadedModel(
         hf.model, hf.vocab, hf.config, path, None, dev, path.name,
         adapter=hf.adapter, dtype=dtype, tokenizer=hf.tokenizer,
+    )
+
+
+def _load_dllm(kind: str, folder: Path, dev: torch.device, dtype: torch.dtype) -> LoadedModel:
+    """`llada:FOLDER` / `dream:FOLDER`: the folder's own modelling code runs (engine.dllm)."""
+    from dpgviz.engine.dllm import load_dllm
+    from dpgviz.engine.hf import HFError
+
+    try:
+        loaded = load_dllm(kind, folder, dev, dtype)
+    except HFError as exc:
+        raise CheckpointError(str(exc)) from None
+    return LoadedModel(
+        loaded.model, loaded.vocab, loaded.config, Path(f"{kind}:{folder}"), None, dev, f"{kind}:{folder.name}",
+        adapter=loaded.adapter, dtype=dtype, tokenizer=loaded.tokenizer,
     )
 
 
@@ -329,11 +351,14 @@ def _load_adapter_file(path: Path, dev: torch.device, dtype: torch.dtype) -> Loa
 
 
 def load_model(
-    path: str | Path | None = None, meta: str | Path | None = None, device: str = "auto", dtype: str = "auto"
+    path: str | Path | None = None, meta: str | Path | None = None, device: str = "auto", dtype: str = "auto",
+    *, device_map: str | None = None, max_memory: dict | None = None,
 ) -> LoadedModel:
     """Load a checkpoint (None = the embedded default), a Hugging Face masked-LM folder or an
     adapter file (FILE.py with load_adapter, engine.adapter) ready to sample, on `device` in
-    `dtype` (auto | float32 | bfloat16 | float16)."""
+    `dtype` (auto | float32 | bfloat16 | float16). `device_map="auto"` (Hugging Face folders
+    only; others load on `device` as usual) spreads the layers over the GPUs, the CPU and disk
+    within `max_memory` (engine.hf.load_hf)."""
     name = DEFAULT_MODEL_NAME
     if path is None:
         entry = default_model_entry()
@@ -345,8 +370,13 @@ def load_model(
     path = Path(path)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
+    prefixed = split_prefixed(path)
+    if prefixed is not None:  # llada:FOLDER, dream:FOLDER: the prefix consents to the folder's code
+        return _load_dllm(*prefixed, dev, torch_dtype)
     if is_hf_folder(path):
-        return _load_hf(path, dev, torch_dtype)
+        return _load_hf(path, dev, torch_dtype, device_map, max_memory)
+    if device_map is not None:
+        log.info("%s is not a Hugging Face folder: the device map is not used, it loads on %s", path, dev)
     if is_adapter_file(path):
         return _load_adapter_file(path, dev, torch_dtype)
     if path.is_dir():

@@ -1,4 +1,4 @@
-"""Several unmasking strategies on the same model, seed and settings, side by side.
+"""Several unmasking strategies, or several models, on the same seed and settings, side by side.
 
 `compare_strategies` runs each strategy through the one sampler and reports what it
 produced and what it cost: the final text, forward passes, denoising steps per second and
@@ -6,6 +6,8 @@ the mean confidence of the final text (each final token's probability under the 
 prediction). With a store it also keeps every run as a sibling branch: a root branch holds
 the shared all-masked 'initial' record and each strategy is a child forked at it, so the
 app opens the session with the runs side by side (compare view) and one timeline.
+`compare_models` does the same with one strategy on several models (sharing a vocabulary),
+each branch recording which model made it (Branch.provenance).
 """
 
 from __future__ import annotations
@@ -85,39 +87,84 @@ def compare_strategies(
     """
     results: list[StrategyResult] = []
     root: str | None = None
-    mask_id = sampler.vocab.mask_id
     for name in strategies:
         run_settings = dataclasses.replace(settings, strategy=name).validate(sampler.block_size)
         branch = None
         if store is not None:
             if root is None:  # the shared start: every strategy begins from the same all-masked record
-                root = store.new_branch(settings.to_dict(), label="all masked").id
-                initial = next(iter(sampler.run(run_settings)))
-                store.append_record(initial, root)
+                root = _shared_start(sampler, settings, run_settings, store)
             branch = store.new_branch(run_settings.to_dict(), parent=root, fork_record=0, label=name).id
-        start = StartState(emit_initial=store is None)
+        result = run_one(sampler, run_settings, name, store, branch)
+        results.append(result)
+        if on_done is not None:
+            on_done(result)
+    return results
+
+
+def _shared_start(sampler: Sampler, settings: GenerationSettings, run_settings: GenerationSettings, store: StepStore) -> str:
+    """The root branch every compared run forks from: the run's 'initial' record (all masked)."""
+    root = store.new_branch(settings.to_dict(), label="all masked").id
+    initial = next(iter(sampler.run(run_settings)))
+    store.append_record(initial, root)
+    return root
+
+
+def run_one(
+    sampler: Sampler, run_settings: GenerationSettings, name: str, store: StepStore | None, branch: str | None
+) -> StrategyResult:
+    """One run of a comparison; into `branch` of `store` (forked at the shared start) when given."""
+    settings, mask_id = run_settings, sampler.vocab.mask_id
+    start = StartState(emit_initial=store is None)
+    if store is not None:
+        start = StartState(tokens=np.full(settings.length, mask_id), emit_initial=False)
+    t0 = time.perf_counter()
+    tokens = np.full(settings.length, mask_id)  # the whole text, block by block
+    confidence = np.full(settings.length, np.nan, dtype=np.float32)
+    steps, passes = 0, 0
+    for record in sampler.run(run_settings, start):
         if store is not None:
-            start = StartState(tokens=np.full(settings.length, mask_id), emit_initial=False)
-        t0 = time.perf_counter()
-        tokens = np.full(settings.length, mask_id)  # the whole text, block by block
-        confidence = np.full(settings.length, np.nan, dtype=np.float32)
-        steps, passes = 0, 0
-        for record in sampler.run(run_settings, start):
-            if store is not None:
-                store.append_record(record, branch)
-            steps += record.kind == "prediction"
-            passes = record.forward_passes
-            if record.kind == "final":  # one per block; a shorter last block is padded
-                span = slice(record.offset, min(settings.length, record.offset + settings.block_tokens))
-                width = span.stop - span.start
-                tokens[span], confidence[span] = record.tokens[:width], record.confidence[:width]
-        seconds = time.perf_counter() - t0
-        conf = confidence[np.isfinite(confidence)]
-        result = StrategyResult(
-            name, sampler.vocab.decode(tokens), int(passes), steps, seconds,
-            float(conf.mean()) if len(conf) else float("nan"), branch,
-        )  # fmt: skip
-        log.debug("%s: %d passes, %.2f steps/s", name, result.forward_passes, result.steps_per_s)
+            store.append_record(record, branch)
+        steps += record.kind == "prediction"
+        passes = record.forward_passes
+        if record.kind == "final":  # one per block; a shorter last block is padded
+            span = slice(record.offset, min(settings.length, record.offset + settings.block_tokens))
+            width = span.stop - span.start
+            tokens[span], confidence[span] = record.tokens[:width], record.confidence[:width]
+    seconds = time.perf_counter() - t0
+    conf = confidence[np.isfinite(confidence)]
+    result = StrategyResult(
+        name, sampler.vocab.decode(tokens), int(passes), steps, seconds,
+        float(conf.mean()) if len(conf) else float("nan"), branch,
+    )  # fmt: skip
+    log.debug("%s: %d passes, %.2f steps/s", name, result.forward_passes, result.steps_per_s)
+    return result
+
+
+def compare_models(
+    models: list[tuple[str, Sampler, dict]],
+    settings: GenerationSettings,
+    store: StepStore | None = None,
+    on_done: Callable[[StrategyResult], None] | None = None,
+) -> list[StrategyResult]:
+    """Run `settings` (one strategy, seed, schedule) once per model; results in order, each
+    named by its model (`StrategyResult.strategy` holds the model's name here).
+
+    `models` are (name, sampler, provenance) with the same vocabulary (the caller checks);
+    with `store` each run becomes a sibling branch labelled by the model, forked from one
+    all-masked start, with `provenance` (store.provenance) saying which model made it.
+    """
+    results: list[StrategyResult] = []
+    root: str | None = None
+    for name, sampler, provenance in models:
+        run_settings = settings.validate(sampler.block_size)
+        branch = None
+        if store is not None:
+            if root is None:
+                root = _shared_start(sampler, settings, run_settings, store)
+                store.branches[root].provenance = dict(provenance)
+            b = store.new_branch(run_settings.to_dict(), parent=root, fork_record=0, label=name)
+            b.provenance, branch = dict(provenance), b.id
+        result = run_one(sampler, run_settings, name, store, branch)
         results.append(result)
         if on_done is not None:
             on_done(result)

@@ -4,7 +4,7 @@ A masked LM predicts every masked position at once, so iterative unmasking (the 
 loop) runs on it unchanged. `load_hf` reads a local folder as `save_pretrained` writes it
 (config.json, model.safetensors or pytorch_model.bin, tokenizer files) with
 `local_files_only=True`: nothing is downloaded, and no code from the folder runs
-(`trust_remote_code=False`; LLaDA and Dream need their own adapter, see engine.adapter).
+(`trust_remote_code=False`; LLaDA and Dream run their own code, named llada:/dream:, engine.dllm).
 Weights load through safetensors when the folder has them, else through transformers'
 torch.load with weights_only=True.
 
@@ -30,7 +30,9 @@ Imports transformers only inside `load_hf`: this module imports without the `hf`
 from __future__ import annotations
 
 import logging
+import shutil
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,7 +174,7 @@ def vocab_from_tokenizer(tok: Any, n_model: int, mask_id: int | None = None) -> 
     Internal ids are every tokenizer id below `n_model` (the model's logit rows; rows past
     the tokenizer are padding without a token) but the mask, in order, then the mask
     (`mask_id`, default the tokenizer's mask token) at V. Special ids and ids without a
-    token go to never_sample. For your own adapter (LLaDA, Dream: README).
+    token go to never_sample. engine.dllm (LLaDA, Dream) and your own adapters use it too (README).
     """
     mask_id = tok.mask_token_id if mask_id is None else mask_id
     n_model = min(len(tok), int(n_model))
@@ -200,8 +202,46 @@ def _position_limit(model: torch.nn.Module, config: Any) -> int:
     return limit
 
 
-def load_hf(path: str | Path, device: torch.device, dtype: torch.dtype) -> HFModel:
-    """Load a local Hugging Face masked-LM folder on `device` in `dtype`, or raise HFError in one line."""
+def _main_device(device_map: dict) -> torch.device:
+    """Where inputs go under a device map: the first GPU it uses, else the CPU (as accelerate's
+    dispatch_model picks its main device; its hooks move each layer's inputs on from there and
+    bring the output back to the inputs' device)."""
+    gpus = [d for d in device_map.values() if d not in ("cpu", "disk")]
+    if not gpus:
+        return torch.device("cpu")
+    first = gpus[0]
+    return torch.device(f"cuda:{first}" if isinstance(first, int) else str(first))
+
+
+def _placement(device_map: str | None, max_memory: dict | None) -> dict:
+    """from_pretrained's placement arguments: none (the whole model, moved to the device after),
+    or accelerate's device map with max_memory and a private offload folder for what lands on disk."""
+    if device_map is None:
+        return {}
+    if device_map != "auto":
+        raise HFError(f"device map {device_map!r}: only 'auto' is supported")
+    try:
+        import accelerate  # noqa: F401 (transformers needs it for device_map; say so in one line)
+    except ImportError:
+        raise HFError("--device-map auto needs accelerate: pip install -e '.[remote]'") from None
+    import tempfile
+
+    memory = {int(k) if str(k).isdigit() else str(k): v for k, v in (max_memory or {}).items()} or None
+    offload = tempfile.mkdtemp(prefix="dpgviz-offload-")  # removed with the model (load_hf)
+    return {"device_map": "auto", "max_memory": memory, "offload_folder": offload}
+
+
+def load_hf(
+    path: str | Path, device: torch.device, dtype: torch.dtype, *, device_map: str | None = None,
+    max_memory: dict | None = None,
+) -> HFModel:
+    """Load a local Hugging Face masked-LM folder on `device` in `dtype`, or raise HFError in one line.
+
+    `device_map="auto"`: accelerate places the layers on the GPUs, then the CPU, then disk, each
+    within `max_memory` ({0: "20GiB", "cpu": "64GiB"}; None: what each has); `device` is then
+    not used, inputs go where the first layers run (_main_device). The logits equal the whole
+    model's (tests/test_remote_device_map.py): the same weights run the same ops, moved in.
+    """
     path = Path(path)
     weights = check_folder(path)
     transformers = _import_transformers()
@@ -213,7 +253,7 @@ def load_hf(path: str | Path, device: torch.device, dtype: torch.dtype) -> HFMod
     except (ValueError, KeyError, OSError) as exc:  # an unknown model_type asks for remote code
         raise HFError(
             f"{path}/config.json is not a model transformers knows ({_first_line(exc)}); models with their own "
-            "code (LLaDA, Dream) need an adapter: see README 'Hugging Face models and your own models'"
+            "code load by name: --model llada:FOLDER or dream:FOLDER (README 'Hugging Face models and your own models')"
         ) from None
     model_type = getattr(config, "model_type", "?")
     if model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES or getattr(config, "is_encoder_decoder", False):
@@ -233,6 +273,7 @@ def load_hf(path: str | Path, device: torch.device, dtype: torch.dtype) -> HFMod
     except HFError as exc:
         raise HFError(f"{path}: {exc}") from None
 
+    placement = _placement(device_map, max_memory)
     try:
         model, info = transformers.AutoModelForMaskedLM.from_pretrained(
             path,
@@ -241,16 +282,28 @@ def load_hf(path: str | Path, device: torch.device, dtype: torch.dtype) -> HFMod
             use_safetensors=weights[0].name.startswith("model.safetensors"),
             output_loading_info=True,
             **_dtype_kwargs(transformers, dtype),
+            **placement,
         )
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError, IndexError) as exc:  # IndexError: transformers'
+        # infer_auto_device_map fails so on some splits of tied weights (5.25, a tiny BERT at 25 KB of CPU)
+        if "offload_folder" in placement:
+            shutil.rmtree(placement["offload_folder"], ignore_errors=True)
         raise HFError(f"{path}: cannot load the weights ({_first_line(exc)})") from None
+    if "offload_folder" in placement:  # what accelerate wrote there goes when the model goes (or at exit)
+        weakref.finalize(model, shutil.rmtree, placement["offload_folder"], True)
     missing = sorted(info.get("missing_keys") or ())
     if missing:
         raise HFError(
             f"{path}: the weights lack {len(missing)} tensors of the masked-LM model (e.g. {missing[0]}); "
             "is it a base model without its masked-LM head?"
         )
-    model = model.to(device=device, dtype=dtype).eval()
+    if device_map is None:
+        model = model.to(device=device, dtype=dtype).eval()
+    else:  # placed by accelerate (a model that fits one device has no hf_device_map: it is there whole)
+        placed = getattr(model, "hf_device_map", None) or {"": str(next(model.parameters()).device)}
+        device = _main_device(placed)
+        log.info("%s placed by device map: %s", path, placed)
+        model = model.eval()
 
     to_model_ids = torch.as_tensor(to_model, dtype=torch.long, device=device)  # (n_ids,)
 

@@ -22,6 +22,12 @@ block. A block's records hold only its positions (RecordLayout.seq_len = L, `off
 `block` scalars); a shorter last block is padded to L (token 0, NaN, no flags).
 store.blocks composes the full sequence at any record. Without blocks the run is one block
 with no context, exactly as before blocks existed.
+
+A prompt or template (settings.prompt, core.prompt) fixes positions: the sampler encodes it
+itself (`encode_prompt`, with the adapter's chat wrap), so the same settings start the same
+sequence here and in the process that laid the run out. Fixed positions are protected and
+flagged FLAG_PROMPT; the schedule counts only the positions a run may change. Blocks cover
+the generated part only: block b starts at len(prompt) + b*L, and the prompt is context.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dpgviz.core.prompt import EncodedPrompt, check_fits, encode_prompt, layout_for, sequence_length
 from dpgviz.core.records import FLAG_EDITED, RecordLayout, StepRecord, step_flags
 from dpgviz.core.schedule import target_masks
 from dpgviz.core.settings import GenerationSettings, SettingsError
@@ -65,12 +72,16 @@ class Sampler:
         self.block_size = int(self.adapter.block_size)
         never = [i for i in vocab.never_sample if 0 <= i < vocab.size]
         self._never = torch.as_tensor(never, dtype=torch.long, device=self.device) if never else None
+        # The tokenizer's chat template around a message (core.prompt.ChatWrap), when the adapter has one.
+        self.chat_wrap = getattr(self.adapter, "chat_wrap", None)
+
+    def prompt(self, settings: GenerationSettings) -> EncodedPrompt | None:
+        """The prompt or template of `settings`, encoded (core.prompt); None without one."""
+        return encode_prompt(settings, self.vocab, self.chat_wrap)
 
     def layout(self, settings: GenerationSettings) -> RecordLayout:
-        """Records hold one block (settings.block_tokens) of a sequence of settings.length."""
-        return RecordLayout(
-            seq_len=settings.block_tokens, top_k=settings.top_k, n_ids=self.vocab.n_ids, total_len=settings.length
-        )
+        """Records hold one block (settings.block_tokens) of the generated part, or the whole sequence."""
+        return layout_for(settings, self.vocab.n_ids, self.prompt(settings))
 
     @torch.inference_mode()
     def _probs(self, tokens: torch.Tensor, temperature: float, context: torch.Tensor) -> torch.Tensor:
@@ -86,11 +97,14 @@ class Sampler:
         return torch.softmax(logits / temperature, dim=-1)
 
     def _start_tensors(
-        self, settings: GenerationSettings, start: StartState
+        self, settings: GenerationSettings, start: StartState, encoded: EncodedPrompt | None
     ) -> tuple[torch.Tensor, np.ndarray, np.ndarray | None]:
-        """The whole sequence's start tokens (total_len,), protected and edited masks, validated."""
-        n, mask_id, dev = settings.length, self.vocab.mask_id, self.device
-        if start.tokens is None:
+        """The whole sequence's start tokens (total_len,), protected and edited masks, validated.
+        The prompt's positions are protected."""
+        n, mask_id, dev = sequence_length(settings, encoded), self.vocab.mask_id, self.device
+        if start.tokens is None and encoded is not None:
+            tokens = torch.as_tensor(encoded.tokens, device=dev)
+        elif start.tokens is None:
             tokens = torch.full((n,), mask_id, dtype=torch.long, device=dev)
         else:
             init = np.asarray(start.tokens)
@@ -106,6 +120,8 @@ class Sampler:
                 raise SettingsError(f"protected has shape {protected.shape}, expected ({n},)")
             if bool((torch.as_tensor(protected, device=dev) & (tokens == mask_id)).any()):
                 raise SettingsError("a protected position is masked; protect only visible tokens")
+        if encoded is not None:
+            protected = protected | encoded.fixed
         edited = None if start.edited is None else np.asarray(start.edited, dtype=bool)
         return tokens, protected, edited
 
@@ -113,8 +129,9 @@ class Sampler:
         """Yield, for each block in order: 'initial' (unless start.emit_initial is False for
         the first block run), ('prediction', 'remask') per iteration, then 'final'.
 
-        Blocks (settings.block_length > 0): block b covers positions [b*L, min((b+1)*L, N));
-        its records hold only those positions (offset = b*L), padded to L in a shorter last
+        Blocks (settings.block_length > 0): block b covers positions [P + b*L, min(P + (b+1)*L, N)),
+        P the prompt's length (0 without one: layout.block_offset);
+        its records hold only those positions (offset = P + b*L), padded to L in a shorter last
         block. The model sees the last (block_size - L) tokens before the block, fixed, then
         the block. A start state holds the whole sequence; the run starts at its first block
         that has a mask (the blocks before are context), at start.iteration; later blocks
@@ -125,11 +142,14 @@ class Sampler:
         open_ended = STRATEGIES[settings.strategy].finishes_early  # runs until nothing is masked
         if start.iteration < 0 or (start.iteration >= settings.steps and not open_ended):
             raise SettingsError(f"start iteration {start.iteration} is outside 0..{settings.steps - 1}")
-        layout = self.layout(settings)
-        seq, protected, edited = self._start_tensors(settings, start)  # (N,) the whole sequence
-        L, mask_id = layout.seq_len, self.vocab.mask_id
+        encoded = self.prompt(settings)  # core.prompt.PromptError (a ValueError) for a bad prompt
+        check_fits(settings, encoded, self.block_size)
+        layout = layout_for(settings, self.vocab.n_ids, encoded)
+        seq, protected, edited = self._start_tensors(settings, start, encoded)  # (N,) the whole sequence
+        prompt = encoded.fixed if encoded is not None else None  # (N,) flagged FLAG_PROMPT
+        L, P, mask_id = layout.seq_len, layout.prefix_len, self.vocab.mask_id
         masked_blocks = np.flatnonzero(
-            np.add.reduceat((seq == mask_id).cpu().numpy(), np.arange(0, settings.length, L))
+            np.add.reduceat((seq[P:] == mask_id).cpu().numpy(), np.arange(0, layout.total_len - P, L))
         )
         first = int(masked_blocks[0]) if len(masked_blocks) else layout.n_blocks - 1
         context_len = self.block_size - L  # fixed tokens the model sees before each block
@@ -138,13 +158,16 @@ class Sampler:
         gen.manual_seed(int(settings.seed))
         passes = [0]  # model calls so far, across blocks
         for b in range(first, layout.n_blocks):
-            off = b * L
+            off = layout.block_offset(b)
             n = layout.span(off)
-            context = seq[max(0, off - context_len) : off]  # (C,) finished text before the block
+            # (C,) fixed text before the block: the prompt and the blocks already written; a
+            # prompt longer than the window keeps its last part (core.prompt.context_note)
+            context = seq[max(0, off - context_len) : off]
             is_first = b == first
             block = self._block(
                 settings, layout, gen, passes, b, seq[off : off + n].clone(), context,
                 protected[off : off + n],
+                prompt[off : off + n] if prompt is not None else None,
                 edited[off : off + n] if is_first and edited is not None else None,
                 start.iteration if is_first else 0,
                 start.emit_initial or not is_first,
@@ -161,14 +184,16 @@ class Sampler:
         tokens: torch.Tensor,
         context: torch.Tensor,
         protected_np: np.ndarray,
+        prompt_np: np.ndarray | None,
         edited_np: np.ndarray | None,
         start_iteration: int,
         emit_initial: bool,
     ) -> Generator[StepRecord, None, torch.Tensor]:
         """The denoising loop on one block's n positions; returns the block's final tokens (n,)."""
         n, k, mask_id = len(tokens), min(settings.top_k, self.vocab.size), self.vocab.mask_id
-        offset, dev = block * layout.seq_len, self.device
+        offset, dev = layout.block_offset(block), self.device
         protected = torch.as_tensor(protected_np, device=dev)
+        n_free = n - int(protected_np.sum())  # the schedule counts only positions the run may change
         prev_np: np.ndarray | None = None
         nan = torch.full((n,), float("nan"), device=dev)
 
@@ -185,7 +210,7 @@ class Sampler:
             ids = tokens[:, None] if top_i is None else torch.cat([tokens[:, None], top_i], dim=1)
             ids_np = ids.cpu().numpy()  # (n, 1) or (n, 1 + k)
             toks_np = ids_np[:, 0]
-            flags = step_flags(prev_np, toks_np, mask_id, protected_np)
+            flags = step_flags(prev_np, toks_np, mask_id, protected_np, prompt_np)
             if kind == "initial" and edited_np is not None:
                 flags |= edited_np.astype(np.uint8) * FLAG_EDITED
             prev_np = toks_np
@@ -226,7 +251,7 @@ class Sampler:
             top_p = torch.where(belief_mask, top_p, 0.0)
             top_i = torch.where(belief_mask, top_i, 0)
             entropy = torch.where(is_masked, entropy_all, nan)
-            target = target_masks(n, it, settings.steps, settings.start_ratio, settings.end_ratio, settings.schedule)
+            target = target_masks(n_free, it, settings.steps, settings.start_ratio, settings.end_ratio, settings.schedule)
             yield emit("prediction", it, target, p_token, None, entropy, top_p, top_i)
             if it == last:
                 break

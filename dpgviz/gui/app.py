@@ -33,6 +33,7 @@ from dpgviz.app.notices import (
     LoadProgress,
     ModelOffered,
     ModelReady,
+    ModelsListed,
     Notice,
     Said,
     SettingsRestored,
@@ -45,6 +46,7 @@ from dpgviz.gui import palette
 from dpgviz.gui.branches import BranchPanel
 from dpgviz.gui.canvas import ZOOM_RANGE, TokenCanvas
 from dpgviz.gui.compare_view import CompareView
+from dpgviz.gui.connect import ConnectDialog
 from dpgviz.gui.edit_bar import EditBar
 from dpgviz.gui.explorer import ExplorerWindow
 from dpgviz.gui.files import SessionFiles
@@ -52,6 +54,7 @@ from dpgviz.gui.guard import Guard
 from dpgviz.gui.input import Input
 from dpgviz.gui.inspector import HoverTip, InspectorPanel
 from dpgviz.gui.keys import help_text
+from dpgviz.gui.model_dialogs import CompareModelsDialog, DisagreementWindow, ScoreDialog
 from dpgviz.gui.pacing import FramePacer
 from dpgviz.gui.plots import OverviewPanel, RunPlots
 from dpgviz.gui.recovery_prompt import RecoveryPrompt
@@ -86,11 +89,13 @@ class App:
         journal: Path | None = None,
         width: int = 1440,
         height: int = 900,
+        connect: tuple[str, str | None] | None = None,
     ) -> None:
         self.models_dir = models_dir
         self.session_path = session
         self.autoload = autoload
         self.model_entry = given_model_entry(model) if model else None  # --model: loaded instead of the default
+        self.connect_to = connect  # --connect FILE|HOST:PORT [--key K]: a worker on another machine
         self.size = (width, height)
         # journal: where unsaved work is journaled (run_app: core.paths.recovery_path()); None: not at all
         self.workspace = Workspace(device=device, dtype=dtype, source_factory=source_factory, journal=journal)
@@ -104,8 +109,18 @@ class App:
         self.status = StatusBar(restart_worker=lambda: self.workspace.runs.restart_source())
         self.legend = Legend()
         self.files = SessionFiles(self.workspace, columns=lambda: self.canvas.cols if self.canvas else 0)
+        self.connect = ConnectDialog(self.workspace)  # File > Connect to worker... (gui.connect)
         self.edit_bar = EditBar(self.workspace, restart=self.settings.restart)
-        self.branches = BranchPanel(self.workspace, on_compare=lambda: self.compare_view.show())
+        self.branches = BranchPanel(
+            self.workspace, on_compare=lambda: self.compare_view.show(), on_score=lambda: self.score_dialog.show()
+        )
+        # Other models (gui.model_dialogs): Explore > Compare models..., Branches > Score with model...
+        self.workspace.models.models_dir = models_dir  # where Verify looks for a model by its hash, beside ./out
+        self.compare_models = CompareModelsDialog(self.workspace, lambda: self.settings.entries, self.settings.read)
+        self.score_dialog = ScoreDialog(self.workspace, lambda: self.settings.entries)
+        self.disagreement = DisagreementWindow(
+            self.workspace, set_mode=self.set_color_mode, set_scale=lambda top: self.legend.set_disagreement_top(top)
+        )
         self.compare_view: CompareView | None = None  # needs the fonts: made in build()
         self.explorer: ExplorerWindow | None = None  # the model explorer (gui.explorer); made in build()
         self.hover_tip = HoverTip(self.workspace)
@@ -144,6 +159,9 @@ class App:
                     dpg.add_menu_item(label="Text mode (wrap at newlines)", check=True, callback=self._on_text_mode_menu)
                 with dpg.menu(label="Explore"):
                     dpg.add_menu_item(label="Model explorer...", callback=lambda: self.explorer.show())
+                    dpg.add_menu_item(label="Compare models...", callback=lambda: self.compare_models.show())
+                    dpg.add_menu_item(label="Score branch with model...", callback=lambda: self.score_dialog.show())
+                    dpg.add_menu_item(label="Model disagreement plot", callback=lambda: self.disagreement.show())
                 with dpg.menu(label="Help"):
                     dpg.add_menu_item(label="Keyboard and mouse...", callback=lambda: dpg.show_item(self.help_window))
                     dpg.add_menu_item(label="About dpgviz...", callback=lambda: dpg.show_item(self.about_window))
@@ -188,8 +206,11 @@ class App:
         with dpg.window(label="About dpgviz", show=False, width=620, height=200, pos=(220, 160)) as self.about_window:
             dpg.add_text(about_text(), wrap=590)
         self.files.build(self.file_menu)
+        self.connect.build(self.file_menu)
         self.compare_view.build()
         self.explorer.build()
+        for dialog in (self.compare_models, self.score_dialog, self.disagreement):
+            dialog.build()
         self.hover_tip.build(self.canvas.plot_group)
         self.recovery_prompt.build(self.size)
 
@@ -214,6 +235,8 @@ class App:
         """After the first frame: open a session (no model), or start the worker on the default model."""
         if self.session_path:
             self.workspace.files.open(self.session_path)  # and offer its recorded model, if unchanged
+        elif self.connect_to is not None:  # the worker's Welcome lists its models and loads its own choice
+            self.workspace.runs.connect(*self.connect_to)
         elif self.autoload:
             self.workspace.runs.load_model(self.model_entry or default_model_entry())
 
@@ -313,6 +336,8 @@ class App:
             self.settings.offer(notice.path)
         elif isinstance(notice, CompareShown):
             self.compare_view.show()
+        elif isinstance(notice, ModelsListed):
+            self.settings.use_models(list(notice.models), notice.where)
 
     def refresh(self) -> bool:
         """Push the current state into every panel (each skips what did not change); True if the canvas drew.
@@ -330,6 +355,7 @@ class App:
         call("Branches", self.branches.refresh)
         call("Compare view", self.compare_view.refresh, view.color_mode, reset=ws.compare.stop)
         call("Explorer", self.explorer.refresh)
+        call("Model disagreement", self.disagreement.refresh)
         call("Tooltip", self.hover_tip.refresh, reset=self._reset_hover)
         call("Inspector", self.inspector.refresh, reset=view.pinned.clear)
         call("Plots", self.run_plots.refresh)
@@ -345,12 +371,13 @@ class App:
         progress, text = ws.progress()
         self.status.show(
             info.name if info else ("loading..." if ws.runs.is_loading else "none"),
-            f"{info.device} {info.dtype}" if info else "-",
+            (f"{info.device} {info.dtype}" if info else "-") + (f" @ {ws.runs.remote}" if ws.runs.remote else ""),
             ws.runs.steps_per_s(),
             progress,
             text,
         )
-        self.status.show_restart(ws.runs.worker_died is not None and ws.runs.model_entry is not None)
+        label = ws.runs.restart_label()  # Restart worker, or Reconnect to a remote worker
+        self.status.show_restart(label is not None, label or "Restart worker")
 
     def _reset_canvas(self) -> None:
         self.view.top_row = 0
@@ -422,10 +449,14 @@ def run_app(
     session: str | None = None,
     dtype: str = "auto",
     model: str | None = None,
+    connect: tuple[str, str | None] | None = None,
 ) -> None:
     """Open the window and run until it is closed (the CLI's default command)."""
     handler = log_to_file()
-    app = App(models_dir=models_dir, device=device, session=session, dtype=dtype, model=model, journal=recovery_path())
+    app = App(
+        models_dir=models_dir, device=device, session=session, dtype=dtype, model=model, journal=recovery_path(),
+        connect=connect,
+    )
     app.build()
     try:
         app.run()

@@ -3,8 +3,8 @@
 Every run and every edit is a branch: a root run, or a child forked at a record of its
 parent's timeline. The panel lists the tree (children indented under their parent; a
 click shows that branch on the timeline), and for the branch shown: its parent and fork
-record, what was edited (positions and text), its settings and record counts, a name
-box, Delete, and Compare with another branch. It calls the workspace's operations only.
+record, the prompt or template it started from, what was edited (positions and text), its
+settings and record counts, a name box, Delete, and Compare with another branch. It calls the workspace's operations only.
 
 The list is rebuilt only when the tree changes (a branch added, deleted or renamed),
 never per record. dearpygui only; no torch.
@@ -43,6 +43,19 @@ def tree_lines(store: StepStore) -> list[tuple[str, int]]:
     return out
 
 
+PROMPT_SHOWN = 160  # characters of a prompt the details show; a longer one ends in "..."
+
+
+def describe_prompt(settings: dict) -> str:
+    """'prompt 'ROMEO:\\n'' (or template / chat) for the details view; 'none' without one."""
+    text = str(settings.get("prompt", ""))
+    if not text and not settings.get("template") and not settings.get("chat"):
+        return "none"
+    kind = "template" if settings.get("template") else "chat prompt" if settings.get("chat") else "prompt"
+    shown = repr(text[:PROMPT_SHOWN]) + ("..." if len(text) > PROMPT_SHOWN else "")
+    return f"{kind} {shown} ({len(text)} characters)"
+
+
 def describe_edits(edits: list[dict]) -> str:
     """'mask 10:15; replace 20:25 = 'crown'' for the details view."""
     parts = []
@@ -55,9 +68,14 @@ def describe_edits(edits: list[dict]) -> str:
 class BranchPanel:
     """The branch tree and the shown branch's details and actions."""
 
-    def __init__(self, workspace: Workspace, on_compare: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, workspace: Workspace, on_compare: Callable[[], None] = lambda: None,
+        on_score: Callable[[], None] = lambda: None,
+    ) -> None:
         self.workspace = workspace
         self.on_compare = on_compare  # the app shows the compare view
+        self.on_score = on_score  # the app shows the Score with model dialog
+        self.verify_button = self.score_button = 0
         self._cache = Cached()
         self._tree_key: tuple | None = None
         self._state: tuple | None = None  # (store, version, branch shown) last refreshed for
@@ -80,6 +98,18 @@ class BranchPanel:
             self.delete_button = dpg.add_button(label="Delete branch", width=-1, callback=lambda: self._delete())
             with dpg.tooltip(self.delete_button):
                 dpg.add_text("Delete the branch shown and every branch forked from it")
+            with dpg.group(horizontal=True):
+                self.verify_button = dpg.add_button(
+                    label="Verify", width=90, callback=lambda: self.workspace.models.verify()
+                )
+                self.score_button = dpg.add_button(label="Score with model...", width=-1, callback=lambda: self.on_score())
+            with dpg.tooltip(self.verify_button):
+                dpg.add_text(
+                    "Re-run this branch with the model that made it (found by its sha256) and the recorded\n"
+                    "settings, seed, device, dtype and threads; compare every record bit for bit"
+                )
+            with dpg.tooltip(self.score_button):
+                dpg.add_text("Run another model on exactly this branch's inputs: where the two disagree")
             dpg.add_separator()
             dpg.add_text("Compare with", color=TITLE_COLOR)
             self.compare_combo = dpg.add_combo([], width=-1)
@@ -111,7 +141,8 @@ class BranchPanel:
     # -- refresh -------------------------------------------------------------------
     def refresh(self) -> None:
         ws, store = self.workspace, self.workspace.store
-        state = (id(store), store.version if store is not None else 0, ws.view.branch)
+        state = (id(store), store.version if store is not None else 0, ws.view.branch, len(ws.models.verified),
+                 tuple(ws.models.verified.get(ws.view.branch, {}).items()))
         if state == self._state:  # the frame path while scrubbing: nothing here changed
             return
         self._state = state
@@ -154,4 +185,9 @@ class BranchPanel:
             f"settings: {knobs or 'none recorded'}",
             f"records: {len(b.rows)} own, {store.history_length(b.id)} on its timeline",
         ]
+        verified = self.workspace.models.verified.get(b.id)
+        if verified is not None:  # the last Verify of this branch
+            lines.append(f"verify: {verified.get('line', '?')}")
+        if describe_prompt(s) != "none":  # a run that started from text: say which, under its origin
+            lines.insert(2, f"started from: {describe_prompt(s)}")
         return "\n".join(lines)

@@ -188,7 +188,11 @@ class TokenCanvas:
         if self._text_items:
             return
         size = 1.0 / self._advance_ratio  # x units -> font pixels: one cell = one advance (module doc)
-        for ink, color in (("light", palette.LIGHT_TEXT), ("dark", palette.DARK_TEXT), ("ghost", palette.GHOST_TEXT)):
+        inks = (
+            ("light", palette.LIGHT_TEXT), ("dark", palette.DARK_TEXT), ("ghost", palette.GHOST_TEXT),
+            ("dim", palette.DIM_TEXT),
+        )
+        for ink, color in inks:
             item = dpg.draw_text((0.0, 0.0), "", size=size, color=color, parent=self.plot)
             if self.fonts.mono:
                 dpg.bind_item_font(item, self.fonts.mono)
@@ -298,6 +302,9 @@ class TokenCanvas:
         if is_ghost is not None and is_ghost.any():
             values["ghost"] = (is_ghost, False)
             tokens = np.where(is_ghost, ghost[sl], tokens)
+        padding = extras.arrays.get("padding")  # after the end of text: the model's padding, dimmed
+        if padding is not None and padding[sl].any():
+            values["dim"] = (padding[sl], False)
         grids = scatter_cells(layout, r0, r1, values, tokens=tokens, chars_by_id=self.vocab.chars)
         color, chars = grids["color"], grids["chars"]
         ghost_cells = grids.get("ghost")
@@ -314,6 +321,12 @@ class TokenCanvas:
             chars = np.where(ghost_cells, " ", chars)
         else:
             self._set_text("ghost", [])
+        dim_cells = grids.get("dim")
+        if dim_cells is not None:
+            self._set_text("dim", row_strings(np.where(dim_cells, chars, " ")))
+            chars = np.where(dim_cells, " ", chars)
+        else:
+            self._set_text("dim", [])
         self._set_text("dark", row_strings(np.where(on_light, chars, " ")))
         self._set_text("light", row_strings(np.where(on_light, " ", chars)))
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import dearpygui.dearpygui as dpg
 import numpy as np
 
-from dpgviz.app.inspect import ShownRecord
+from dpgviz.app.inspect import NO_EXTRAS, CellExtras, ShownRecord
 from dpgviz.app.view_state import ViewState
 from dpgviz.app.workspace import Workspace
 from dpgviz.core.vocab import Vocabulary
@@ -119,7 +119,8 @@ class CompareView:
             self.highlight = store.get("tokens", rows[0]) != store.get("tokens", rows[1])
         for pane, view, branch, row in zip(self.panes, self.views, ws.compare.pair, rows, strict=True):
             view.branch, view.color_mode, view.text_mode = branch, color_mode, ws.view.text_mode
-            pane.refresh(ShownRecord.of_row(store, row, branch), view, highlight=self.highlight)
+            pane.refresh(ShownRecord.of_row(store, row, branch), view, highlight=self.highlight,
+                         extras=self._extras(color_mode, branch, row))
         self._refresh_pickers()
         iteration = int(store.columns["iteration"][rows[0]])
         self._cache.set(
@@ -128,6 +129,18 @@ class CompareView:
             "(tinted). The timeline scrubs both.",
         )
         self._refresh_diff(vocab)
+
+    def _extras(self, color_mode: str, branch: str, row: int) -> CellExtras:
+        """A pane's disagreement (its branch's score layer, store.layers) in that colour mode."""
+        if color_mode != "disagreement":
+            return NO_EXTRAS
+        from dpgviz.store.layers import disagreement_at, layer_of
+
+        ws = self.workspace
+        rows = ws.rows(branch)
+        record = int(np.flatnonzero(rows == row)[0]) if (rows == row).any() else 0
+        js = disagreement_at(ws.store, branch, rows, record, ws.vocab.size, scaled=True)
+        return CellExtras(("disagreement", row, id(layer_of(ws.store, branch))), {"disagreement": js})
 
     def _refresh_pickers(self) -> None:
         """Every branch in each pane's combo (rebuilt when the branches change), the compared ones picked."""

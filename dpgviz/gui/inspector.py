@@ -114,6 +114,10 @@ class HoverTip:
         self.workspace = workspace
         self.tip = self.title = self.values = self.source = 0
         self.bars = CandidateBars()
+        # A second model's top-8 at the same record, beside the first (a branch's score layer)
+        self.second_bars = CandidateBars()
+        self.second_group = self.second_title = 0
+        self.second = None  # app.models.SecondOpinion shown now (tests read it)
         self.info: TokenInfo | None = None  # what the tooltip shows now (tests read it)
         self._key: tuple | None = None
         self.rebuilds = 0
@@ -124,7 +128,12 @@ class HoverTip:
             self.title = dpg.add_text("", color=TITLE_COLOR)
             self.values = dpg.add_text("")
             self.source = dpg.add_text("", color=INFO_COLOR)
-            self.bars.build(self.tip)
+            with dpg.group(horizontal=True):
+                with dpg.group() as own:
+                    self.bars.build(own)
+                with dpg.group(show=False) as self.second_group:
+                    self.second_title = dpg.add_text("", color=INFO_COLOR)
+                    self.second_bars.build(self.second_group)
             dpg.add_text("1-8: place that candidate here (an edit)   I / right-click: pin", color=INFO_COLOR)
 
     def refresh(self) -> None:
@@ -146,6 +155,14 @@ class HoverTip:
         what = "proposed" if info.token is None else "candidates"
         dpg.set_value(self.source, f"{what}: from {info.sampled_label}" if info.candidates else info.sampled_label)
         self.bars.show(info.candidates)
+        self.second = ws.models.second_opinion(info.pos, info.sampled_record)
+        dpg.configure_item(self.second_group, show=self.second is not None)
+        if self.second is not None:
+            s = self.second
+            p = "-" if s.p is None else f"{s.p:.3f}"
+            js = "-" if s.js is None else f"{s.js:.3f}"
+            dpg.set_value(self.second_title, f"{s.name}: p(token) {p}, JS {js} bits")
+            self.second_bars.show(s.candidates)
 
 
 class InspectorPanel:

@@ -25,7 +25,7 @@ import numpy as np
 
 from dpgviz.core import palette as shared
 from dpgviz.core.discovery import default_model_entry
-from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_PROTECTED
+from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_PROMPT, FLAG_PROTECTED
 from dpgviz.core.vocab import VocabError, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ _STATE_LABELS = {
     "remasked": "remasked this step",
     "protected": "protected",
     "edited": "edited by hand",
+    "prompt": "prompt",
 }
 STATES: tuple[tuple[str, str, tuple[int, int, int]], ...] = tuple(
     (key, label, _rgb(shared.STATE_RGB[shared.STATE_NAMES.index(key)])) for key, label in _STATE_LABELS.items()
@@ -80,6 +81,9 @@ LIGHT_TEXT = (*_rgb(shared.INK_LIGHT), 255)
 # "put back" reads as a dimmed letter, "stayed" as plain text (see core.palette STATE_RGB).
 GHOST_TEXT = (*_rgb(shared.GHOST_RGB), 255)
 DARK_TEXT = (*_rgb(shared.INK_DARK), 255)
+# Text after a model's end of text (LLaDA, Dream pad to the end with it): drawn faint, so the
+# answer reads apart from the padding (core.prompt.padding_after_eos).
+DIM_TEXT = (*_rgb(shared.INK_LIGHT), 70)
 TEXT_ON_LIGHT = (shared.ink_rgb(COLORS.astype(np.uint8)) == shared.INK_DARK).all(axis=-1)  # True: draw dark text
 
 
@@ -128,8 +132,15 @@ MODES: tuple[ColorMode, ...] = (
         "order", "Decoding order", "order", 0.0, 1.0,
         "When each token was committed for good: early (dark) to late (yellow) in the run",
     ),
+    # A second model's score layer (`score`, Score with model...): where the two models' beliefs part.
+    ColorMode(
+        "disagreement", "Disagreement (JS, bits)", "disagreement", 0.0, 1.0,
+        "Jensen-Shannon divergence between this branch's model and the model that scored it, from both\n"
+        "top-8 lists (the tail beyond spread evenly): 0 = same beliefs, 1 bit = nothing in common.\n"
+        "Shown at each step's last prediction; grey where nothing was scored (Branches > Score with model...)",
+    ),
 )
-DERIVED_FIELDS = ("changed", "order")  # not record fields: computed over the history
+DERIVED_FIELDS = ("changed", "order", "disagreement")  # not record fields: computed over the history
 MODE_BY_KEY = {m.key: m for m in MODES}
 MODE_BY_LABEL = {m.label: m for m in MODES}
 
@@ -142,14 +153,17 @@ def for_vocab(mode: ColorMode, vocab_size: int) -> ColorMode:
     return ColorMode(mode.key, mode.label, mode.field, lo, hi, mode.description)
 
 
+_FLAG_BITS = 6  # FLAG_MASKED ... FLAG_PROMPT (core.records)
+
+
 def _state_table() -> np.ndarray:
-    """Colour index for every combination of the five FLAG_* bits (a 32-entry lookup).
+    """Colour index for every combination of the FLAG_* bits (a 64-entry lookup).
 
     The priority among bits is core.palette's (`mask_states`); this only renumbers its
     STATE_* codes into this table's indices.
     """
     to_index = np.array([STATE_INDEX[name] for name in shared.STATE_NAMES], dtype=np.uint16)
-    return to_index[shared.mask_states(np.arange(32))]
+    return to_index[shared.mask_states(np.arange(1 << _FLAG_BITS))]
 
 
 _STATE_TABLE = _state_table()
@@ -157,7 +171,7 @@ _STATE_TABLE = _state_table()
 
 def state_indices(flags: np.ndarray) -> np.ndarray:
     """Colour index per position from FLAG_* bits, with core.palette's STATE_PRIORITY."""
-    return _STATE_TABLE[np.asarray(flags) & 31]
+    return _STATE_TABLE[np.asarray(flags) & ((1 << _FLAG_BITS) - 1)]
 
 
 @functools.lru_cache(maxsize=16)
@@ -221,15 +235,16 @@ def colormap_colors() -> list[list[int]]:
 
 
 def with_hand_marks(indices: np.ndarray, flags: np.ndarray) -> np.ndarray:
-    """Visible edited and protected cells keep their own colours in every mode.
+    """Visible edited, protected and prompt cells keep their own colours in every mode.
 
-    Protected wins over edited and a masked cell stays masked, as in mask-state mode
-    (core.palette.STATE_PRIORITY).
+    Prompt wins over protected, protected over edited, and a masked cell stays masked, as in
+    mask-state mode (core.palette.STATE_PRIORITY).
     """
     flags = np.asarray(flags)
     visible = (flags & FLAG_MASKED) == 0
     out = np.where(visible & ((flags & FLAG_EDITED) != 0), STATE_INDEX["edited"], indices)
-    return np.where(visible & ((flags & FLAG_PROTECTED) != 0), STATE_INDEX["protected"], out).astype(np.uint16)
+    out = np.where(visible & ((flags & FLAG_PROTECTED) != 0), STATE_INDEX["protected"], out)
+    return np.where(visible & ((flags & FLAG_PROMPT) != 0), STATE_INDEX["prompt"], out).astype(np.uint16)
 
 
 def level_colors(n: int = 64) -> list[list[int]]:

@@ -1,13 +1,16 @@
 """The settings panel: model choice and loading, generation settings, Start/Stop/Continue.
 
 Widgets hold the user's choices; `read()` turns them into a validated GenerationSettings
-or raises SettingsError with a message to show. Buttons call the workspace's operations
+or raises SettingsError with a message to show. The Prompt box holds text the next Start
+begins from (core.prompt): a prompt the run continues, or with "template" an infilling
+template (each █ a position to fill), with "chat" wrapped in the model's chat template. Buttons call the workspace's operations
 (load, start, stop, continue); messages come back through the workspace's notices, which
 the app shows here and in the status bar. Nothing here talks to the worker.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -15,8 +18,9 @@ from pathlib import Path
 import dearpygui.dearpygui as dpg
 
 from dpgviz.app.workspace import Workspace
-from dpgviz.core.discovery import ModelEntry, find_checkpoints, model_file
+from dpgviz.core.discovery import ModelEntry, find_checkpoints, model_file, split_prefixed
 from dpgviz.core.model_info import ModelInfo
+from dpgviz.core.prompt import PromptError, check_prompt
 from dpgviz.core.settings import (
     DEFAULT_BLOCK_LENGTH,
     DEVICES,
@@ -29,6 +33,7 @@ from dpgviz.core.settings import (
     GenerationSettings,
     SettingsError,
 )
+from dpgviz.core.vocab import MASK_GLYPH
 from dpgviz.gui.status import ERROR_COLOR, INFO_COLOR, Cached
 from dpgviz.gui.strategy_picker import StrategyPicker
 
@@ -47,6 +52,8 @@ class SettingsPanel:
         self.workspace = workspace
         self.models_dirs: list[str] = [d for d in ("out", models_dir) if d]
         self.given = given  # a model named with --model (an adapter file is never found by a scan)
+        self.remote: str | None = None  # HOST:PORT whose models the list shows (a remote worker), else this machine's
+        self.remote_entries: list[ModelEntry] = []
         self.entries: list[ModelEntry] = []
         self.block_size: int | None = None
         self._cache = Cached()
@@ -56,6 +63,7 @@ class SettingsPanel:
         self.randomness = self.strategy = self.seed = self.strategy_about = 0
         self.schedule = self.proposal = self.sample_top_k = self.top_p = self.threshold = self.eta = 0
         self.device = self.dtype = 0
+        self.prompt = self.template = self.chat = self.prompt_hint = 0
         self.start_button = self.stop_button = self.continue_button = self.message = 0
         self.folder_dialog = self.folder_button = self.compare_button = 0
         self.picker = StrategyPicker(workspace, self._read_or_say)  # the Compare strategies window
@@ -162,6 +170,8 @@ class SettingsPanel:
             with dpg.tooltip(self.top_p):
                 dpg.add_text("Sample only within the smallest set of tokens whose probability reaches p (1 = all)")
             self.seed = dpg.add_input_int(label="seed", default_value=d.seed, width=label_w, min_value=0, min_clamped=True)
+            dpg.add_separator()
+            self._build_prompt()  # beside Start, which it begins from (and below the knobs: their places stay)
             dpg.add_spacer(height=4)
             with dpg.group(horizontal=True):
                 self.start_button = dpg.add_button(label="Start", width=90, callback=lambda: self.start())
@@ -185,6 +195,51 @@ class SettingsPanel:
         self.rescan()
         self._show_strategy_knobs()
 
+    def _build_prompt(self) -> None:
+        # One row of title and toggles and a three-line box: the panel grows little, so Start
+        # stays in view in the window's default 900 pixels.
+        with dpg.group(horizontal=True):
+            dpg.add_text("Prompt", color=(140, 180, 255))
+            self.template = dpg.add_checkbox(label="template", callback=lambda: self._show_prompt_hint())
+            self.chat = dpg.add_checkbox(label="chat", callback=lambda: self._show_prompt_hint())
+            hole = dpg.add_button(label=f"+{MASK_GLYPH}", width=30, callback=lambda: self._append_hole())
+        self.prompt = dpg.add_input_text(
+            multiline=True, width=-1, height=52, tab_input=False, hint="text the run starts from (optional)",
+            callback=lambda: self._show_prompt_hint(),
+        )
+        with dpg.tooltip(self.prompt):
+            # What Start will do with the box (in the tooltip, so a line under the box never
+            # pushes Start out of a 900-pixel window)
+            self.prompt_hint = dpg.add_text("", color=INFO_COLOR, show=False)
+            dpg.add_text(
+                "A prompt: its tokens come first and stay fixed; 'length' positions are generated after it.\n"
+                f"A template (tick 'template'): each {MASK_GLYPH} is one position to fill, the rest stays fixed.\n"
+                "Empty: every position is generated, as before. Restart keeps a run's own prompt."
+            )
+        with dpg.tooltip(self.template):
+            dpg.add_text(f"Infilling: each {MASK_GLYPH} (U+2588) in the box is a position to fill.")
+        with dpg.tooltip(self.chat):
+            dpg.add_text("Wrap the prompt in the model's own chat template (models that bring one: LLaDA, Dream).")
+        with dpg.tooltip(hole):
+            dpg.add_text(f"Add a {MASK_GLYPH} (a position to fill) at the end, and tick 'template'")
+
+    def _append_hole(self) -> None:
+        dpg.set_value(self.prompt, str(dpg.get_value(self.prompt)) + MASK_GLYPH)
+        dpg.set_value(self.template, True)
+        self._show_prompt_hint()
+
+    def _show_prompt_hint(self) -> None:
+        """One line under the box: what Start will do with it (or why it cannot)."""
+        text, template = str(dpg.get_value(self.prompt)), bool(dpg.get_value(self.template))
+        if not text and not template:
+            hint = ""
+        elif template:
+            hint = f"{text.count(MASK_GLYPH)} positions to fill, the rest fixed"
+        else:
+            hint = f"{len(text)} characters fixed, then 'length' generated"
+        self._cache.set(self.prompt_hint, hint)
+        self._cache.configure(self.prompt_hint, show=bool(hint))
+
     def _show_strategy_knobs(self) -> None:
         """Describe the chosen strategy; show only the knobs it reads."""
         name = str(dpg.get_value(self.strategy))
@@ -194,9 +249,10 @@ class SettingsPanel:
 
     # -- models ----------------------------------------------------------------------
     def rescan(self) -> None:
-        """Embedded default first, then checkpoints under ./out and the chosen folders."""
-        self.entries = find_checkpoints(*self.models_dirs)
-        given = self.given
+        """Embedded default first, then checkpoints under ./out and the chosen folders
+        (a remote worker's list as it sent it, its own choice first)."""
+        given = None if self.remote is not None else self.given
+        self.entries = list(self.remote_entries) if self.remote is not None else find_checkpoints(*self.models_dirs)
         if given is not None and all(e.path.resolve() != given.path.resolve() for e in self.entries):
             self.entries.insert(1, given)
         labels = self._labels()
@@ -208,7 +264,16 @@ class SettingsPanel:
 
     def _labels(self) -> list[str]:
         # label() adds the trainer's iteration and best loss, so runs of one folder can be told apart
+        if self.remote is not None:  # paths on the worker's host: nothing to check here
+            return [e.label() for e in self.entries]
         return [e.label() + ("" if model_file(e.path) is not None else " (missing)") for e in self.entries]
+
+    def use_models(self, entries: list[ModelEntry], where: str) -> None:
+        """Show the models a remote worker offers (paths on its host) in place of this machine's."""
+        self.remote, self.remote_entries = where, list(entries)
+        dpg.set_value(self.model_combo, "")
+        self.rescan()
+        dpg.configure_item(self.folder_button, enabled=False)  # a folder here means nothing to that worker
 
     def selected_entry(self) -> ModelEntry | None:
         labels = self._labels()
@@ -245,7 +310,8 @@ class SettingsPanel:
     def offer(self, path: str | Path) -> None:
         """Pick the checkpoint at `path`, adding its folder to the list when it is not there."""
         if not self.select_path(path):
-            self.models_dirs.append(str(Path(path).parent))
+            prefixed = split_prefixed(path)  # llada:FOLDER: the folder's parent holds it
+            self.models_dirs.append(str((prefixed[1] if prefixed else Path(path)).parent))
             self.rescan()
             self.select_path(path)
 
@@ -328,9 +394,23 @@ class SettingsPanel:
             eta=round(float(dpg.get_value(self.eta)), 4),
             seed=int(dpg.get_value(self.seed)),
         )
+        settings = self._with_prompt(settings)
         if self.block_size is not None:  # past the block size: blocks, as the CLI does
             settings = settings.with_default_blocks(self.block_size)
         return settings.validate(self.block_size)
+
+    def _with_prompt(self, settings: GenerationSettings) -> GenerationSettings:
+        """`settings` with the Prompt box's text and toggles; SettingsError for what needs no model
+        to refuse (an empty template, one without █); the model checks the rest at Start."""
+        text, template, chat = str(dpg.get_value(self.prompt)), bool(dpg.get_value(self.template)), bool(dpg.get_value(self.chat))
+        if not text and not template:
+            return settings
+        settings = dataclasses.replace(settings, prompt=text, template=template, chat=chat and not template)
+        try:
+            check_prompt(settings)
+        except PromptError as exc:
+            raise SettingsError(str(exc)) from None
+        return settings
 
     def write(self, settings: GenerationSettings) -> None:
         """Show `settings` in the widgets (a run's settings, or a test's)."""
@@ -351,9 +431,13 @@ class SettingsPanel:
             (self.seed, settings.seed),
             (self.block_length, settings.block_length),
             (self.length_slider, math.log2(max(1, settings.length))),
+            (self.prompt, settings.prompt),
+            (self.template, settings.template),
+            (self.chat, settings.chat),
         ):
             dpg.set_value(item, value)
         self._show_strategy_knobs()
+        self._show_prompt_hint()
 
     def _on_length_slider(self, sender: int | str, value: float) -> None:
         dpg.set_value(self.length, round(2 ** float(value)))
@@ -364,7 +448,7 @@ class SettingsPanel:
     def input_items(self) -> list[int | str]:
         """Items that take typing: keyboard shortcuts stay off while one is active."""
         return [
-            self.temperature, self.steps, self.length, self.block_length, self.start_ratio, self.end_ratio,
+            self.prompt, self.temperature, self.steps, self.length, self.block_length, self.start_ratio, self.end_ratio,
             self.randomness, self.seed, self.model_combo, self.strategy, self.schedule, self.proposal,
             self.sample_top_k, self.top_p, self.threshold, self.eta, self.device, self.dtype,
         ]

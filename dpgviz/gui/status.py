@@ -14,6 +14,12 @@ from dpgviz.core.palette import entropy_max
 from dpgviz.gui import palette
 
 ERROR_COLOR = (255, 120, 100)
+RESTART_TIPS = {
+    "Restart worker": "The worker process died: start a new one with the same model, device and dtype.\n"
+                      "The records shown stay.",
+    "Reconnect": "The connection to the remote worker dropped: connect again (its connection file is read\n"
+                 "again, so a restarted worker is found) and load the same model there. The records shown stay.",
+}
 INFO_COLOR = (170, 176, 188)
 
 
@@ -46,6 +52,7 @@ class StatusBar:
         self._cache = Cached()
         self.restart_worker = restart_worker
         self.model = self.device = self.speed = self.progress = self.message = self.restart_button = 0
+        self.restart_tip = 0
 
     def build(self, parent: int | str) -> None:
         with dpg.group(horizontal=True, parent=parent):
@@ -60,8 +67,7 @@ class StatusBar:
                 callback=lambda: self.restart_worker() if self.restart_worker else None,
             )
             with dpg.tooltip(self.restart_button):
-                dpg.add_text("The worker process died: start a new one with the same model, device and dtype.\n"
-                             "The records shown stay.")
+                self.restart_tip = dpg.add_text(RESTART_TIPS["Restart worker"])
             self.message = dpg.add_text("", color=INFO_COLOR)
 
     def show(self, model: str, device: str, steps_per_s: float, progress: float, progress_text: str) -> None:
@@ -71,9 +77,12 @@ class StatusBar:
         self._cache.set(self.progress, min(1.0, max(0.0, progress)))
         self._cache.configure(self.progress, overlay=progress_text)
 
-    def show_restart(self, is_shown: bool) -> None:
-        """The Restart worker button, shown while the worker is dead."""
+    def show_restart(self, is_shown: bool, label: str = "Restart worker") -> None:
+        """The Restart worker button, shown while the worker is dead (Reconnect: a remote worker's link dropped)."""
         self._cache.configure(self.restart_button, show=is_shown)
+        if is_shown:
+            self._cache.configure(self.restart_button, label=label)
+            self._cache.set(self.restart_tip, RESTART_TIPS.get(label, ""))
 
     def say(self, text: str, is_error: bool = False) -> None:
         """Show a one-line message (errors in red)."""
@@ -110,6 +119,14 @@ class Legend:
                         ):
                             _swatch(tuple(int(c) for c in palette.COLORS[index]))
                             dpg.add_text(label)
+                    elif mode.key == "disagreement":
+                        _swatch(palette.MASKED_COLOR)
+                        dpg.add_text("masked")
+                        _swatch(palette.NO_VALUE_COLOR)
+                        dpg.add_text("not scored")
+                        dpg.add_text("0 agree")
+                        _scale_bar()
+                        self._scale_hi[mode.key] = dpg.add_text("")
                     elif mode.key == "order":
                         _swatch(palette.MASKED_COLOR)
                         dpg.add_text("masked / never settled")
@@ -128,6 +145,7 @@ class Legend:
         with dpg.tooltip(row):  # what the mode shows, without taking the row's width
             self.description = dpg.add_text("", color=INFO_COLOR)
         self.set_entropy_max(palette.DEFAULT_VOCAB_SIZE)  # until a model's vocabulary replaces it
+        self.set_disagreement_top(1.0)  # until a scored branch is shown
 
     def show(self, mode_key: str) -> None:
         if mode_key == self._shown:
@@ -137,6 +155,10 @@ class Legend:
         mode = palette.MODE_BY_KEY[mode_key]
         dpg.set_value(self.description, mode.description)
         self._shown = mode_key
+
+    def set_disagreement_top(self, top_bits: float) -> None:
+        """The top of the disagreement scale (store.layers.scale_top of the layer shown)."""
+        dpg.set_value(self._scale_hi["disagreement"], f"{top_bits:g} bits or more (JS of the two models' top-8; 1 = disjoint)")
 
     def set_entropy_max(self, vocab_size: int) -> None:
         dpg.set_value(self._scale_hi["entropy"], f"{entropy_max(vocab_size):.2f} (ln V)")

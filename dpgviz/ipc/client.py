@@ -31,6 +31,7 @@ import secrets
 import select
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -38,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from dpgviz.core.model_info import ModelInfo
+from dpgviz.core.prompt import encode_prompt, layout_for
 from dpgviz.core.records import RecordLayout
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.ipc.messages import (
@@ -71,10 +73,10 @@ class WorkerGoneError(RuntimeError):
 
 def run_layout(settings: GenerationSettings, info: ModelInfo) -> RecordLayout:
     """The layout a run of `settings` has on the model of `info` (as Sampler.layout computes it):
-    records of one block (settings.block_tokens) of a sequence of settings.length tokens."""
-    return RecordLayout(
-        seq_len=settings.block_tokens, top_k=settings.top_k, n_ids=info.n_ids, total_len=settings.length
-    )
+    records of one block (settings.block_tokens) of a sequence of settings.length tokens, after
+    the prompt when there is one (core.prompt; PromptError, a ValueError, for a bad one)."""
+    encoded = encode_prompt(settings, info.vocab(), info.chat_wrap, info.name)
+    return layout_for(settings, info.n_ids, encoded)
 
 
 @dataclass
@@ -90,8 +92,12 @@ class _Run:
 class WorkerClient:
     """Owns one worker process and the GUI-side ends of its pipes and rings."""
 
-    def __init__(self, max_slots: int = 256, threads: int | None = None, log_level: int | None = None) -> None:
+    def __init__(
+        self, max_slots: int = 256, threads: int | None = None, log_level: int | None = None,
+        target: Callable[..., None] = worker_main,
+    ) -> None:
         self.max_slots = max_slots  # upper bound on ring slots per run (see ring.default_n_slots)
+        self.target = target  # the worker's entry point (bench.transport puts a model-free one here)
         self.threads = threads  # torch threads in the worker; None = worker.default_threads()
         self.log_level = log_level if log_level is not None else logging.getLogger("dpgviz").getEffectiveLevel()
         self.model_info: ModelInfo | None = None  # from the last ModelLoaded
@@ -118,7 +124,7 @@ class WorkerClient:
         cmd_read, cmd_write = self._ctx.Pipe(duplex=False)
         evt_read, evt_write = self._ctx.Pipe(duplex=False)
         self._process = self._ctx.Process(
-            target=worker_main,
+            target=self.target,
             args=(cmd_read, evt_write, os.getpid(), self._session, self.max_slots, self.log_level, self.threads),
             name="dpgviz-worker",
             daemon=True,  # multiprocessing's exit handler terminates it if close() was never called

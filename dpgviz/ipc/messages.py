@@ -3,7 +3,8 @@
 Small picklable dataclasses, sent whole over `multiprocessing` pipes. A step's arrays
 never travel here: they sit in the run's shared-memory ring (`ipc.ring`) and StepReady
 only says which slot holds them. `WorkerDied` is never sent; the client makes it when
-it finds the worker process gone.
+it finds the worker process gone. To a worker on another machine (ipc.server) the same
+dataclasses travel as a signed JSON header plus raw array buffers (ipc.wire), never pickled.
 
 Times (`t_written`) are `time.monotonic()`: CLOCK_MONOTONIC on Linux, one clock for
 every process on the machine, so a GUI-side reading minus a worker-side one is a latency.
@@ -35,6 +36,10 @@ class LoadModel(Command):
     meta: str | None = None  # vocabulary file; None = look beside the checkpoint
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (engine.checkpoint.resolve_dtype)
+    # Hugging Face models only: "auto" spreads the layers over the GPUs, then CPU, then disk
+    # (accelerate), within max_memory ({"0": "20GiB", "cpu": "64GiB"}); `worker --device-map` sets them.
+    device_map: str | None = None
+    max_memory: dict | None = None
 
 
 @dataclass
@@ -116,6 +121,25 @@ class WorkerDied(Event):
     """Made by the client, never sent: the worker process is gone (crash, kill -9, OOM)."""
 
     exitcode: int | None
+
+
+# -- a remote worker (ipc.remote.RemoteClient makes these; they never travel) ------------------
+@dataclass
+class Connected(Event):
+    """A remote worker accepted this client: where it is, and the models it offers (Load's list)."""
+
+    address: str  # HOST:PORT
+    host: str  # the worker host's own name
+    models: list  # [core.discovery.ModelEntry], paths on that host, the worker's own choice first
+
+
+@dataclass
+class Disconnected(WorkerDied):
+    """The link to a remote worker is gone (network drop, the server stopped or refused this client,
+    its worker process died there): the same to the app as a worker that died here."""
+
+    address: str = ""
+    reason: str = ""  # one line: why, as far as the client knows
 
 
 # -- model explorer (app.explore <-> engine.explore) ---------------------------------

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from dpgviz.core.model_info import ModelInfo
+from dpgviz.core.prompt import PromptError, fit_to_model
 from dpgviz.core.records import run_record_count
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.ipc.client import WorkerClient, run_layout
-from dpgviz.ipc.messages import Event, ModelLoaded, RunFinished, RunStopped, WorkerDied, WorkerError
+from dpgviz.ipc.messages import Disconnected, Event, ModelLoaded, RunFinished, RunStopped, WorkerDied, WorkerError
 from dpgviz.store.step_store import StepStore
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ def raise_failures(events: list[Event]) -> None:
     for event in events:
         if isinstance(event, WorkerError):
             raise WorkerFailed(event.message, event.traceback)
+        if isinstance(event, Disconnected):  # a remote worker (ipc.remote): the reason is one line
+            raise WorkerFailed(f"disconnected from {event.address}: {event.reason}")
         if isinstance(event, WorkerDied):
             raise WorkerFailed(f"the worker process died (exit code {event.exitcode})")
 
@@ -98,6 +101,7 @@ def run_via_worker(
     on_loaded: Callable[[ModelInfo], None] | None = None,
     auto_blocks: bool = False,
     dtype: str = "auto",
+    source_factory: Callable[[], WorkerClient] | None = None,
 ) -> tuple[ModelInfo, StepStore, str, dict]:
     """Load and run in a worker; returns (model info, store, branch id, summary).
 
@@ -114,21 +118,27 @@ def run_via_worker(
     without a block length in blocks instead (GenerationSettings.with_default_blocks), as
     the CLI does for an explicit --length; summary["settings"] holds what ran.
     Nothing but this loop waits on the worker here, so the worker gets every core for
-    torch (the GUI leaves one to its frame loop).
+    torch (the GUI leaves one to its frame loop). `source_factory` makes a started source
+    instead of a local worker (`generate --connect`: ipc.remote.remote_factory); a model path
+    is then one on the worker's host, None its own model.
     """
     if (store is None) != (branch is None):
         raise ValueError("pass both store and branch, or neither")
-    with WorkerClient(threads=os.cpu_count() or 1) as client:
+    client = source_factory() if source_factory is not None else WorkerClient(threads=os.cpu_count() or 1).start()
+    with client:
         t0 = time.monotonic()
         client.load_model(model_path, meta_path, device, dtype)
         info = wait_for(client, (ModelLoaded,), on_event=on_event).info
         load_s = time.monotonic() - t0
         if on_loaded is not None:
             on_loaded(info)
-        if cap_length:
-            settings = settings.capped(info.block_size)
-        if auto_blocks:
-            settings = settings.with_default_blocks(info.block_size)
+        try:  # the length capped or blocks chosen around the prompt, if any (core.prompt)
+            settings, _ = fit_to_model(
+                settings, info.vocab(), info.chat_wrap, info.block_size, cap_length=cap_length,
+                auto_blocks=auto_blocks, model_name=info.name,
+            )
+        except PromptError as exc:
+            raise WorkerFailed(str(exc)) from None
         if store is None:
             store = StepStore(run_layout(settings, info), capacity=run_record_count(settings), mask_id=info.mask_id)
             branch = store.new_branch(settings.to_dict(), label="generate").id

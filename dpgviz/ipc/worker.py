@@ -220,7 +220,9 @@ class _Worker:
         torch.set_num_threads(self.threads)
 
         self.send(ModelLoading(0.3, f"reading {cmd.path or 'the embedded default model'}"))
-        loaded = load_model(cmd.path, cmd.meta, cmd.device, cmd.dtype)
+        loaded = load_model(
+            cmd.path, cmd.meta, cmd.device, cmd.dtype, device_map=cmd.device_map, max_memory=cmd.max_memory
+        )
         self.sampler = Sampler(loaded.adapter, loaded.vocab, loaded.device)  # replaces the old one only now
         self.loaded, self.loaded_key = loaded, (cmd.path, cmd.meta)
         info = loaded.info(threads=torch.get_num_threads())
@@ -398,6 +400,9 @@ def worker_main(
     # 24.9 s instead of 12.6 s beside one busy process on 2 cores. Passive waiting costs
     # ~10% when the machine is idle. Must be set before torch (libgomp) is imported.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from dpgviz.core.determinism import set_reproducible_env
+
+    set_reproducible_env()  # MKL's reproducible mode: re-runs are bit-exact (`verify`)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
     logging.basicConfig(level=log_level, format="%(asctime)s dpgviz-worker %(levelname)s %(name)s: %(message)s")

@@ -9,6 +9,8 @@ that show the whole sequence at history record r compose it, block by block:
                                              block: its 'final' record)
     a block not started by r                 all masked: tokens = mask id, confidence /
                                              score / entropy NaN, flags = FLAG_MASKED
+    the prompt before the first block        `layout.prefix` (a block run after a prompt):
+                                             its ids, FLAG_PROMPT | FLAG_PROTECTED, NaN
 
 Only the positions [offset, offset + layout.span(offset)) of a record are real; a shorter
 last block's padding never reaches a composed array.
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dpgviz.core.records import FLAG_MASKED, KINDS
+from dpgviz.core.records import FLAG_MASKED, FLAG_PROMPT, FLAG_PROTECTED, KINDS
 from dpgviz.core.vocab import Vocabulary
 from dpgviz.store.step_store import StepStore, records_json
 
@@ -40,6 +42,15 @@ def _fill_value(field: str, mask_id: int) -> float | int:
         return mask_id
     if field == "flags":
         return FLAG_MASKED
+    return np.nan
+
+
+def _prefix_value(field: str, prefix: tuple[int, ...]) -> np.ndarray | float | int:
+    """What the prompt's positions before the first block hold in `field`."""
+    if field == "tokens":
+        return np.asarray(prefix)
+    if field == "flags":
+        return FLAG_PROMPT | FLAG_PROTECTED
     return np.nan
 
 
@@ -87,14 +98,16 @@ class Composer:
             return column[self.rows[self._check(record)]]
         src = self.sources(record)
         cached = self._cache.get(name)
+        P = self.layout.prefix_len
         if cached is None:
             prev = np.full(self.n_blocks, -2, dtype=np.int64)  # -2: nothing copied yet
-            out = np.empty((self.n_blocks * self.layout.seq_len, *column.shape[2:]), column.dtype)
+            out = np.empty((P + self.n_blocks * self.layout.seq_len, *column.shape[2:]), column.dtype)
+            out[:P] = _prefix_value(name, self.layout.prefix)  # the prompt: the same at every record
         else:
             prev, out = cached
         changed = np.flatnonzero(src != prev)  # (C,) blocks whose record differs from the cached one
         if len(changed):
-            view = out.reshape(self.n_blocks, self.layout.seq_len, *column.shape[2:])  # (B, L, ...)
+            view = out[P:].reshape(self.n_blocks, self.layout.seq_len, *column.shape[2:])  # (B, L, ...)
             started = changed[src[changed] >= 0]
             view[started] = column[self.rows[src[started]]]  # (S, L, ...) whole block records
             view[changed[src[changed] < 0]] = _fill_value(name, self.mask_id)

@@ -110,15 +110,11 @@ def _json(obj: object) -> bytes:
 
 
 def _vocab_dict(vocab: Vocabulary) -> dict:
-    return {"itos": list(vocab.itos), "model_vocab_size": vocab.model_vocab_size, "never_sample": list(vocab.never_sample)}
+    return vocab.to_dict()  # as session headers write it (eos_id too, for LLaDA and Dream)
 
 
 def _vocab_from(data: dict) -> Vocabulary:
-    return Vocabulary(
-        itos=tuple(str(s) for s in data["itos"]),
-        model_vocab_size=int(data.get("model_vocab_size", 0)),
-        never_sample=tuple(int(i) for i in data.get("never_sample", ())),
-    )
+    return Vocabulary.from_dict(data)
 
 
 def _bytes_of(arr: np.ndarray) -> memoryview:

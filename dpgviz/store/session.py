@@ -31,10 +31,15 @@ The header holds `format`, `format_version`, `app_version`, `created`, `layout`
 of every array: name, dtype as numpy's `dtype.str`, shape, offset, nbytes and crc32 as
 8 hex digits; pool arrays last), `data_end`, `settings`
 (the generation settings the session was saved with), `model` (path, sha256 of the
-checkpoint, free-form info), `vocab` (itos, model_vocab_size, never_sample: absent in
-older files, read as none), `mask_id` and `tree`
+checkpoint, free-form info), `vocab` (Vocabulary.to_dict: itos, model_vocab_size,
+never_sample: absent in older files, read as none; eos_id for a model that pads after its
+end of text), `mask_id` and `tree`
 (StepStore.tree(): each branch's id, parent, fork_record, settings, label, edits, rows)
 and `next_branch_id` (the id the next new branch gets; ids are never reused).
+Optional keys, absent from files written before them: `runtime` (dpgviz, numpy and torch
+versions, device, dtype, threads: store.provenance, for `verify`), `layers` (score layers,
+store.layers: one entry per layer, whose arrays are the columns `layer<i>/<field>` with the
+layer's own row counts) and a branch's `provenance` in the tree.
 `fork_record` indexes the parent's history (StepStore.history); `edits` may be absent
 (files written before branches could be edited) and then reads as none. Rows of deleted
 branches may remain in the columns, named by no branch.
@@ -83,6 +88,14 @@ import dpgviz
 from dpgviz.core.discovery import model_file
 from dpgviz.core.records import SCALAR_FIELDS, RecordLayout
 from dpgviz.core.vocab import Vocabulary
+from dpgviz.store.layers import (
+    is_layer_column,
+    layer_column_rows,
+    layer_columns,
+    layer_header,
+    layers_from_columns,
+)
+from dpgviz.store.provenance import runtime_of
 from dpgviz.store.step_store import POOL_FIELDS, Branch, StepStore
 
 log = logging.getLogger(__name__)
@@ -154,6 +167,7 @@ class Session:
     model_path: str | None = None
     model_sha256: str | None = None
     model_info: dict = field(default_factory=dict)
+    runtime: dict = field(default_factory=dict)  # store.provenance: versions, device, dtype, threads of the run
     app_version: str = dpgviz.__version__
     created: str = ""
     path: Path | None = None
@@ -308,6 +322,7 @@ def save_session(
     model_sha256: str | None = None,
     model_info: dict | None = None,
     progress: Progress | None = None,
+    runtime: dict | None = None,
 ) -> Path:
     """Write every record and branch of `store` to `path` atomically; returns the path.
 
@@ -326,6 +341,9 @@ def save_session(
     layout, count = frozen.layout, len(frozen)
     columns = {name: _little_endian(col) for name, col in frozen.columns.items()}
     columns.update({name: _little_endian(arr) for name, arr in frozen.pool.items()})  # pool last
+    layers = [layer for layer in frozen.layers if layer.branch in frozen.branches]  # a deleted branch's go
+    for i, layer in enumerate(layers):  # score layers (store.layers), after the pool; none: as before
+        columns.update({name: _little_endian(arr) for name, arr in layer_columns(layer, i).items()})
     tree = frozen.tree()
     if vocab.n_ids > layout.n_ids or vocab.mask_id >= layout.n_ids:
         raise SessionError(f"vocabulary has {vocab.n_ids} ids but the records were laid out for {layout.n_ids}")
@@ -358,15 +376,15 @@ def save_session(
             "sha256": model_sha256,
             "info": dict(model_info or {}),
         },
-        "vocab": {
-            "itos": list(vocab.itos),
-            "model_vocab_size": vocab.model_vocab_size,
-            "never_sample": list(vocab.never_sample),
-        },
+        "vocab": vocab.to_dict(),
         "mask_id": vocab.mask_id,
         "tree": tree,
         "next_branch_id": store.next_branch_id,  # so a deleted branch's id is not handed out again
+        # what a re-run needs beyond the model and settings (store.provenance; `verify`)
+        "runtime": dict(runtime) if runtime else runtime_of(model_info),
     }
+    if layers:  # optional: a file without score layers has no such key
+        header["layers"] = [layer_header(layer) for layer in layers]
     # Offsets and data_end change the header's length, which moves the data: iterate to a fixpoint
     # (digits only grow, so this settles in two or three rounds).
     data_start = 0
@@ -504,7 +522,9 @@ def _check_header(path: Path, header: dict, size: int, data_start: int, version:
             int(entry["crc32"], 16)
         except (KeyError, TypeError, ValueError) as exc:
             raise bad(f"column table entry {entry!r} is malformed ({exc})") from None
-        rows = pool_count if version >= 2 and name in POOL_FIELDS else count
+        rows = layer_column_rows(header, name)  # a score layer's own count (store.layers)
+        if rows is None:
+            rows = pool_count if version >= 2 and name in POOL_FIELDS else count
         if not shape or shape[0] != rows:
             raise bad(f"column {name} has shape {shape}, expected {rows} rows")
         if nbytes != int(np.prod(shape)) * dtype.itemsize:
@@ -523,13 +543,8 @@ def open_session(path: str | Path, *, verify: bool | None = None) -> Session:
     path = Path(path)
     header = read_header(path)
     try:
-        layout = RecordLayout(**{k: int(v) for k, v in header["layout"].items()})
-        vocab_meta = header["vocab"]
-        vocab = Vocabulary(
-            itos=tuple(str(s) for s in vocab_meta["itos"]),
-            model_vocab_size=int(vocab_meta.get("model_vocab_size", 0)),
-            never_sample=tuple(int(i) for i in vocab_meta.get("never_sample", ())),  # absent before subword models
-        )
+        layout = RecordLayout.from_dict(header["layout"])  # a block run after a prompt adds its prefix
+        vocab = Vocabulary.from_dict(header["vocab"])  # never_sample absent before subword models
     except (KeyError, TypeError, ValueError) as exc:
         raise SessionError(f"{path} is corrupt (layout or vocabulary: {exc})") from None
     if vocab.mask_id != header["mask_id"] or vocab.n_ids > layout.n_ids:
@@ -567,8 +582,10 @@ def open_session(path: str | Path, *, verify: bool | None = None) -> Session:
             # (count x N bytes); the candidates are compacted by from_columns.
             columns["tokens"] = columns["tokens"][:count].astype(layout.id_dtype)
         try:
+            layer_cols = {name: columns.pop(name) for name in list(columns) if is_layer_column(name)}
             store = StepStore.from_columns(layout, columns, count, tree, mask_id=vocab.mask_id, pool=pool)
-        except ValueError as exc:
+            store.layers = layers_from_columns(header, layer_cols)
+        except (ValueError, KeyError) as exc:  # KeyError: a listed score layer without its columns
             raise SessionError(f"{path} does not match its layout ({exc})") from None
     except BaseException:
         columns = pool = store = None  # release the views before closing the map
@@ -587,6 +604,7 @@ def open_session(path: str | Path, *, verify: bool | None = None) -> Session:
         model_path=model.get("path"),
         model_sha256=model.get("sha256"),
         model_info=dict(model.get("info") or {}),
+        runtime=dict(header.get("runtime") or {}),  # absent before issue 24
         app_version=str(header.get("app_version", "")),
         created=str(header.get("created", "")),
         path=path,

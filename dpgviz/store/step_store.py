@@ -68,6 +68,7 @@ import numpy as np
 from dpgviz.core.records import (
     FLAG_EDITED,
     FLAG_MASKED,
+    FLAG_PROMPT,
     FLAG_PROTECTED,
     KIND_CODE,
     KINDS,
@@ -131,9 +132,13 @@ class Branch:
     # What the user changed at the fork, in order: {"op", "start", "stop", "text"} dicts
     # (see store.edits); informative only, the edit record holds the result.
     edits: list[dict] = field(default_factory=list)
+    # What made this branch's own records when it was not the session's model (`compare
+    # --models`, `branch --model`): {"model": {"name", "path", "sha256"}, "runtime": {...}}
+    # (store.provenance). Empty: the session header's model and runtime. Saved only when set.
+    provenance: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "id": self.id,
             "parent": self.parent,
             "fork_record": self.fork_record,
@@ -142,6 +147,9 @@ class Branch:
             "edits": [dict(e) for e in self.edits],
             "rows": list(self.rows),
         }
+        if self.provenance:  # optional: files without it read as before
+            data["provenance"] = dict(self.provenance)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Branch:
@@ -153,6 +161,7 @@ class Branch:
             rows=[int(r) for r in data.get("rows", [])],
             label=str(data.get("label", "")),
             edits=[dict(e) for e in data.get("edits") or []],  # files before edits lack the key
+            provenance=dict(data.get("provenance") or {}),  # absent before issue 24
         )
 
 
@@ -194,6 +203,7 @@ class StepStore:
         self._pool_spec = _pool_specs(layout)
         self.branches: dict[str, Branch] = {}
         self.branch_order: list[str] = []
+        self.layers: list = []  # store.layers.ScoreLayer: a second model's values on a branch's records
         self._grow(max(1, capacity))
         self._grow_pool(max(0, candidates))
         self.version = 0  # bumped on every change, so views can tell when to refresh
@@ -354,7 +364,7 @@ class StepStore:
 
         The edit record is the source record with `tokens` in place of its own:
         flags = FLAG_MASKED where tokens == mask id, FLAG_PROTECTED where `protected`,
-        FLAG_EDITED where `edited`; iteration = continue_point(source kind, iteration),
+        FLAG_EDITED where `edited`, FLAG_PROMPT kept where the source had it and it stays protected; iteration = continue_point(source kind, iteration),
         i.e. where a restart from it begins; n_masked counted; target_masks and
         forward_passes copied. Confidence, score, entropy and top-k are copied except at
         positions whose token differs from the source or that are masked now: no model
@@ -432,6 +442,7 @@ class StepStore:
             is_masked.astype(np.uint8) * FLAG_MASKED
             | protected.astype(np.uint8) * FLAG_PROTECTED
             | edited.astype(np.uint8) * FLAG_EDITED
+            | np.where(protected, rec.flags & FLAG_PROMPT, 0).astype(np.uint8)  # a prompt's cells stay the prompt's
         )
         rec.iteration = continue_point(rec.kind, rec.iteration)
         rec.kind = "edit"
@@ -627,6 +638,7 @@ class StepStore:
         store = cls.__new__(cls)
         store.layout = layout
         store.mask_id = mask_id
+        store.layers = []  # session files attach theirs after (store.session)
         store._specs = _row_specs(layout)
         store._pool_spec = _pool_specs(layout)
         cand_cols = ("cand_start", "cand_count", "cand_bits")
@@ -712,6 +724,7 @@ class StepStore:
         tree = [{**b, "rows": [r for r in b["rows"] if r < count]} for b in self.tree()]
         frozen = StepStore.from_columns(self.layout, columns, count, tree, mask_id=self.mask_id, pool=pool)
         frozen.next_branch_id = max(frozen.next_branch_id, self.next_branch_id)
+        frozen.layers = [layer for layer in self.layers if layer.fits(count)]  # immutable: shared, not copied
         return frozen
 
 
