@@ -210,3 +210,18 @@ def test_stopping_a_strategy_comparison_runs_nothing_more(ws: Workspace) -> None
         ws.update(0.01)
     assert ws.compare.queue is None and not ws.is_running
     assert len(ws.store.branch_order) == n_branches  # margin never started
+
+
+def test_a_preview_goes_when_another_session_replaces_the_store(ws: Workspace, tmp_path: Path) -> None:
+    ws.runs.start(SHORT)
+    until(ws, lambda: not ws.is_running)
+    path = tmp_path / "run.dpgviz"
+    assert ws.files.save(path)
+    ws.wait_for_job()
+    ws.view.record = 1
+    assert ws.inspect.preview_resample(2.0, 1.0)
+    ws.update(0.0)
+    assert ws.inspect.preview is not None  # the same store: the preview stays
+    assert ws.files.open(path)
+    ws.update(0.0)
+    assert ws.inspect.preview is None  # another store: its row would name another record

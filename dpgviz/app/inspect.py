@@ -116,6 +116,7 @@ class Inspection:
         self.doc, self.runs, self.notices = doc, runs, notices
         self.preview: Preview | None = None  # a re-sample preview of one record, if shown
         self._preview_changes: tuple[Preview, np.ndarray] | None = None
+        self._preview_store: object | None = None  # the store the preview was drawn from
         self._order_cache: tuple | None = None  # (key, version, time, decoding order)
         self._composer: tuple | None = None  # (key, store.blocks.Composer) of the shown branch
         self._block_extras_cache: tuple | None = None
@@ -315,6 +316,7 @@ class Inspection:
             self.notices.say("This step stored no candidates (only steps that predicted masked tokens do).", is_error=True)
             return False
         self.preview = Preview(row, float(temperature), float(top_p), int(seed), drawn)
+        self._preview_store = self.doc.store
         changed = int(((drawn >= 0) & (drawn != self.doc.store.columns["tokens"][row])).sum())
         self.notices.say(f"Preview: {changed} of {int((drawn >= 0).sum())} sampled tokens differ at T={temperature:g}, "
                  f"top-p={top_p:g}. Nothing ran; Run from here makes it real.")
@@ -322,6 +324,13 @@ class Inspection:
 
     def clear_preview(self) -> None:
         self.preview = None
+        self._preview_store = None
+
+    def settle(self) -> None:
+        """Drop a preview drawn from another store (a session opened or a run replaced it): its row
+        would name another record."""
+        if self.preview is not None and self._preview_store is not self.doc.store:
+            self.clear_preview()
 
     def decoding_order(self) -> np.ndarray:
         """Per position, when in the shown branch's timeline its final token was committed for

@@ -137,6 +137,7 @@ class Workspace:
         self.files.poll()
         self.doc.settle()
         self.compare.settle()
+        self.inspect.settle()
         self.doc.view.advance(self.doc.n_records(), dt_s)
         if self.recovery is not None:
             self.recovery.sync()  # hands over what changed; the journal writes on its own thread
