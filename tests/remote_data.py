@@ -50,7 +50,8 @@ class Server:
                     cmdline = (entry / "cmdline").read_bytes()
                 except OSError:
                     continue
-                if int(fields[1]) == self.proc.pid and b"resource_tracker" not in cmdline:
+                alive = fields[0] not in ("Z", "X")  # a worker that already ended is not one to kill
+                if int(fields[1]) == self.proc.pid and alive and b"resource_tracker" not in cmdline:
                     pids.append(int(entry.name))
         return pids
 

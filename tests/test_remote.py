@@ -265,8 +265,10 @@ def test_a_worker_killed_on_the_host_looks_like_a_dropped_connection(own_server)
     store = StepStore(RecordLayout(seq_len=128, top_k=8, n_ids=client.model_info.n_ids), capacity=64)
     client.start_run(GenerationSettings(length=128, steps=2000), store.new_branch({}).id)
     wait_event(client, (StepReady,), store)
-    (worker,) = server.children()
-    os.kill(worker, signal.SIGKILL)
+    workers = server.children()  # the run's worker (and any the server has not reaped yet)
+    assert workers
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
     event = wait_event(client, (Disconnected,), store)
     assert "worker process" in event.reason and "stopped" in event.reason
     assert event.address == server.target.address and not client.is_alive
