@@ -101,8 +101,8 @@ def _encode(text: str, vocab: Vocabulary, what: str) -> np.ndarray:
         unknown = vocab.unknown_chars(text)
         if unknown:
             names = ", ".join(_char_name(ch) for ch in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
-            plural = "s" if len(unknown) > 1 else ""
-            raise PromptError(f"the {what} has character{plural} the model's vocabulary lacks: {names}")
+            which = f"{len(unknown)} characters" if len(unknown) > 1 else "a character"
+            raise PromptError(f"the {what} has {which} the model's vocabulary lacks: {names}")
     try:
         return vocab.encode(text)
     except VocabError as exc:
