@@ -740,7 +740,7 @@ def recover(path: str | Path) -> Session:
     except ValueError as exc:
         raise SessionError(f"{path} does not match its layout ({exc})") from None
     store.next_branch_id = max(store.next_branch_id, next_branch_id)
-    log.info("recovered %d records in %d branches from %s", count, len(store.branch_order), path)
+    log.debug("recovered %d records in %d branches from %s", count, len(store.branch_order), path)
     return Session(
         store=store,
         vocab=vocab,

@@ -533,14 +533,27 @@ def _check_header(path: Path, header: dict, size: int, data_start: int, version:
             raise bad(f"column {name} at {offset}+{nbytes} lies outside the data")
 
 
+# Append-only files open_session reads too, by their first 8 bytes: the recovery journal's
+# format (store.journal), which dpgviz.Recorder writes. store/__init__.py puts its reader
+# here: store.journal imports this module, so this one cannot import it.
+APPEND_ONLY_READERS: dict[bytes, Callable[[Path], Session]] = {}
+
+
 def open_session(path: str | Path, *, verify: bool | None = None) -> Session:
     """Open a session file read-only and memory-mapped, without any model.
 
     `verify` checks every column's CRC-32 (reads all the data); None verifies only
     files whose data is under VERIFY_LIMIT_BYTES. Raises SessionError for a file that
-    is not a session, of another format version, cut short or corrupt.
+    is not a session, of another format version, cut short or corrupt. An append-only
+    file (APPEND_ONLY_READERS: a recorder's) is replayed into memory instead, up to its
+    first torn entry.
     """
     path = Path(path)
+    reader = APPEND_ONLY_READERS.get(_magic(path))
+    if reader is not None:
+        session = reader(path)
+        session.path = path
+        return session
     header = read_header(path)
     try:
         layout = RecordLayout.from_dict(header["layout"])  # a block run after a prompt adds its prefix
@@ -610,6 +623,15 @@ def open_session(path: str | Path, *, verify: bool | None = None) -> Session:
         path=path,
         _mmap=mm,
     )
+
+
+def _magic(path: Path) -> bytes:
+    """The first 8 bytes of a file (b"" when it cannot be read: read_header then says why)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(len(MAGIC))
+    except OSError:
+        return b""
 
 
 def _verify_columns(path: Path, mm: mmap.mmap, table: list[dict]) -> None:
