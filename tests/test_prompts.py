@@ -290,7 +290,10 @@ def test_a_prompt_file_before_blocks_starts_every_record(tmp_path: Path) -> None
     records = json.loads(proc.stdout)["records"]
     assert all(r["text"].startswith(prompt) for r in records)
     assert sorted({r["offset"] for r in records}) == [len(prompt), len(prompt) + 256, len(prompt) + 512]
-    assert len(records[-1]["text"]) == len(prompt) + 600 and MASK_GLYPH not in records[-1]["text"]
+    final = records[-1]["full_text"]  # compact block records (issue 23): the whole sequence only in the last
+    assert len(final) == len(prompt) + 600 and MASK_GLYPH not in final
+    last = records[-1]["text"][len(prompt):]  # each record: the prompt, then its own block at its offset
+    assert final[records[-1]["offset"]:] == last and len(last) == 600 - 512
 
 
 def test_a_character_the_model_lacks_is_refused_by_name() -> None:

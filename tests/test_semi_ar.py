@@ -264,12 +264,12 @@ def test_cli_generates_past_the_block_size_in_blocks(tiny128, tmp_path):
     data = json.loads(js.stdout)
     records = data["records"]
     assert len(records) == 5 * record_count(3)
-    assert data["final_text"] == records[-1]["text"] == text  # same seed, same text
+    assert data["final_text"] == records[-1]["full_text"] == text  # same seed, same text
+    for r in records[:-1]:
+        assert "full_text" not in r  # compact: each record its own block (--full-text adds the whole text)
     for r in records:
-        assert len(r["text"]) == 300 and r["text"].count(MASK) == r["masked"]
-        off = r["offset"]
-        assert r["offset"] == 64 * r["block"]
-        assert MASK not in r["text"][:off] and set(r["text"][off + 64 :]) <= {MASK}  # done | block | to come
+        assert r["offset"] == 64 * r["block"] and len(r["text"]) == min(64, 300 - r["offset"])
+        assert r["text"].count(MASK) == r["block_masked"] <= r["masked"]
 
     shown = cli("show", str(out), "--json")
     assert shown.returncode == 0, shown.stderr

@@ -6,9 +6,15 @@
     pick_candidate     place a stored candidate at a position, through the same edit path
     rename / delete    branches (a deleted branch leaves the compare view)
 
+A run made in blocks is edited in whole-sequence positions, as the canvas composes it: at a
+record of block b, any position up to b's end (later blocks have not started there), masks
+only in b itself (the blocks before are finished context). Its restart runs b on from the
+record, then every later block, each after the text before it (store.edits: edit_state,
+fork_edit, start_point).
+
 `Edits` is handed the `Document` (the store and the view it edits), the `Runs` (restart and
 stop), the `Compare` part (deleted branches leave it) and the `Notices`; it acts through
-store.edits and StepStore.fork. numpy and dpgviz.core/store only; no dearpygui, no torch.
+store.edits (fork_edit, amend_edit). numpy and dpgviz.core/store only; no dearpygui, no torch.
 """
 
 from __future__ import annotations
@@ -18,12 +24,24 @@ import numpy as np
 from dpgviz.app.compare import Compare
 from dpgviz.app.document import Document
 from dpgviz.app.notices import ModelOffered, Notices
-from dpgviz.app.runs import Runs
+from dpgviz.app.runs import Runs, in_recorded_blocks
 from dpgviz.core.discovery import model_file
 from dpgviz.core.prompt import continued
 from dpgviz.core.records import FLAG_EDITED, FLAG_PROTECTED
 from dpgviz.core.settings import OPEN_ENDED, GenerationSettings
-from dpgviz.store.edits import EditError, apply_edit, encode_text, predicted_tokens
+from dpgviz.store.edits import (
+    EditError,
+    amend_edit,
+    apply_edit,
+    check_editable,
+    check_masks,
+    edit_state,
+    encode_text,
+    fork_edit,
+    is_draft,
+    predicted_tokens,
+    start_point,
+)
 from dpgviz.store.step_store import Branch
 
 
@@ -43,14 +61,12 @@ class Edits:
         return self.edit("replace", self.doc.vocab.itos[token_id], ids=np.array([token_id]))
 
     def draft(self) -> Branch | None:
-        """The shown branch when it is an edit that has not run yet (its own only record: 'edit')."""
+        """The shown branch when it is an edit that has not run yet (its own records are all
+        'edit': one, or in a block run one per block it changed; store.edits.is_draft)."""
         store = self.doc.store
-        if store is None or self.doc.view.branch not in store.branches:
+        if store is None or not is_draft(store, self.doc.view.branch):
             return None
-        b = store.branches[self.doc.view.branch]
-        if b.parent is None or len(b.rows) != 1 or store.kind(b.rows[0]) != "edit":
-            return None
-        return b
+        return store.branches[self.doc.view.branch]
 
     def edit(self, op: str, text: str | None = None, ids: np.ndarray | None = None) -> bool:
         """Mask / unmask / replace / protect / unprotect the selected tokens of the record shown.
@@ -64,23 +80,18 @@ class Edits:
         if store is None or row is None or self.doc.vocab is None:
             self.notices.say("Nothing to edit: generate a run or open a session.", is_error=True)
             return False
-        if store.layout.is_blocks:
-            self.notices.say("Editing a run generated in blocks is not supported yet: generate it in one block to edit it.",
-                     is_error=True)
-            return False
         selection = self.doc.view.selection()
         if selection is None:
             self.notices.say("Select tokens on the canvas first: click, drag or shift-click.", is_error=True)
             return False
         start, stop = selection
-        stop = min(stop, store.layout.seq_len)
+        stop = min(stop, store.layout.total_len)  # positions in the whole sequence (composed in a block run)
         branch, record = self.doc.view.branch, min(self.doc.view.record, self.doc.n_records() - 1)
         mask_id = self.doc.vocab.mask_id
-        flags = store.get("flags", row)
-        tokens = store.get("tokens", row).astype(np.int64)
-        protected = (flags & FLAG_PROTECTED).astype(bool)
-        edited = (flags & FLAG_EDITED).astype(bool)
+        state = edit_state(store, self.doc.rows(), record, mask_id)
+        tokens, protected, edited = state.tokens, state.protected, state.edited
         try:
+            check_editable(store.layout, state, start, stop)
             text_ids = None
             if op == "replace":
                 text_ids = np.asarray(ids, dtype=np.int64) if ids is not None else encode_text(text or "", self.doc.vocab)
@@ -88,6 +99,7 @@ class Edits:
             tokens, protected, changed = apply_edit(
                 tokens, protected, op, start, stop, mask_id=mask_id, text_ids=text_ids, predicted=predicted
             )
+            check_masks(store.layout, state, tokens, mask_id)
         except EditError as exc:
             self.notices.say(str(exc), is_error=True)
             return False
@@ -97,11 +109,11 @@ class Edits:
         entry = {"op": op, "start": start, "stop": stop, "text": text if op == "replace" else None}
         draft = self.draft()
         if draft is not None and self.doc.view.record == self.doc.n_records() - 1:
-            store.amend_edit(draft.id, tokens, protected, edited | changed, [*draft.edits, entry], mask_id=mask_id)
+            amend_edit(store, draft.id, tokens, protected, edited | changed, [*draft.edits, entry], mask_id=mask_id)
         else:
             parent = store.branches[branch]
-            child = store.fork(
-                branch, record, tokens, protected, edited | changed, dict(parent.settings),
+            child = fork_edit(
+                store, branch, record, tokens, protected, edited | changed, dict(parent.settings),
                 label=f"edit of {parent.label or branch} @ {record + 1}", edits=[entry], mask_id=mask_id,
             )
             self.doc.view.branch = child.id
@@ -120,8 +132,10 @@ class Edits:
         draft = self.draft()
         if draft is None or self.doc.view.record != self.doc.n_records() - 1:
             return self.runs.continue_from(settings)
-        store, row = self.doc.store, draft.rows[0]
+        store, row = self.doc.store, draft.rows[-1]
         settings = continued(settings, draft.settings)  # a prompt's positions stay fixed
+        if store.layout.is_blocks:
+            return self._restart_blocks(settings, draft)
         if not settings.has_prompt and settings.length != store.layout.seq_len:
             self.notices.say(f"To restart this edit, length must stay {store.layout.seq_len}.", is_error=True)
             return False
@@ -137,6 +151,34 @@ class Edits:
             settings, draft.id, tokens=store.get("tokens", row).astype(np.int64), iteration=start_it,
             protected=protected if protected.any() else None, edited=edited if edited.any() else None,
             emit_initial=False,
+        )
+
+    def _restart_blocks(self, settings: GenerationSettings, draft: Branch) -> bool:
+        """restart() of an edit of a run made in blocks: the whole edited sequence goes to the
+        worker, which runs the edited block on from the record's iteration, then every later
+        block (store.edits.start_point)."""
+        store, mask_id = self.doc.store, self.doc.vocab.mask_id
+        settings = in_recorded_blocks(settings, draft.settings)
+        rows = self.doc.rows(draft.id)
+        state = edit_state(store, rows, len(rows) - 1, mask_id)
+        source = int(store.history(draft.parent)[draft.fork_record])  # the record the edit was made at
+        where = start_point(
+            store.layout, state.tokens, mask_id, state.block, int(store.columns["iteration"][draft.rows[-1]]),
+            store.kind(source) == "final", settings.steps,
+        )
+        if where is None:
+            self.notices.say("Nothing is masked, so nothing is left to generate: mask positions to regenerate them.",
+                             is_error=True)
+            return False
+        if where.iteration >= settings.steps and settings.strategy not in OPEN_ENDED:
+            self.notices.say(f"This step is after iteration {where.iteration}; raise steps above {where.iteration} "
+                             "to restart.", is_error=True)
+            return False
+        draft.settings = settings.to_dict()
+        return self.runs.launch(
+            settings, draft.id, start_block=where.block, tokens=state.tokens, iteration=where.iteration,
+            protected=state.protected if state.protected.any() else None,
+            edited=state.edited if state.edited.any() else None, emit_initial=not where.has_record,
         )
 
     def _ask_for_model(self) -> None:

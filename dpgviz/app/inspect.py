@@ -204,7 +204,7 @@ class Inspection:
 
         total = self.doc.store.layout.total_len
         mask_id = self.doc.vocab.mask_id if self.doc.vocab is not None else 0
-        key = (id(self.doc.store), id(rows), record)
+        key = (id(self.doc.store), id(rows), record, id(self.preview))  # a new preview draws anew
         if self._block_extras_cache is not None and self._block_extras_cache[0] == (mode, *key):
             return self._block_extras_cache[1]
         arrays: dict[str, np.ndarray] = {}
@@ -216,9 +216,8 @@ class Inspection:
         elif mode == "changed":
             arrays["changed"] = np.zeros(total, dtype=bool)
         label = ""
-        if mode == "order":  # per-block commit steps are not composed yet: say so rather than mislead
-            arrays["order"] = np.full(total, np.nan, dtype=np.float32)
-            label = "decoding order is not drawn for block runs yet"
+        if mode == "order":  # store.inspect.commit_records composes it over the whole sequence
+            arrays["order"] = self.decoding_order()
         if mode == "disagreement":
             arrays["disagreement"], _ = self._disagreement(rows, record)
         if self.doc.vocab is not None and self.doc.vocab.eos_id is not None:
@@ -226,6 +225,10 @@ class Inspection:
                 arrays, compose(self.doc.store, rows, record, "tokens", mask_id),
                 compose(self.doc.store, rows, record, "flags", mask_id),
             )
+        preview = self.preview  # a re-sample preview of this record (whole-sequence tokens, -1 elsewhere)
+        if preview is not None and preview.row == int(rows[record]):
+            arrays["preview"] = preview.tokens
+            label = label or preview.label
         extras = CellExtras((mode, *key), arrays, label)
         self._block_extras_cache = ((mode, *key), extras)
         return extras
@@ -236,7 +239,7 @@ class Inspection:
         if preview is None or row is None or preview.row != row or self.doc.store is None:
             return None
         if self._preview_changes is None or self._preview_changes[0] is not preview:
-            tokens = self.doc.store.columns["tokens"][row]
+            tokens = self._shown_tokens(row)
             self._preview_changes = (preview, (preview.tokens >= 0) & (preview.tokens != tokens))
         return self._preview_changes[1]
 
@@ -305,22 +308,31 @@ class Inspection:
         if row is None or self.doc.store is None:
             self.notices.say("Nothing to re-sample: generate a run or open a session.", is_error=True)
             return False
-        if self.doc.store.layout.is_blocks:
-            self.notices.say("Re-sampling a block run is not supported yet.", is_error=True)
-            return False
         if not temperature > 0 or not 0 < top_p <= 1:
             self.notices.say(f"temperature must be > 0 and top-p in (0, 1]; got {temperature:g}, {top_p:g}", is_error=True)
             return False
-        drawn = resample_preview(*self.doc.store.top_k(row), temperature, top_p, seed)
+        store = self.doc.store
+        drawn = resample_preview(*store.top_k(row), temperature, top_p, seed)
         if not (drawn >= 0).any():
             self.notices.say("This step stored no candidates (only steps that predicted masked tokens do).", is_error=True)
             return False
+        if store.layout.is_blocks:  # the record's block, placed in the whole sequence the canvas draws
+            off = int(store.columns["offset"][row])
+            n = store.layout.span(off)
+            drawn, block = np.full(store.layout.total_len, -1, dtype=drawn.dtype), drawn
+            drawn[off : off + n] = block[:n]
         self.preview = Preview(row, float(temperature), float(top_p), int(seed), drawn)
-        self._preview_store = self.doc.store
-        changed = int(((drawn >= 0) & (drawn != self.doc.store.columns["tokens"][row])).sum())
+        self._preview_store = store
+        changed = int(((drawn >= 0) & (drawn != self._shown_tokens(row))).sum())
         self.notices.say(f"Preview: {changed} of {int((drawn >= 0).sum())} sampled tokens differ at T={temperature:g}, "
                  f"top-p={top_p:g}. Nothing ran; Run from here makes it real.")
         return True
+
+    def _shown_tokens(self, row: int) -> np.ndarray:
+        """Tokens of the record shown (store row `row`): the row, or the whole sequence composed in a block run."""
+        if not self.doc.store.layout.is_blocks:
+            return self.doc.store.columns["tokens"][row]
+        return self.shown().get("tokens")
 
     def clear_preview(self) -> None:
         self.preview = None

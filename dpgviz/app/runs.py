@@ -17,6 +17,7 @@ numpy and dpgviz.core/ipc/store only; no dearpygui, no torch.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -71,6 +72,16 @@ class ActiveRun:
     expected: int  # records it will yield
     base: int = 0  # records the branch's timeline held before the run (its parent's, up to the fork)
     open_ended: bool = False  # its strategy decides how many records (core.settings.OPEN_ENDED)
+
+
+def in_recorded_blocks(settings: GenerationSettings, recorded: dict) -> GenerationSettings:
+    """`settings` for a run that goes on from a branch made in blocks (recorded with the settings
+    dict `recorded`): its length and block length stay, since its records and the whole
+    sequence handed to the worker have that shape (the window's length may read otherwise)."""
+    return dataclasses.replace(
+        settings, length=int(recorded.get("length", settings.length)),
+        block_length=int(recorded.get("block_length", settings.block_length)),
+    )
 
 
 def local_worker() -> RunSource:
@@ -370,10 +381,9 @@ class Runs:
         if store is None or not len(rows):
             self.notices.say("Nothing to continue from: Start a run first.", is_error=True)
             return False
-        if store.layout.is_blocks:
-            self.notices.say("Continuing a run generated in blocks is not supported yet: Start a new run.", is_error=True)
-            return False
         settings = continued(settings, store.branches[branch].settings)  # its prompt's positions stay fixed
+        if store.layout.is_blocks:
+            return self._continue_blocks(settings, branch, rows, record, label, repeat_start)
         if not settings.has_prompt and settings.length != store.layout.seq_len:
             self.notices.say(f"To continue this run, length must stay {store.layout.seq_len}.", is_error=True)
             return False
@@ -399,8 +409,54 @@ class Runs:
             emit_initial=repeat_start,
         )
 
-    def launch(self, settings: GenerationSettings, branch: str, **start: object) -> bool:
-        """Send the run to the source, reserve its rows and show its branch, following it live."""
+    def _continue_blocks(
+        self, settings: GenerationSettings, branch: str, rows: np.ndarray, record: int, label: str | None,
+        repeat_start: bool,
+    ) -> bool:
+        """continue_from for a run made in blocks: the whole sequence composed at the record
+        goes to the worker, which runs on from the record's block (store.edits.start_point)."""
+        from dpgviz.store.edits import edit_state, start_point
+
+        store, mask_id = self.doc.store, self.doc.vocab.mask_id
+        settings = in_recorded_blocks(settings, store.branches[branch].settings)
+        record = min(max(0, record), len(rows) - 1)
+        row = int(rows[record])
+        state = edit_state(store, rows, record, mask_id)
+        kind = store.kind(row)
+        own_block = state.tokens[store.layout.block_offset(state.block) : state.limit]
+        if kind == "prediction" and record > 0 and not (own_block == mask_id).any():
+            # A prediction filled every mask of its block, and the sampler goes on from the first
+            # block with a mask: draw that prediction again (new settings) from the record before it.
+            record -= 1
+            row = int(rows[record])
+            state, kind = edit_state(store, rows, record, mask_id), store.kind(row)
+        where = start_point(
+            store.layout, state.tokens, mask_id, state.block,
+            continue_point(kind, int(store.columns["iteration"][row])), kind == "final", settings.steps,
+        )
+        if where is None:
+            self.notices.say("This record is the finished run: nothing is left to generate from it.", is_error=True)
+            return False
+        if where.iteration >= settings.steps and settings.strategy not in OPEN_ENDED:
+            self.notices.say(
+                f"This record is after iteration {where.iteration}; raise steps above {where.iteration} to continue.",
+                is_error=True,
+            )
+            return False
+        child = store.new_branch(
+            settings.to_dict(), parent=branch, fork_record=record,
+            label=label or f"run {len(store.branch_order) + 1} (from {branch} @ {record + 1})",
+        )
+        return self.launch(
+            settings, child.id, start_block=where.block, tokens=state.tokens, iteration=where.iteration,
+            protected=state.protected if state.protected.any() else None,
+            edited=state.edited if state.edited.any() else None,
+            emit_initial=repeat_start or not where.has_record,
+        )
+
+    def launch(self, settings: GenerationSettings, branch: str, start_block: int = 0, **start: object) -> bool:
+        """Send the run to the source, reserve its rows and show its branch, following it live.
+        `start_block`: the block a run made in blocks starts at (for the count of records it yields)."""
         doc, store = self.doc, self.doc.store
         try:
             run_id = self.source.start_run(settings, branch, **start)
@@ -409,7 +465,10 @@ class Runs:
             return False
         if self.model_info is not None:  # which model made it (store.provenance: score and verify find it)
             store.branches[branch].provenance = provenance_of_info(self.model_info)
-        expected = run_record_count(settings, int(start.get("iteration", 0))) - (not start.get("emit_initial", True))
+        expected = (
+            run_record_count(settings, int(start.get("iteration", 0)), start_block)
+            - (not start.get("emit_initial", True))
+        )
         store.reserve(expected)  # the run's rows in one allocation: no copying as records arrive
         self.run = ActiveRun(
             run_id, branch, expected, base=store.history_length(branch), open_ended=settings.strategy in OPEN_ENDED

@@ -12,8 +12,10 @@ The workspace holds parts; each owns its state and is handed, explicitly, what i
     ws.edits     Edits: edit the step shown, restart it, rename and delete branches
     ws.compare   Compare: two branches side by side, strategy comparisons
     ws.inspect   Inspection: the record as drawn, token info, re-sample previews
+    ws.find      Find: find text in the record shown, go to a position
     ws.explore   Explorer: the model explorer (corrupt text, see what models repair)
     ws.jobs      Jobs: saves and exports on a background thread
+    ws.live      LiveRuns: runs a dpgviz.Recorder streams in (--listen-runs, app.live)
     ws.files     Files: open, save, export
     ws.models    ModelTools: compare models, score a branch with another model, verify a branch
     ws.recovery  Recovery: the journal of unsaved work, and a dead process's offered back (or None)
@@ -42,8 +44,10 @@ from dpgviz.app.document import Document
 from dpgviz.app.edits import Edits
 from dpgviz.app.explore import Explorer
 from dpgviz.app.files import Files
+from dpgviz.app.find import Find
 from dpgviz.app.inspect import Inspection
 from dpgviz.app.jobs import Jobs
+from dpgviz.app.live import LiveRuns
 from dpgviz.app.models import ModelTools
 from dpgviz.app.notices import Notice, Notices
 from dpgviz.app.recovery import Recovery
@@ -70,9 +74,11 @@ class Workspace:
         self.doc = Document(self.notices)
         self.runs = Runs(self.doc, self.notices, source_factory, device=device, dtype=dtype)
         self.jobs = Jobs(self.notices)
+        self.live = LiveRuns(self.doc, self.runs, self.notices)  # records a recorder streams in
         self.compare = Compare(self.doc, self.runs, self.notices)
         self.edits = Edits(self.doc, self.runs, self.compare, self.notices)
         self.inspect = Inspection(self.doc, self.runs, self.notices)
+        self.find = Find(self.doc, self.inspect, self.notices)  # Ctrl+F / Ctrl+G (app.find)
         self.explore = Explorer(self.doc, self.runs, self.notices)
         self.files = Files(self.doc, self.runs, self.jobs, self.compare, self.notices)
         self.models = ModelTools(self.doc, self.runs, self.jobs, self.files, self.notices)
@@ -131,6 +137,7 @@ class Workspace:
     # -- the frame loop's side -------------------------------------------------------------
     def update(self, dt_s: float) -> None:
         """Once a frame: poll the source into the store, finish jobs, keep the view in range, advance playback."""
+        self.live.update()  # a recorder's records (app.live): what arrived since the last frame
         for event in self.runs.poll():
             self.handle_event(event)
         self.jobs.poll()
@@ -164,6 +171,7 @@ class Workspace:
         """Let a running save or export finish (its file is written atomically), stop the worker;
         a normal close clears the recovery journal."""
         self.models.close()  # a compare, score or verify command still running ends here
+        self.live.close()
         self.jobs.close()
         if self.recovery is not None:
             self.recovery.close()

@@ -9,6 +9,8 @@
     soak     seeded random input on the real window on a private Xvfb (bench.soak; needs Xvfb, openbox, xdotool, wmctrl)
     journal  frame time of a real run with and without the recovery journal (bench.journal_cost; needs a display)
     transport  records/s through shared memory vs signed zmq over 127.0.0.1 (bench.transport; no model)
+    record   Recorder.log with logits vs one forward pass of the default model (bench.record; torch)
+    find     Find's re-search at 65,536 tokens vs a step switch, with and without a query (bench.find; display)
 
 `bench.synthetic` is the one generator of fake runs (numpy only), shared by the gui and
 session benchmarks and by the tests.
@@ -26,7 +28,7 @@ from typing import Any
 
 __all__ = ["NAMES", "add_parser", "main"]
 
-NAMES = ("worker", "sampler", "gui", "session", "scrub", "startup", "soak", "journal", "transport")
+NAMES = ("worker", "sampler", "gui", "session", "scrub", "startup", "soak", "journal", "transport", "find", "record")
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -54,6 +56,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=10)
     b.add_argument("--rounds", type=int, default=3)
     b.add_argument("--json", action="store_true")
+    b.add_argument("--cache", choices=("none", "prefix"), default="none",
+                   help="prefix: compare block runs with and without the prefix KV cache (time, KL, word validity)")
+    b.add_argument("--cache-refresh", type=int, default=0, metavar="K", help="with --cache prefix (0 = once per block)")
+    b.add_argument("--block-length", type=int, default=256, help="with --cache prefix")
+    b.add_argument("--strategy", default="llada", help="with --cache prefix")
+    b.add_argument("--runs", type=int, default=10, help="with --cache prefix: seeded runs each way")
+    b.add_argument("--words", default=None, help="with --cache prefix: corpus for word validity "
+                   "(default ../shared/data/tinyshakespeare.txt beside the repository)")
     b = bench.add_parser("gui", help="frame times of the app on a synthetic run (needs a display)")
     b.add_argument("--tokens", type=int, default=1024, help="tokens of the scrubbed run")
     b.add_argument("--steps", type=int, default=200, help="iterations of the scrubbed run")
@@ -89,6 +99,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     b.add_argument("--records", type=int, default=1001, help="records per timed run")
     b.add_argument("--repeats", type=int, default=3, help="timed runs of each way, interleaved; the best counts")
     b.add_argument("--json", action="store_true")
+    b = bench.add_parser("find", help="Find (Ctrl+F): search ms and step-switch ms with and without a query")
+    b.add_argument("--length", type=int, default=65536, help="tokens of the searched run")
+    b.add_argument("--steps", type=int, default=20)
+    b.add_argument("--no-window", action="store_true", help="only the window-free search timing (no display)")
+    b.add_argument("--json", action="store_true")
+    from dpgviz.bench.record import add_arguments as add_record  # light: torch only when it runs
+
+    add_record(bench)
     return p
 
 
@@ -100,8 +118,13 @@ def main(args: argparse.Namespace) -> int:
         bench_worker(args.length, args.steps, args.model, args.meta, args.device, args.json)
     elif args.bench == "sampler":
         from dpgviz.bench.sampler import main as run_sampler
+        from dpgviz.bench.sampler import main_cache
 
-        run_sampler(args.length, args.steps, args.rounds, args.model, args.meta, args.device, args.json)
+        if args.cache == "prefix":
+            main_cache(args.length, args.block_length, args.steps, args.strategy, args.runs, args.cache_refresh,
+                       args.model, args.meta, args.device, args.words, args.json)
+        else:
+            run_sampler(args.length, args.steps, args.rounds, args.model, args.meta, args.device, args.json)
     elif args.bench == "gui":
         from dpgviz.bench.gui import main as run_gui
 
@@ -133,6 +156,14 @@ def main(args: argparse.Namespace) -> int:
         from dpgviz.bench.transport import main as run_transport
 
         run_transport(args.tokens, args.records, args.json, args.repeats)
+    elif args.bench == "find":
+        from dpgviz.bench.find import main as run_find
+
+        run_find(args.length, args.steps, args.json, not args.no_window)
+    elif args.bench == "record":
+        from dpgviz.bench.record import main as run_record
+
+        run_record(args.length, args.repeats, args.device, args.json)
     else:
         raise ValueError(f"no benchmark {args.bench!r}; choose from {', '.join(NAMES)}")
     return 0

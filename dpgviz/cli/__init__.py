@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--connect", metavar="FILE|HOST:PORT", help="GUI: use the worker on another machine (`python main.py worker`)"
     )
     parser.add_argument("--key", help="with --connect HOST:PORT: the worker's key (a connection file holds it)")
+    parser.add_argument(
+        "--listen-runs", metavar="[HOST:]PORT",
+        help="GUI: show the runs a dpgviz.Recorder streams here (connect=\"127.0.0.1:PORT\"); 127.0.0.1 unless HOST",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command")
     runs.add_parsers(sub)
@@ -69,9 +73,16 @@ def cmd_gui(args: argparse.Namespace, session: str | None = None) -> int:
         except ValueError as exc:
             raise UserError(str(exc)) from None
         connect = (args.connect, args.key)
+    if args.listen_runs is not None:
+        from dpgviz.ipc.listen import parse_listen
+
+        try:
+            parse_listen(args.listen_runs)  # a bad port: one line, before the window opens
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     run_app(
         models_dir=args.models_dir, device=args.device, session=session, dtype=args.dtype, model=args.model,
-        connect=connect,
+        connect=connect, listen_runs=args.listen_runs,
     )
     return 0
 

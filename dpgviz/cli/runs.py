@@ -34,6 +34,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's own chat template first")
     p.add_argument("--json", action="store_true", help="print every record as JSON")
+    p.add_argument(
+        "--full-text", action="store_true",
+        help="with --json on a run in blocks: the whole text in every record, not only in the last",
+    )
     p.add_argument("--out", help="also save the run as a session file")
     add_connect_args(p)
 
@@ -108,7 +112,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from dpgviz.core.prompt import PromptError, context_note, fit_to_model, prompt_json
     from dpgviz.core.records import FLAG_PROMPT
     from dpgviz.ipc.runner import WorkerFailed, run_via_worker
-    from dpgviz.store.blocks import compose, composed_records_json
+    from dpgviz.store.blocks import compose, composed_records_json, final_text
 
     settings = prompt_settings(args, settings_from(args))
     # An explicit --length over the model's block size runs in blocks of a default length
@@ -159,21 +163,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
         bar.close()
     settings = GenerationSettings.from_dict(summary["settings"])  # block length and capping applied
     rows = store.rows(branch)
-    # A block run's records hold one block each; their "text" is the whole sequence composed
-    # at that record (store.blocks), so the last one is the finished text.
-    records = composed_records_json(store, rows, info.vocab())
+    # A block run's records hold one block each; their JSON carries that block's "text" and
+    # the whole sequence composed (store.blocks) only in the last record, unless --full-text.
+    records = composed_records_json(store, rows, info.vocab(), full_text=args.full_text)
     if args.out:
         from dpgviz.cli.sessions import save_run
 
         save_run(args.out, store, info, settings.to_dict())
     if args.json:
-        doc = {"final_text": records[-1]["text"], "records": records}
+        doc = {"final_text": final_text(records), "records": records}
         if settings.has_prompt:  # only then: a run without a prompt prints exactly what it did before
             fixed = compose(store, rows, 0, "flags", info.mask_id) & FLAG_PROMPT != 0
             doc = {"prompt": prompt_json(settings, fixed), **doc}
         print_json(doc)
     else:
-        sys.stdout.write(records[-1]["text"] + "\n")
+        sys.stdout.write(final_text(records) + "\n")
     return 0
 
 

@@ -4,8 +4,10 @@
 Each command takes plain arguments, prints only its output to stdout (progress bars
 and messages go to stderr) and returns an exit status; anything the user got wrong
 raises SessionError with a one-line message for the CLI to print. The record JSON is
-`store.blocks.composed_records_json` (records_json, composed to the whole sequence for a
-block run), the same function `generate --json` prints with.
+`store.blocks.composed_records_json` (records_json; for a block run each record's own block
+with its offset, and the whole text in the last record or, with --full-text, in every
+one), the same function `generate --json` prints with. Positions (`show --position`) are
+positions in the whole sequence, also in a block run.
 
 Imports numpy and the standard library; `cmd_export` imports `dpgviz.export` (Pillow)
 and tqdm when called, so `show` and `open` stay light. `branch` runs the model in a
@@ -28,10 +30,10 @@ from dpgviz.cli.common import UserError, add_model_args, print_json
 from dpgviz.core.discovery import model_file
 from dpgviz.core.model_info import ModelInfo
 from dpgviz.core.prompt import continued, prompt_json
-from dpgviz.core.records import FLAG_PROMPT, FLAG_PROTECTED, continue_point
+from dpgviz.core.records import FLAG_PROMPT, continue_point
 from dpgviz.core.settings import OPEN_ENDED, GenerationSettings
 from dpgviz.core.vocab import MASK_GLYPH, Vocabulary
-from dpgviz.store.blocks import compose, composed_records_json
+from dpgviz.store.blocks import compose, composed_records_json, final_text
 from dpgviz.store.edits import apply_edit, encode_text, parse_range, parse_replace, predicted_tokens
 from dpgviz.store.session import (
     FORMAT_VERSION,
@@ -47,22 +49,23 @@ from dpgviz.store.step_store import StepStore
 log = logging.getLogger(__name__)
 
 
-def session_json(session: Session, branch: str | None = None) -> dict:
+def session_json(session: Session, branch: str | None = None, full_text: bool = False) -> dict:
     """`show --json`: every branch (id, parent, fork_record, settings) and one branch's records.
 
     The records are the branch's full history (Session.rows): for a child, the parent's
     history up to the forked record, then the child's own ('edit' first, for a fork).
+    `full_text`: a block run's records each carry the whole text (composed_records_json).
     """
     chosen = session.branch(branch)
     rows = session.rows(chosen.id)
-    records = composed_records_json(session.store, rows, session.vocab)
+    records = composed_records_json(session.store, rows, session.vocab, full_text=full_text)
     doc = {
         "branches": [
             {"id": b.id, "parent": b.parent, "fork_record": b.fork_record, "settings": b.settings}
             for b in (session.store.branches[i] for i in session.store.branch_order)
         ],
         "branch": chosen.id,
-        "final_text": records[-1]["text"] if records else "",
+        "final_text": final_text(records),
         "records": records,
     }
     prompt = _prompt_of(session, chosen.settings, rows)
@@ -118,12 +121,14 @@ def position_json(session: Session, position: int, branch: str | None = None) ->
     """`show --position P --json`: {"position": P, "history": store.inspect.position_history entries}.
 
     One entry per record of the branch's history, in order. SessionError for a position
-    outside the sequence.
+    outside the sequence. A block run: P is a position of the whole sequence and each
+    entry what the sequence composed at that record holds there (masked before P's block
+    starts), with "source", the record its values come from.
     """
-    from dpgviz.store.inspect import position_history
+    from dpgviz.store.inspect import position_history, position_sources
 
     chosen = session.branch(branch)
-    n = session.store.layout.seq_len
+    n = session.store.layout.total_len
     if not 0 <= position < n:
         raise SessionError(f"position {position} is outside the sequence (positions 0..{n - 1})")
     rows = session.rows(chosen.id)
@@ -133,8 +138,12 @@ def position_json(session: Session, position: int, branch: str | None = None) ->
 
     layer = layer_of(session.store, chosen.id)
     if layer is not None:  # a second model scored this branch (`score`): its values beside each record's
-        for entry, second in zip(history, position_entries(session.store, layer, rows, position, session.vocab), strict=True):
-            entry["second"] = second
+        src, local = position_sources(session.store, rows, position)
+        has = src >= 0
+        seconds = position_entries(session.store, layer, rows[src[has]], local, session.vocab)
+        mine = iter(seconds)
+        for entry, ok in zip(history, has.tolist(), strict=True):
+            entry["second"] = next(mine) if ok else None
         doc["second_model"] = dict(layer.model)
     return doc
 
@@ -161,7 +170,9 @@ def _position_table(doc: dict, branch: str, top: int = 3) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cmd_show(path: str, branch: str | None = None, as_json: bool = False, position: int | None = None) -> int:
+def cmd_show(
+    path: str, branch: str | None = None, as_json: bool = False, position: int | None = None, full_text: bool = False
+) -> int:
     """Print a session: JSON (`session_json`) or a readable summary and the branch's final text.
 
     With `position`, one position's history instead (`position_json`, or a table).
@@ -174,7 +185,7 @@ def cmd_show(path: str, branch: str | None = None, as_json: bool = False, positi
             else:
                 sys.stdout.write(_position_table(pdoc, session.branch(branch).id))
             return 0
-        doc = session_json(session, branch)
+        doc = session_json(session, branch, full_text=full_text)
         if as_json:
             print_json(doc)
             return 0
@@ -182,13 +193,20 @@ def cmd_show(path: str, branch: str | None = None, as_json: bool = False, positi
     return 0
 
 
+def _model_name(session: Session) -> str:
+    """A session without a model file: the name a Recorder gave (no file to load), or 'not recorded'."""
+    name = (session.model_info or {}).get("name")
+    return f"{name} (no file: logged by dpgviz.Recorder)" if name and (session.model_info or {}).get("recorded_by") else "not recorded"
+
+
 def _summary(session: Session, doc: dict) -> str:
     layout, store = session.store.layout, session.store
     sha = f"  sha256 {session.model_sha256[:12]}" if session.model_sha256 else ""
     lines = [
         f"session   {session.path}  (dpgviz {session.app_version or '?'}, format {FORMAT_VERSION}, saved {session.created or '?'})",
-        f"model     {session.model_path or 'not recorded'}{sha}",
-        f"records   {len(store)} in {len(store.branch_order)} branches; {layout.seq_len} tokens, top-{layout.top_k}, "
+        f"model     {session.model_path or _model_name(session)}{sha}",
+        f"records   {len(store)} in {len(store.branch_order)} branches; {layout.total_len} tokens"
+        f"{f' in blocks of {layout.seq_len}' if layout.is_blocks else ''}, top-{layout.top_k}, "
         f"vocabulary {session.vocab.size} + mask",
     ]
     if doc.get("prompt") is not None:  # the branch shown started from a prompt or template
@@ -302,17 +320,23 @@ def cmd_branch(
     edit record, through a worker like `generate`. Everything the user can get wrong is
     checked before the model loads, and the file is written (atomically) only once the
     run has finished, so any failure leaves it byte-identical.
+
+    A run made in blocks is edited in whole-sequence positions (store.edits.edit_state): up to
+    the end of record `record`'s block, masks in that block only; the run goes on from that
+    block (store.edits.start_point), then every later block, each after the text before it.
     """
     from dpgviz.ipc.runner import WorkerFailed, run_via_worker
+    from dpgviz.store.edits import check_editable, check_masks, edit_state, fork_edit, start_point
 
     with open_session(path) as session:
         store, vocab = session.store, session.vocab
+        layout = store.layout
         parent = session.branch(branch).id
         k = session.record_index(parent, record)
         row = int(session.rows(parent)[k])
-        n = store.layout.seq_len
-        tokens = store.get("tokens", row).astype(np.int64)
-        protected = (store.get("flags", row) & FLAG_PROTECTED).astype(bool)
+        n = layout.total_len  # positions in the whole sequence (a block run's records hold one block)
+        state = edit_state(store, session.rows(parent), k, vocab.mask_id)
+        tokens, protected = state.tokens, state.protected
         edited = np.zeros(n, dtype=bool)
         predicted = predicted_tokens(store, parent, k)
         done: list[dict] = []
@@ -325,11 +349,13 @@ def cmd_branch(
                 stop = start + len(text_ids)
             else:
                 start, stop = parse_range(arg, n)
+            check_editable(layout, state, start, stop)
             tokens, protected, changed = apply_edit(
                 tokens, protected, op, start, stop, mask_id=vocab.mask_id, text_ids=text_ids, predicted=predicted
             )
             edited |= changed
             done.append({"op": op, "start": start, "stop": stop, "text": text})
+        check_masks(layout, state, tokens, vocab.mask_id)  # finished blocks before the record's stay text
 
         base = session.branch(parent).settings or session.settings
         try:
@@ -339,10 +365,20 @@ def cmd_branch(
             settings.validate()
         except (TypeError, KeyError) as exc:
             raise SessionError(f"branch {parent!r} has unusable settings ({exc})") from None
-        if (not settings.has_prompt and settings.length != n) or settings.top_k != store.layout.top_k:
+        if (
+            (not settings.has_prompt and settings.length != n - layout.prefix_len)
+            or settings.top_k != layout.top_k
+            or (layout.is_blocks and settings.block_tokens != layout.seq_len)
+        ):
             raise SessionError(f"branch {parent!r} settings do not match the session's records ({n} tokens)")
         kind, iteration = store.kind(row), int(store.get("iteration", row))
-        start_it = continue_point(kind, iteration)
+        start_it, start_block, emit_initial = continue_point(kind, iteration), 0, False
+        if layout.is_blocks:  # the first block with a mask runs first (store.edits.start_point)
+            where = start_point(layout, tokens, vocab.mask_id, state.block, start_it, kind == "final", settings.steps)
+            if where is None:
+                raise SessionError(f"nothing is masked at record {k} after these edits, so nothing is left to "
+                                   "generate; add --mask A:B to regenerate positions")
+            start_it, start_block, emit_initial = where.iteration, where.block, not where.has_record
         if start_it >= settings.steps and settings.strategy not in OPEN_ENDED:
             raise SessionError(
                 f"record {k} ({kind}) is after iteration {start_it - 1}; pass --steps above {start_it} to continue it"
@@ -356,15 +392,16 @@ def cmd_branch(
             if tuple(info.itos) != tuple(vocab.itos) or info.n_ids != store.layout.n_ids:
                 raise UserError(f"model {info.path or info.name} has another vocabulary than the session")
 
-        child = store.fork(
-            parent, k, tokens, protected, edited, settings.to_dict(), label=f"branch @ {k}", edits=done,
+        child = fork_edit(
+            store, parent, k, tokens, protected, edited, settings.to_dict(), label=f"branch @ {k}", edits=done,
             mask_id=vocab.mask_id,
         )
+        log.info("branch %s: the run starts at block %d, iteration %d", child.id, start_block, start_it)
         try:
             info, _, _, summary = run_via_worker(
                 settings, model_path, meta, device, store=store, branch=child.id, tokens=tokens,
                 iteration=start_it, protected=protected if protected.any() else None, edited=edited,
-                emit_initial=False, on_loaded=check_model,
+                emit_initial=emit_initial, on_loaded=check_model,
             )
         except WorkerFailed as exc:
             raise UserError(str(exc)) from None
@@ -409,6 +446,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--position", type=int, metavar="P",
         help="print position P's history instead: token, state, p, entropy, score and candidates per record",
     )
+    p.add_argument(
+        "--full-text", action="store_true",
+        help="with --json on a run in blocks: the whole text in every record, not only in the last",
+    )
 
     p = sub.add_parser("export", help="export a saved session")
     p.add_argument("file")
@@ -429,6 +470,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file")
     p.add_argument("--record", type=int, required=True, help="record of the branch's history (negative: from the end)")
     p.add_argument("--branch", help="branch to fork (default: the root)")
+    p.epilog = ("Positions are in the whole sequence, also in a run made in blocks: there an edit may reach up "
+                "to the end of the record's block, masks go in that block only, and the run goes on from it, "
+                "then every later block.")
     for op, metavar, what in (
         ("mask", "A:B", "mask positions A..B-1 (protected ones stay)"),
         ("unmask", "A:B", "put back the prediction's tokens at masked positions A..B-1"),
@@ -451,7 +495,7 @@ COMMANDS = {
         args.file, args.record, args.edits, args.branch, {k: getattr(args, k) for k in BRANCH_OVERRIDES},
         args.model, args.meta, args.device,
     ),
-    "show": lambda args: cmd_show(args.file, args.branch, args.json, args.position),
+    "show": lambda args: cmd_show(args.file, args.branch, args.json, args.position, args.full_text),
     "export": lambda args: cmd_export(
         args.file, args.format, args.branch, args.record, args.frame_ms, args.out, mode=args.mode
     ),

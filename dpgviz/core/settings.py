@@ -34,6 +34,10 @@ PROPOSALS = ("sample", "greedy")  # how a masked position's token is proposed: d
 MAX_LENGTH = 65_536  # longest run: with blocks, `length` may exceed the model's block size up to here
 DEFAULT_BLOCK_LENGTH = 256  # block length the CLI picks when --length exceeds the block size
 PROMPT_FIELDS = ("prompt", "template", "chat")  # GenerationSettings fields of the prompt (core.prompt)
+# How a block run reaches the model (engine.model's prefix KV cache, Fast-dLLM): "none" runs the
+# whole window every iteration; "prefix" computes the context's keys and values once per block
+# (or every cache_refresh iterations) and runs only the block's positions against them.
+CACHES = ("none", "prefix")
 
 
 def planned_steps(settings: dict) -> int | None:
@@ -84,6 +88,11 @@ class GenerationSettings:
     prompt: str = ""
     template: bool = False
     chat: bool = False
+    # Prefix KV cache (CACHES): an approximation the bidirectional model was not trained with,
+    # so off by default; cache_refresh K > 0 recomputes the context's K/V every K iterations
+    # (0 = once per block). Recorded only when set, so runs without it record what they did before.
+    cache: str = "none"
+    cache_refresh: int = 0
 
     def validate(self, block_size: int | None = None) -> GenerationSettings:
         """Return self, or raise SettingsError naming the first bad setting."""
@@ -125,6 +134,12 @@ class GenerationSettings:
                 f"length {self.length} exceeds the model's block size {block_size}; "
                 f"generate it in blocks with --block-length (e.g. {min(DEFAULT_BLOCK_LENGTH, block_size)})"
             )
+        if self.cache not in CACHES:
+            raise SettingsError(f"cache must be one of {', '.join(CACHES)}, got {self.cache!r}")
+        if not isinstance(self.cache_refresh, int) or self.cache_refresh < 0:
+            raise SettingsError(f"cache refresh must be 0 (once per block) or >= 1 iterations, got {self.cache_refresh!r}")
+        if self.cache_refresh and self.cache == "none":
+            raise SettingsError("cache refresh needs the prefix cache (--cache prefix)")
         if self.top_k < 1:
             raise SettingsError(f"top_k must be >= 1, got {self.top_k}")
         return self
@@ -156,12 +171,14 @@ class GenerationSettings:
         return bool(self.prompt) or self.template or self.chat
 
     def to_dict(self) -> dict:
-        """Plain data; the prompt's keys only when there is one, so a run without a prompt
-        records exactly what it did before prompts existed."""
+        """Plain data; the prompt's keys only when there is one and the cache's only when it is
+        on, so a run without them records exactly what it did before they existed."""
         data = dataclasses.asdict(self)
         if not self.has_prompt:
             for name in PROMPT_FIELDS:
                 del data[name]
+        if self.cache == "none" and not self.cache_refresh:
+            del data["cache"], data["cache_refresh"]
         return data
 
     @classmethod

@@ -21,6 +21,14 @@ file with a `load_adapter(device, dtype)` function and pass the file as the mode
         def logits(self, ids: torch.Tensor) -> torch.Tensor:
             # ids: (B, T) in dpgviz's id space -> (B, T, >= V) logits; columns past V-1 are ignored
             return self.model(ids).logits
+
+The prefix cache (`--cache prefix`, engine.model) is a capability, not a type: an adapter
+that can run part of its window against cached keys and values says so with a true
+`supports_prefix_cache` and two more methods, `logits_filling_cache(ids, prefix_len)` ->
+(logits, cache) and `logits_with_cache(ids, cache)` -> logits of the positions after the
+prefix. GPTAdapter has them when its model does (engine.model.DiffusionGPT); the Hugging
+Face, LLaDA / Dream and adapter-file models do not, and the sampler refuses the setting
+for them in one line (`check_prefix_cache`).
 """
 
 from __future__ import annotations
@@ -31,7 +39,9 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from dpgviz.core.settings import SettingsError
 from dpgviz.core.vocab import Vocabulary
+from dpgviz.engine.model import PrefixCache
 
 
 @runtime_checkable
@@ -56,6 +66,28 @@ class GPTAdapter:
 
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model(ids)
+
+    @property
+    def supports_prefix_cache(self) -> bool:
+        """True when the wrapped module has DiffusionGPT's cached forward (a bare module may not)."""
+        return callable(getattr(self.model, "forward_with_cache", None))
+
+    def logits_filling_cache(self, ids: torch.Tensor, prefix_len: int) -> tuple[torch.Tensor, PrefixCache]:
+        """(B, T) ids -> the plain logits (B, T, V') and the K/V of the first `prefix_len` positions."""
+        return self.model.forward_filling_cache(ids, prefix_len)
+
+    def logits_with_cache(self, ids: torch.Tensor, cache: PrefixCache) -> torch.Tensor:
+        """(B, n) ids that follow the cached prefix -> their logits (B, n, V')."""
+        return self.model.forward_with_cache(ids, cache)
+
+
+def check_prefix_cache(adapter: ModelAdapter) -> None:
+    """Raise SettingsError (one line) when `adapter` cannot run with the prefix cache."""
+    if not getattr(adapter, "supports_prefix_cache", False):
+        raise SettingsError(
+            f"the prefix cache needs a model that can reuse cached keys and values (the built-in GPT); "
+            f"this one ({type(adapter).__name__}) cannot: turn the prefix cache off (--cache none)"
+        )
 
 
 class AdapterFileError(ValueError):

@@ -3,12 +3,23 @@
 Parameter names match nanoGPT exactly (`transformer.wte`, `transformer.h.{i}.attn.c_attn`,
 ...), the token embedding is tied to `lm_head`, attention is bidirectional and positions
 come from RoPE (rotate-half layout, base 10000) or from learned `wpe` when use_rope is off.
+
+Prefix KV cache (Fast-dLLM, Wu et al. 2025, "prefix KV cache"): a semi-autoregressive run
+denoises one block at the end of a window whose first C positions (the context) are fixed.
+`forward_filling_cache(idx, C)` is the plain forward over the whole window that also keeps
+every layer's keys and values of its first C positions (RoPE already applied, so they keep
+their absolute positions); `forward_with_cache(block, cache)` then runs only the block's n
+positions as queries against [cached K/V ; the block's own K/V], rotated at positions
+C..C+n-1. Attention is bidirectional, so the context's K/V depend on the block they were
+computed with; reusing them after the block changed is Fast-dLLM's approximation. Fed the
+block the cache was filled with, the cached forward equals the plain forward's last n rows
+(tests/test_prefix_cache.py).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn as nn
@@ -63,6 +74,46 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+@dataclass
+class LayerKV:
+    """One layer's part of a PrefixCache: keys and values of the window's first `keep` positions.
+
+    Filling (`keys` is None): `attend` keeps this pass's keys and values and attends over them.
+    Using: `attend` writes the block's keys and values after the kept ones, in place when the
+    block is as long as the one filled with (the usual case: no copy of the prefix per pass),
+    else into a new tensor. In-place writes need the cache used in the grad mode it was
+    filled in (the sampler fills and uses it under torch.inference_mode).
+    """
+
+    keep: int
+    keys: torch.Tensor | None = None  # (B, nh, keep + room, hs), RoPE applied; [keep:] scratch
+    values: torch.Tensor | None = None  # (B, nh, keep + room, hs)
+
+    def attend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.keys is None:  # filling: this pass is the whole window
+            self.keys, self.values = k, v.contiguous()
+            return k, v
+        T = k.size(2)
+        if self.keys.size(2) == self.keep + T:
+            self.keys[:, :, self.keep :].copy_(k)
+            self.values[:, :, self.keep :].copy_(v)
+            return self.keys, self.values  # (B, nh, keep + T, hs)
+        keys, values = self.keys[:, :, : self.keep], self.values[:, :, : self.keep]
+        return torch.cat([keys, k], dim=2), torch.cat([values, v], dim=2)  # (B, nh, keep + T, hs)
+
+    @property
+    def is_filled(self) -> bool:
+        return self.keys is not None
+
+
+@dataclass
+class PrefixCache:
+    """Every layer's keys and values of a window's first `length` positions (the context)."""
+
+    length: int
+    layers: list[LayerKV] = field(default_factory=list)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -75,16 +126,34 @@ class SelfAttention(nn.Module):
         self.n_embd = config.n_embd
         self.use_rope = config.use_rope
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, kv: LayerKV | None = None
+    ) -> torch.Tensor:
         B, T, C = x.size()
+        if kv is not None and kv.is_filled and rope is not None:
+            return self._attend_cached(x, rope, kv)
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if kv is not None:
+            k, v = kv.attend(k, v)  # (B, nh, P + T, hs) with a cached prefix of P positions
         dropout = self.attn_dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=False)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+    def _attend_cached(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], kv: LayerKV) -> torch.Tensor:
+        """forward() for a block after a filled prefix cache: the same arithmetic, with q and k
+        rotated in one call (half the small element-wise ops: this pass is short, so they count)."""
+        B, T, C = x.size()
+        nh, hs = self.n_head, C // self.n_head
+        qkv = self.c_attn(x).view(B, T, 3 * nh, hs).transpose(1, 2)  # (B, 3nh, T, hs)
+        qk = apply_rope(qkv[:, : 2 * nh], *rope)  # (B, 2nh, T, hs)
+        k, v = kv.attend(qk[:, nh:], qkv[:, 2 * nh :])  # (B, nh, keep + T, hs)
+        y = F.scaled_dot_product_attention(qk[:, :nh], k, v, is_causal=False)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -109,8 +178,10 @@ class Block(nn.Module):
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rope)
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, kv: LayerKV | None = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope, kv)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -157,6 +228,37 @@ class DiffusionGPT(nn.Module):
             cos, sin = rope_tables(T, self.config.n_embd // self.config.n_head, device)
             self._rope_cache[key] = (cos.to(dtype), sin.to(dtype))
         return self._rope_cache[key]
+
+    def forward_filling_cache(self, idx: torch.Tensor, prefix_len: int) -> tuple[torch.Tensor, PrefixCache]:
+        """The plain forward's logits (B, T, vocab_size) and the K/V of idx's first `prefix_len`
+        positions (all T of them: a cache of the context alone, computed without the block)."""
+        assert 0 < prefix_len <= idx.size(1), (prefix_len, idx.shape)
+        cache = PrefixCache(prefix_len, [LayerKV(prefix_len) for _ in self.transformer.h])
+        return self._layers(idx, 0, cache.layers), cache
+
+    def forward_with_cache(self, idx: torch.Tensor, cache: PrefixCache) -> torch.Tensor:
+        """Logits (B, n, vocab_size) of n positions that follow the cached prefix: idx (B, n)
+        sits at window positions cache.length .. cache.length + n - 1."""
+        assert len(cache.layers) == len(self.transformer.h), (len(cache.layers), len(self.transformer.h))
+        return self._layers(idx, cache.length, cache.layers)
+
+    def _layers(self, idx: torch.Tensor, start: int, kvs: list[LayerKV]) -> torch.Tensor:
+        """Logits (B, T, vocab_size) of ids (B, T) at window positions start .. start + T - 1,
+        each layer's attention through its LayerKV (filling or using a prefix cache)."""
+        B, T = idx.size()
+        end = start + T
+        assert end <= self.config.block_size, (start, T, self.config.block_size)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        rope = None
+        if self.config.use_rope:
+            cos, sin = self._rope(end, idx.device, x.dtype)
+            rope = (cos[start:], sin[start:])  # (T, hs): the block's absolute positions
+        else:
+            x = x + self.transformer.wpe(torch.arange(start, end, device=idx.device))
+        x = self.transformer.drop(x)
+        for block, kv in zip(self.transformer.h, kvs, strict=True):
+            x = block(x, rope, kv)
+        return self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab_size)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, vocab_size) for token ids (B, T)."""

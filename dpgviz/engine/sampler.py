@@ -28,6 +28,16 @@ itself (`encode_prompt`, with the adapter's chat wrap), so the same settings sta
 sequence here and in the process that laid the run out. Fixed positions are protected and
 flagged FLAG_PROMPT; the schedule counts only the positions a run may change. Blocks cover
 the generated part only: block b starts at len(prompt) + b*L, and the prompt is context.
+
+With settings.cache = "prefix" (engine.model's prefix KV cache, Fast-dLLM) a block's first
+iteration runs the whole window [context ; block] once, exactly as without the cache, and
+keeps the context's keys and values; later iterations run only the block's n positions
+against them (refreshed by another whole-window pass at each iteration that is a multiple
+of settings.cache_refresh = K; 0 = once per block; a run resumed mid-block starts with one). The context's K/V are thus computed with the block as it
+was at the refresh (all masked at a block's start), as Fast-dLLM does: the model attends
+both ways, so they go stale as the block fills in, which is the approximation
+(`bench sampler --cache prefix` measures it). A block without context (the first, without
+a prompt) runs as without the cache.
 """
 
 from __future__ import annotations
@@ -43,8 +53,26 @@ from dpgviz.core.records import FLAG_EDITED, RecordLayout, StepRecord, step_flag
 from dpgviz.core.schedule import target_masks
 from dpgviz.core.settings import GenerationSettings, SettingsError
 from dpgviz.core.vocab import Vocabulary
-from dpgviz.engine.adapter import ModelAdapter, as_adapter
+from dpgviz.engine.adapter import ModelAdapter, as_adapter, check_prefix_cache
 from dpgviz.engine.strategies import STRATEGIES, Step, propose
+
+
+class _ContextCache:
+    """One block's prefix cache: the context's keys and values, and whether the next pass refreshes them."""
+
+    def __init__(self, adapter: ModelAdapter, context: torch.Tensor) -> None:
+        self.adapter, self.context = adapter, context
+        self.cache: object | None = None
+        self.refresh = True  # the next pass runs the whole window and keeps the context's K/V
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(n,) block ids -> (n, V') logits, the whole window when refreshing, else the block only."""
+        if self.refresh or self.cache is None:
+            window = torch.cat([self.context, tokens])  # (C + n,)
+            logits, self.cache = self.adapter.logits_filling_cache(window[None], len(self.context))
+            self.refresh = False
+            return logits[0, len(self.context) :]  # (n, V')
+        return self.adapter.logits_with_cache(tokens[None], self.cache)[0]  # (n, V')
 
 
 @dataclass
@@ -84,14 +112,20 @@ class Sampler:
         return layout_for(settings, self.vocab.n_ids, self.prompt(settings))
 
     @torch.inference_mode()
-    def _probs(self, tokens: torch.Tensor, temperature: float, context: torch.Tensor) -> torch.Tensor:
+    def _probs(
+        self, tokens: torch.Tensor, temperature: float, context: torch.Tensor, cache: _ContextCache | None = None
+    ) -> torch.Tensor:
         """softmax(logits / T) over the real vocabulary at the positions of `tokens`: (n, V).
 
         The model sees `context` (fixed text before the block; may be empty) followed by
-        `tokens`; the context's own predictions are dropped.
+        `tokens`; the context's own predictions are dropped. With `cache`, the context is
+        the cache's (its keys and values reused unless it refreshes).
         """
-        window = torch.cat([context, tokens]) if len(context) else tokens  # (C + n,)
-        logits = self.adapter.logits(window[None])[0, len(context) :, : self.vocab.size].float()  # (n, V)
+        if cache is not None:
+            logits = cache.logits(tokens)[:, : self.vocab.size].float()  # (n, V)
+        else:
+            window = torch.cat([context, tokens]) if len(context) else tokens  # (C + n,)
+            logits = self.adapter.logits(window[None])[0, len(context) :, : self.vocab.size].float()  # (n, V)
         if self._never is not None:  # special tokens ([CLS], [PAD], ...) are never proposed
             logits[:, self._never] = -float("inf")
         return torch.softmax(logits / temperature, dim=-1)
@@ -138,6 +172,8 @@ class Sampler:
         start at iteration 0. Protected positions never change.
         """
         settings.validate(self.block_size)
+        if settings.cache == "prefix":
+            check_prefix_cache(self.adapter)
         start = start or StartState()
         open_ended = STRATEGIES[settings.strategy].finishes_early  # runs until nothing is masked
         if start.iteration < 0 or (start.iteration >= settings.steps and not open_ended):
@@ -239,9 +275,13 @@ class Sampler:
         # finishes early ('threshold') commits at least one position per iteration and runs
         # until nothing is masked, however many iterations that takes (at most the masks left).
         last = settings.steps - 1 if not strategy.finishes_early else start_iteration + max(0, int((tokens == mask_id).sum()) - 1)
+        cache = _ContextCache(self.adapter, context) if settings.cache == "prefix" and len(context) else None
         for it in range(start_iteration, last + 1):
             is_masked = tokens == mask_id  # (n,)
-            probs = self._probs(tokens, settings.temperature, context)  # (n, V)
+            if cache is not None:  # a whole-window pass where the block starts (or resumes) and every K-th iteration
+                every = settings.cache_refresh
+                cache.refresh = it == start_iteration or (every > 0 and it % every == 0)
+            probs = self._probs(tokens, settings.temperature, context, cache)  # (n, V)
             passes[0] += 1
             tokens = torch.where(is_masked, propose(probs, settings, gen), tokens)
             p_token = probs.gather(1, tokens[:, None])[:, 0]  # (n,) p of what each position now holds
@@ -258,7 +298,7 @@ class Sampler:
 
             def second_pass(filled: torch.Tensor = tokens) -> torch.Tensor:
                 passes[0] += 1
-                return self._probs(filled, settings.temperature, context).gather(1, filled[:, None])[:, 0]
+                return self._probs(filled, settings.temperature, context, cache).gather(1, filled[:, None])[:, 0]
 
             step = Step(
                 settings, probs, tokens, is_masked, p_token, entropy_all, protected,

@@ -24,6 +24,10 @@ Its colour rules are not written in its JavaScript: the flag bits, the mask-stat
 priority, the colours and the ink choice arrive as JSON (`player_palette`), generated
 from `core.palette` and `core.records`, so the player cannot drift from the app.
 
+A run made in blocks plays the whole sequence: each record's arrays are composed
+(`store.blocks.Composer`, walking the records in order: one block re-copied per record),
+so rows differ from the row before only in the record's block, which the XOR keeps cheap.
+
 numpy and the standard library only.
 """
 
@@ -54,6 +58,7 @@ from dpgviz.core.palette import (
     value_levels,
 )
 from dpgviz.core.records import FLAG_MASKED, KINDS
+from dpgviz.store.blocks import Composer, composed_masked
 from dpgviz.store.session import Progress, Session, atomic_writer
 
 _CHUNK_CELLS = 1 << 20  # positions x records encoded at a time: bounds memory, sets progress granularity
@@ -145,22 +150,24 @@ def player_data(
     """
     b = session.branch(branch)
     store, rows = session.store, session.rows(b.id)
-    n, seq_len = len(rows), store.layout.seq_len
+    n, seq_len = len(rows), store.layout.total_len  # a block run: the whole sequence at each record
     mask_id = session.vocab.mask_id
     ids = store.column("tokens")
+    comp = Composer(store, rows, mask_id)
     wire = _wire_ids(session.vocab.n_ids, ids.dtype)
     streams = {name: _DeltaDeflate() for name in ("tokens", "flags", "confidence")}
     held_ids, held_levels = np.zeros(seq_len, wire), np.zeros(seq_len, np.uint8)
     step = max(1, _CHUNK_CELLS // max(1, seq_len))
     for start in range(0, n, step):
         block = rows[start : start + step]
-        tokens = ids[block]
+        stop = start + len(block)
+        tokens = comp.stack("tokens", start, stop)
         masked = tokens == mask_id
-        p = store.column("confidence")[block].astype(np.float32)
+        p = comp.stack("confidence", start, stop).astype(np.float32)
         no_value = ~np.isfinite(p)
         # the PNG's own quantisation (value_levels), so the two exports' colours are identical
         levels = value_levels(p, 0.0, 1.0).astype(np.uint8)
-        flags = store.column("flags")[block] | (masked * np.uint8(MASK_TOKEN_BIT)) | (no_value * np.uint8(NO_VALUE_BIT))
+        flags = comp.stack("flags", start, stop) | (masked * np.uint8(MASK_TOKEN_BIT)) | (no_value * np.uint8(NO_VALUE_BIT))
         wire_ids = _held(tokens.astype(wire), masked, held_ids)
         levels = _held(levels, no_value, held_levels)
         held_ids, held_levels = wire_ids[-1], levels[-1]
@@ -182,8 +189,8 @@ def player_data(
         "id_bytes": wire.itemsize,
         "bits": {"mask_token": MASK_TOKEN_BIT, "no_value": NO_VALUE_BIT},
         "scalars": [
-            [int(store.get("iteration", r)), KINDS[int(store.get("kind", r))], int(store.get("n_masked", r))]
-            for r in rows
+            [int(store.get("iteration", r)), KINDS[int(store.get("kind", r))], int(m)]
+            for r, m in zip(rows, composed_masked(store, rows), strict=True)
         ],
         "tokens": streams["tokens"].text(),
         "flags": streams["flags"].text(),

@@ -27,6 +27,10 @@ exact, since each block is its cell's own colour, not a resampled blend. A pictu
 other than as asked says so on a line under the legend, in its metadata (the PNG's
 "Comment" text chunk, the GIF's comment extension) and in the log.
 
+Runs made in blocks: a frame shows the whole sequence composed at its record
+(`store.blocks.Composer`: finished blocks, the record's block, masks to come), and its
+caption names the block; a GIF walks the records in order, so each frame re-copies one block.
+
 Imports Pillow and numpy; no torch, no dearpygui.
 """
 
@@ -42,9 +46,10 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from dpgviz.core.palette import INK_LIGHT, PAGE_RGB, VALUE_MODES, VIRIDIS_RGB, legend, value_range
-from dpgviz.core.records import KINDS
+from dpgviz.core.records import FLAG_MASKED, KINDS
 from dpgviz.core.vocab import MAX_SLOT_WIDTH, Vocabulary
 from dpgviz.export.raster import CanvasRaster, GridFit, fit_grid
+from dpgviz.store.blocks import Composer
 from dpgviz.store.session import Progress, Session, SessionError, atomic_writer
 
 log = logging.getLogger(__name__)
@@ -168,14 +173,18 @@ class FramePainter:
         self.font = default_font(font_px)
         # The atlas holds only the ids this branch shows; `_atlas_row` maps an id to its row.
         store, vocab = session.store, session.vocab
-        shown_ids = np.unique(np.concatenate([store.get("tokens", int(r)) for r in self.rows]))  # per record, not token
+        self.composer = Composer(store, self.rows, vocab.mask_id)  # a block run's whole sequence per record
+        parts = [store.get("tokens", int(r)) for r in self.rows]  # per record, not token
+        if store.layout.is_blocks:  # masks of blocks not started, and a prompt before the first block
+            parts += [np.array([vocab.mask_id], dtype=parts[0].dtype), np.asarray(store.layout.prefix, parts[0].dtype)]
+        shown_ids = np.unique(np.concatenate(parts))
         self._atlas_row = np.zeros(max(vocab.n_ids, int(shown_ids[-1]) + 1), dtype=np.intp)
         self._atlas_row[shown_ids] = np.arange(len(shown_ids))
         atlas = glyph_atlas(vocab, font_px, ids=shown_ids)
         self.slot = slot_width(vocab)  # glyph cells per position
         self.line_h = atlas.shape[1] + 4
         self.legend = self._legend_image(atlas.shape[1] - 2)
-        seq_len = store.layout.seq_len
+        seq_len = store.layout.total_len
         self.fit = self._fit(seq_len, max(1, columns // self.slot), atlas, max_size)
         self.note = self.fit.note
         if self.fit.block_px is None:
@@ -217,20 +226,26 @@ class FramePainter:
         return len(self.rows)
 
     def grid(self, k: int) -> np.ndarray:
-        """(H, W, 3) uint8 token grid of record k of the branch."""
-        store, row, n = self.session.store, int(self.rows[k]), self.fit.shown
-        values = store.get(self.mode, row)[:n] if self.scale is not None else None
+        """(H, W, 3) uint8 token grid of record k of the branch (a block run: the whole sequence)."""
+        comp, n = self.composer, self.fit.shown
+        values = comp.field(self.mode, k)[:n] if self.scale is not None else None
         return self.raster.paint_record(
-            self._atlas_row[store.get("tokens", row)[:n]], store.get("flags", row)[:n], self.mode, values, self.scale
+            self._atlas_row[comp.field("tokens", k)[:n]], comp.field("flags", k)[:n], self.mode, values, self.scale
         )
 
     def caption(self, k: int) -> str:
         store, row = self.session.store, int(self.rows[k])
         kind = KINDS[int(store.get("kind", row))]
+        layout = store.layout
+        if layout.is_blocks:  # masks in the whole sequence, and which block the record is of
+            masked = int(np.count_nonzero(self.composer.field("flags", k) & FLAG_MASKED))
+            where = f" \u00b7 block {int(store.get('block', row)) + 1} of {layout.n_blocks}"
+        else:
+            masked, where = int(store.get("n_masked", row)), ""
         return (
             f"branch {self.branch.id} \u00b7 record {k}/{len(self.rows) - 1} \u00b7 "
-            f"iteration {int(store.get('iteration', row))} \u00b7 {kind} \u00b7 "
-            f"{int(store.get('n_masked', row))} masked"
+            f"iteration {int(store.get('iteration', row))} \u00b7 {kind}{where} \u00b7 "
+            f"{masked} masked"
         )
 
     def frame(self, k: int) -> Image.Image:

@@ -7,6 +7,10 @@
                confidence (visible tokens) and mean entropy (where predicted), from
                `store.inspect.run_series`, drawn with Pillow's ImageDraw (no matplotlib)
 
+A run made in blocks: both show the whole sequence at each record (positions across the
+overview are all total_len positions; the plots' fractions and means are over them all),
+as store.inspect composes them.
+
 Imports Pillow and numpy; no torch, no dearpygui.
 """
 
@@ -35,7 +39,7 @@ from dpgviz.store.session import Session, SessionError, atomic_writer
 
 log = logging.getLogger(__name__)
 
-OVERVIEW_MAX_W = 1200  # columns (positions) before downsampling
+OVERVIEW_MAX_W = 2048  # columns (positions) before downsampling: a 2,048-token run keeps one column per position
 OVERVIEW_MAX_H = 2000  # rows (records) before downsampling
 OVERVIEW_MIN_W = 600  # small grids are scaled up by a whole factor towards this width ...
 OVERVIEW_MAX_CELL = 12  # ... with cells at most this many pixels wide
@@ -93,7 +97,7 @@ def overview_figure(session: Session, branch: str | None = None, mode: str = "ma
     font = default_font()
     ink, page = _rgb(INK_LIGHT), _rgb(PAGE_RGB)
     line_h = 18
-    n_records, seq_len = len(rows), store.layout.seq_len
+    n_records, seq_len = len(rows), store.layout.total_len
     sampled = "" if (h, w) == (n_records, seq_len) else f" (sampled to {h} x {w})"
     caption = f"branch {branch_id} \u00b7 {mode} \u00b7 {n_records} records x {seq_len} positions{sampled}"
     swatches = overview_legend(mode, n_records, vocab_size)

@@ -50,13 +50,15 @@ from dpgviz.gui.connect import ConnectDialog
 from dpgviz.gui.edit_bar import EditBar
 from dpgviz.gui.explorer import ExplorerWindow
 from dpgviz.gui.files import SessionFiles
+from dpgviz.gui.find_bar import FindBar
 from dpgviz.gui.guard import Guard
 from dpgviz.gui.input import Input
 from dpgviz.gui.inspector import HoverTip, InspectorPanel
 from dpgviz.gui.keys import help_text
+from dpgviz.gui.listen_dialog import ListenDialog
 from dpgviz.gui.model_dialogs import CompareModelsDialog, DisagreementWindow, ScoreDialog
 from dpgviz.gui.pacing import FramePacer
-from dpgviz.gui.plots import OverviewPanel, RunPlots
+from dpgviz.gui.plots import OVERVIEW_PX, OverviewPanel, RunPlots
 from dpgviz.gui.recovery_prompt import RecoveryPrompt
 from dpgviz.gui.settings_panel import PANEL_WIDTH, SettingsPanel
 from dpgviz.gui.status import Legend, StatusBar
@@ -90,12 +92,14 @@ class App:
         width: int = 1440,
         height: int = 900,
         connect: tuple[str, str | None] | None = None,
+        listen_runs: str | None = None,
     ) -> None:
         self.models_dir = models_dir
         self.session_path = session
         self.autoload = autoload
         self.model_entry = given_model_entry(model) if model else None  # --model: loaded instead of the default
         self.connect_to = connect  # --connect FILE|HOST:PORT [--key K]: a worker on another machine
+        self.listen_runs = listen_runs  # --listen-runs [HOST:]PORT: show runs a dpgviz.Recorder streams (app.live)
         self.size = (width, height)
         # journal: where unsaved work is journaled (run_app: core.paths.recovery_path()); None: not at all
         self.workspace = Workspace(device=device, dtype=dtype, source_factory=source_factory, journal=journal)
@@ -110,7 +114,9 @@ class App:
         self.legend = Legend()
         self.files = SessionFiles(self.workspace, columns=lambda: self.canvas.cols if self.canvas else 0)
         self.connect = ConnectDialog(self.workspace)  # File > Connect to worker... (gui.connect)
+        self.listen = ListenDialog(self.workspace)  # File > Listen for recorded runs... (gui.listen_dialog)
         self.edit_bar = EditBar(self.workspace, restart=self.settings.restart)
+        self.find_bar = FindBar(self.workspace, reveal=lambda pos: self.canvas.reveal(self.view, pos))  # Ctrl+F / G
         self.branches = BranchPanel(
             self.workspace, on_compare=lambda: self.compare_view.show(), on_score=lambda: self.score_dialog.show()
         )
@@ -187,6 +193,7 @@ class App:
                             with dpg.tooltip(self.zoom_slider):
                                 dpg.add_text("Text and cell size. Ctrl + mouse wheel over the canvas zooms too.")
                         self.edit_bar.build(centre)
+                        self.find_bar.build(centre)
                         self.legend.build(centre)
                         self.canvas.build(centre)
                     with dpg.child_window(width=-BRANCHES_PX, height=TIMELINE_PX, border=True, no_scrollbar=True) as bottom:
@@ -207,11 +214,13 @@ class App:
             dpg.add_text(about_text(), wrap=590)
         self.files.build(self.file_menu)
         self.connect.build(self.file_menu)
+        self.listen.build(self.file_menu)
         self.compare_view.build()
         self.explorer.build()
         for dialog in (self.compare_models, self.score_dialog, self.disagreement):
             dialog.build()
         self.hover_tip.build(self.canvas.plot_group)
+        self.find_bar.build_marks(before=self.overview.image, width=OVERVIEW_PX[0])  # match ticks on the overview
         self.recovery_prompt.build(self.size)
 
         self.input = Input(
@@ -219,6 +228,9 @@ class App:
             show_inspector=lambda: dpg.set_value(self.side_tabs, self.tabs["Inspect"]),
             show_zoom=lambda px: dpg.set_value(self.zoom_slider, px),
         )
+        self.input.actions.update(self.find_bar.actions())  # Ctrl+F, Ctrl+G, F3, Shift+F3
+        self.input.closers.append(self.find_bar.close)  # Escape closes the find bar
+        self.input.box_keys.append(self.find_bar.box_key)  # Enter / F3 / Escape in its own box
         self.input.register()
         dpg.set_item_callback(self.canvas.scrollbar, lambda: self.canvas.on_scrollbar(self.view))
 
@@ -233,7 +245,11 @@ class App:
 
     def start(self) -> None:
         """After the first frame: open a session (no model), or start the worker on the default model."""
-        if self.session_path:
+        if self.listen_runs is not None:  # a viewer for a recorder (spawn=True starts one): no model to load
+            self.workspace.live.listen(self.listen_runs)
+            if self.session_path:
+                self.workspace.files.open(self.session_path)
+        elif self.session_path:
             self.workspace.files.open(self.session_path)  # and offer its recorded model, if unchanged
         elif self.connect_to is not None:  # the worker's Welcome lists its models and loads its own choice
             self.workspace.runs.connect(*self.connect_to)
@@ -256,7 +272,9 @@ class App:
         """
         if self.pacer is None:
             ws = self.workspace
-            self.pacer = FramePacer(wait_fds=lambda: ws.runs.source.wait_fds() if ws.runs.source is not None else ())
+            self.pacer = FramePacer(
+                wait_fds=lambda: (ws.runs.source.wait_fds() if ws.runs.source is not None else ()) + ws.live.wait_fds()
+            )
             self.pacer.start()
         return self.pacer
 
@@ -348,10 +366,11 @@ class App:
         ws, view, call = self.workspace, self.view, self.guard.call
         drew = call("Canvas", lambda: self.canvas.refresh(
             ws.inspect.shown(), view, highlight=ws.inspect.preview_changes(),
-            extras=ws.inspect.cell_extras(view.color_mode),
+            extras=ws.inspect.cell_extras(view.color_mode), found=ws.find.marks(),
         ), reset=self._reset_canvas)
         call("Timeline", lambda: self.timeline.refresh(ws.store, view, ws.runs.expected_records()))
         call("Edit bar", self.edit_bar.refresh)
+        call("Find", self.find_bar.refresh, reset=self.find_bar.close)
         call("Branches", self.branches.refresh)
         call("Compare view", self.compare_view.refresh, view.color_mode, reset=ws.compare.stop)
         call("Explorer", self.explorer.refresh)
@@ -450,12 +469,13 @@ def run_app(
     dtype: str = "auto",
     model: str | None = None,
     connect: tuple[str, str | None] | None = None,
+    listen_runs: str | None = None,
 ) -> None:
     """Open the window and run until it is closed (the CLI's default command)."""
     handler = log_to_file()
     app = App(
         models_dir=models_dir, device=device, session=session, dtype=dtype, model=model, journal=recovery_path(),
-        connect=connect,
+        connect=connect, listen_runs=listen_runs,
     )
     app.build()
     try:

@@ -27,6 +27,7 @@ import math
 import dearpygui.dearpygui as dpg
 import numpy as np
 
+from dpgviz.app.find import CURRENT, MATCH, Marks
 from dpgviz.app.inspect import NO_EXTRAS, CellExtras, ShownRecord
 from dpgviz.app.view_state import ViewState
 from dpgviz.core.records import FLAG_REMASKED
@@ -245,12 +246,14 @@ class TokenCanvas:
         view: ViewState,
         highlight: np.ndarray | None = None,
         extras: CellExtras = NO_EXTRAS,
+        found: Marks | None = None,
     ) -> bool:
         """Draw the record `shown` if it, the mode, layout or scroll changed. True when it drew.
 
         The selection (view.selection()) and `highlight` (bool per position: cells to tint,
         the same array object while it means the same) are tinted over the cells. `extras`
-        carries what the derived modes and the remask glyphs need (see CellExtras).
+        carries what the derived modes and the remask glyphs need (see CellExtras). `found`:
+        Find's matches (app.find), tinted under the selection.
         """
         if not self._measure(view.font_px):
             return False
@@ -260,7 +263,7 @@ class TokenCanvas:
                 self._drawn_key = ("empty",)
             return False
         drew = self._refresh_cells(shown, view, extras)
-        self._refresh_overlay(view.selection(), highlight)
+        self._refresh_overlay(view.selection(), highlight, found)
         return drew
 
     def _refresh_cells(self, shown: ShownRecord, view: ViewState, extras: CellExtras) -> bool:
@@ -330,20 +333,26 @@ class TokenCanvas:
         self._set_text("dark", row_strings(np.where(on_light, chars, " ")))
         self._set_text("light", row_strings(np.where(on_light, " ", chars)))
 
-    def _refresh_overlay(self, selection: tuple[int, int] | None, highlight: np.ndarray | None) -> None:
-        """Tint the selected and the highlighted cells of the rows drawn (only when either changed)."""
+    def _refresh_overlay(
+        self, selection: tuple[int, int] | None, highlight: np.ndarray | None, found: Marks | None = None
+    ) -> None:
+        """Tint the selected, the highlighted and the found cells of the rows drawn (only when one changed)."""
         layout, (r0, r1) = self.layout, self.visible
-        key = (selection, id(highlight), self._drawn_key)
+        key = (selection, id(highlight), self._drawn_key, found.key if found is not None else None)
         if key == self._overlay_key:
             return
         self._overlay_key = key
         n_rows, cols = self._heat_shape
-        if layout is None or (selection is None and highlight is None) or n_rows * cols == 0:
+        if layout is None or (selection is None and highlight is None and found is None) or n_rows * cols == 0:
             dpg.configure_item(self._overlay, show=False)
             return
         sl = layout.positions(r0, r1)
         positions = np.arange(sl.start, sl.stop)
         tint = np.full(len(positions), palette.OVERLAY_CLEAR, dtype=np.uint16)
+        if found is not None:
+            marks = found.between(sl.start, sl.stop)
+            tint[marks == MATCH] = palette.OVERLAY_MATCH
+            tint[marks == CURRENT] = palette.OVERLAY_MATCH_CURRENT
         if highlight is not None:
             tint[np.asarray(highlight, dtype=bool)[sl]] = palette.OVERLAY_DIFFERS
         if selection is not None:

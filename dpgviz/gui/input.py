@@ -7,7 +7,18 @@
 A shortcut fires only when no text or number box has the keyboard: `is_typing` looks at
 every input item, active now or deactivated this frame. Enter typed in a settings box
 ends the edit in the same frame its key-press handler fires, so "active" alone misses it
-(it once opened the Replace box after typing a length).
+(it once opened the Replace box after typing a length). While a box has the keyboard a
+chord goes to `box_keys` instead (the find bar's Enter / F3 / Escape in its own box).
+
+Modifiers: a callback runs a frame or more after its key press, and a fast chord (xdotool,
+a quick typist) has let go of Ctrl by then, so Ctrl+F read as F. So the modifiers are
+followed through the callback queue, in the order the handlers saw them: a modifier
+counts as held if it is down now, or a key-down handler saw it within MODIFIER_GRACE_S,
+its release has not come through the queue yet (release handlers are registered after
+the key presses, so a release in the same frame as the key comes after it) and no key
+pressed since it went down has used it (Shift+Enter, then F3 in the frame Shift is let
+go: F3 alone). Measured with xdotool under Xvfb: the key and the modifier's release come
+in the same frame.
 
 Handlers are small: they change the view state or call one workspace operation. The
 panels they reach are handed in (`Input(ws, canvas, settings, ...)`), never the App.
@@ -16,6 +27,7 @@ panels they reach are handed in (`Input(ws, canvas, settings, ...)`), never the 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import dearpygui.dearpygui as dpg
@@ -31,6 +43,8 @@ from dpgviz.gui.settings_panel import SettingsPanel
 log = logging.getLogger(__name__)
 
 SCROLL_ROWS_PER_NOTCH = 3
+MODIFIER_GRACE_S = 0.25  # a modifier seen down this recently counts as held (see the module docstring)
+MODIFIERS = {"ctrl": (dpg.mvKey_LControl, dpg.mvKey_RControl), "shift": (dpg.mvKey_LShift, dpg.mvKey_RShift)}
 
 # Keys the app listens to (chord names in gui.keys); modifiers are read when one is pressed.
 KEYS = {
@@ -47,6 +61,9 @@ KEYS = {
     "r": dpg.mvKey_R,
     "u": dpg.mvKey_U,
     "i": dpg.mvKey_I,
+    "f": dpg.mvKey_F,  # ctrl+f: Find (gui.find_bar)
+    "g": dpg.mvKey_G,  # ctrl+g: Go to position
+    "f3": dpg.mvKey_F3,  # next match (shift: previous)
     **{str(k): getattr(dpg, f"mvKey_{k}") for k in range(1, 9)},
 }
 
@@ -81,6 +98,10 @@ class Input:
         self.hover_tip, self.compare_view = hover_tip, compare_view
         self.show_inspector, self.show_zoom = show_inspector, show_zoom
         self.actions = self._actions()  # chord -> action (gui.keys lists them)
+        self.closers: list[Callable[[], bool]] = []  # bars Escape closes (after a modal dialog); True: one was open
+        self.box_keys: list[Callable[[str], bool]] = []  # chords for a box with the keyboard; True: it took the chord
+        self._modifier_seen = dict.fromkeys(MODIFIERS, -1.0)  # monotonic time each was last seen down; -1: let go
+        self._modifier_used = dict.fromkeys(MODIFIERS, False)  # a key pressed since it went down was read with it
         self.is_dragging = False
         self.key_handlers: dict[int, int | str] = {}
         self._typing_items: tuple[int, list[int | str]] = (-1, [])  # (item count, input items) cache
@@ -88,8 +109,14 @@ class Input:
     def register(self) -> None:
         """Key and mouse handlers (call inside the build, once)."""
         with dpg.handler_registry():
+            for modifier, keys in MODIFIERS.items():  # before the key presses: seen first in a frame
+                for key in keys:
+                    dpg.add_key_down_handler(key, callback=self._seen(modifier))
             for name, key in KEYS.items():
                 self.key_handlers[key] = dpg.add_key_press_handler(key, callback=self._on_key(name))
+            for modifier, keys in MODIFIERS.items():  # after the key presses (see the module docstring)
+                for key in keys:
+                    dpg.add_key_release_handler(key, callback=self._seen(modifier, held=False))
             dpg.add_mouse_wheel_handler(callback=self._on_wheel)
             dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Left, callback=self._on_click)
             dpg.add_mouse_drag_handler(button=dpg.mvMouseButton_Left, threshold=1.0, callback=self._on_drag)
@@ -113,7 +140,7 @@ class Input:
                 view.step(delta, n())
 
         def escape() -> None:
-            if self.close_popup():
+            if self.close_popup() or any(close() for close in self.closers):
                 return
             if ws.is_running:
                 ws.runs.stop()
@@ -185,12 +212,32 @@ class Input:
             self._typing_items = (count, items)
         return any(dpg.is_item_active(i) or dpg.is_item_deactivated(i) for i in self._typing_items[1])
 
+    def _seen(self, modifier: str, held: bool = True) -> Callable[[], None]:
+        def seen() -> None:
+            if held and self._modifier_seen[modifier] < 0:  # went down: no key has used it yet
+                self._modifier_used[modifier] = False
+            self._modifier_seen[modifier] = time.monotonic() if held else -1.0
+
+        return seen
+
+    def is_held(self, modifier: str) -> bool:
+        """"ctrl" or "shift" goes with the key pressed now: down, or a moment ago for a fast chord
+        (see the module docstring). Call once per key press: it marks the modifier used."""
+        seen = self._modifier_seen[modifier]
+        is_held = any(dpg.is_key_down(k) for k in MODIFIERS[modifier]) or (
+            seen >= 0 and not self._modifier_used[modifier] and time.monotonic() - seen < MODIFIER_GRACE_S
+        )
+        if is_held:
+            self._modifier_used[modifier] = True
+        return is_held
+
     def _on_key(self, name: str) -> Callable[[], None]:
         def on_key() -> None:
-            ctrl = dpg.is_key_down(dpg.mvKey_LControl) or dpg.is_key_down(dpg.mvKey_RControl)
-            shift = dpg.is_key_down(dpg.mvKey_LShift) or dpg.is_key_down(dpg.mvKey_RShift)
+            pressed = chord(name, self.is_held("ctrl"), self.is_held("shift"))
             if not self.is_typing():
-                self.press(chord(name, ctrl, shift))
+                self.press(pressed)
+            else:
+                any(take(pressed) for take in self.box_keys)
 
         return on_key
 

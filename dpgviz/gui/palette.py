@@ -69,9 +69,13 @@ OVERLAY_RGBA = {
     "clear": (0, 0, 0, 0),
     "selected": (255, 255, 255, 96),
     "differs": (*_rgb(shared.STATE_RGB[shared.STATE_NAMES.index("edited")]), 150),
+    # Find (app.find): Okabe-Ito orange, a hue no cell state uses; the current match stronger.
+    "match": (230, 159, 0, 110),
+    "match_current": (230, 159, 0, 215),
 }
 OVERLAY_INDEX = {key: len(COLORS) + i for i, key in enumerate(OVERLAY_RGBA)}
 OVERLAY_CLEAR, OVERLAY_SELECTED, OVERLAY_DIFFERS = (OVERLAY_INDEX[k] for k in ("clear", "selected", "differs"))
+OVERLAY_MATCH, OVERLAY_MATCH_CURRENT = OVERLAY_INDEX["match"], OVERLAY_INDEX["match_current"]
 N_COLORS = len(COLORS) + len(OVERLAY_RGBA)  # the heat series' scale covers cells and overlays
 
 

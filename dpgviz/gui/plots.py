@@ -2,13 +2,18 @@
 
 - `RunPlots`: masked fraction, mean confidence and mean entropy (as a share of ln V) per
   record of the shown branch, with the record shown marked; a click moves the timeline
-  there. The series grow incrementally while a run appends (only new records are read).
+  there. The series grow incrementally while a run appends (only new records are read:
+  `record_sums` of the new ones, then `series_from_sums` over all, O(records)).
 - `OverviewPanel`: one row per record, one column per position, drawn as a texture the
   size of the panel: `store.inspect.overview_image` samples the run down to those pixels,
   so a 1,000-step x 65,536-token run costs about as much as a small one. Coloured by the
   canvas's mode, or by decoding order. A click jumps to that record and selects that
   position on the canvas. Redrawn when the branch, mode or records change, at most
   OVERVIEW_REFRESH_S apart while a run appends.
+
+A run made in blocks: both show the whole sequence at each record (positions across the
+overview are all total_len positions, the plots' fractions and means are over them all),
+composed by store.inspect; neither costs anything in a frame where nothing changed.
 
 dearpygui and numpy; the numbers come from `store.inspect`. No torch.
 """
@@ -25,7 +30,7 @@ from dpgviz.app.workspace import Workspace
 from dpgviz.core.palette import entropy_max
 from dpgviz.gui.status import INFO_COLOR, Cached
 from dpgviz.gui.theme import series_theme
-from dpgviz.store.inspect import overview_image, overview_pick, run_series
+from dpgviz.store.inspect import overview_image, overview_pick, record_sums, series_from_sums
 
 TITLE_COLOR = (140, 180, 255)
 OVERVIEW_PX = (300, 440)  # the texture: the panel's width, most of its height
@@ -45,6 +50,7 @@ class RunPlots:
         self.plot = self.x_axis = self.now = 0
         self.series: dict[str, int | str] = {}
         self.data: dict[str, np.ndarray] = {}  # the series shown (tests read them)
+        self._sums: dict[str, np.ndarray] = {}  # store.inspect.record_sums of self._rows
         self._key: tuple | None = None
         self._rows = np.zeros(0, dtype=np.int64)
         self._version: tuple | None = None
@@ -88,15 +94,15 @@ class RunPlots:
         same_prefix = key == self._key and len(self._rows) <= len(rows) and np.array_equal(rows[: len(self._rows)], self._rows)
         if same_prefix and len(self._rows) == len(rows):
             return
-        new = rows[len(self._rows):] if same_prefix else rows
-        part = run_series(ws.store, new)
+        new = rows[len(self._rows):] if same_prefix and self._sums else rows
+        part = record_sums(ws.store, new)  # only the new records' tokens are read
+        if same_prefix and self._sums:
+            part = {k: np.concatenate((self._sums[k], v)) for k, v in part.items()}
+        self._sums = part
+        series = series_from_sums(ws.store, rows, part)  # a block run: composed over the whole sequence
         ln_v = entropy_max(ws.vocab.size if ws.vocab is not None else 2)
-        part = {"masked": part["masked_fraction"], "confidence": part["mean_confidence"],
-                "entropy": part["mean_entropy"] / ln_v}
-        if same_prefix and self.data:
-            self.data = {k: np.concatenate((self.data[k], v)) for k, v in part.items()}
-        else:
-            self.data = part
+        self.data = {"masked": series["masked_fraction"], "confidence": series["mean_confidence"],
+                     "entropy": series["mean_entropy"] / ln_v}
         self._key, self._rows = key, rows.copy()
         x = np.arange(len(rows), dtype=np.float64).tolist()
         for k, series in self.series.items():
@@ -140,7 +146,7 @@ class OverviewPanel:
         if not (0 <= x - x0 < w and 0 <= y - y0 < h):
             return None
         ph, pw = picture.shape[:2]  # the picture is stretched over the image: back to its pixels
-        record, pos = overview_pick(ws.n_records(), ws.store.layout.seq_len, pw, ph,
+        record, pos = overview_pick(ws.n_records(), ws.store.layout.total_len, pw, ph,
                                     (x - x0) * pw / w, (y - y0) * ph / h)
         ws.view.playing = False
         ws.view.select(record, ws.n_records())
@@ -170,7 +176,7 @@ class OverviewPanel:
         dpg.set_value(self.texture, rgba.ravel())
         self._cache.set(
             self.caption,
-            f"{len(rows)} records x {ws.store.layout.seq_len} positions, "
-            f"{'exact' if (ph, pw) == (len(rows), ws.store.layout.seq_len) else f'sampled to {pw} x {ph}'}"
+            f"{len(rows)} records x {ws.store.layout.total_len} positions, "
+            f"{'exact' if (ph, pw) == (len(rows), ws.store.layout.total_len) else f'sampled to {pw} x {ph}'}"
             f"; {mode}. Click to go there.",
         )

@@ -64,6 +64,8 @@ class SettingsPanel:
         self.schedule = self.proposal = self.sample_top_k = self.top_p = self.threshold = self.eta = 0
         self.device = self.dtype = 0
         self.prompt = self.template = self.chat = self.prompt_hint = 0
+        self.prefix_cache = 0
+        self.cache_refresh = 0  # no widget: the last written run's --cache-refresh, kept for restarts
         self.start_button = self.stop_button = self.continue_button = self.message = 0
         self.folder_dialog = self.folder_button = self.compare_button = 0
         self.picker = StrategyPicker(workspace, self._read_or_say)  # the Compare strategies window
@@ -117,13 +119,20 @@ class SettingsPanel:
             with dpg.tooltip(self.length_slider):
                 dpg.add_text("Tokens to generate (log scale). Above the model's block size the run goes\n"
                              "in blocks, each conditioned on the text before it (block length below).")
-            self.block_length = dpg.add_input_int(
-                label="block length", default_value=d.block_length, step=64, width=label_w, min_value=0,
-                min_clamped=True,
-            )
+            with dpg.group(horizontal=True):  # one row with the prefix cache, so Start stays in view
+                self.block_length = dpg.add_input_int(
+                    label="block", default_value=d.block_length, step=64, width=100, min_value=0,
+                    min_clamped=True,
+                )
+                self.prefix_cache = dpg.add_checkbox(label="prefix cache", default_value=d.cache == "prefix")
             with dpg.tooltip(self.block_length):
                 dpg.add_text(f"0: one block when the length fits the model, else blocks of {DEFAULT_BLOCK_LENGTH}.\n"
                              "Each block is denoised in full, conditioned on the text before it.")
+            with dpg.tooltip(self.prefix_cache):
+                dpg.add_text("Fast-dLLM's prefix KV cache: the text before each block is run once per block\n"
+                             "and only the block's positions after that. Several times faster in blocks, an\n"
+                             "approximation (the model attends both ways). The built-in GPT models only.\n"
+                             "A run's refresh interval (--cache-refresh) is kept when you restart from it.")
             self.start_ratio = dpg.add_slider_float(
                 label="start mask", default_value=d.start_ratio, min_value=0.0, max_value=1.0, format="%.2f", width=label_w,
             )
@@ -393,6 +402,8 @@ class SettingsPanel:
             threshold=round(float(dpg.get_value(self.threshold)), 4),
             eta=round(float(dpg.get_value(self.eta)), 4),
             seed=int(dpg.get_value(self.seed)),
+            cache="prefix" if dpg.get_value(self.prefix_cache) else "none",
+            cache_refresh=self.cache_refresh if dpg.get_value(self.prefix_cache) else 0,
         )
         settings = self._with_prompt(settings)
         if self.block_size is not None:  # past the block size: blocks, as the CLI does
@@ -434,8 +445,10 @@ class SettingsPanel:
             (self.prompt, settings.prompt),
             (self.template, settings.template),
             (self.chat, settings.chat),
+            (self.prefix_cache, settings.cache == "prefix"),
         ):
             dpg.set_value(item, value)
+        self.cache_refresh = settings.cache_refresh
         self._show_strategy_knobs()
         self._show_prompt_hint()
 

@@ -46,7 +46,10 @@ class LoadModel(Command):
 class StartRun(Command):
     run_id: int
     settings: dict  # GenerationSettings.to_dict()
-    tokens: np.ndarray | None = None  # (N,) start ids, mask_id where masked; None = all masked
+    # (N,) start ids, mask_id where masked; None = all masked. N is the whole sequence, also in a
+    # run made in blocks (a record's block is shorter): the edited or continued text composed
+    # (store.blocks), so the sampler starts at its first block with a mask, the blocks before as context.
+    tokens: np.ndarray | None = None
     iteration: int = 0  # iteration the run starts at (a fork continues mid-run)
     protected: np.ndarray | None = None  # (N,) bool: positions the sampler must not change
     edited: np.ndarray | None = None  # (N,) bool: positions changed by hand (flags only)

@@ -22,7 +22,21 @@ last block's padding never reaches a composed array.
 A Composer caches, per field, the composed array and which record each block came from:
 moving to a neighbouring record re-copies only the blocks whose record changed (usually
 one). When the store is not a block run, a field is the row's array itself (a view).
-numpy only.
+
+Whole-run views never compose every record in full:
+
+    comp.sources_at(records)               (H, n_blocks) sources of many records at once
+    comp.cells("flags", records, positions)  (H, W) composed values at sampled cells only
+                                             (the overview: a gather, no composed rows)
+    comp.stack("tokens", start, stop)      (stop - start, total_len), walking records in
+                                             order (one block re-copied per record)
+    block_sources(store, rows, b)          (R,) the record each record shows block b from
+    running_sum(store, rows, values, fill) (R,) a per-record sum over each record's block,
+                                             composed over the whole sequence: one cumsum
+                                             of the change each record makes to its block
+
+`composed_records_json` is the compact JSON of a block run (each record's own block, the
+whole text only where asked). numpy only.
 """
 
 from __future__ import annotations
@@ -118,6 +132,93 @@ class Composer:
         """tokens / confidence / score / entropy / flags at `record`, each (total_len,)."""
         return {name: self.field(name, record) for name in COMPOSED_FIELDS}
 
+    def sources_at(self, records: np.ndarray | list[int]) -> np.ndarray:
+        """(H, n_blocks) int64: `sources` of each of `records` (history indices), in one searchsorted."""
+        records = np.asarray(records, dtype=np.int64).reshape(-1)
+        if len(records) and (records.min() < 0 or records.max() >= len(self.rows)):
+            raise IndexError(f"records outside 0..{len(self.rows) - 1}")
+        wanted = np.arange(self.n_blocks, dtype=np.int64)  # (B,)
+        query = wanted[None, :] * self._stride + records[:, None]  # (H, B)
+        pos = np.searchsorted(self._keys, query, side="right") - 1
+        found = self._keys[np.maximum(pos, 0)] if len(self._keys) else np.zeros_like(pos)
+        ok = (pos >= 0) & (found // self._stride == wanted[None, :])
+        return np.where(ok, found % self._stride, -1)
+
+    def cells(self, name: str, records: np.ndarray | list[int], positions: np.ndarray | list[int]) -> np.ndarray:
+        """(H, W) `name` at history records `records` and sequence positions `positions`, composed.
+
+        A gather of the H x W cells alone (no composed rows are built): what the overview
+        samples. Not a block run: the store's own cells.
+        """
+        if name not in COMPOSED_FIELDS:
+            raise KeyError(f"cannot compose {name!r}; one of {', '.join(COMPOSED_FIELDS)}")
+        records = np.asarray(records, dtype=np.int64).reshape(-1)
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        column = self.store.column(name)
+        if not self.layout.is_blocks:
+            return column[np.ix_(self.rows[records], positions)]
+        P, L = self.layout.prefix_len, self.layout.seq_len
+        if len(positions) and (positions.min() < 0 or positions.max() >= self.layout.total_len):
+            raise IndexError(f"positions outside 0..{self.layout.total_len - 1}")
+        in_prefix = positions < P
+        block = np.where(in_prefix, 0, (positions - P) // L)  # (W,)
+        local = np.where(in_prefix, 0, (positions - P) % L)  # (W,)
+        src = self.sources_at(records)[:, block]  # (H, W) history index of each cell's block record
+        values = column[self.rows[np.maximum(src, 0)], local[None, :]]  # (H, W)
+        values[src < 0] = _fill_value(name, self.mask_id)
+        if in_prefix.any():
+            prefix = _prefix_value(name, self.layout.prefix)
+            values[:, in_prefix] = prefix[positions[in_prefix]] if isinstance(prefix, np.ndarray) else prefix
+        return values
+
+    def stack(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """(stop - start, total_len) `name` at history records start..stop-1, composed in order."""
+        stop = len(self.rows) if stop is None else int(stop)
+        if not self.layout.is_blocks:
+            return self.store.column(name)[self.rows[start:stop]]
+        column = self.store.column(name)
+        out = np.empty((max(0, stop - start), self.layout.total_len, *column.shape[2:]), column.dtype)
+        for i, record in enumerate(range(start, stop)):  # one record at a time: each copies its own block
+            out[i] = self.field(name, record)
+        return out
+
+
+def block_sources(store: StepStore, rows: np.ndarray | list[int], block: int) -> np.ndarray:
+    """(R,) int64: for each history record, the index of the last record of `block` at or before
+    it (the record whose values the composed sequence shows in that block); -1 before the block starts."""
+    rows = np.asarray(rows, dtype=np.int64)
+    is_block = store.column("block")[rows] == block
+    return np.maximum.accumulate(np.where(is_block, np.arange(len(rows)), -1)) if len(rows) else np.zeros(0, np.int64)
+
+
+def block_spans(store: StepStore) -> np.ndarray:
+    """(n_blocks,) int64: the real positions of each block (a shorter last block has fewer)."""
+    layout = store.layout
+    return np.array([layout.span(layout.block_offset(b)) for b in range(layout.n_blocks)], dtype=np.int64)
+
+
+def running_sum(store: StepStore, rows: np.ndarray | list[int], values: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """(R,) a per-record sum composed over the whole sequence, for a block run.
+
+    `values` (R,) is each record's sum over its own block (its masks, say) and `fill`
+    (n_blocks,) the sum a block holds before it starts. At record r the whole sequence holds,
+    per block, its last record at or before r (else the fill), so its sum is sum(fill) plus,
+    over records i <= r, values[i] minus what i's block held before i: one cumsum, O(R).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    values = np.asarray(values)
+    fill = np.asarray(fill)
+    if not len(rows):
+        return values[:0]
+    blocks = store.column("block")[rows].astype(np.int64)  # (R,)
+    order = np.argsort(blocks, kind="stable")  # by block, then by record
+    before = np.empty_like(values)
+    sorted_values, sorted_blocks = values[order], blocks[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = sorted_blocks[1:] != sorted_blocks[:-1]  # a block's first record replaces its fill
+    before[order] = np.where(first, fill[sorted_blocks], np.roll(sorted_values, 1))
+    return fill.sum() + np.cumsum(values - before)
+
 
 def compose(store: StepStore, rows: np.ndarray | list[int], record: int, field: str, mask_id: int) -> np.ndarray:
     """(total_len,) `field` of history `rows` at record `record` (one call; use Composer to repeat)."""
@@ -136,33 +237,64 @@ def final_text_ids(store: StepStore, rows: np.ndarray | list[int], mask_id: int)
     return compose(store, rows, len(rows) - 1, "tokens", mask_id)
 
 
-def composed_records_json(store: StepStore, rows: np.ndarray | list[int], vocab: Vocabulary) -> list[dict]:
-    """Records as `generate --json` and `show --json` print them, composed for block runs.
+def composed_masked(store: StepStore, rows: np.ndarray | list[int]) -> np.ndarray:
+    """(R,) int64 masks in the whole sequence at each history record (`n_masked` of a non-block run)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    n_masked = store.column("n_masked")[rows].astype(np.int64)
+    if not store.layout.is_blocks:
+        return n_masked
+    return running_sum(store, rows, n_masked, block_spans(store))  # a block not started: all masked
 
-    Not a block run: `step_store.records_json` as is. A block run:
 
-        {"iteration", "kind", "block", "offset", "text", "masked"}
+def composed_records_json(
+    store: StepStore, rows: np.ndarray | list[int], vocab: Vocabulary, full_text: bool = False
+) -> list[dict]:
+    """Records as `generate --json` and `show --json` print them.
 
-    with "text" the whole sequence at that record (finished blocks, the record's block,
-    then masks as U+2588) and "masked" its mask count.
+    Not a block run: `step_store.records_json` as is (the whole sequence in every record).
+    A block run, compactly (U+2588 for a mask):
+
+        {"iteration", "kind", "block", "offset",
+         "text",           # the record's own block: positions offset .. offset + len(text) - 1;
+                           # after a prompt (layout.prefix), the prompt's text and then the block
+                           # (positions 0 .. P-1, then offset ..), so every record starts with it
+         "masked",         # masks in the whole sequence at this record
+         "block_masked",   # masks in "text"
+         "full_text"}      # the whole sequence composed at this record: only in the last
+                           # record, or in every record with `full_text`
+
+    so a 65,536-token run in blocks of 256 prints each record's 256 characters, not 65,536.
     """
     rows = np.asarray(rows, dtype=np.int64)
     if not store.layout.is_blocks:
         return records_json(store, rows, vocab)
     table = vocab.strings()
+    layout = store.layout
     comp = Composer(store, rows, vocab.mask_id)
     iteration, kind, block, offset = (store.column(n) for n in ("iteration", "kind", "block", "offset"))
+    tokens, own_masked = store.column("tokens"), store.column("n_masked")
+    masked = composed_masked(store, rows)
+    prompt = "".join(table[np.asarray(layout.prefix, dtype=np.int64)]) if layout.prefix else ""
     out = []
-    for i, r in enumerate(rows):
-        ids = comp.field("tokens", i).astype(np.int64)  # (total_len,)
-        out.append(
-            {
-                "iteration": int(iteration[r]),
-                "kind": KINDS[int(kind[r])],
-                "block": int(block[r]),
-                "offset": int(offset[r]),
-                "text": "".join(table[ids]),
-                "masked": int(np.count_nonzero(ids == vocab.mask_id)),
-            }
-        )
+    for i, r in enumerate(rows):  # one dict per record: the JSON form itself
+        off = int(offset[r])
+        record = {
+            "iteration": int(iteration[r]),
+            "kind": KINDS[int(kind[r])],
+            "block": int(block[r]),
+            "offset": off,
+            "text": prompt + "".join(table[tokens[r, : layout.span(off)].astype(np.int64)]),
+            "masked": int(masked[i]),
+            "block_masked": int(own_masked[r]),
+        }
+        if full_text or i == len(rows) - 1:
+            record["full_text"] = "".join(table[comp.field("tokens", i).astype(np.int64)])
+        out.append(record)
     return out
+
+
+def final_text(records: list[dict]) -> str:
+    """The finished text of `composed_records_json` records: the last record's whole sequence."""
+    if not records:
+        return ""
+    return records[-1].get("full_text", records[-1]["text"])

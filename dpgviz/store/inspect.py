@@ -21,6 +21,15 @@ Work is vectorised over positions; the only Python loops run over records (at mo
 few thousand), and whole-run passes go through the rows in chunks, so a 1,000-record x
 65,536-token run never has a full records x positions float array in memory.
 
+Runs made in blocks (`RecordLayout.is_blocks`): position_history, run_series,
+changed_since_previous, commit_records and the overview speak of the WHOLE sequence
+(positions 0..total_len-1) at each record, composed as `store.blocks` does (finished
+blocks, the record's block, masks to come), without composing every record in full:
+the series compose per-record block sums (`store.blocks.running_sum`), the overview
+gathers only its sampled cells (`Composer.cells`), decoding order walks each block's own
+records. history_arrays, sampled_at and last_sampled_records stay per record (a block
+record's own positions).
+
 numpy and dpgviz.core only: no torch, no Pillow, no dearpygui, nothing from export/gui/cli
 (the GUI process, the CLI and the exporters all import it).
 """
@@ -45,8 +54,9 @@ from dpgviz.core.palette import (
     value_levels,
     value_range,
 )
-from dpgviz.core.records import FLAG_MASKED, KINDS
+from dpgviz.core.records import FLAG_MASKED, FLAG_PROMPT, FLAG_PROTECTED, KINDS
 from dpgviz.core.vocab import Vocabulary
+from dpgviz.store.blocks import Composer, block_sources, block_spans, composed_masked, running_sum
 from dpgviz.store.step_store import StepStore
 
 log = logging.getLogger(__name__)
@@ -85,6 +95,25 @@ def _check_pos(store: StepStore, pos: int) -> int:
     return int(pos)
 
 
+def _check_seq_pos(store: StepStore, pos: int) -> int:
+    """A position of the whole sequence (total_len; seq_len unless the run is in blocks)."""
+    n = store.layout.total_len
+    if not 0 <= int(pos) < n:
+        raise IndexError(f"position {pos} outside 0..{n - 1}")
+    return int(pos)
+
+
+def _mask_id(store: StepStore) -> int:
+    """The mask id (for composing block runs); 0 for a store without one and no masks (nothing to fill).
+
+    A store that was not told its mask id finds it from a masked cell once (StepStore.mask_of).
+    """
+    try:
+        return store.mask_of()
+    except ValueError:
+        return 0
+
+
 def _check_record(rows: np.ndarray, record: int) -> int:
     if not 0 <= int(record) < len(rows):
         raise IndexError(f"record {record} outside 0..{len(rows) - 1}")
@@ -106,24 +135,47 @@ def history_arrays(store: StepStore, rows: np.ndarray | list[int], pos: int) -> 
     col = store.column
     tokens = col("tokens")[rows, pos].astype(np.int64)
     is_masked = (col("flags")[rows, pos] & FLAG_MASKED) != 0
-    events = np.where(is_masked, EVENT_MASKED, EVENT_VISIBLE).astype(np.uint8)
-    if len(rows) > 1:
-        was_masked, now_masked = is_masked[:-1], is_masked[1:]
-        later = events[1:]  # a view: writes land in `events`
-        later[was_masked & ~now_masked] = EVENT_UNMASKED
-        later[~was_masked & now_masked] = EVENT_REMASKED
-        later[~was_masked & ~now_masked & (tokens[1:] != tokens[:-1])] = EVENT_CHANGED
     return {
         "confidence": col("confidence")[rows, pos].astype(np.float32),
         "entropy": col("entropy")[rows, pos].astype(np.float32),
         "score": col("score")[rows, pos].astype(np.float32),
         "tokens": tokens,
         "is_masked": is_masked,
-        "events": events,
+        "events": _events(tokens, is_masked),
         "computed": store.has_candidates(rows, pos),
         "iteration": col("iteration")[rows].astype(np.int32),
         "kind": col("kind")[rows].astype(np.uint8),
     }
+
+
+def _events(tokens: np.ndarray, is_masked: np.ndarray) -> np.ndarray:
+    """(R,) uint8 EVENT_* code of each record from a position's tokens and mask bits across them."""
+    events = np.where(is_masked, EVENT_MASKED, EVENT_VISIBLE).astype(np.uint8)
+    if len(tokens) > 1:
+        was_masked, now_masked = is_masked[:-1], is_masked[1:]
+        later = events[1:]  # a view: writes land in `events`
+        later[was_masked & ~now_masked] = EVENT_UNMASKED
+        later[~was_masked & now_masked] = EVENT_REMASKED
+        later[~was_masked & ~now_masked & (tokens[1:] != tokens[:-1])] = EVENT_CHANGED
+    return events
+
+
+def position_sources(store: StepStore, rows: np.ndarray | list[int], pos: int) -> tuple[np.ndarray, int]:
+    """(sources (R,), position within a record) of sequence position `pos` across the records of `rows`.
+
+    sources[i] is the index (into rows) of the record whose values the whole sequence shows
+    at `pos` at record i: i itself in a run in one block; in a block run the last record of
+    pos's block at or before i, -1 before that block starts and for the prompt before the
+    first block (no record holds it: `store.layout.prefix`).
+    """
+    rows, pos = _rows(rows), _check_seq_pos(store, pos)
+    layout = store.layout
+    if not layout.is_blocks:
+        return np.arange(len(rows), dtype=np.int64), pos
+    block, local = layout.block_of(pos)
+    if block < 0:
+        return np.full(len(rows), -1, dtype=np.int64), pos
+    return block_sources(store, rows, block), int(local)
 
 
 def _number(x: float) -> float | None:
@@ -141,12 +193,31 @@ def position_history(store: StepStore, rows: np.ndarray | list[int], pos: int, v
          "top": [[token, prob], ...]}  # stored candidates, most probable first; [] where none
 
     Numbers are rounded to 6 decimals; zero-probability padding of the top-k is left out.
+
+    A block run: `pos` is a position of the whole sequence, and each record describes what
+    the sequence composed at that record holds there (`position_sources`): masked, with no
+    values, before pos's block starts; that block's latest record from then on (its final
+    record once done); the prompt's fixed token before the first block. Each dict then
+    also has "source": the record those values come from (None where none).
     """
-    rows, pos = _rows(rows), _check_pos(store, pos)
+    rows = _rows(rows)
+    if store.layout.is_blocks:
+        return _block_position_history(store, rows, pos, vocab)
+    pos = _check_pos(store, pos)
     arrays = history_arrays(store, rows, pos)
+    return _history_dicts(store, rows, pos, vocab, arrays, mask_states(store.column("flags")[rows, pos]))
+
+
+def _history_dicts(
+    store: StepStore, rows: np.ndarray, pos: int, vocab: Vocabulary, arrays: dict, states: np.ndarray,
+    has_values: np.ndarray | None = None,
+) -> list[dict]:
+    """position_history's dicts from history_arrays-like `arrays` over `rows` (the records the
+    values come from) at record-local `pos`; `has_values` False: a cell no record holds (no top-k)."""
     table = vocab.strings()
-    states = mask_states(store.column("flags")[rows, pos])
     top_ids, top_probs = store.candidates_across(rows, pos)  # (R, K) each, zeros where none
+    if has_values is not None:
+        top_probs[~has_values] = 0
     top_ids, top_probs = top_ids.astype(np.int64), top_probs.astype(np.float32)
     order = np.argsort(-top_probs, axis=1, kind="stable")  # most probable first, ties in stored order
     top_ids = np.take_along_axis(top_ids, order, axis=1)
@@ -169,6 +240,36 @@ def position_history(store: StepStore, rows: np.ndarray | list[int], pos: int, v
                 ],
             }
         )
+    return out
+
+
+def _block_position_history(store: StepStore, rows: np.ndarray, pos: int, vocab: Vocabulary) -> list[dict]:
+    """position_history of a block run: the composed sequence's value at `pos` at each record."""
+    src, local = position_sources(store, rows, pos)
+    has = src >= 0
+    in_prefix = pos < store.layout.prefix_len
+    local = 0 if in_prefix else local  # a prompt position: no record holds it (read, then replaced)
+    source_rows = rows[np.maximum(src, 0)] if len(rows) else rows
+    values = {name: store.column(name)[source_rows, local] for name in ("tokens", "flags", "confidence",
+                                                                         "entropy", "score")}
+    if in_prefix:  # the prompt before the first block: fixed, never predicted
+        values["tokens"] = np.full(len(rows), store.layout.prefix[pos], dtype=np.int64)
+        values["flags"] = np.full(len(rows), FLAG_PROMPT | FLAG_PROTECTED, dtype=np.uint8)
+    else:  # a block not started: masked, no values
+        values["tokens"] = np.where(has, values["tokens"], vocab.mask_id)
+        values["flags"] = np.where(has, values["flags"], FLAG_MASKED).astype(np.uint8)
+    for name in ("confidence", "entropy", "score"):
+        values[name] = np.where(has, values[name].astype(np.float32), np.nan).astype(np.float32)
+    tokens = values["tokens"].astype(np.int64)
+    is_masked = (values["flags"] & FLAG_MASKED) != 0
+    arrays = {
+        "confidence": values["confidence"], "entropy": values["entropy"], "score": values["score"],
+        "tokens": tokens, "is_masked": is_masked, "events": _events(tokens, is_masked),
+        "iteration": store.column("iteration")[rows].astype(np.int32), "kind": store.column("kind")[rows].astype(np.uint8),
+    }
+    out = _history_dicts(store, source_rows, local, vocab, arrays, mask_states(values["flags"]), has)
+    for entry, s in zip(out, src.tolist(), strict=True):
+        entry["source"] = None if s < 0 else int(s)
     return out
 
 
@@ -206,33 +307,29 @@ def last_sampled_records(store: StepStore, rows: np.ndarray | list[int], record:
 
 
 # -- whole run ---------------------------------------------------------------------------------
-def _row_means(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Row means of float32 `values` over `valid` cells (zeroes the rest in place); NaN where a row has none."""
+def _row_sums(values: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sums float64, counts int64) of float32 `values` over `valid` cells per row (zeroes the rest in place)."""
     np.copyto(values, 0.0, where=~valid)
-    n = np.count_nonzero(valid, axis=1)
     # float32 sums are pairwise along a contiguous row: ample for a mean of <= 65,536
     # values, and a float64 accumulator would double the pass's cost.
-    total = values.sum(axis=1, dtype=np.float32).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    return values.sum(axis=1, dtype=np.float32).astype(np.float64), np.count_nonzero(valid, axis=1).astype(np.int64)
 
 
-def run_series(store: StepStore, rows: np.ndarray | list[int]) -> dict[str, np.ndarray]:
-    """Per record of `rows` (float64 arrays of len(rows), plus the x axes):
+def record_sums(store: StepStore, rows: np.ndarray | list[int]) -> dict[str, np.ndarray]:
+    """Per record of `rows`, over the record's own positions (a block run: its block):
 
-        masked_fraction   n_masked / seq_len
-        mean_confidence   mean confidence over visible tokens that have one; NaN if none
-        mean_entropy      mean entropy over positions where it was computed; NaN if none
-        iteration         int32 iteration, record  int64 0..len(rows)-1
+        confidence_sum, confidence_n   float64 sum and int64 count of the confidences of visible tokens
+        entropy_sum, entropy_n         the same for the entropies where computed
 
     Goes through the rows in chunks of ~256K cells (cache-sized: measured fastest, and
-    memory stays bounded). Each record's values depend on that record alone, so a view
-    can extend a cached series with `run_series(store, new_rows)` as records arrive.
+    memory stays bounded). Each record's sums depend on that record alone, so a view can
+    extend cached sums with `record_sums(store, new_rows)` as records arrive and hand
+    them all to `series_from_sums`.
     """
     rows = _rows(rows)
     seq_len = store.layout.seq_len
-    mean_conf = np.full(len(rows), np.nan)
-    mean_entropy = np.full(len(rows), np.nan)
+    out = {k: np.zeros(len(rows), dtype=np.float64 if k.endswith("sum") else np.int64)
+           for k in ("confidence_sum", "confidence_n", "entropy_sum", "entropy_n")}
     flags_col, conf_col, ent_col = store.column("flags"), store.column("confidence"), store.column("entropy")
     chunk = max(1, _SERIES_CHUNK_CELLS // max(1, seq_len))
     for start in range(0, len(rows), chunk):
@@ -241,41 +338,68 @@ def run_series(store: StepStore, rows: np.ndarray | list[int]) -> dict[str, np.n
         confidence = conf_col[part].astype(np.float32)
         valid = np.isfinite(confidence)
         valid &= (flags_col[part] & FLAG_MASKED) == 0
-        mean_conf[sl] = _row_means(confidence, valid)
+        out["confidence_sum"][sl], out["confidence_n"][sl] = _row_sums(confidence, valid)
         entropy = ent_col[part].astype(np.float32)
-        mean_entropy[sl] = _row_means(entropy, np.isfinite(entropy))
+        out["entropy_sum"][sl], out["entropy_n"][sl] = _row_sums(entropy, np.isfinite(entropy))
+    return out
+
+
+def _means(total: np.ndarray, n: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+def series_from_sums(store: StepStore, rows: np.ndarray | list[int], sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`run_series` from `record_sums(store, rows)`: O(len(rows)), no token reads but the scalars."""
+    rows = _rows(rows)
+    total_len = store.layout.total_len
+    if store.layout.is_blocks:  # the whole sequence at each record: compose the block sums
+        none = np.zeros(store.layout.n_blocks)
+        sums = {k: running_sum(store, rows, v, none.astype(v.dtype)) for k, v in sums.items()}
     return {
-        "masked_fraction": store.column("n_masked")[rows].astype(np.float64) / max(1, seq_len),
-        "mean_confidence": mean_conf,
-        "mean_entropy": mean_entropy,
+        "masked_fraction": composed_masked(store, rows).astype(np.float64) / max(1, total_len),
+        "mean_confidence": _means(sums["confidence_sum"], sums["confidence_n"]),
+        "mean_entropy": _means(sums["entropy_sum"], sums["entropy_n"]),
         "iteration": store.column("iteration")[rows].astype(np.int32),
         "record": np.arange(len(rows), dtype=np.int64),
     }
+
+
+def run_series(store: StepStore, rows: np.ndarray | list[int]) -> dict[str, np.ndarray]:
+    """Per record of `rows` (float64 arrays of len(rows), plus the x axes):
+
+        masked_fraction   masks / the sequence's length
+        mean_confidence   mean confidence over visible tokens that have one; NaN if none
+        mean_entropy      mean entropy over positions where it was computed; NaN if none
+        iteration         int32 iteration, record  int64 0..len(rows)-1
+
+    A block run: over the whole sequence composed at each record (blocks not started are
+    masked and hold no values). `record_sums` + `series_from_sums`, which a view can
+    extend as records arrive.
+    """
+    return series_from_sums(store, rows, record_sums(store, rows))
 
 
 def changed_since_previous(store: StepStore, rows: np.ndarray | list[int], record: int) -> np.ndarray:
     """(N,) bool: the token at each position differs from the previous record's (record 0: all False).
 
     Masking and unmasking count as changes (the id becomes or stops being the mask id).
+    A block run: N = total_len, the whole sequences composed at the two records.
     """
     rows = _rows(rows)
     record = _check_record(rows, record)
     if record == 0:
-        return np.zeros(store.layout.seq_len, dtype=bool)
+        return np.zeros(store.layout.total_len, dtype=bool)
+    if store.layout.is_blocks:
+        comp = Composer(store, rows, _mask_id(store))
+        return comp.field("tokens", record) != comp.field("tokens", record - 1)
     tokens = store.column("tokens")
     return tokens[rows[record]] != tokens[rows[record - 1]]
 
 
-def commit_records(store: StepStore, rows: np.ndarray | list[int]) -> np.ndarray:
-    """Decoding order: (N,) int32 index (into rows) of the record from which each position holds
-    its final token for good (never masked or changed after); -1 where the last record is masked.
-
-    Walks back from the last record keeping the positions whose token still equals the
-    final one, and stops once none are left.
-    """
-    rows = _rows(rows)
-    n = store.layout.seq_len
-    commit = np.full(n, -1, dtype=np.int32)
+def _commit_rows(store: StepStore, rows: np.ndarray) -> np.ndarray:
+    """commit_records over records that hold the same positions (a run in one block, or one block's records)."""
+    commit = np.full(store.layout.seq_len, -1, dtype=np.int32)
     if len(rows) == 0:
         return commit
     tokens, flags = store.column("tokens"), store.column("flags")
@@ -287,6 +411,33 @@ def commit_records(store: StepStore, rows: np.ndarray | list[int]) -> np.ndarray
         if not holding.any():
             break
         commit[holding] = i
+    return commit
+
+
+def commit_records(store: StepStore, rows: np.ndarray | list[int]) -> np.ndarray:
+    """Decoding order: (N,) int32 index (into rows) of the record from which each position holds
+    its final token for good (never masked or changed after); -1 where the last record is masked.
+
+    Walks back from the last record keeping the positions whose token still equals the
+    final one, and stops once none are left. A block run: N = total_len; a position's value
+    changes only at its own block's records, so each block walks back over those alone
+    (-1 for a block not started; the prompt before the first block holds from record 0).
+    """
+    rows = _rows(rows)
+    layout = store.layout
+    if not layout.is_blocks:
+        return _commit_rows(store, rows)
+    commit = np.full(layout.total_len, -1, dtype=np.int32)
+    if len(rows) == 0:
+        return commit
+    commit[: layout.prefix_len] = 0
+    blocks = store.column("block")[rows]
+    spans = block_spans(store)
+    for b in np.unique(blocks).tolist():  # one walk per block (at most a few hundred)
+        mine = np.flatnonzero(blocks == b)  # (R_b,) the block's records, in history order
+        local = _commit_rows(store, rows[mine])[: spans[b]]
+        off = layout.block_offset(b)
+        commit[off : off + spans[b]] = np.where(local >= 0, mine[np.maximum(local, 0)], -1)
     return commit
 
 
@@ -366,23 +517,27 @@ def overview_values(
     'changed' is max-pooled over each column's bin of positions instead of sampled (a
     single changed token in 65,536 would otherwise vanish between samples): it reads the
     full token rows of the H sampled records and of the record before each.
+
+    A block run: positions across are the whole sequence (total_len), each cell composed at
+    its record (`Composer.cells`: a gather of the sampled cells, no composed rows), so its
+    cost is that of a run in one block of the same length.
     """
     mode = normalise_mode(mode)
     rows = _rows(rows)
-    n_records, seq_len = len(rows), store.layout.seq_len
+    n_records, seq_len = len(rows), store.layout.total_len
     if n_records == 0:
         raise ValueError("no records to draw")
     if width_px < 1 or height_px < 1:
         raise ValueError(f"overview size must be at least 1x1, got {width_px}x{height_px}")
     records, positions = overview_samples(n_records, seq_len, width_px, height_px)
-    grid = np.ix_(rows[records], positions)
-    flags = store.column("flags")[grid]
+    comp = Composer(store, rows, _mask_id(store) if store.layout.is_blocks else 0)  # the id fills blocks to come
+    flags = comp.cells("flags", records, positions)
     masked = (flags & FLAG_MASKED) != 0
     if mode == "mask-state":
         return Overview(mode, records, positions, mask_states(flags))
     plain = np.where(masked, STATE_MASKED, STATE_VISIBLE).astype(np.uint8)
     if mode in VALUE_MODES:
-        values = store.column(mode)[grid].astype(np.float32)
+        values = comp.cells(mode, records, positions).astype(np.float32)
         return Overview(mode, records, positions, plain, values, value_range(mode, vocab_size))
     if mode == "order":
         commit = commit_records(store, rows)[positions]  # (W,)
@@ -390,17 +545,35 @@ def overview_values(
         values = np.where(settled, commit[None, :].astype(np.float32), np.nan).astype(np.float32)
         return Overview(mode, records, positions, plain, values, (0.0, float(max(1, n_records - 1))))
     # changed: any visible position of the column's bin differs from the previous record
-    tokens = store.column("tokens")
     starts = overview_bins(seq_len, width_px)[:-1]
     changed = np.zeros((len(records), len(positions)), dtype=bool)
     for j, k in enumerate(records):  # one row of the image at a time: O(N) memory
         if k == 0:
             continue
-        row, prev = rows[k], rows[k - 1]
-        diff = (tokens[row] != tokens[prev]) & ((store.column("flags")[row] & FLAG_MASKED) == 0)
-        changed[j] = np.logical_or.reduceat(diff, starts)
+        changed[j] = np.logical_or.reduceat(_changed_visible(store, rows, int(k), comp), starts)
     codes = np.where(changed, 1, np.where(masked, 2, 0)).astype(np.uint8)
     return Overview(mode, records, positions, codes)
+
+
+def _changed_visible(store: StepStore, rows: np.ndarray, k: int, comp: Composer) -> np.ndarray:
+    """(total_len,) bool: visible at record k and another token than at record k - 1 (k >= 1).
+
+    A block run changes only record k's block between the two: that block is compared
+    with what the sequence held there at k - 1 (an earlier record of it, or masks).
+    """
+    tokens, flags = store.column("tokens"), store.column("flags")
+    row = rows[k]
+    if not store.layout.is_blocks:
+        return (tokens[row] != tokens[rows[k - 1]]) & ((flags[row] & FLAG_MASKED) == 0)
+    layout = store.layout
+    block = int(store.column("block")[row])
+    off = layout.block_offset(block)
+    span = layout.span(off)
+    before = int(comp.sources_at([k - 1])[0, block])
+    was = tokens[rows[before], :span] if before >= 0 else np.full(span, comp.mask_id)
+    out = np.zeros(layout.total_len, dtype=bool)
+    out[off : off + span] = (tokens[row, :span] != was) & ((flags[row, :span] & FLAG_MASKED) == 0)
+    return out
 
 
 def overview_rgb(view: Overview) -> np.ndarray:
@@ -430,7 +603,7 @@ def overview_image(
 ) -> np.ndarray:
     """(H, W, 3) uint8 picture of a branch: one row per record (top = record 0), one column per position.
 
-    H = min(len(rows), height_px), W = min(seq_len, width_px): downsampled by nearest-
+    H = min(len(rows), height_px), W = min(total_len, width_px): downsampled by nearest-
     neighbour sampling (see `overview_samples`; 'changed' is max-pooled over positions,
     see `overview_values`), so a 1,000 x 65,536 run costs ~H x W cells, never a full image.
 

@@ -361,8 +361,9 @@ def js_summary(store: StepStore, layer: ScoreLayer, vocab_size: int) -> dict:
         count += int(finite.sum())
         if finite.any():
             pos = int(np.nanargmax(js))
-            if js[pos] > worst[0]:
-                worst = (float(js[pos]), where.get(int(layer.rows[i]), -1), pos)
+            if js[pos] > worst[0]:  # a block run's record holds its block: the position in the whole sequence
+                start = int(store.column("offset")[layer.rows[i]]) if store.layout.is_blocks else 0
+                worst = (float(js[pos]), where.get(int(layer.rows[i]), -1), start + pos)
     return {
         "mean_js": total / count if count else 0.0,
         "mean_js_by_step": by_step,
