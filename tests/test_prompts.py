@@ -98,7 +98,7 @@ def test_every_missing_character_is_named(vocab: Vocabulary) -> None:
 
 def test_a_run_without_prompt_records_the_settings_it_always_did() -> None:
     assert set(GenerationSettings().to_dict()) == {f.name for f in dataclasses.fields(GenerationSettings)} - {
-        "prompt", "template", "chat"
+        "prompt", "template", "chat", "cache", "cache_refresh"  # recorded only when set (issues 22, 23)
     }
     assert GenerationSettings(prompt="x").to_dict()["prompt"] == "x"
     assert prompt_json({"steps": 3}) is None
