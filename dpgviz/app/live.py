@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,8 +33,9 @@ from dpgviz.app.notices import Notices, StoreShown
 from dpgviz.app.runs import Runs
 from dpgviz.core.records import KINDS, RecordLayout
 from dpgviz.core.vocab import Vocabulary
-from dpgviz.ipc.listen import Received, RecordsLogged, RunClosed, RunListener, RunOpened, parse_listen
-from dpgviz.ipc.wire import Bye
+
+if TYPE_CHECKING:  # the listener and its messages load when the window first listens, not at start
+    from dpgviz.ipc.listen import Received, RecordsLogged, RunListener, RunOpened
 from dpgviz.store.step_store import StepStore
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,7 @@ class LiveRuns:
     def __init__(self, doc: Document, runs: Runs, notices: Notices,
                  listener_factory: Callable[[str, int], RunListener] | None = None) -> None:
         self.doc, self.runs, self.notices = doc, runs, notices
-        self.listener_factory = listener_factory or (lambda host, port: RunListener(host, port).start())
+        self.listener_factory = listener_factory or _start_listener
         self.listener: RunListener | None = None
         self.runs_by_client: dict[str, _LiveRun] = {}
         self._waiting: list[Received] = []  # held while the window's own run goes on
@@ -70,6 +72,8 @@ class LiveRuns:
     def listen(self, where: str | int) -> bool:
         """Listen on `where` ('PORT' or 'HOST:PORT'; 127.0.0.1 by default); False and a message when it cannot."""
         try:
+            from dpgviz.ipc.listen import parse_listen
+
             host, port = parse_listen(where)
             listener = self.listener_factory(host, port)
         except (ValueError, OSError) as exc:
@@ -98,6 +102,9 @@ class LiveRuns:
         if not self._waiting or self.runs.is_running:
             return
         items, self._waiting = self._waiting, []
+        from dpgviz.ipc.listen import RecordsLogged, RunClosed, RunOpened
+        from dpgviz.ipc.wire import Bye
+
         for item in items:
             msg = item.message
             if isinstance(msg, RunOpened):
@@ -151,6 +158,8 @@ class LiveRuns:
         if run is None:
             return
         run.is_open = False
+        from dpgviz.ipc.listen import RunClosed
+
         how = "closed" if isinstance(msg, RunClosed) else "went away"
         self.notices.say(f"The recorder {run.who} {how}: {run.n_records} records.")
 
@@ -160,6 +169,12 @@ class LiveRuns:
             self.listener = None
         for run in self.runs_by_client.values():
             run.is_open = False
+
+
+def _start_listener(host: str, port: int) -> RunListener:
+    from dpgviz.ipc.listen import RunListener
+
+    return RunListener(host, port).start()
 
 
 def _check(run: _LiveRun, msg: RecordsLogged) -> str | None:

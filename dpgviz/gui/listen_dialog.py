@@ -11,7 +11,7 @@ import dearpygui.dearpygui as dpg
 
 from dpgviz.app.workspace import Workspace
 from dpgviz.gui.status import INFO_COLOR
-from dpgviz.ipc.listen import DEFAULT_PORT
+from dpgviz.ipc import LISTEN_PORT as DEFAULT_PORT  # not ipc.listen: it loads when the window listens
 
 HELP = (
     "In your sampler:  rec = dpgviz.Recorder(vocab, mask_id, length, connect=\"127.0.0.1:PORT\")\n"

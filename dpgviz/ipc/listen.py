@@ -49,13 +49,13 @@ from pathlib import Path
 from typing import Any
 
 from dpgviz.core.paths import cache_dir
-from dpgviz.ipc import wire
+from dpgviz.ipc import LISTEN_PORT, wire
 from dpgviz.ipc.messages import Command, Event
 from dpgviz.ipc.wire import Bye, Hello, Ping, Refused, Welcome
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 5560  # next to the remote worker's 5557
+DEFAULT_PORT = LISTEN_PORT  # next to the remote worker's 5557
 POLL_MS = 100  # the thread looks at its stop flag this often when nothing comes
 MAX_FRAME_BYTES = 1 << 30
 RCVHWM = 100_000  # messages; the thread reads as fast as they come, so this only bounds a burst
