@@ -328,6 +328,10 @@ class WorkerClient:
             raise RingError(f"run {event.run_id}: record {event.seq} arrived, expected {run.n_taken}")
         arrays = run.ring.take(event.slot, event.seq)  # copies, then frees the slot for the worker
         run.n_taken += 1
+        if store is not None and not run.is_store_mismatch and run.branch not in store.branches:
+            run.is_store_mismatch = True  # its branch went (deleted, or another store took its place)
+            log.info("run %d: its branch %r is gone; stopping it", event.run_id, run.branch)
+            self.stop(event.run_id)
         if store is None or run.is_store_mismatch:
             event.arrays = arrays
         else:
