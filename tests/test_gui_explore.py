@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gui_frames import grab
 
 HAS_DISPLAY = bool(os.environ.get("DISPLAY"))
 IN_SCENARIO = os.environ.get("DPGVIZ_EXPLORE_SCENARIO") == "1"
@@ -57,41 +58,12 @@ def app(tmp_path_factory: pytest.TempPathFactory):
     app.close()
 
 
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = Path(os.environ.get("DPGVIZ_SHOTS") or tmp_path_factory.mktemp("shots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 def run_until(app, condition: Callable[[], bool], timeout_s: float = 90.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, f"timed out; status: {app.status.text!r}"
         assert app.frame(), "the window closed"
     app.frame()
-
-
-def grab(app, path: Path) -> np.ndarray:
-    """The whole viewport (H, W, 3) of the next rendered frame, saved at `path`."""
-    import dearpygui.dearpygui as dpg
-    from PIL import Image
-
-    path.unlink(missing_ok=True)
-    for _ in range(3):
-        app.frame()
-    dpg.output_frame_buffer(file=str(path))
-    size = (dpg.get_viewport_client_width(), dpg.get_viewport_client_height())
-    for _ in range(50):
-        app.frame()
-        try:
-            with Image.open(path) as im:
-                im.load()
-                if im.size == size:
-                    return np.asarray(im.convert("RGB"))
-        except (OSError, SyntaxError):
-            time.sleep(0.02)
-    raise AssertionError(f"no complete {size} frame in {path}")
 
 
 def region(app, frame: np.ndarray, item: int | str) -> np.ndarray:

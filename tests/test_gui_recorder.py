@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import pytest
+from gui_frames import grab
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_DISPLAY = bool(os.environ.get("DISPLAY"))
@@ -101,41 +101,12 @@ def app(state):
     app.close()
 
 
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = Path(os.environ.get("DPGVIZ_SHOTS") or tmp_path_factory.mktemp("shots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 def run_until(app, condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, f"timed out; status: {app.status.text!r}"
         assert app.frame(), "the window closed"
     app.frame()
-
-
-def grab(app, path: Path) -> np.ndarray:
-    """The whole viewport (H, W, 3) of the next rendered frame, saved at `path`."""
-    import dearpygui.dearpygui as dpg
-    from PIL import Image
-
-    path.unlink(missing_ok=True)
-    for _ in range(3):
-        app.frame()
-    dpg.output_frame_buffer(file=str(path))
-    size = (dpg.get_viewport_client_width(), dpg.get_viewport_client_height())
-    for _ in range(50):
-        app.frame()
-        try:
-            with Image.open(path) as im:
-                im.load()
-                if im.size == size:
-                    return np.asarray(im.convert("RGB"))
-        except (OSError, SyntaxError):
-            time.sleep(0.02)
-    raise AssertionError(f"no complete {size} frame in {path}")
 
 
 def stream(state, out: Path, where: str, n: int, pause_s: float) -> subprocess.Popen:

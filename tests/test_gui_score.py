@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gui_frames import grab
 
 HAS_DISPLAY = bool(os.environ.get("DISPLAY"))
 IN_SCENARIO = os.environ.get("DPGVIZ_SCORE_SCENARIO") == "1"
@@ -57,13 +58,6 @@ def app(models: tuple[Path, Path]):
     app.close()
 
 
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = Path(os.environ.get("DPGVIZ_SHOTS") or tmp_path_factory.mktemp("shots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 def run_until(app, condition: Callable[[], bool], timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -71,28 +65,6 @@ def run_until(app, condition: Callable[[], bool], timeout_s: float = 120.0) -> N
         assert app.frame(), "the window closed"
         time.sleep(0.01)
     app.frame()
-
-
-def grab(app, path: Path) -> np.ndarray:
-    """The whole viewport (H, W, 3) of the next rendered frame, saved at `path`."""
-    import dearpygui.dearpygui as dpg
-    from PIL import Image
-
-    path.unlink(missing_ok=True)
-    for _ in range(3):
-        app.frame()
-    dpg.output_frame_buffer(file=str(path))
-    size = (dpg.get_viewport_client_width(), dpg.get_viewport_client_height())
-    for _ in range(50):
-        app.frame()
-        try:
-            with Image.open(path) as im:
-                im.load()
-                if im.size == size:
-                    return np.asarray(im.convert("RGB"))
-        except (OSError, SyntaxError):
-            time.sleep(0.02)
-    raise AssertionError(f"no complete {size} frame in {path}")
 
 
 def region(frame: np.ndarray, item: int | str) -> np.ndarray:
