@@ -250,6 +250,34 @@ def test_a_listening_workspace_takes_the_stream_and_a_recorder_without_a_viewer_
         assert len(session.store) == 3
 
 
+def test_deleting_a_branch_of_a_live_recording_keeps_the_others_streaming(tmp_path: Path) -> None:
+    pytest.importorskip("zmq")
+    from dpgviz.app.workspace import Workspace
+
+    def frames(ws: Workspace, condition) -> None:
+        deadline = time.monotonic() + 20
+        while not condition() and time.monotonic() < deadline:
+            ws.update(0.01)
+            time.sleep(0.01)
+        assert condition()
+
+    with Workspace() as ws:
+        assert ws.live.listen("127.0.0.1:0")
+        with Recorder(VOCAB, MASK, 16, path=tmp_path / "live.dpgviz", model="toy", connect=ws.live.address) as rec:
+            x = np.full((2, 16), MASK)
+            rec.log(x)
+            frames(ws, lambda: ws.store is not None and len(ws.store) == 2)
+            first, second = ws.store.branch_order
+            assert ws.edits.delete_branch(second)  # while its recorder goes on logging both rows
+            for i in range(16):
+                x[:, i] = i % len(VOCAB)
+                rec.log(x)
+        frames(ws, lambda: not ws.live.is_live)
+        store = ws.store
+        assert list(store.branches) == [first] and len(store.rows(first)) == 17
+        assert ws.vocab.decode(store.get("tokens", int(store.rows(first)[-1]))) == "abcdefghijklmnop"
+
+
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     transformers = pytest.importorskip("transformers")

@@ -380,3 +380,27 @@ def test_bench_transport_measures_both_ways_small() -> None:
     for way in ("shm", "tcp", "tcp_window_side"):
         assert result[way]["records_per_s"] > 0 and result[way]["mb_per_s"] > 0, result
     assert result["tcp_vs_shm"] == result["tcp"]["records_per_s"] / result["shm"]["records_per_s"]
+
+
+def test_deleting_the_running_branch_stops_the_remote_run_and_drops_its_late_records(server: Server) -> None:
+    from dpgviz.app.workspace import Workspace
+
+    with Workspace() as ws:
+        assert ws.runs.connect(str(server.path))
+        _until(ws, lambda: ws.model_info is not None)
+        settings = GenerationSettings(length=64, steps=3)
+        assert ws.runs.start(settings)
+        _until(ws, lambda: not ws.is_running)
+        kept = list(ws.store.branches)
+        ws.view.record = 2
+        assert ws.runs.continue_from(GenerationSettings(length=64, steps=3000, seed=4))
+        branch = ws.runs.live_branch
+        _until(ws, lambda: len(ws.store.history(branch)) > 10)
+        assert ws.edits.delete_branch(branch)  # records already relayed are still on the way
+        _until(ws, lambda: not ws.is_running)  # update() drops them without a KeyError
+        for _ in range(20):
+            ws.update(0.01)
+        assert branch not in ws.store.branches and list(ws.store.branches) == kept
+        assert ws.runs.start(settings)  # the server still serves this client
+        _until(ws, lambda: not ws.is_running)
+        assert len(ws.store.history(ws.store.branch_order[-1])) == record_count(settings.steps)

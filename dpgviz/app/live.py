@@ -150,7 +150,8 @@ class LiveRuns:
             self.runs_by_client.pop(client, None)
             return
         for b, branch in enumerate(run.branches):  # B rows: the run's sibling branches
-            run.store.append(msg.scalars[b], {name: arr[b] for name, arr in msg.arrays.items()}, branch)
+            if branch in run.store.branches:  # one the user deleted while it records takes no more
+                run.store.append(msg.scalars[b], {name: arr[b] for name, arr in msg.arrays.items()}, branch)
         run.n_records += 1
 
     def _end(self, client: str, msg: object) -> None:

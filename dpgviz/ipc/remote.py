@@ -354,6 +354,11 @@ class RemoteClient:
             return self._fail_run(run, f"run {event.run_id}, record {event.seq}: {problem}")
         run.n_taken += 1
         self._taken_bytes += sum(a.nbytes for a in event.arrays.values())
+        if store is not None and run.branch not in store.branches:  # deleted, or another store took its place
+            log.info("run %d: its branch %r is gone; stopping it", event.run_id, run.branch)
+            run.is_failed = True  # quietly: what still comes for it is dropped (as a stopped run's)
+            self.stop(run.run_id)
+            return []
         if store is None:
             event.arrays = {k: np.array(v) for k, v in event.arrays.items()}  # own memory, writable
         else:
