@@ -371,3 +371,44 @@ def test_runner_returns_the_store_of_one_run(ckpt: Path):
     assert len(store.branches[branch].rows) == summary["n_records"] == 7
     assert sum(isinstance(e, StepReady) for e in seen) == 7
     assert summary["latency_ms_median"] is not None
+
+
+def test_poll_with_max_events_takes_a_few_at_a_time_and_the_worker_exit_after_all_records():
+    """The remote server relays with poll(None, max_events=...): a batch a turn, the rest next time,
+    and a worker that died after writing its records is reported only once they are all taken."""
+    from dpgviz.bench.transport import _synthetic_client
+
+    client = _synthetic_client()
+    try:
+        client.load_model(None)
+        poll_until(client, (ModelLoaded,))
+        settings = GenerationSettings(length=64, steps=50)
+        store, branch = new_store(settings, client)
+        run_id = client.start_run(settings, branch)
+        events: list[Event] = []
+        deadline = time.monotonic() + 10
+        while not any(isinstance(e, RunStarted) for e in events):  # attach, and leave the records in the pipe
+            assert time.monotonic() < deadline
+            events += client.poll(store, max_events=1)
+            time.sleep(0.001)
+        assert len(events) <= 2
+        while len(segments(client.ring_name(run_id))) and time.monotonic() < deadline:
+            time.sleep(0.02)  # unlinked by the worker once attached: it is writing its records
+        time.sleep(0.5)  # all 101 written (the ring has room for every one) and waiting in the pipe
+        os.kill(client.pid, signal.SIGKILL)
+        sizes: list[int] = []
+        deadline = time.monotonic() + 10
+        while not any(isinstance(e, WorkerDied) for e in events):
+            assert time.monotonic() < deadline
+            got = client.poll(store, max_events=8)
+            if got:
+                sizes.append(len(got))
+                events += got
+            else:
+                time.sleep(0.005)  # the kill is not seen at once
+        steps = [e for e in events if isinstance(e, StepReady)]
+        assert max(sizes) <= 9 and sizes.count(8) >= 5  # (a RunStarted can come with the eighth)
+        assert [e.seq for e in steps] == list(range(101 - len(steps), 101)) and len(store) == 101
+        assert isinstance(events[-1], WorkerDied) and isinstance(events[-2], RunFinished)
+    finally:
+        client.close()

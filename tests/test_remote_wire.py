@@ -26,26 +26,34 @@ from dpgviz.ipc.messages import (
     StepReady,
     StopRun,
 )
-from dpgviz.ipc.ring import slot_dtype
+from dpgviz.ipc.ring import SlotRecord, slot_dtype
 
 KEY = "ab" * 32
 SIGNER = wire.Signer(KEY)
 
 
-def slot_record(seq_len: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
-    """A record's arrays as the server has them: views of one copied ring slot (ipc.ring.Ring.take)."""
+def slot_block(seq_len: int = 64, seed: int = 0) -> np.ndarray:
+    """A ring slot's one-element structured copy, filled with random values."""
     layout = RecordLayout(seq_len=seq_len, top_k=8, n_ids=66)
     private = np.zeros(1, slot_dtype(layout))
     rng = np.random.default_rng(seed)
     for name in private.dtype.names:
         field = private[name]
         field[...] = rng.integers(0, 60, field.shape).astype(field.dtype)
+    return private
+
+
+def slot_record(seq_len: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
+    """A record's arrays as views of one copied ring slot, in a plain dict (each field's place is checked)."""
+    private = slot_block(seq_len, seed)
     return {name: private[name][0] for name in private.dtype.names}
 
 
-def step(seq_len: int = 64, seed: int = 0) -> StepReady:
+def step(seq_len: int = 64, seed: int = 0, is_slot: bool = False) -> StepReady:
+    """A StepReady as the server relays it: `is_slot`, its arrays as ipc.ring.Ring.take returns them."""
     scalars = {"iteration": 3, "kind": 1, "target_masks": 9, "n_masked": 9, "forward_passes": 4, "offset": 0, "block": 0}
-    return StepReady(7, 2, 5, scalars, 12.5, None, slot_record(seq_len, seed))
+    arrays = SlotRecord(slot_block(seq_len, seed)) if is_slot else slot_record(seq_len, seed)
+    return StepReady(7, 2, 5, scalars, 12.5, None, arrays)
 
 
 def roundtrip(message, accepted=wire.EVENT_TYPES):
@@ -60,8 +68,9 @@ def resign(frames: list, header: dict) -> list:
     return [wire.MAGIC, SIGNER.sign(body), *body]
 
 
-def test_a_step_record_round_trips_exactly() -> None:
-    sent = step()
+@pytest.mark.parametrize("is_slot", [False, True], ids=["dict", "slot"])
+def test_a_step_record_round_trips_exactly(is_slot: bool) -> None:
+    sent = step(is_slot=is_slot)
     got = roundtrip(sent)
     assert isinstance(got, StepReady) and (got.run_id, got.slot, got.seq, got.t_written) == (7, 2, 5, 12.5)
     assert got.scalars == sent.scalars
@@ -69,14 +78,32 @@ def test_a_step_record_round_trips_exactly() -> None:
         assert got.arrays[name].dtype == arr.dtype and np.array_equal(got.arrays[name], arr), name
 
 
-def test_a_records_arrays_travel_as_one_uncopied_buffer() -> None:
-    sent = step()
+@pytest.mark.parametrize("is_slot", [False, True], ids=["dict", "slot"])
+def test_a_records_arrays_travel_as_one_uncopied_buffer(is_slot: bool) -> None:
+    sent = step(is_slot=is_slot)
     frames = wire.encode(sent, SIGNER, "s", 1)
     assert len(frames) == 4  # magic, signature, header, and the one slot
     base = next(iter(sent.arrays.values())).base
     assert np.shares_memory(frames[3], base)  # sent as it lies: no copy
     header = json.loads(frames[2])
     assert "__record__" in header["items"][0]["fields"]["arrays"]
+
+
+def test_a_slot_record_is_read_only() -> None:
+    arrays = SlotRecord(slot_block())
+    for change in (lambda: arrays.update(tokens=arrays["score"]), lambda: arrays.pop("tokens"),
+                   lambda: arrays.__setitem__("tokens", arrays["flags"]), lambda: arrays.clear()):
+        with pytest.raises(TypeError):
+            change()
+    assert set(arrays) == set(arrays.block.dtype.names)
+
+
+def test_views_of_a_slot_under_each_others_names_arrive_as_named() -> None:
+    sent = step()
+    sent.arrays["confidence"], sent.arrays["score"] = sent.arrays["score"], sent.arrays["confidence"]
+    got = roundtrip(sent)
+    for name in ("confidence", "score"):
+        assert np.array_equal(got.arrays[name], sent.arrays[name]), name
 
 
 def test_the_header_is_json_and_nothing_is_pickled() -> None:

@@ -272,8 +272,9 @@ class WorkerClient:
             self._send(StopRun(run_id))
 
     # -- events ----------------------------------------------------------------------
-    def poll(self, store: StepStore | None = None) -> list[Event]:
-        """Every event that has arrived, without blocking; StepReady records go into `store`."""
+    def poll(self, store: StepStore | None = None, max_events: int | None = None) -> list[Event]:
+        """Every event that has arrived (at most about `max_events`: the rest on the next call),
+        without blocking; StepReady records go into `store`."""
         events: list[Event] = []
         if self._process is None or not self._ready.poll(0):  # one syscall when nothing happened
             return events
@@ -283,6 +284,8 @@ class WorkerClient:
         try:
             while any(fd == events_fd for fd, _ in self._ready.poll(0)):  # data, or EOF once the worker is gone
                 events.extend(self._on_event(self._events.recv(), store))
+                if max_events is not None and len(events) >= max_events:
+                    return events  # the rest, and the worker's exit if it came, on the next call
         except (EOFError, OSError):
             is_eof = True
         if was_dead or is_eof:

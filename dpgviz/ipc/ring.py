@@ -135,6 +135,22 @@ def default_n_slots(layout: RecordLayout, budget_bytes: int = 32 << 20, max_slot
     return int(max(4, min(max_slots, budget_bytes // per_slot)))
 
 
+class SlotRecord(dict):
+    """A record taken from a slot: {field: view} into `block`, the slot's one-element structured copy.
+    Read-only, so the views and the block stay one: ipc.wire sends the block as one buffer without
+    checking each field's place again (a dict built any other way is checked field by field)."""
+
+    def __init__(self, block: np.ndarray) -> None:
+        super().__init__((name, block[name][0]) for name in block.dtype.names)
+        self.block = block
+
+    def _read_only(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("a SlotRecord is read-only; copy it into a dict to change it")
+
+    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _read_only  # type: ignore[assignment]
+    __ior__ = _read_only  # type: ignore[assignment]
+
+
 class Ring:
     """A run's slots in one shared-memory block. Worker: `create`, `write`; GUI: `attach`, `take`."""
 
@@ -253,7 +269,7 @@ class Ring:
         _fence()
         self._attached[0] = 1
 
-    def take(self, slot: int, seq: int) -> dict[str, np.ndarray]:
+    def take(self, slot: int, seq: int) -> SlotRecord:
         """Copy record `seq` out of `slot` and release the slot (WRITTEN -> READ)."""
         self._check_open()
         state, held = int(self._state[slot]), int(self._seq[slot])
@@ -262,7 +278,7 @@ class Ring:
         private = self._slots[slot : slot + 1].copy()  # one memcpy of the slot; nothing below views shm
         _fence()
         self._state[slot] = READ
-        return {name: private[name][0] for name in private.dtype.names}
+        return SlotRecord(private)
 
     # -- lifetime --------------------------------------------------------------------
     def _check_open(self) -> None:

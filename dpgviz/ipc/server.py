@@ -423,10 +423,12 @@ class WorkerServer:
 
     # -- worker -> client ----------------------------------------------------------------------
     def _relay(self) -> None:
-        """The worker's events since the last turn, to the client in batches of BATCH_ITEMS (one message each)."""
+        """Up to BATCH_ITEMS of the worker's events, to the client in messages of at most BATCH_BYTES of
+        records. One batch a turn: it is sent (_flush) before the next is read, so the client takes
+        records while the worker writes more, and what waits here stays within OUTBOX_MAX and the window."""
         batch: list[Event] = []
         size = 0
-        for event in self.source.poll(None):
+        for event in self.source.poll(None, max_events=BATCH_ITEMS):
             if isinstance(event, WorkerDied):
                 self._queue(*batch)
                 self._on_worker_died(event)

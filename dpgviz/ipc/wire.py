@@ -62,6 +62,7 @@ from dpgviz.core.discovery import ModelEntry
 from dpgviz.core.model_info import ModelInfo
 from dpgviz.ipc import messages
 from dpgviz.ipc.messages import Command, Event
+from dpgviz.ipc.ring import SlotRecord
 
 MAGIC = b"dpgviz/1"
 SIGNATURE_BYTES = 64  # hex of a SHA-256 digest
@@ -192,6 +193,7 @@ class _Packer:
         self.records: list[list] = []
         self._buffer_of: dict[int, int] = {}
         self._record_of: dict[tuple, int] = {}
+        self._slot_layout_of: dict[np.dtype, int] = {}
 
     def _buffer(self, block: np.ndarray) -> int:
         index = self._buffer_of.get(id(block))
@@ -216,6 +218,8 @@ class _Packer:
 
     def record(self, arrays: dict) -> list | None:
         """[buffer, offset, layout] for a dict of arrays lying in one block, else None."""
+        if type(arrays) is SlotRecord:  # a ring slot's copy: its block's dtype says where each field lies
+            return self._slot_record(arrays.block)
         base = next(iter(arrays.values())).base
         if not isinstance(base, np.ndarray) or base.base is not None or not base.flags.c_contiguous:
             return None
@@ -236,6 +240,17 @@ class _Packer:
             layout = self._record_of[key] = len(self.records)
             self.records.append([base.nbytes, [[n, d, list(sh), o] for n, d, sh, o in fields]])
         return [self._buffer(base), 0, layout]
+
+
+    def _slot_record(self, block: np.ndarray) -> list:
+        layout = self._slot_layout_of.get(block.dtype)
+        if layout is None:
+            fields = block.dtype.fields
+            layout = self._slot_layout_of[block.dtype] = len(self.records)
+            self.records.append([block.dtype.itemsize, [
+                [name, fields[name][0].base.str, list(fields[name][0].shape), fields[name][1]] for name in block.dtype.names
+            ]])
+        return [self._buffer(block), 0, layout]
 
 
 def _to_json(value: Any, packer: _Packer) -> Any:
