@@ -96,3 +96,39 @@ def test_default_length_is_capped_at_block_size(tiny):
     out = run("generate", "--model", str(tiny), "--steps", "3", "--json", "--device", "cpu")
     assert out.returncode == 0, out.stderr
     assert len(json.loads(out.stdout)["final_text"]) == 64  # the tiny model's block size, not 1024
+
+
+def test_each_command_is_found_in_its_module_and_the_window_imports_none() -> None:
+    from dpgviz.cli import COMMAND_MODULES, MODULE_ORDER, command_module, command_named
+
+    for name in MODULE_ORDER:  # the table lists exactly what each module registers (and `open`, the window's)
+        listed = {c for c, m in COMMAND_MODULES.items() if m == name and c != "open"}
+        assert listed == set(command_module(name).COMMANDS), name
+    assert command_named(["--model", "generate", "-v"]) is None  # an option's value is no command
+    assert command_named(["-v", "--device", "cpu", "score", "--model", "x"]) == "score"
+    code = (
+        "import sys\n"
+        "from dpgviz.cli import parser_for\n"
+        "args = parser_for(['--model', 'm', '-v']).parse_args(['--model', 'm', '-v'])\n"
+        "assert args.command is None and args.model == 'm'\n"
+        "print(sorted(m for m in sys.modules if m.startswith('dpgviz.cli.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['dpgviz.cli.common']"
+
+
+def test_an_unknown_command_lists_every_command() -> None:
+    out = run("frobnicate")
+    assert out.returncode == 2
+    for name in ("generate", "worker", "bench", "score", "verify", "open"):
+        assert f"'{name}'" in out.stderr
+
+
+def test_the_package_version_is_the_projects() -> None:
+    import tomllib
+
+    import dpgviz
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert dpgviz.__version__ == project["version"]  # Help > About and session files say __version__

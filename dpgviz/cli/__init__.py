@@ -11,11 +11,13 @@ Bad input ends with a one-line reason on stderr and a non-zero exit status.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
+from collections.abc import Iterable, Sequence
+from types import ModuleType
 
 from dpgviz import bench
-from dpgviz.cli import compare, explore, runs, score, sessions, verify, worker
 from dpgviz.cli.common import UserError
 from dpgviz.core.settings import DEVICES, DTYPES, SettingsError
 
@@ -24,8 +26,38 @@ log = logging.getLogger("dpgviz")
 
 __all__ = ["UserError", "build_parser", "main"]
 
+# Each command's module (dpgviz.cli.NAME), imported when the command runs or --help lists them all:
+# `python main.py` opens the window without importing any of them (first frame ~15 ms sooner).
+COMMAND_MODULES: dict[str, str] = {
+    "generate": "runs", "inspect": "runs", "models": "runs", "train": "runs", "evaluate": "runs",
+    "worker": "worker", "compare": "compare", "explore": "explore",
+    "branch": "sessions", "show": "sessions", "export": "sessions", "open": "sessions",
+    "score": "score", "verify": "verify",
+}
+MODULE_ORDER = ("runs", "worker", "compare", "explore", "sessions", "score", "verify")  # --help's order
+_VALUED_OPTIONS = frozenset({"--models-dir", "--model", "--device", "--dtype", "--connect", "--key", "--listen-runs"})
 
-def build_parser() -> argparse.ArgumentParser:
+
+def command_module(name: str) -> ModuleType:
+    return importlib.import_module(f"dpgviz.cli.{name}")
+
+
+def command_named(argv: Sequence[str]) -> str | None:
+    """The command word in `argv` (the first word that is no top-level option nor its value); None: the window."""
+    tokens = iter(argv)
+    for token in tokens:
+        if token == "--":
+            return next(tokens, None)
+        if token.startswith("-"):
+            if token in _VALUED_OPTIONS:
+                next(tokens, None)
+            continue
+        return token
+    return None
+
+
+def build_parser(modules: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The command-line parser with the commands of `modules` (None: every command)."""
     # allow_abbrev=False: a subcommand's --mode must not read as an abbreviation of --model here
     parser = argparse.ArgumentParser(
         prog="dpgviz", description="Visualize masked-diffusion language models.", allow_abbrev=False
@@ -46,15 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command")
-    runs.add_parsers(sub)
-    worker.add_parsers(sub)
-    compare.add_parsers(sub)
-    explore.add_parsers(sub)
-    bench.add_parser(sub)
-    sessions.add_parsers(sub)
-    score.add_parsers(sub)
-    verify.add_parsers(sub)
+    wanted = set(MODULE_ORDER if modules is None else modules)
+    for name in MODULE_ORDER:
+        if name in wanted:
+            command_module(name).add_parsers(sub)
+        if name == "explore" and (modules is None or "bench" in wanted):
+            bench.add_parser(sub)
     return parser
+
+
+def parser_for(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser `argv` needs: the window's options alone, one command's module, or all (help, an unknown word)."""
+    command = command_named(argv)
+    if command is None and not {"-h", "--help"} & set(argv):
+        return build_parser(())
+    if command == "bench":
+        return build_parser(("bench",))
+    if command in COMMAND_MODULES:
+        return build_parser((COMMAND_MODULES[command],))
+    return build_parser()  # argparse's help, or its "invalid choice" listing every command
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -87,17 +129,14 @@ def cmd_gui(args: argparse.Namespace, session: str | None = None) -> int:
     return 0
 
 
-COMMANDS = {
-    **runs.COMMANDS, **compare.COMMANDS, **explore.COMMANDS, **sessions.COMMANDS, **worker.COMMANDS, "bench": cmd_bench,
-    **score.COMMANDS, **verify.COMMANDS,
-}
 
 
 def main(argv: list[str] | None = None) -> int:
     from dpgviz.core.determinism import set_reproducible_env
 
     set_reproducible_env()  # before torch loads, here and in the workers this process starts
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser_for(argv).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s",
@@ -111,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_gui(args)
         if args.command == "open":
             return cmd_gui(args, session=args.file)
-        return COMMANDS[args.command](args)
+        if args.command == "bench":
+            return cmd_bench(args)
+        return command_module(COMMAND_MODULES[args.command]).COMMANDS[args.command](args)
     except user_errors as exc:
         sys.stderr.write(f"dpgviz: {exc}\n")
         return 2
