@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ from dpgviz.core.discovery import ModelEntry, model_file
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.store.layers import ScoreLayer, js_bits, js_summary, layer_of, put_layer, scale_top
 from dpgviz.store.session import Progress, SessionError, checkpoint_sha256, open_session, save_session
+from dpgviz.store.step_store import StepStore
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +118,7 @@ class ModelTools:
             raise CommandError(reason)
         return proc.returncode, out
 
-    def _snapshot_file(self) -> tuple[Path, object] | None:
+    def _snapshot_file(self) -> tuple[Path, Callable[[], Path]] | None:
         """Save the records shown to a temporary session (job thread does the writing); None: said why."""
         snapshot = self.files.snapshot()
         if snapshot is None:
@@ -182,20 +184,28 @@ class ModelTools:
         self.jobs.start(f"comparing {len(entries)} models", work, done)
         return True
 
-    # -- score -----------------------------------------------------------------------------
-    def score(self, entry: ModelEntry, branch: str | None = None) -> bool:
-        """Score `branch` (default: the one shown) with the model of `entry` (a layer of that branch)."""
+    def _branch_job(self, verb: str, branch: str | None) -> tuple[str, StepStore, Path, Callable[[], Path]] | None:
+        """(branch, store, snapshot path, its writer) for a command on `branch` (default: the one shown);
+        None, with a message, when there is no such branch or another command is running."""
         branch = self.doc.view.branch if branch is None else branch
         store = self.doc.store
         if store is None or branch not in store.branches:
-            self.notices.say("Nothing to score: generate a run or open a session.", is_error=True)
-            return False
+            self.notices.say(f"Nothing to {verb}: generate a run or open a session.", is_error=True)
+            return None
         if not self._can_start():
-            return False
+            return None
         snap = self._snapshot_file()
         if snap is None:
+            return None
+        return (branch, store, *snap)
+
+    # -- score -----------------------------------------------------------------------------
+    def score(self, entry: ModelEntry, branch: str | None = None) -> bool:
+        """Score `branch` (default: the one shown) with the model of `entry` (a layer of that branch)."""
+        ready = self._branch_job("score", branch)
+        if ready is None:
             return False
-        path, write = snap
+        branch, store, path, write = ready
         scored = path.with_name(path.stem + "-scored.dpgviz")
         vocab_size = self.doc.vocab.size if self.doc.vocab is not None else 0
 
@@ -285,17 +295,10 @@ class ModelTools:
     # -- verify ----------------------------------------------------------------------------
     def verify(self, branch: str | None = None) -> bool:
         """Re-run `branch` (default: the one shown) with the model that made it; say if it is identical."""
-        branch = self.doc.view.branch if branch is None else branch
-        store = self.doc.store
-        if store is None or branch not in store.branches:
-            self.notices.say("Nothing to verify: generate a run or open a session.", is_error=True)
+        ready = self._branch_job("verify", branch)
+        if ready is None:
             return False
-        if not self._can_start():
-            return False
-        snap = self._snapshot_file()
-        if snap is None:
-            return False
-        path, write = snap
+        branch, _, path, write = ready
         args = ["verify", str(path), "--branch", branch, "--json"]
         if self.models_dir:
             args += ["--models-dir", self.models_dir]
