@@ -28,6 +28,8 @@ pytestmark = [
 
 LENGTH_BOX = (154, 323)  # the settings panel's length number box
 RECOVER_BUTTON = (506, 355)  # the recovery prompt's Recover
+FILE_MENU = (22, -9)  # the menu bar lies above the origin RealWindow reads from xdotool
+REOPEN_ITEM = (80, 39)  # File > Reopen unsaved work of the last window, under Open...
 APP = ["--device", "cpu"]
 
 
@@ -46,7 +48,7 @@ def test_enter_in_a_settings_box_stays_there_and_never_fires_replace(tmp_path: P
         assert window.close() == 0
 
 
-def test_a_killed_window_offers_its_records_back_and_recovers_them(tmp_path: Path) -> None:
+def test_a_killed_window_offers_its_records_back_and_a_closed_one_keeps_them_to_reopen(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     with RealWindow(APP, cache_dir=cache, workdir=tmp_path) as window:
         assert window.wait_log("Loaded", 90), window.log_text
@@ -69,4 +71,18 @@ def test_a_killed_window_offers_its_records_back_and_recovers_them(tmp_path: Pat
         said = re.findall(r"Recovered (\d+) records in (\d+) branches", window.log_text)[-1]
         assert int(said[0]) == info.n_records and int(said[1]) == 2
         assert window.close() == 0
-    assert not (cache / "recovery.dpgjournal").exists()  # a normal close clears the journal
+        assert not (cache / "recovery.dpgjournal").exists()  # a normal close: nothing is offered at start ...
+        kept = find_recovery(cache / "recovery-closed.dpgjournal")  # ... and the unsaved work is kept aside
+        assert kept is not None and (kept.n_records, kept.n_branches) == (info.n_records, 2)
+
+        mark = len(window.log_text)
+        window.start()
+        assert window.wait_log("Loaded", 90, after=mark), window.log_text
+        window.click(*FILE_MENU)
+        time.sleep(1.0)
+        window.screenshot(tmp_path / "file-menu.png")
+        window.click(*REOPEN_ITEM)
+        assert window.wait_log("Reopened", 30, after=mark), window.log_text
+        said = re.findall(r"Reopened (\d+) unsaved records in (\d+) branches", window.log_text)[-1]
+        assert int(said[0]) == info.n_records and int(said[1]) == 2
+        assert window.close() == 0

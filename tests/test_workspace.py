@@ -19,6 +19,7 @@ from dpgviz.app.workspace import Workspace
 from dpgviz.core.discovery import ModelEntry
 from dpgviz.core.records import record_count
 from dpgviz.core.settings import GenerationSettings
+from dpgviz.store.journal import find_recovery
 from dpgviz.store.session import open_session
 
 SHORT = GenerationSettings(length=60, steps=4, seed=2)
@@ -240,3 +241,39 @@ def test_deleting_the_running_branch_drops_the_records_still_on_their_way(ws: Wo
     assert ws.edits.delete_branch(branch)  # records already written by the worker are still in the pipe
     until(ws, lambda: not ws.is_running, timeout_s=30)  # update() takes them without a KeyError
     assert branch not in ws.store.branches and list(ws.store.branches) == kept
+
+
+def test_a_normal_close_asks_nothing_next_time_and_keeps_unsaved_work_to_reopen(entry: ModelEntry, tmp_path: Path) -> None:
+    journal = tmp_path / "recovery.dpgjournal"
+    closed = tmp_path / "recovery-closed.dpgjournal"
+
+    def loaded() -> Workspace:
+        ws = Workspace(device="cpu", journal=journal)
+        ws.runs.load_model(entry)
+        until(ws, lambda: ws.model_info is not None)
+        return ws
+
+    with loaded() as ws:
+        assert ws.recovery.last_closed() is None and not ws.recovery.reopen_last_closed()
+        ws.runs.start(SHORT)
+        until(ws, lambda: not ws.is_running)
+        ws.view.record = 2
+        assert ws.runs.continue_from(GenerationSettings(length=SHORT.length, steps=6, seed=9))
+        until(ws, lambda: not ws.is_running)
+        made = {b: len(ws.store.history(b)) for b in ws.store.branch_order}
+    assert not journal.exists() and closed.exists()  # nothing offered at start; the work kept aside
+
+    with loaded() as ws:
+        assert ws.recovery.pending is None
+        info = ws.recovery.last_closed()
+        assert info is not None and (info.n_records, info.n_branches) == (sum(made.values()) - 3, 2)  # a child shares its first records
+        assert ws.recovery.reopen_last_closed()
+        assert {b: len(ws.store.history(b)) for b in ws.store.branch_order} == made and ws.doc.path is None
+        assert ws.files.save(tmp_path / "kept.dpgviz")
+        ws.wait_for_job()
+        ws.update(0.0)
+    assert not journal.exists()  # saved: nothing unsaved at this close, so nothing new is kept aside
+
+    with loaded() as ws:  # a window that shows nothing leaves the earlier work where it is
+        pass
+    assert find_recovery(closed) is not None

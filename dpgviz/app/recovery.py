@@ -5,7 +5,13 @@
     sync()                                      once a frame: hand what changed to the journal
                                                 (store.journal writes on its own thread)
     run_ended()                                 the end of a run is flushed and fsynced at once
-    close()                                     a normal close deletes the journal
+    close()                                     a normal close: the journal is no longer offered at start;
+                                                unsaved work in it is kept as the last closed work
+    last_closed() / reopen_last_closed()        File > Reopen unsaved work: that journal, opened like a session
+
+A normal close with unsaved records moves the journal aside (`closed_path`, replacing the
+one an earlier window left) instead of deleting it: the next start asks nothing, and a
+window closed by mistake still loses nothing.
 
 Nothing is journaled while a found journal waits for an answer (the new one would
 overwrite it); records that arrive meanwhile are journaled once it is answered. A save
@@ -18,6 +24,7 @@ numpy and dpgviz.core/store only; no dearpygui, no torch.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from dpgviz.app.document import Document
@@ -42,6 +49,7 @@ class Recovery:
             log.warning("recovery journal %s unreadable: %s", self.path, exc)
             self.notices.say(f"A recovery journal at {self.path} cannot be read ({exc}); it is left as it is.", True)
             self.path = self.path.with_name(self.path.stem + "-new" + self.path.suffix)
+        self.closed_path = self.path.with_name(self.path.stem + "-closed" + self.path.suffix)
         self.journal = Journal(self.path)
         self._meta_key: tuple | None = None
         self._meta: dict = {}
@@ -105,5 +113,51 @@ class Recovery:
         return self._meta
 
     def close(self, delete: bool = True) -> None:
-        """A normal close: the journal goes (`delete=False` keeps it, as a crash would)."""
-        self.journal.close(delete=delete and self.pending is None)
+        """A normal close: the journal is moved aside when it holds unsaved records, else deleted
+        (`delete=False` keeps it in place, as a crash would; so does a journal still waiting for an answer)."""
+        if not delete or self.pending is not None:
+            self.journal.close(delete=False)
+            return
+        self.journal.close(delete=False)
+        store = self.doc.store
+        try:
+            if store is not None and len(store) and self.path.stat().st_size > 0:
+                os.replace(self.path, self.closed_path)
+                log.info("unsaved work kept at %s (File > Reopen unsaved work)", self.closed_path)
+            else:
+                self.path.unlink()
+        except FileNotFoundError:
+            pass  # saved or opened since its last change: nothing unsaved
+        except OSError as exc:
+            log.warning("cannot keep the unsaved work of %s: %s", self.path, exc.strerror or exc)
+
+    # -- the work of the last window closed without saving ------------------------------------------
+    def last_closed(self) -> RecoveryInfo | None:
+        """What the last window closed without saving left (None: nothing)."""
+        try:
+            return find_recovery(self.closed_path)
+        except (SessionError, OSError) as exc:
+            log.warning("the unsaved work at %s is unreadable: %s", self.closed_path, exc)
+            return None
+
+    def reopen_last_closed(self) -> bool:
+        """Open the unsaved work the last window closed with, like a session (Save asks where)."""
+        if self.runs.is_running:
+            self.notices.say("Stop the run before reopening other records.", is_error=True)
+            return False
+        info = self.last_closed()
+        if info is None:
+            self.notices.say("No window was closed with unsaved work.")
+            return False
+        try:
+            session = recover(info.path)
+        except (SessionError, OSError) as exc:
+            self.notices.say(f"Cannot reopen {info.path}: {exc}", is_error=True)
+            return False
+        self.files.adopt(session, None)
+        store = session.store
+        self.notices.say(
+            f"Reopened {len(store)} unsaved records in {len(store.branch_order)} branches, closed "
+            f"{info.mtime:%Y-%m-%d %H:%M}. Save them to keep them."
+        )
+        return True

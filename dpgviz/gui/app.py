@@ -138,6 +138,7 @@ class App:
         self.tabs: dict[str, int | str] = {}
         self.help_window: int | str = 0
         self.about_window: int | str = 0
+        self.reopen_item: int | str = 0
         self.input: Input | None = None  # keys and the canvas's mouse (gui.input); made in build()
         self.pacer: FramePacer | None = None  # set by run(): frames are paced (gui.pacing)
         self.window: int | str = 0
@@ -213,6 +214,10 @@ class App:
         with dpg.window(label="About dpgviz", show=False, width=620, height=200, pos=(220, 160)) as self.about_window:
             dpg.add_text(about_text(), wrap=590)
         self.files.build(self.file_menu)
+        self.reopen_item = dpg.add_menu_item(  # under Open...: the work a window closed without saving
+            label="Reopen unsaved work of the last window", parent=self.file_menu, before=self.files.items["save"],
+            callback=self._reopen_last_closed,
+        )
         self.connect.build(self.file_menu)
         self.listen.build(self.file_menu)
         self.compare_view.build()
@@ -423,6 +428,10 @@ class App:
         self.view.text_mode = bool(value)
         self.view.top_row = 0
 
+    def _reopen_last_closed(self) -> None:
+        if self.workspace.recovery is not None:
+            self.workspace.recovery.reopen_last_closed()
+
     def _on_text_mode_menu(self, sender: int, value: bool) -> None:
         self._on_text_mode(sender, value)
         dpg.set_value(self.text_mode_box, bool(value))
@@ -441,7 +450,8 @@ def about_text() -> str:
     return (
         f"dpgviz {__version__}: a visualizer for masked-diffusion language models.\n\n"
         f"Log file: {log_path()}\n"
-        f"Recovery journal (unsaved work, kept until saved or closed normally): {recovery_path()}\n\n"
+        f"Recovery journal (unsaved work, kept until saved): {recovery_path()}\n"
+        "A window closed with unsaved work keeps it for File > Reopen unsaved work of the last window.\n\n"
         "A panel that fails is reset and said in the status bar; the traceback goes to the log file."
     )
 
