@@ -191,3 +191,18 @@ def test_scenario_4_spawn_starts_a_window_that_takes_the_stream(state) -> None:
     assert proc.returncode == 0 and "dpgviz.Recorder:" not in err, err  # no warning: the window took it all
     assert out.strip().splitlines()[-1] == "logged 12 True"
     os.kill(window_pid, signal.SIGTERM)
+
+
+@pytest.mark.parametrize(
+    ("settings", "note"),
+    [
+        ({"length": 48}, ""),  # a Recorder's run with no settings passed: nothing made up
+        ({"length": 48, "steps": 64, "seed": 0}, " (seed 0, 64 steps)"),
+        ({"seed": 3, "strategy": "threshold", "steps": 20}, " (seed 3, threshold)"),  # it ends when it decides
+        ({"strategy": "llada"}, " (llada)"),
+    ],
+)
+def test_the_timeline_caption_says_only_what_the_settings_say(settings: dict, note: str) -> None:
+    from dpgviz.gui.timeline import settings_note
+
+    assert settings_note(settings) == note

@@ -87,8 +87,16 @@ class TimelinePanel:
         b = store.branches[branch]
         settings = b.settings or {}
         base = b.label or f"run {branch}"
-        if settings:
-            steps = planned_steps(settings)
-            plan = f"{steps} steps" if steps else str(settings.get("strategy", "?"))
-            base += f" (seed {settings.get('seed', '?')}, {plan})"
-        return base
+        return base + settings_note(settings)
+
+
+def settings_note(settings: dict) -> str:
+    """' (seed 3, 20 steps)': what the settings say of the seed and the plan; '' when they say neither
+    (a run a Recorder logged from someone's sampler carries only what they passed)."""
+    parts = [f"seed {settings['seed']}"] if "seed" in settings else []
+    steps = planned_steps(settings)
+    if steps:
+        parts.append(f"{steps} steps")
+    elif "strategy" in settings:
+        parts.append(str(settings["strategy"]))
+    return f" ({', '.join(parts)})" if parts else ""
