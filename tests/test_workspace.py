@@ -277,3 +277,34 @@ def test_a_normal_close_asks_nothing_next_time_and_keeps_unsaved_work_to_reopen(
     with loaded() as ws:  # a window that shows nothing leaves the earlier work where it is
         pass
     assert find_recovery(closed) is not None
+
+
+def test_two_windows_write_two_journals_and_only_a_gone_ones_is_offered(entry: ModelEntry, tmp_path: Path) -> None:
+    journal = tmp_path / "recovery.dpgjournal"
+
+    def loaded() -> Workspace:
+        ws = Workspace(device="cpu", journal=journal)
+        ws.runs.load_model(entry)
+        until(ws, lambda: ws.model_info is not None)
+        return ws
+
+    first = loaded()
+    first.runs.start(SHORT)
+    until(first, lambda: not first.is_running)
+    first.recovery.run_ended()
+    n_first = len(first.store)
+    with loaded() as second:  # the first one still runs: its journal is neither offered nor written here
+        assert second.recovery.pending is None and second.recovery.path != journal
+        second.runs.start(GenerationSettings(length=40, steps=3, seed=1))
+        until(second, lambda: not second.is_running)
+        second.recovery.run_ended()
+        assert find_recovery(journal).n_records == n_first  # untouched by the second window
+        assert find_recovery(second.recovery.path).n_records == len(second.store)
+        first.recovery.close(delete=False)  # the first window dies (its journal stays, as after a kill)
+        first.close()
+        with loaded() as third:  # offered: the gone window's journal, not the live second one's
+            assert third.recovery.pending is not None and third.recovery.pending.path == journal
+            assert third.recovery.pending.n_records == n_first
+            assert third.recovery.accept() and len(third.store) == n_first
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".dpgjournal" or "closed" not in p.name)
+    assert not [n for n in leftovers if n.endswith(".lock") and n != "recovery.dpgjournal.lock"], leftovers

@@ -13,6 +13,11 @@ A normal close with unsaved records moves the journal aside (`closed_path`, repl
 one an earlier window left) instead of deleting it: the next start asks nothing, and a
 window closed by mistake still loses nothing.
 
+Several windows at once: each holds a lock (flock, on JOURNAL.lock) on the journal it
+writes for as long as it runs. A window that finds the journal locked writes its own
+(recovery-PID.dpgjournal) and offers nothing a live window is writing: at start it offers
+the newest journal no live window holds. (Without fcntl, as on Windows, one journal.)
+
 Nothing is journaled while a found journal waits for an answer (the new one would
 overwrite it); records that arrive meanwhile are journaled once it is answered. A save
 clears the journal as of the saved snapshot (`Files.on_saved`); opening a session clears
@@ -41,16 +46,27 @@ class Recovery:
     """The recovery journal of the records shown (see the module docstring)."""
 
     def __init__(self, doc: Document, runs: Runs, files: Files, notices: Notices, path: Path) -> None:
-        self.doc, self.runs, self.files, self.notices, self.path = doc, runs, files, notices, Path(path)
+        self.doc, self.runs, self.files, self.notices = doc, runs, files, notices
+        base = Path(path)
+        self.closed_path = base.with_name(base.stem + "-closed" + base.suffix)
+        self._lock = _claim(base) or _claim(base.with_name(f"{base.stem}-{os.getpid()}{base.suffix}"), required=True)
+        self.path = self._lock.path
         self.pending: RecoveryInfo | None = None
-        try:
-            self.pending = find_recovery(self.path)
-        except (SessionError, OSError) as exc:  # not a journal of ours: leave it, say so, journal elsewhere
-            log.warning("recovery journal %s unreadable: %s", self.path, exc)
-            self.notices.say(f"A recovery journal at {self.path} cannot be read ({exc}); it is left as it is.", True)
-            self.path = self.path.with_name(self.path.stem + "-new" + self.path.suffix)
-        self.closed_path = self.path.with_name(self.path.stem + "-closed" + self.path.suffix)
+        for candidate in _unheld_journals(base, self.path):
+            try:
+                self.pending = find_recovery(candidate)
+            except (SessionError, OSError) as exc:  # not a journal of ours: leave it, say so, journal elsewhere
+                log.warning("recovery journal %s unreadable: %s", candidate, exc)
+                self.notices.say(f"A recovery journal at {candidate} cannot be read ({exc}); it is left as it is.", True)
+                if candidate == self.path:
+                    self._lock.release()
+                    self._lock = _claim(base.with_name(base.stem + "-new" + base.suffix), required=True)
+                    self.path = self._lock.path
+                continue
+            if self.pending is not None:
+                break
         self.journal = Journal(self.path)
+        self._is_closed = False
         self._meta_key: tuple | None = None
         self._meta: dict = {}
         files.on_saved.append(lambda path, version: self.journal.clear(version=version))
@@ -68,6 +84,8 @@ class Recovery:
             self.notices.say(f"Cannot recover {info.path}: {exc}", is_error=True)
             return False
         self.files.adopt(session, None)
+        if info.path != self.path:  # another window's: this window journals what it recovered from now on
+            _forget(info.path)
         store = session.store
         self.notices.say(
             f"Recovered {len(store)} records in {len(store.branch_order)} branches from {info.mtime:%Y-%m-%d %H:%M}. "
@@ -79,7 +97,10 @@ class Recovery:
         """Delete the journal a dead process left."""
         info, self.pending = self.pending, None
         if info is not None:
-            discard_recovery(info.path)
+            if info.path == self.path:
+                discard_recovery(info.path)
+            else:
+                _forget(info.path)
             self.notices.say("The unsaved work was discarded.")
 
     # -- the frame loop's side ---------------------------------------------------------------------
@@ -115,7 +136,16 @@ class Recovery:
     def close(self, delete: bool = True) -> None:
         """A normal close: the journal is moved aside when it holds unsaved records, else deleted
         (`delete=False` keeps it in place, as a crash would; so does a journal still waiting for an answer)."""
-        if not delete or self.pending is not None:
+        if self._is_closed:
+            return
+        self._is_closed = True
+        try:
+            self._close_journal(delete)
+        finally:
+            self._lock.release()
+
+    def _close_journal(self, delete: bool) -> None:
+        if not delete or (self.pending is not None and self.pending.path == self.path):
             self.journal.close(delete=False)
             return
         self.journal.close(delete=False)
@@ -161,3 +191,72 @@ class Recovery:
             f"{info.mtime:%Y-%m-%d %H:%M}. Save them to keep them."
         )
         return True
+
+
+class _Lock:
+    """An exclusive flock on JOURNAL.lock, held while this window writes JOURNAL."""
+
+    def __init__(self, path: Path, fd: int | None) -> None:
+        self.path, self._fd = path, fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        if self.path.stem.rsplit("-", 1)[-1] == str(os.getpid()):
+            _lock_file(self.path).unlink(missing_ok=True)  # this process's own name: nobody else waits on it
+        os.close(fd)  # releases the flock
+
+
+def _lock_file(journal: Path) -> Path:
+    return journal.with_name(journal.name + ".lock")
+
+
+def _claim(journal: Path, required: bool = False) -> _Lock | None:
+    """The lock of `journal` for this window; None when a live window holds it (`required`: take it unlocked)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): one journal, as before locks
+        return _Lock(journal, None)
+    try:
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(_lock_file(journal), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        log.warning("cannot lock the recovery journal %s: %s", journal, exc.strerror or exc)
+        return _Lock(journal, None) if required else None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        if required:
+            log.warning("the recovery journal %s is held by another window; writing it anyway", journal)
+            return _Lock(journal, None)
+        return None
+    return _Lock(journal, fd)
+
+
+def _forget(journal: Path) -> None:
+    """Delete a journal a gone window left, and its lock file."""
+    discard_recovery(journal)
+    _lock_file(journal).unlink(missing_ok=True)
+
+
+def _is_held(journal: Path) -> bool:
+    """True when a live window holds `journal`'s lock."""
+    if not _lock_file(journal).exists():
+        return False
+    lock = _claim(journal)
+    if lock is None:
+        return True
+    lock.release()
+    return False
+
+
+def _unheld_journals(base: Path, own: Path) -> list[Path]:
+    """Journals a window that is gone left beside `base` (this window's own first, then the newest)."""
+    others = [
+        p for p in base.parent.glob(f"{base.stem}*{base.suffix}")
+        if p != own and p.name != base.stem + "-closed" + base.suffix and not _is_held(p)
+    ]
+    others.sort(key=lambda p: p.stat().st_mtime if p.exists() else 0.0, reverse=True)
+    return [own, *others]
