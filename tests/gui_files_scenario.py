@@ -82,7 +82,7 @@ def choose(app: App, key: str, path: Path) -> None:
 # -- tests, in the order a session would go ----------------------------------------------
 def test_file_menu_has_open_save_export_and_quit(app: App) -> None:
     labels = [dpg.get_item_label(i) for i in dpg.get_item_children(app.file_menu, 1)]
-    assert labels[:3] == ["Open...", "Save", "Save As..."]
+    assert labels[:4] == ["Open...", "Reopen unsaved work of the last window", "Save", "Save As..."]
     assert "Export" in labels and labels[-1] == "Quit"
     assert set(app.files.dialogs) == {"open", "save", "text", "png", "gif", "html", "csv", "json", "overview", "plots"}
 
