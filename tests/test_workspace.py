@@ -55,6 +55,14 @@ def until(ws: Workspace, condition: Callable[[], bool], timeout_s: float = 60.0)
     return seen + ws.take_notices()
 
 
+def journaled(entry: ModelEntry, journal: Path) -> Workspace:
+    """A workspace (a window's state) journaling to `journal`, with `entry` loaded."""
+    ws = Workspace(device="cpu", journal=journal)
+    ws.runs.load_model(entry)
+    until(ws, lambda: ws.model_info is not None)
+    return ws
+
+
 def test_loading_reports_the_model(entry: ModelEntry) -> None:
     with Workspace(device="cpu") as ws:
         ws.runs.load_model(entry)
@@ -248,10 +256,7 @@ def test_a_normal_close_asks_nothing_next_time_and_keeps_unsaved_work_to_reopen(
     closed = tmp_path / "recovery-closed.dpgjournal"
 
     def loaded() -> Workspace:
-        ws = Workspace(device="cpu", journal=journal)
-        ws.runs.load_model(entry)
-        until(ws, lambda: ws.model_info is not None)
-        return ws
+        return journaled(entry, journal)
 
     with loaded() as ws:
         assert ws.recovery.last_closed() is None and not ws.recovery.reopen_last_closed()
@@ -283,21 +288,20 @@ def test_two_windows_write_two_journals_and_only_a_gone_ones_is_offered(entry: M
     journal = tmp_path / "recovery.dpgjournal"
 
     def loaded() -> Workspace:
-        ws = Workspace(device="cpu", journal=journal)
-        ws.runs.load_model(entry)
-        until(ws, lambda: ws.model_info is not None)
-        return ws
+        return journaled(entry, journal)
 
     first = loaded()
     first.runs.start(SHORT)
     until(first, lambda: not first.is_running)
     first.recovery.run_ended()
+    assert first.recovery.journal.wait()
     n_first = len(first.store)
     with loaded() as second:  # the first one still runs: its journal is neither offered nor written here
         assert second.recovery.pending is None and second.recovery.path != journal
         second.runs.start(GenerationSettings(length=40, steps=3, seed=1))
         until(second, lambda: not second.is_running)
         second.recovery.run_ended()
+        assert second.recovery.journal.wait()  # the journal writes on its own thread
         assert find_recovery(journal).n_records == n_first  # untouched by the second window
         assert find_recovery(second.recovery.path).n_records == len(second.store)
         first.recovery.close(delete=False)  # the first window dies (its journal stays, as after a kill)

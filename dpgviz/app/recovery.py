@@ -38,6 +38,7 @@ from dpgviz.app.notices import Notices
 from dpgviz.app.runs import Runs
 from dpgviz.store.journal import Journal, RecoveryInfo, discard_recovery, find_recovery, recover
 from dpgviz.store.session import SessionError
+from dpgviz.store.step_store import StepStore
 
 log = logging.getLogger(__name__)
 
@@ -78,20 +79,26 @@ class Recovery:
         info, self.pending = self.pending, None
         if info is None:
             return False
-        try:
-            session = recover(info.path)
-        except (SessionError, OSError) as exc:
-            self.notices.say(f"Cannot recover {info.path}: {exc}", is_error=True)
+        store = self._open_journal(info, "recover")
+        if store is None:
             return False
-        self.files.adopt(session, None)
         if info.path != self.path:  # another window's: this window journals what it recovered from now on
             _forget(info.path)
-        store = session.store
         self.notices.say(
             f"Recovered {len(store)} records in {len(store.branch_order)} branches from {info.mtime:%Y-%m-%d %H:%M}. "
             "Save them to keep them."
         )
         return True
+
+    def _open_journal(self, info: RecoveryInfo, verb: str) -> StepStore | None:
+        """Show the records of the journal `info` names, like an unsaved session; None (said why) if it cannot."""
+        try:
+            session = recover(info.path)
+        except (SessionError, OSError) as exc:
+            self.notices.say(f"Cannot {verb} {info.path}: {exc}", is_error=True)
+            return None
+        self.files.adopt(session, None)
+        return session.store
 
     def decline(self) -> None:
         """Delete the journal a dead process left."""
@@ -179,13 +186,9 @@ class Recovery:
         if info is None:
             self.notices.say("No window was closed with unsaved work.")
             return False
-        try:
-            session = recover(info.path)
-        except (SessionError, OSError) as exc:
-            self.notices.say(f"Cannot reopen {info.path}: {exc}", is_error=True)
+        store = self._open_journal(info, "reopen")
+        if store is None:
             return False
-        self.files.adopt(session, None)
-        store = session.store
         self.notices.say(
             f"Reopened {len(store)} unsaved records in {len(store.branch_order)} branches, closed "
             f"{info.mtime:%Y-%m-%d %H:%M}. Save them to keep them."
