@@ -312,3 +312,38 @@ def test_two_windows_write_two_journals_and_only_a_gone_ones_is_offered(entry: M
             assert third.recovery.accept() and len(third.store) == n_first
     leftovers = sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".dpgjournal" or "closed" not in p.name)
     assert not [n for n in leftovers if n.endswith(".lock") and n != "recovery.dpgjournal.lock"], leftovers
+
+
+def branch_histories(ws: Workspace) -> list[bytes]:
+    """Each branch's timeline as one bytes string (tokens and flags of every record), sorted."""
+    store = ws.store
+    return sorted(
+        b"".join(store.get("tokens", int(r)).tobytes() + store.get("flags", int(r)).tobytes() for r in store.history(b))
+        for b in store.branch_order
+    )
+
+
+def test_reopen_adds_the_last_windows_branches_beside_the_unsaved_ones_and_a_close_keeps_all(
+    entry: ModelEntry, tmp_path: Path
+) -> None:
+    journal = tmp_path / "recovery.dpgjournal"
+    with journaled(entry, journal) as ws:  # the last window: a run and a child, closed without saving
+        ws.runs.start(SHORT)
+        until(ws, lambda: not ws.is_running)
+        ws.view.record = 2
+        assert ws.runs.continue_from(GenerationSettings(length=SHORT.length, steps=6, seed=9))
+        until(ws, lambda: not ws.is_running)
+        closed = branch_histories(ws)
+    with journaled(entry, journal) as ws:  # this window: run A, unsaved, then File > Reopen
+        ws.runs.start(GenerationSettings(length=SHORT.length, steps=5, seed=3))
+        until(ws, lambda: not ws.is_running)
+        run_a = branch_histories(ws)
+        assert ws.recovery.reopen_last_closed()
+        assert branch_histories(ws) == sorted(run_a + closed)  # A's branch and the reopened ones, all there
+        assert ws.store.branches[ws.view.branch].parent is None  # the first reopened branch is shown
+        assert not ws.recovery.reopen_last_closed()  # the same work twice would only duplicate it
+        ws.update(0.0)
+        both = branch_histories(ws)
+    with journaled(entry, journal) as ws:  # the next start: the close kept every branch
+        assert ws.recovery.reopen_last_closed()
+        assert branch_histories(ws) == both and len(both) == 3

@@ -7,11 +7,17 @@
     run_ended()                                 the end of a run is flushed and fsynced at once
     close()                                     a normal close: the journal is no longer offered at start;
                                                 unsaved work in it is kept as the last closed work
-    last_closed() / reopen_last_closed()        File > Reopen unsaved work: that journal, opened like a session
+    last_closed() / reopen_last_closed()        File > Reopen unsaved work: that journal's branches, added
 
 A normal close with unsaved records moves the journal aside (`closed_path`, replacing the
 one an earlier window left) instead of deleting it: the next start asks nothing, and a
 window closed by mistake still loses nothing.
+
+Recovered or reopened records are added to what the window shows, as more branches
+(`graft`), never in its place: the records shown are unsaved work too, and the journal this
+window writes (and moves aside at its close) must hold both. Only an empty window takes
+them as they are; records of another layout or vocabulary beside unsaved ones are refused
+in one line (save those first), so nothing is dropped either way.
 
 Several windows at once: each holds a lock (flock, on JOURNAL.lock) on the journal it
 writes for as long as it runs. A window that finds the journal locked writes its own
@@ -37,7 +43,7 @@ from dpgviz.app.files import Files
 from dpgviz.app.notices import Notices
 from dpgviz.app.runs import Runs
 from dpgviz.store.journal import Journal, RecoveryInfo, discard_recovery, find_recovery, recover
-from dpgviz.store.session import SessionError
+from dpgviz.store.session import Session, SessionError
 from dpgviz.store.step_store import StepStore
 
 log = logging.getLogger(__name__)
@@ -70,8 +76,25 @@ class Recovery:
         self._is_closed = False
         self._meta_key: tuple | None = None
         self._meta: dict = {}
-        files.on_saved.append(lambda path, version: self.journal.clear(version=version))
-        files.on_opened.append(lambda session: self.journal.clear(session.store))
+        self._reopened: tuple[int, int] | None = None  # the closed journal reopened here (_file_key): not twice
+        self._saved: tuple[int, int] | None = None  # (id, version) of the store as last saved or opened
+        files.on_saved.append(self._on_saved)
+        files.on_opened.append(self._on_opened)
+
+    def _on_saved(self, path: Path, version: int) -> None:
+        self.journal.clear(version=version)
+        if self.doc.store is not None:
+            self._saved = (id(self.doc.store), version)
+
+    def _on_opened(self, session: Session) -> None:
+        self.journal.clear(session.store)
+        self._saved = (id(session.store), session.store.version)
+
+    @property
+    def is_shown_saved(self) -> bool:
+        """Nothing is shown, or what is shown is in a file as it is (saved or opened, unchanged since)."""
+        store = self.doc.store
+        return store is None or len(store) == 0 or self._saved == (id(store), store.version)
 
     # -- the prompt ------------------------------------------------------------------------------
     def accept(self) -> bool:
@@ -91,14 +114,32 @@ class Recovery:
         return True
 
     def _open_journal(self, info: RecoveryInfo, verb: str) -> StepStore | None:
-        """Show the records of the journal `info` names, like an unsaved session; None (said why) if it cannot."""
+        """Show the records of the journal `info` names: as an unsaved session in an empty window,
+        else added to the records shown as more branches. Returns the journal's own store (what it
+        held); None (said why) if it cannot."""
         try:
             session = recover(info.path)
         except (SessionError, OSError) as exc:
             self.notices.say(f"Cannot {verb} {info.path}: {exc}", is_error=True)
             return None
-        self.files.adopt(session, None)
-        return session.store
+        doc, found = self.doc, session.store
+        fits = doc.store is not None and doc.store.layout == found.layout and doc.vocab == session.vocab
+        if doc.store is None or len(doc.store) == 0 or (not fits and self.is_shown_saved):
+            self.files.adopt(session, None)  # nothing unsaved is shown: the journal's records take its place
+            return found
+        if not fits:
+            session.close()
+            self.notices.say(
+                f"Cannot {verb} {info.path} beside the records shown: its runs are of another length or model "
+                f"({found.layout.total_len} tokens, shown: {doc.store.layout.total_len}). Save these first.",
+                is_error=True,
+            )
+            return None
+        added = graft(doc.store, found)
+        session.close()
+        if added:
+            doc.select_branch(added[0])
+        return found
 
     def decline(self) -> None:
         """Delete the journal a dead process left."""
@@ -186,14 +227,54 @@ class Recovery:
         if info is None:
             self.notices.say("No window was closed with unsaved work.")
             return False
+        key = _file_key(info.path)
+        if key is not None and key == self._reopened:
+            self.notices.say("The unsaved work of the last window is open already (its branches are in the list).")
+            return False
         store = self._open_journal(info, "reopen")
         if store is None:
             return False
+        self._reopened = key
         self.notices.say(
             f"Reopened {len(store)} unsaved records in {len(store.branch_order)} branches, closed "
             f"{info.mtime:%Y-%m-%d %H:%M}. Save them to keep them."
         )
         return True
+
+
+def graft(store: StepStore, other: StepStore) -> list[str]:
+    """Add every branch of `other` (same layout) to `store` as new branches, parents before
+    children, with their records, settings, labels, edits and provenance; returns the new ids
+    in `other`'s order. `other` is only read. (Score layers stay behind: a journal holds none.)"""
+    assert store.layout == other.layout, (store.layout, other.layout)
+    ids: dict[str, str] = {}
+    todo = [b for b in other.branch_order if b in other.branches]
+    store.reserve(sum(len(other.branches[b].rows) for b in todo))
+    while todo:
+        ready = [b for b in todo if other.branches[b].parent is None or other.branches[b].parent in ids
+                 or other.branches[b].parent not in other.branches]
+        if not ready:  # a cycle cannot come from a store; stop rather than loop
+            log.warning("graft: branches %s have no reachable parent; left out", todo)
+            break
+        for bid in ready:
+            b = other.branches[bid]
+            parent = ids.get(b.parent) if b.parent is not None else None
+            new = store.new_branch(b.settings, parent=parent, fork_record=b.fork_record if parent else None, label=b.label)
+            new.edits, new.provenance = [dict(e) for e in b.edits], dict(b.provenance)
+            for row in b.rows:
+                store.append_record(other.record(row), new.id)
+            ids[bid] = new.id
+        todo = [b for b in todo if b not in ids]
+    return [ids[b] for b in other.branch_order if b in ids]
+
+
+def _file_key(path: Path) -> tuple[int, int] | None:
+    """(mtime_ns, size) of `path`: the same file unchanged since (None: not there)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 class _Lock:
