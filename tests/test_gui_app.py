@@ -944,3 +944,28 @@ def test_escape_closes_an_open_modal_dialog_first(app: App, models_dir: Path) ->
     assert app.view.selection() == (3, 4)  # the first Escape only closed the dialog
     app.input.press("escape")
     assert app.view.selection() is None
+
+
+def test_every_colour_mode_with_compare_open_keeps_the_view(app: App, models_dir: Path) -> None:
+    """Switching the colour mode while Compare is open: each derived mode (changed, order, ...)
+    gets its arrays in both panes; none reaches a boundary, and the view stays open."""
+    ws = app.workspace
+    parent = ensure_short_run(app, models_dir)
+    ws.view.record = 3
+    assert ws.runs.continue_from(SHORT)
+    run_until(app, lambda: not ws.is_running)
+    child = ws.view.branch
+    assert ws.compare.start(parent, child)
+    set_slider(app, 2)
+    caught = app.guard.caught
+    for mode in palette.MODES:
+        app.set_color_mode(mode.key)
+        for _ in range(3):
+            app.frame()
+        assert app.guard.caught == caught, f"{mode.key}: {app.status.text}"
+        assert ws.compare.pair == (parent, child) and app.compare_view.is_shown, mode.key
+    app.set_color_mode("order")
+    shot(app, "compare-order")
+    app.set_color_mode("state")
+    app.compare_view.close()
+    app.frame()

@@ -24,6 +24,7 @@ from dpgviz.app.workspace import Workspace
 from dpgviz.core.vocab import Vocabulary
 from dpgviz.gui.branches import branch_title
 from dpgviz.gui.canvas import TokenCanvas
+from dpgviz.gui.palette import DERIVED_FIELDS
 from dpgviz.gui.status import INFO_COLOR, Cached
 from dpgviz.gui.theme import Fonts
 
@@ -62,6 +63,8 @@ class CompareView:
         self._diff_key: tuple | None = None
         self._vocab_key: int | None = None
         self._is_shown = False
+        self._orders: dict[str, np.ndarray] = {}  # branch -> decoding order, of the store as of _orders_key
+        self._orders_key: tuple | None = None
 
     def build(self) -> None:
         with dpg.window(
@@ -131,16 +134,43 @@ class CompareView:
         self._refresh_diff(vocab)
 
     def _extras(self, color_mode: str, branch: str, row: int) -> CellExtras:
-        """A pane's disagreement (its branch's score layer, store.layers) in that colour mode."""
-        if color_mode != "disagreement":
+        """What a pane's colour mode derives from its branch's history (palette.DERIVED_FIELDS):
+        'changed' since the record before, decoding 'order', 'disagreement' (its score layer).
+        Every derived mode gets its array: one missing was a KeyError that closed the view."""
+        if color_mode not in DERIVED_FIELDS:
             return NO_EXTRAS
+        ws = self.workspace
+        store, rows = ws.store, ws.rows(branch)
+        at = np.flatnonzero(rows == row)
+        record = int(at[0]) if len(at) else 0
+        if color_mode == "changed":
+            prev = int(rows[record - 1]) if record > 0 else row
+            changed = store.get("tokens", row) != store.get("tokens", prev)
+            return CellExtras(("changed", row, prev), {"changed": changed})
+        if color_mode == "order":
+            return CellExtras(("order", id(store), store.version, branch, row), {"order": self._order(branch, row)})
         from dpgviz.store.layers import disagreement_at, layer_of
 
-        ws = self.workspace
-        rows = ws.rows(branch)
-        record = int(np.flatnonzero(rows == row)[0]) if (rows == row).any() else 0
-        js = disagreement_at(ws.store, branch, rows, record, ws.vocab.size, scaled=True)
-        return CellExtras(("disagreement", row, id(layer_of(ws.store, branch))), {"disagreement": js})
+        js = disagreement_at(store, branch, rows, record, ws.vocab.size, scaled=True)
+        return CellExtras(("disagreement", row, id(layer_of(store, branch))), {"disagreement": js})
+
+    def _order(self, branch: str, row: int) -> np.ndarray:
+        """Decoding order of `branch` (as app.inspect's), over the positions of the record `row` holds."""
+        from dpgviz.store.inspect import commit_records
+
+        ws, store = self.workspace, self.workspace.store
+        key = (id(store), store.version)
+        if self._orders_key != key:  # the store changed: both panes' orders are computed again
+            self._orders_key, self._orders = key, {}
+        if branch not in self._orders:
+            rows = ws.rows(branch)
+            commit = commit_records(store, rows).astype(np.float32)
+            self._orders[branch] = np.where(commit >= 0, commit / max(1, len(rows) - 1), np.nan).astype(np.float32)
+        order = self._orders[branch]
+        if store.layout.is_blocks:  # the pane shows the row's own block: its slice of the whole sequence
+            offset = store.layout.block_offset(int(store.columns["block"][row]))
+            order = order[offset : offset + store.layout.seq_len]
+        return order
 
     def _refresh_pickers(self) -> None:
         """Every branch in each pane's combo (rebuilt when the branches change), the compared ones picked."""
