@@ -89,6 +89,38 @@ def test_uniform_and_mixed_wrapping_agree(seed: int) -> None:
         assert (widths == width).all()
 
 
+def test_text_rows_starting_evenly_with_a_longer_last_line_are_no_grid() -> None:
+    """gui-monkey seed 31: nine 6-token lines (5 letters and a newline) and a 10-letter last line
+    in 13 columns start every row 6 positions apart, so the layout took them for a grid of 6 per
+    row and put position 60 in row 10 of 10: `IndexError: index 130 is out of bounds for axis 0
+    with size 130` in scatter_cells, every frame, until the canvas was disabled."""
+    ids = {"a": 0, "\n": 1}
+    text = "aaaaa\n" * 9 + "a" * 10
+    tokens = np.array([ids[c] for c in text])
+    layout = text_layout(tokens, np.ones(2, np.int64), newline_id=1, cols=13)
+    assert layout.n_rows == 10 and layout.row_first[-2:].tolist() == [54, 64]
+    grids = scatter_cells(layout, 0, 10, {"v": (np.arange(64), -1)})  # raised IndexError here
+    assert grids["v"][9].tolist() == list(range(54, 64)) + [-1] * 3
+    rows, cols, _ = layout.span(slice(54, 64))
+    assert rows.tolist() == [9] * 10 and cols.tolist() == list(range(10))
+    _assert_pos_at_inverts_cell_of(layout)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_uniform_span_agrees_with_the_general_wrap_on_regular_lines(seed: int) -> None:
+    """Lines of one length (the rows start evenly) and a last line of any length up to cols."""
+    rng = np.random.default_rng(seed)
+    cols = int(rng.integers(4, 30))
+    line = int(rng.integers(1, cols))
+    last = int(rng.integers(1, cols + 1))
+    breaks = np.zeros(line * int(rng.integers(1, 12)) + last, bool)
+    breaks[line - 1 : len(breaks) - last : line] = True
+    uniform = wrap(1, cols, breaks, n=len(breaks))
+    row_m, col_m = _wrap_mixed(np.ones(len(breaks), np.int64), cols, breaks)
+    rows, cols_, _ = uniform.span(slice(0, len(breaks)))
+    assert rows.tolist() == row_m.tolist() and cols_.tolist() == col_m.tolist()
+    assert scatter_cells(uniform, 0, uniform.n_rows, {"v": (np.arange(len(breaks)), -1)})["v"].max() == len(breaks) - 1
+
 def _assert_pos_at_inverts_cell_of(layout) -> None:
     """Every cell of every token maps back to it; every other cell of the rows (and beyond) is None."""
     covered = set()

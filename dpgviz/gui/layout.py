@@ -49,7 +49,14 @@ class CellLayout:
         self.per_row = 0
         if slot is not None and len(row_first) > 2:
             step = int(row_first[1] - row_first[0])
-            if step > 0 and np.array_equal(row_first[:-1], np.arange(len(row_first) - 1) * step):
+            # The last row must fit in `step` too: a text layout whose rows all start `step`
+            # apart but whose last line is longer (wrapped at cols) is not a grid (p // step
+            # would put its tail in a row that does not exist).
+            if (
+                step > 0
+                and int(row_first[-1] - row_first[-2]) <= step
+                and np.array_equal(row_first[:-1], np.arange(len(row_first) - 1) * step)
+            ):
                 self.per_row = step
         self._row, self._col, self._width = row, col, width
 
