@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
+from pathlib import Path
 
 import pytest
+from model_data import tiny_checkpoint
 
 from dpgviz.app.workspace import Workspace
 from dpgviz.bench.synthetic import synthetic_store, synthetic_vocab
+from dpgviz.core.discovery import ModelEntry
+from dpgviz.core.settings import GenerationSettings
 from dpgviz.gui.guard import BOUNDARY_TAG, MAX_FAILURES, Guard
 
 
@@ -98,3 +103,33 @@ def test_a_compare_pair_not_in_the_new_store_closes() -> None:
         ws.update(0.0)
         assert ws.compare.pair is None  # same branch ids, other records: not the pair that was compared
         assert any("compare view closed" in getattr(n, "text", "") for n in ws.take_notices())
+
+
+def test_progress_of_a_run_whose_branch_was_deleted_says_it_is_stopping(tmp_path: Path) -> None:
+    """gui-monkey seed 32: "Deleted 1 branch: 5" during a run, then `KeyError: '5'` in
+    Runs.progress (the status panel, every frame) until the worker's RunStopped came back."""
+    path = tiny_checkpoint(tmp_path / "tiny")
+    with Workspace(device="cpu") as ws:
+        ws.runs.load_model(ModelEntry("tiny", path, path.with_name("meta.pkl")))
+        deadline = time.monotonic() + 60
+        for steps in (2, 400):  # a short run, so the long one's branch is not the only root
+            while ws.model_info is None or ws.is_running:
+                assert time.monotonic() < deadline, "no model, or the short run never ended"
+                ws.update(0.01)
+                time.sleep(0.002)
+            assert ws.runs.start(GenerationSettings(length=120, steps=steps, seed=1))
+        branch = ws.runs.live_branch
+        while not ws.store.branches[branch].rows:
+            assert time.monotonic() < deadline, "no record within 60 s"
+            ws.update(0.01)
+            time.sleep(0.002)
+        assert ws.edits.delete_branch(branch) and branch not in ws.store.branches
+        assert ws.is_running  # the stop is sent, the run ends when the worker says so
+        fraction, text = ws.progress()  # KeyError before the fix
+        assert fraction == 0.0 and f"branch {branch} was deleted" in text
+        while ws.is_running:
+            assert time.monotonic() < deadline, "the run never stopped"
+            ws.update(0.01)
+            ws.progress()
+            time.sleep(0.002)
+        assert ws.progress() == (1.0, "idle")

@@ -152,7 +152,10 @@ class Runs:
         """(fraction, label) of the run in progress or the load; None when neither."""
         store = self.doc.store
         if self.run is not None and store is not None:
-            rows = store.branches[self.run.branch].rows
+            branch = store.branches.get(self.run.branch)
+            if branch is None:  # deleted while it runs: the stop is on its way (app.edits.delete_branch)
+                return 0.0, f"stopping: branch {self.run.branch} was deleted"
+            rows = branch.rows
             got = len(rows)
             if self.run.open_ended:  # no planned count: how much is unmasked says how far it got
                 n_masked = int(store.columns["n_masked"][rows[-1]]) if rows else store.layout.seq_len
