@@ -314,6 +314,82 @@ def test_gui_process_never_imports_torch() -> None:
     assert out.stdout.strip() == ""
 
 
+LOAD_AND_RUN = """
+import sys, time
+from pathlib import Path
+import dpgviz.gui.app
+from dpgviz.app.workspace import Workspace
+from dpgviz.core.discovery import ModelEntry
+from dpgviz.core.settings import GenerationSettings
+
+ckpt = Path(sys.argv[1])
+with Workspace(device="cpu") as ws:  # the window's state: the real client, the spawned worker
+    ws.runs.load_model(ModelEntry("tiny", ckpt, ckpt.with_name("meta.pkl")))
+    deadline = time.monotonic() + 60
+    while ws.model_info is None:
+        assert time.monotonic() < deadline, "no model within 60 s"
+        ws.update(0.01)
+        time.sleep(0.005)
+    assert ws.runs.start(GenerationSettings(length=40, steps=3, seed=1))
+    while ws.is_running:
+        assert time.monotonic() < deadline, "the run never ended"
+        ws.update(0.01)
+        time.sleep(0.005)
+    assert ws.n_records() > 0
+    print("version", type(ws.model_info.torch_version).__module__, ws.model_info.torch_version)
+bad = [m for m in sys.modules if m == "torch" or m.startswith(("torch.", "dpgviz.engine"))]
+print("torch modules:", ",".join(bad))
+"""
+
+
+def test_window_process_has_no_torch_after_a_model_load_and_a_run(tmp_path) -> None:
+    """A fresh process with the window's modules loads a model in the spawned worker and runs it:
+    the ModelLoaded message (ModelInfo) and the records must not import torch on unpickling
+    (torch.__version__, a torch.torch_version.TorchVersion, used to)."""
+    from model_data import tiny_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path / "tiny")
+    done = subprocess.run([sys.executable, "-c", LOAD_AND_RUN, str(ckpt)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "version builtins " in done.stdout, done.stdout[:300]
+    assert done.stdout.strip().endswith("torch modules:"), done.stdout[:300]
+
+
+def test_model_info_holds_only_builtins() -> None:
+    """Whatever the worker hands in (a str subclass, numpy scalars), ModelInfo keeps builtins, so
+    its pickle names no module but its own."""
+    import dataclasses
+    import io
+    import pickle
+
+    from dpgviz.core.model_info import ModelInfo
+
+    class Version(str):  # as torch.torch_version.TorchVersion
+        def __str__(self) -> str:
+            return self
+
+    info = ModelInfo(
+        name=Version("tiny"), path=Version("/x/ckpt.pt"), block_size=np.int64(128), params=np.int32(9), itos=("a", Version("b")),
+        n_ids=np.uint16(3), threads=np.int64(2), iter_num=np.int64(5), best_val_loss=np.float32(1.5),
+        stand_ins=(Version("Q"),), never_sample=np.array([2]), dtype=Version("float32"), tokenizer=Version("char"),
+        chat_wrap=(np.array([1]), [np.int64(2)]), eos_id=np.int64(1), torch_version=Version("2.13.0"),
+    )
+    for field in dataclasses.fields(ModelInfo):
+        value = getattr(info, field.name)
+        for item in (value if isinstance(value, tuple) else (value,)):
+            for leaf in (item if isinstance(item, tuple) else (item,)):
+                assert type(leaf).__module__ == "builtins", (field.name, type(leaf))
+    classes = []
+
+    class Recording(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> type:
+            classes.append((module, name))
+            return super().find_class(module, name)
+
+    assert Recording(io.BytesIO(pickle.dumps(info))).load() == info
+    assert classes == [("dpgviz.core.model_info", "ModelInfo")]
+
+
 def test_edited_and_protected_cells_keep_their_colours_in_value_modes() -> None:
     flags = np.array([0, FLAG_EDITED, FLAG_PROTECTED, FLAG_EDITED | FLAG_PROTECTED, FLAG_MASKED | FLAG_EDITED], np.uint8)
     levels = np.full(5, palette.LEVEL0 + 7, dtype=np.uint16)

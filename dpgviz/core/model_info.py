@@ -14,6 +14,20 @@ from dataclasses import dataclass, field
 from dpgviz.core.vocab import Vocabulary
 
 
+def _text(value: object) -> str:
+    """`value` as an exact str (str() of a str subclass may return the subclass itself)."""
+    text = str(value)
+    return text if type(text) is str else str.__str__(text)
+
+
+def _ints(values: object) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)
+
+
+def _maybe(kind: type, value: object) -> object:
+    return None if value is None else kind(value)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """A loaded model: where it came from, its size and its vocabulary."""
@@ -38,6 +52,23 @@ class ModelInfo:
     chat_wrap: tuple[tuple[int, ...], tuple[int, ...]] | None = None
     eos_id: int | None = None  # end of text, after which a model pads (Vocabulary.eos_id)
     torch_version: str = ""  # torch in the process that runs it (sessions record it for verify)
+
+    def __post_init__(self) -> None:
+        """Every field as a plain builtin (str, int, float, tuple, None). The worker hands in
+        what torch and numpy give it, and an object of theirs here would make unpickling the
+        `ModelLoaded` message in the window import torch (torch.__version__ is a str subclass
+        of torch.torch_version; a 0-d tensor or a numpy int would do the same)."""
+        chat = None if self.chat_wrap is None else (_ints(self.chat_wrap[0]), _ints(self.chat_wrap[1]))
+        plain = dict(
+            name=_text(self.name), path=_maybe(_text, self.path), block_size=int(self.block_size), params=int(self.params),
+            itos=tuple(_text(s) for s in self.itos), n_ids=int(self.n_ids), device=_text(self.device),
+            meta=_maybe(_text, self.meta), threads=int(self.threads), iter_num=_maybe(int, self.iter_num),
+            best_val_loss=_maybe(float, self.best_val_loss), stand_ins=tuple(_text(s) for s in self.stand_ins),
+            never_sample=_ints(self.never_sample), dtype=_text(self.dtype), tokenizer=_text(self.tokenizer),
+            chat_wrap=chat, eos_id=_maybe(int, self.eos_id), torch_version=_text(self.torch_version),
+        )
+        for name, value in plain.items():
+            object.__setattr__(self, name, value)  # frozen: set once, here
 
     @property
     def vocab_size(self) -> int:

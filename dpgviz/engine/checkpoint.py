@@ -206,7 +206,7 @@ class LoadedModel:
             tokenizer=self.tokenizer,
             chat_wrap=getattr(self.adapter, "chat_wrap", None),  # LLaDA / Dream (engine.dllm): --chat
             eos_id=self.vocab.eos_id,
-            torch_version=torch.__version__,
+            torch_version=str(torch.__version__),  # a torch.torch_version.TorchVersion: unpickling it imports torch
         )
 
 
