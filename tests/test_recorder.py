@@ -184,7 +184,11 @@ def test_a_recorder_killed_mid_run_leaves_every_record_but_at_most_the_last(tmp_
         n = len(session.store)
         assert logged <= n <= logged + 1  # printed ones are all there; one more may have been written
         assert session.store.kind(0) == "initial" and len(session.rows()) == n
-    cli("show", str(path))
+        assert session.damage is not None and session.damage.records_recovered == n  # no end entry: said partial
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "show", str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 3 and f"partial: {n} records recovered" in proc.stderr, proc.stderr[-3000:]
+    cli("show", str(path), "--allow-partial")
 
 
 def test_export_and_branch_read_a_recorded_file(tmp_path: Path) -> None:

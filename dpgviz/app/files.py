@@ -22,7 +22,7 @@ from pathlib import Path
 from dpgviz.app.compare import Compare, sibling_runs
 from dpgviz.app.document import Document
 from dpgviz.app.jobs import Jobs
-from dpgviz.app.notices import CompareShown, ModelOffered, Notices, SettingsRestored
+from dpgviz.app.notices import CompareShown, ModelOffered, Notices, SettingsRestored, counted
 from dpgviz.app.runs import Runs
 from dpgviz.core.discovery import model_file
 from dpgviz.core.settings import GenerationSettings
@@ -32,6 +32,22 @@ log = logging.getLogger(__name__)
 
 # Export formats that take one record (the one shown); the rest take the whole branch.
 PER_RECORD_FORMATS = ("text", "png")
+
+
+def damaged(session: Session) -> str:
+    """'; the file is damaged after record K (N of M records recovered: why)' for a partial read, else ''."""
+    d = session.damage
+    return "" if d is None else f"; the file is damaged after record {d.records_recovered - 1} ({d.describe()})"
+
+
+def is_same_file(a: str | Path | None, b: str | Path | None) -> bool:
+    """Whether two recorded paths name the same file (False when either is missing)."""
+    if not a or not b:
+        return False
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):
+        return str(a) == str(b)
 
 
 class Files:
@@ -60,13 +76,14 @@ class Files:
         except (SessionError, OSError) as exc:
             self.notices.say(f"Cannot open {path}: {exc}", is_error=True)
             return False
-        self.adopt(session, Path(path))
+        # A damaged file (a partial read) is not saved over: Save asks where, and its unread bytes stay.
+        self.adopt(session, Path(path) if session.damage is None else None)
         for hook in self.on_opened:
             hook(session)
         store = session.store
         self.notices.say(
-            f"Opened {Path(path).name}: {len(store)} records in {len(store.branch_order)} branches. "
-            "Checking the recorded model..."
+            f"Opened {Path(path).name}: {counted(len(store), 'record')} in {counted(len(store.branch_order), 'branch')}"
+            f"{damaged(session)}. Checking the recorded model...", is_error=session.damage is not None,
         )
         return True
 
@@ -114,19 +131,24 @@ class Files:
         exc = future.exception()
         status = "unreadable" if exc is not None else str(future.result())
         name = Path(session.model_path).name if session.model_path else ""
-        records = f"{len(session.store)} records in {len(session.store.branch_order)} branches"
+        info = self.runs.model_info  # the model loaded already is the session's: nothing to press
+        offer = "is loaded" if info is not None and is_same_file(info.path, session.model_path) else (
+            "is picked: press Load to continue or restart")
+        records = f"{counted(len(session.store), 'record')} in {counted(len(session.store.branch_order), 'branch')}{damaged(session)}"
         if status == "ok":
             self.notices.post(ModelOffered(str(session.model_path)))
-            self.notices.say(f"Opened {records}. Its model {name} is picked: press Load to continue or restart.")
+            self.notices.say(f"Opened {records}. Its model {name} {offer}.",
+                             is_error=session.damage is not None)
         elif status == "unrecorded":
-            self.notices.say(f"Opened {records}. No model was recorded: load one to continue or restart.")
+            self.notices.say(f"Opened {records}. No model was recorded: load one to continue or restart.",
+                             is_error=session.damage is not None)
         else:
             why = {"missing": "is not there", "changed": "has changed since (sha256 differs)"}.get(
                 status, f"cannot be read ({exc})"
             )
             self.notices.say(
                 f"Opened {records}. Its model {session.model_path} {why}: load a model to continue or restart.",
-                is_error=status != "missing",
+                is_error=status != "missing" or session.damage is not None,
             )
 
     # -- save and export ----------------------------------------------------------------------
@@ -187,7 +209,7 @@ class Files:
             self.doc.path = Path(str(written))
             for hook in self.on_saved:
                 hook(self.doc.path, version)
-            return f"Saved {len(snapshot.store)} records in {len(snapshot.store.branch_order)} branches to {written}."
+            return f"Saved {counted(len(snapshot.store), 'record')} in {counted(len(snapshot.store.branch_order), 'branch')} to {written}."
 
         self.jobs.start(f"saving {path.name}", work, done)
         return True

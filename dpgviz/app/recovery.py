@@ -39,7 +39,7 @@ import os
 from pathlib import Path
 
 from dpgviz.app.document import Document
-from dpgviz.app.files import Files
+from dpgviz.app.files import Files, damaged
 from dpgviz.app.notices import Notices
 from dpgviz.app.runs import Runs
 from dpgviz.store.journal import Journal, RecoveryInfo, discard_recovery, find_recovery, recover
@@ -78,6 +78,7 @@ class Recovery:
         self._meta: dict = {}
         self._reopened: tuple[int, int] | None = None  # the closed journal reopened here (_file_key): not twice
         self._saved: tuple[int, int] | None = None  # (id, version) of the store as last saved or opened
+        self._damaged = ""  # app.files.damaged of the journal opened last ('': it read whole)
         files.on_saved.append(self._on_saved)
         files.on_opened.append(self._on_opened)
 
@@ -108,8 +109,8 @@ class Recovery:
         if info.path != self.path:  # another window's: this window journals what it recovered from now on
             _forget(info.path)
         self.notices.say(
-            f"Recovered {len(store)} records in {len(store.branch_order)} branches from {info.mtime:%Y-%m-%d %H:%M}. "
-            "Save them to keep them."
+            f"Recovered {len(store)} records in {len(store.branch_order)} branches from {info.mtime:%Y-%m-%d %H:%M}"
+            f"{self._damaged}. Save them to keep them.", is_error=bool(self._damaged),
         )
         return True
 
@@ -122,6 +123,7 @@ class Recovery:
         except (SessionError, OSError) as exc:
             self.notices.say(f"Cannot {verb} {info.path}: {exc}", is_error=True)
             return None
+        self._damaged = damaged(session)  # a journal damaged mid-way: its records before the damage, said so
         doc, found = self.doc, session.store
         fits = doc.store is not None and doc.store.layout == found.layout and doc.vocab == session.vocab
         if doc.store is None or len(doc.store) == 0 or (not fits and self.is_shown_saved):
@@ -237,7 +239,7 @@ class Recovery:
         self._reopened = key
         self.notices.say(
             f"Reopened {len(store)} unsaved records in {len(store.branch_order)} branches, closed "
-            f"{info.mtime:%Y-%m-%d %H:%M}. Save them to keep them."
+            f"{info.mtime:%Y-%m-%d %H:%M}{self._damaged}. Save them to keep them.", is_error=bool(self._damaged),
         )
         return True
 

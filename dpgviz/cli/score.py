@@ -43,7 +43,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from dpgviz.engine.score import score_branch
     from dpgviz.store.layers import js_summary, put_layer
     from dpgviz.store.provenance import branch_origin
-    from dpgviz.store.session import open_session, save_session
+    from dpgviz.store.session import open_session, save_session, set_aside_damaged
 
     with open_session(args.file) as session:
         branch = session.branch(args.branch).id
@@ -66,6 +66,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                 raise UserError(str(exc)) from None
         put_layer(session.store, layer)
         out = args.out or args.file
+        set_aside_damaged(session, out)  # a partial read must not overwrite the records it could not read
         save_session(
             out, session.store, session.vocab, settings=session.settings, model_path=session.model_path,
             model_sha256=session.model_sha256, model_info=session.model_info, runtime=session.runtime or None,

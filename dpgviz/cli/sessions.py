@@ -43,6 +43,7 @@ from dpgviz.store.session import (
     checkpoint_sha256,
     open_session,
     save_session,
+    set_aside_damaged,
 )
 from dpgviz.store.step_store import StepStore
 
@@ -170,26 +171,47 @@ def _position_table(doc: dict, branch: str, top: int = 3) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cmd_show(
-    path: str, branch: str | None = None, as_json: bool = False, position: int | None = None, full_text: bool = False
-) -> int:
-    """Print a session: JSON (`session_json`) or a readable summary and the branch's final text.
+PARTIAL_EXIT = 3  # `show` of a damaged file: what precedes the damage was printed (--allow-partial: 0)
 
-    With `position`, one position's history instead (`position_json`, or a table).
+
+def show_json(path: str | Path, branch: str | None = None, position: int | None = None, full_text: bool = False) -> dict:
+    """What `show --json` prints: `session_json` (or `position_json`), every column checksum checked.
+
+    A partial read (a damaged recorder file or journal: store.session.Damage) puts
+    "partial": true, "records_recovered", "records_written" (null: unknown) and "damage"
+    first; a whole read adds nothing. SessionError for a file that cannot be read at all.
     """
-    with open_session(path) as session:
-        if position is not None:
-            pdoc = position_json(session, position, branch)
-            if as_json:
-                print_json(pdoc)
-            else:
+    with open_session(path, verify=True) as session:
+        doc = position_json(session, position, branch) if position is not None else session_json(session, branch, full_text)
+        return doc if session.damage is None else {**session.damage.json(), **doc}
+
+
+def cmd_show(
+    path: str, branch: str | None = None, as_json: bool = False, position: int | None = None, full_text: bool = False,
+    allow_partial: bool = False,
+) -> int:
+    """Print a session: JSON (`show_json`) or a readable summary and the branch's final text.
+
+    With `position`, one position's history instead (`position_json`, or a table). A
+    damaged file's records before the damage are printed, and the status is PARTIAL_EXIT
+    unless `allow_partial` (the reader logged "partial: N of M records recovered (why)").
+    """
+    if as_json:
+        doc = show_json(path, branch, position, full_text)
+        print_json(doc)
+        is_partial = bool(doc.get("partial"))
+    else:
+        with open_session(path, verify=True) as session:
+            if position is not None:
+                pdoc = position_json(session, position, branch)
                 sys.stdout.write(_position_table(pdoc, session.branch(branch).id))
-            return 0
-        doc = session_json(session, branch, full_text=full_text)
-        if as_json:
-            print_json(doc)
-            return 0
-        sys.stdout.write(_summary(session, doc))
+            else:
+                sys.stdout.write(_summary(session, session_json(session, branch, full_text=full_text)))
+            is_partial = session.damage is not None
+    if is_partial and not allow_partial:
+        sys.stderr.write(f"dpgviz: {path} is damaged: only the records before the damage were read "
+                         "(--allow-partial accepts that: exit status 0)\n")
+        return PARTIAL_EXIT
     return 0
 
 
@@ -412,6 +434,7 @@ def cmd_branch(
             ref = model_ref(info.name, info.path, checkpoint_sha256(weights) if weights is not None else None)
             child.provenance = {"model": {**ref, "block_size": info.block_size},
                                 "runtime": runtime_of(info.to_dict(with_itos=False))}
+        set_aside_damaged(session, path)  # a partial read must not overwrite the records it could not read
         save_session(
             path, store, vocab, settings=session.settings, model_path=session.model_path,
             model_sha256=session.model_sha256, model_info=session.model_info, runtime=session.runtime or None,
@@ -438,8 +461,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("open", help="open a saved session in the app")
     p.add_argument("file")
 
-    p = sub.add_parser("show", help="print a saved session")
+    p = sub.add_parser(
+        "show", help="print a saved session",
+        epilog="Exit status: 0; 2 when the file cannot be read; 3 when it is damaged and only the records before "
+        "the damage were read (--json adds \"partial\": true, \"records_recovered\", \"records_written\", \"damage\").",
+    )
     p.add_argument("file")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="exit 0 on a damaged file whose records before the damage were read")
     p.add_argument("--branch")
     p.add_argument("--json", action="store_true")
     p.add_argument(
@@ -495,7 +524,7 @@ COMMANDS = {
         args.file, args.record, args.edits, args.branch, {k: getattr(args, k) for k in BRANCH_OVERRIDES},
         args.model, args.meta, args.device,
     ),
-    "show": lambda args: cmd_show(args.file, args.branch, args.json, args.position, args.full_text),
+    "show": lambda args: cmd_show(args.file, args.branch, args.json, args.position, args.full_text, args.allow_partial),
     "export": lambda args: cmd_export(
         args.file, args.format, args.branch, args.record, args.frame_ms, args.out, mode=args.mode
     ),

@@ -2,7 +2,7 @@
 
     f = RecordFile(path, layout, vocab, meta)     header entry: layout, vocabulary, settings, model
     f.append(rows, pool, tree, next_branch_id)    one batch entry: the log's B rows and their candidates
-    f.close()
+    f.close()                                     an end entry: the counts written, then the file closes
 
 Why the journal's format and not a session file's: a session file (store.session) puts its
 column table in the header and each column in one run of bytes, so it can only be written
@@ -15,7 +15,10 @@ session (its magic says which), which gives `show`, `export`, `branch` and File 
 Each `append` is one os.write of the whole entry, before `Recorder.log` returns: what was
 logged is in the OS's page cache, which a SIGKILL does not lose, so a killed recorder leaves
 every record but at most the one being written (its entry fails its CRC or is cut short,
-and replay stops before it). fsync (what a power cut needs) happens at most every FSYNC_S
+and replay stops before it). The header's `end_entry` says that `close` ends the file with
+an E entry of the counts written; a reader of such a file without it says the read is
+partial (cut short at an entry boundary, or a recorder killed or still writing), while a
+file of a version before the end entry reads as it always did. fsync (what a power cut needs) happens at most every FSYNC_S
 seconds and at close.
 
 Rows are laid out as the step store lays out its columns (store.step_store): dense fields,
@@ -44,6 +47,7 @@ from dpgviz.store.journal import (
     _JSON_LEN,
     _PREFIX,
     ENTRY_BATCH,
+    ENTRY_END,
     ENTRY_HEADER,
     FORMAT_NAME,
     JOURNAL_VERSION,
@@ -93,6 +97,7 @@ class RecordFile:
             "mask_id": vocab.mask_id,
             "meta": meta,
             "recorded": True,  # written by dpgviz.record, not the window's recovery journal
+            "end_entry": True,  # close() ends the file with an E entry: a file without it was cut short or killed
         }
         self._write([_PREFIX.pack(MAGIC, JOURNAL_VERSION), *_entry(ENTRY_HEADER, [_json(header)])])
 
@@ -129,6 +134,9 @@ class RecordFile:
         self._last_fsync = time.monotonic()
 
     def close(self) -> None:
+        """Write the end entry (what was written, so a reader can tell a whole file from a cut one) and close."""
+        if self._fd is not None:
+            self._write(_entry(ENTRY_END, [_json({"records": self.n_rows, "pool_count": self.n_pool})]))
         fd, self._fd = self._fd, None
         if fd is not None:
             with contextlib.suppress(OSError):

@@ -21,10 +21,17 @@ normal close clears it. The file lives in the cache folder beside the log:
        bytes of each named array in that order: rows start..start+count of every
        row-indexed column of the store, then pool entries pool_start..+pool_count.
     M  UTF-8 JSON {meta?, vocab?, mask_id?}: replaces the header's (a later entry wins).
+    E  UTF-8 JSON {records, pool_count}: the end of a closed recorder's file (record.file;
+       its header says `end_entry: true`); nothing after it is read. Readers before it skip
+       it as an unknown type, and files before it (no `end_entry`) read as they did.
 
 Replaying reads entries in order and stops at the first that is cut short, fails its
 CRC or does not continue the rows (the process died while writing it): everything
-before it is recovered. A batch's rows are appended to the branch their
+before it is recovered, and the Session's `damage` (store.session.Damage) says so: how
+many records were recovered, how many checksummed entries after the damage show were
+written (found by their JSON's first key; None when none is left), and where the damage
+is. A file whose header promises an end entry and that has none is partial too.
+A batch's rows are appended to the branch their
 `branch_index` names; a batch carrying `tree` (StepStore.tree() as of its last row:
 the first batch, and any batch after a fork, amend_edit, rename, delete or new
 branch) then replaces the whole tree, rows included. Rows are never rewritten in a
@@ -53,6 +60,7 @@ import datetime as _dt
 import json
 import logging
 import math
+import mmap
 import os
 import struct
 import threading
@@ -70,7 +78,7 @@ import dpgviz
 from dpgviz.core.paths import recovery_path
 from dpgviz.core.records import RecordLayout
 from dpgviz.core.vocab import Vocabulary
-from dpgviz.store.session import Session, SessionError, _checked_tree
+from dpgviz.store.session import Damage, Session, SessionError, _checked_tree
 from dpgviz.store.step_store import POOL_FIELDS, StepStore
 
 log = logging.getLogger(__name__)
@@ -79,7 +87,7 @@ MAGIC = b"\x89JOURNAL"
 FORMAT_NAME = "dpgviz-journal"
 JOURNAL_VERSION = 1
 SUFFIX = ".dpgjournal"
-ENTRY_HEADER, ENTRY_BATCH, ENTRY_META = b"H", b"B", b"M"
+ENTRY_HEADER, ENTRY_BATCH, ENTRY_META, ENTRY_END = b"H", b"B", b"M", b"E"
 _PREFIX = struct.Struct("<8sI")  # magic, format version
 _ENTRY = struct.Struct("<IQc")  # crc32, payload length, type
 _CRC_PART = struct.Struct("<Qc")  # what the crc covers besides the payload: a torn length fails it too
@@ -559,13 +567,99 @@ class RecoveryInfo:
         return f"Recover the unsaved work of {self.mtime:%Y-%m-%d %H:%M} ({records}, {branches})"
 
 
-@contextlib.contextmanager
-def _entries(path: Path) -> Iterator[Iterator[tuple[bytes, bytes]]]:
-    """The journal's entries as (type, payload), in order, read one at a time.
+class _Entries:
+    """A journal's entries as (type, payload), in order, read one at a time.
 
-    Stops at the first entry that is cut short or fails its CRC (logged: what precedes
-    it is what there is). SessionError for a file that cannot be read or is no journal.
+    Stops at the first entry that is cut short or fails its CRC (what precedes it is what
+    there is: `damage_at` and `why` say where and what), and after an end entry (`end`:
+    its counts). `written_after` then looks past the damage for what was written.
     """
+
+    def __init__(self, path: Path, f: BinaryIO, size: int) -> None:
+        self.path, self.f, self.size = path, f, size
+        self.damage_at: int | None = None
+        self.why = ""
+        self.end: dict | None = None
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        at, f, size = _PREFIX.size, self.f, self.size
+        while at < size:
+            frame = f.read(_ENTRY.size)
+            if len(frame) < _ENTRY.size:
+                return self._stop(at, "is cut short")
+            crc, length, kind = _ENTRY.unpack(frame)
+            if at + _ENTRY.size + length > size:  # checked before reading: a torn length must not allocate
+                return self._stop(at, "is cut short")
+            payload = f.read(length)
+            if len(payload) != length or zlib.crc32(payload, zlib.crc32(frame[4:])) != crc:
+                return self._stop(at, "fails its checksum")
+            at += _ENTRY.size + length
+            if kind == ENTRY_END:
+                self.end = _end_info(payload)
+                if self.end is None:
+                    return self._stop(at - _ENTRY.size - length, "is an end entry that is not JSON")
+                if at < size:
+                    log.warning("journal %s: %d bytes after its end entry ignored", self.path, size - at)
+                return
+            yield kind, payload
+
+    def _stop(self, at: int, what: str) -> None:
+        self.damage_at, self.why = at, f"the entry at byte {at} {what}"
+        log.debug("journal %s: %s; recovering what precedes it", self.path, self.why)  # recover() says it once
+
+    def written_after(self, at: int) -> int | None:
+        """The most records that a checksummed batch or end entry after byte `at` says were written (None: none says).
+
+        Finds candidates by their JSON's first key (a batch's '{"start":', an end's
+        '{"records":'): memory-mapped, so O(file) bytes searched and CRC-checked, nothing copied.
+        """
+        try:
+            mm = mmap.mmap(self.f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            return None
+        most = None
+        with mm, memoryview(mm) as view:
+            for key, kind, before in ((b'{"start":', ENTRY_BATCH, _JSON_LEN.size), (b'{"records":', ENTRY_END, 0)):
+                hit = mm.find(key, at + 1)
+                while hit >= 0:
+                    n = _checked_count(view, hit - before - _ENTRY.size, kind)
+                    if n is not None:
+                        most = n if most is None else max(most, n)
+                    hit = mm.find(key, hit + 1)
+        return most
+
+
+def _checked_count(view: memoryview, at: int, kind: bytes) -> int | None:
+    """Rows written up to the end of the entry framed at byte `at` if one of type `kind` passes its CRC there."""
+    if at < _PREFIX.size or at + _ENTRY.size > len(view):
+        return None
+    crc, length, got = _ENTRY.unpack_from(view, at)
+    stop = at + _ENTRY.size + length
+    if got != kind or stop > len(view):
+        return None
+    payload = view[at + _ENTRY.size : stop]
+    if zlib.crc32(payload, zlib.crc32(view[at + 4 : at + _ENTRY.size])) != crc:
+        return None
+    try:
+        if kind == ENTRY_END:
+            return int(_end_info(bytes(payload))["records"])
+        info, _ = _batch_info(payload)
+        return int(info["start"]) + int(info["count"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None
+
+
+def _end_info(payload: bytes) -> dict | None:
+    try:
+        info = json.loads(payload.decode("ascii"))
+        return info if isinstance(info, dict) and isinstance(info.get("records"), int) else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+@contextlib.contextmanager
+def _entries(path: Path) -> Iterator[_Entries]:
+    """The journal's entries (`_Entries`); SessionError for a file that cannot be read or is no journal."""
     try:
         with path.open("rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -580,36 +674,17 @@ def _entries(path: Path) -> Iterator[Iterator[tuple[bytes, bytes]]]:
                     f"{path} is a recovery journal of format version {version}; "
                     f"dpgviz {dpgviz.__version__} reads {JOURNAL_VERSION}"
                 )
-            yield _framed(path, f, size)
+            yield _Entries(path, f, size)
     except OSError as exc:
         raise SessionError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _framed(path: Path, f: BinaryIO, size: int) -> Iterator[tuple[bytes, bytes]]:
-    at = _PREFIX.size
-    while at < size:
-        frame = f.read(_ENTRY.size)
-        if len(frame) < _ENTRY.size:
-            log.warning("journal %s: entry at byte %d is cut short; recovering what precedes it", path, at)
-            return
-        crc, length, kind = _ENTRY.unpack(frame)
-        if at + _ENTRY.size + length > size:  # checked before reading: a torn length must not allocate
-            log.warning("journal %s: entry at byte %d is cut short; recovering what precedes it", path, at)
-            return
-        payload = f.read(length)
-        if len(payload) != length or zlib.crc32(payload, zlib.crc32(frame[4:])) != crc:
-            log.warning("journal %s: entry at byte %d fails its checksum; recovering what precedes it", path, at)
-            return
-        yield kind, payload
-        at += _ENTRY.size + length
-
-
-def _batch_info(payload: bytes) -> tuple[dict, int]:
+def _batch_info(payload: bytes | memoryview) -> tuple[dict, int]:
     """The JSON part of a batch and where its arrays start; ValueError if malformed."""
     if len(payload) < _JSON_LEN.size:
         raise ValueError("batch shorter than its length field")
     (n,) = _JSON_LEN.unpack_from(payload)
-    info = json.loads(payload[_JSON_LEN.size : _JSON_LEN.size + n].decode("ascii"))
+    info = json.loads(bytes(payload[_JSON_LEN.size : _JSON_LEN.size + n]).decode("ascii"))  # bytes or a memoryview
     if not isinstance(info, dict):
         raise ValueError("batch info is not an object")
     return info, _JSON_LEN.size + n
@@ -644,10 +719,11 @@ def find_recovery(path: str | Path | None = None) -> RecoveryInfo | None:
     n_records, branches = 0, set()
     if st.st_size:
         with _entries(path) as entries:
-            kind, payload = next(entries, (None, None))
+            read = iter(entries)
+            kind, payload = next(read, (None, None))
             if kind is not None:
                 _header(path, kind, payload)
-            for kind, payload in entries:
+            for kind, payload in read:
                 if kind != ENTRY_BATCH:
                     continue
                 try:
@@ -685,7 +761,8 @@ def recover(path: str | Path) -> Session:
     """
     path = Path(path)
     with _entries(path) as entries:
-        kind, payload = next(entries, (None, None))
+        read = iter(entries)
+        kind, payload = next(read, (None, None))
         header = _header(path, kind, payload)
         try:
             layout = RecordLayout.from_dict(header["layout"])
@@ -697,7 +774,8 @@ def recover(path: str | Path) -> Session:
         pool: dict[str, list[np.ndarray]] = {}
         count = pool_count = next_branch_id = 0
         tree: list[dict] = []
-        for kind, payload in entries:
+        unjoined = ""
+        for kind, payload in read:
             if kind == ENTRY_META:
                 try:
                     update = json.loads(payload.decode("ascii"))
@@ -714,6 +792,7 @@ def recover(path: str | Path) -> Session:
                     next_branch_id = max(next_branch_id, int(info.get("next_branch_id", 0)))
                 except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
                     log.warning("journal %s: batch at row %d does not continue the rows (%s); recovering before it", path, count, exc)
+                    unjoined = f"the batch at row {count} does not continue the rows ({exc})"
                     break
                 for name, arr in parts.items():
                     (pool if name in POOL_FIELDS else rows).setdefault(name, []).append(arr)
@@ -728,8 +807,10 @@ def recover(path: str | Path) -> Session:
                             by_id[str(bid)].setdefault("rows", []).append(row)
             else:
                 log.debug("journal %s: entry of unknown type %r skipped", path, kind)
+        damage = _damage(entries, header, count, unjoined)
     if count == 0:
-        raise SessionError(f"{path} holds no records to recover")
+        why = f" (it is damaged before its first: {damage.reason})" if damage is not None else ""
+        raise SessionError(f"{path} holds no records to recover{why}")
     if vocab.n_ids > layout.n_ids:
         raise SessionError(f"{path} is corrupt ({vocab.n_ids} vocabulary ids do not fit records of {layout.n_ids})")
     tree = _checked_tree(path, tree, count)
@@ -741,6 +822,8 @@ def recover(path: str | Path) -> Session:
         raise SessionError(f"{path} does not match its layout ({exc})") from None
     store.next_branch_id = max(store.next_branch_id, next_branch_id)
     log.debug("recovered %d records in %d branches from %s", count, len(store.branch_order), path)
+    if damage is not None:
+        log.warning("%s: %s", path, damage.describe())
     return Session(
         store=store,
         vocab=vocab,
@@ -751,7 +834,22 @@ def recover(path: str | Path) -> Session:
         app_version=str(header.get("app_version", "")),
         created=str(header.get("created", "")),
         path=None,
+        damage=damage,
     )
+
+
+def _damage(entries: _Entries, header: dict, count: int, unjoined: str) -> Damage | None:
+    """What a replay of `count` rows left out (None: the file read whole)."""
+    if entries.damage_at is not None or unjoined:
+        written = entries.written_after(entries.damage_at if entries.damage_at is not None else _PREFIX.size)
+        why = unjoined or entries.why
+        return Damage(count, None if written is None or written <= count else written, why)
+    if entries.end is not None and entries.end["records"] != count:
+        return Damage(min(count, entries.end["records"]), entries.end["records"], "its end entry counts other records")
+    if entries.end is None and header.get("end_entry"):
+        why = "it has no end entry: it was cut short, or its recorder was killed or is still writing"
+        return Damage(count, None, why)
+    return None
 
 
 def _batch_arrays(

@@ -73,6 +73,7 @@ import logging
 import mmap
 import os
 import secrets
+import shutil
 import struct
 import threading
 import zlib
@@ -116,6 +117,30 @@ Progress = Callable[[int, int], None]  # progress(done, total), called from the 
 
 class SessionError(ValueError):
     """A session cannot be saved, opened or shown; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class Damage:
+    """What a partial read of a damaged append-only file (a recorder's, a journal) left out.
+
+    Only whole records before the damage are read (each entry has its CRC-32), so
+    `records_recovered` never exceeds what was written. `records_written` is what
+    checksummed entries after the damage show was written, None when nothing says.
+    """
+
+    records_recovered: int
+    records_written: int | None
+    reason: str  # one line: where the damage is and what it is
+
+    def describe(self) -> str:
+        """'partial: N of M records recovered (reason)' (M left out when unknown)."""
+        of = "" if self.records_written is None else f" of {self.records_written}"
+        return f"partial: {self.records_recovered}{of} records recovered ({self.reason})"
+
+    def json(self) -> dict:
+        """The keys `show --json` adds on a partial read."""
+        return {"partial": True, "records_recovered": self.records_recovered,
+                "records_written": self.records_written, "damage": self.reason}
 
 
 # -- checkpoint hashing ---------------------------------------------------------------
@@ -171,6 +196,7 @@ class Session:
     app_version: str = dpgviz.__version__
     created: str = ""
     path: Path | None = None
+    damage: Damage | None = None  # a partial read: what was left out (None: the file read whole)
     _mmap: mmap.mmap | None = field(default=None, repr=False)
 
     # -- branches --------------------------------------------------------------------
@@ -640,6 +666,29 @@ def _verify_columns(path: Path, mm: mmap.mmap, table: list[dict]) -> None:
             offset, nbytes = int(e["offset"]), int(e["nbytes"])
             if zlib.crc32(view[offset : offset + nbytes]) != int(e["crc32"], 16):
                 raise SessionError(f"{path} is corrupt (column {e['name']} does not match its checksum)")
+
+
+def set_aside_damaged(session: Session, target: str | Path) -> Path | None:
+    """Before a save over the damaged file `session` was partially read from: copy it to NAME.damaged.
+
+    What the read left out stays on disk (a later tool may recover more). Returns the
+    copy's path; None when nothing needed keeping. SessionError if the copy fails.
+    """
+    if session.damage is None or session.path is None or not Path(target).exists():
+        return None
+    if Path(target).resolve() != session.path.resolve():
+        return None
+    copy = session.path.with_name(session.path.name + ".damaged")
+    n = 1
+    while copy.exists():
+        n += 1
+        copy = session.path.with_name(f"{session.path.name}.damaged-{n}")
+    try:
+        shutil.copyfile(session.path, copy)
+    except OSError as exc:
+        raise SessionError(f"cannot keep the damaged {session.path} aside before saving over it: {exc.strerror or exc}") from None
+    log.warning("%s is damaged (%s); its original is kept as %s", session.path, session.damage.describe(), copy)
+    return copy
 
 
 def verify_session(path: str | Path) -> None:
