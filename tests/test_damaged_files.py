@@ -194,3 +194,21 @@ def test_a_damaged_journal_recovers_what_precedes_the_damage_and_counts_what_fol
     session = recover(path)
     assert session.damage is not None and session.damage.records_written is None
     assert "the entry at byte" in session.damage.reason and len(session.store) < written
+
+
+def test_the_window_opens_a_damaged_file_says_so_and_does_not_save_over_it(originals, tmp_path: Path) -> None:
+    from dpgviz.app.workspace import Workspace
+
+    data, _original, _written = originals["one.dpgviz"]
+    path = tmp_path / "cut.dpgviz"
+    path.write_bytes(data[: len(data) - 100])  # 19 of 20 records readable
+    with Workspace(device="cpu", journal=tmp_path / "journal.dpgjournal") as ws:
+        assert ws.files.open(path)
+        note = [n for n in ws.take_notices() if hasattr(n, "text")][-1]
+        assert note.is_error and note.text.startswith("Opened cut.dpgviz: 19 records in 1 branch")
+        assert "; the file is damaged after record 18 (the entry at byte" in note.text
+        assert len(ws.store) == 19 and ws.doc.path is None  # Save asks where: the damaged file stays as it is
+        ws.wait_for_job()  # the recorded model's check: its notice keeps saying it
+        ws.update(0.01)
+        assert "the file is damaged after record 18" in ws.take_notices()[-1].text
+    assert path.read_bytes() == data[: len(data) - 100]

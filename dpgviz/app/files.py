@@ -35,9 +35,12 @@ PER_RECORD_FORMATS = ("text", "png")
 
 
 def damaged(session: Session) -> str:
-    """'; the file is damaged after record K (N of M records recovered: why)' for a partial read, else ''."""
+    """'; the file is damaged after record K (why, M records were written)' for a partial read, else ''."""
     d = session.damage
-    return "" if d is None else f"; the file is damaged after record {d.records_recovered - 1} ({d.describe()})"
+    if d is None:
+        return ""
+    written = "" if d.records_written is None else f"; {d.records_written} records were written"
+    return f"; the file is damaged after record {d.records_recovered - 1} ({d.reason}{written})"
 
 
 def is_same_file(a: str | Path | None, b: str | Path | None) -> bool:
