@@ -48,7 +48,35 @@ def test_a_part_failing_every_frame_is_disabled_after_a_few_tries() -> None:
     for _ in range(10):
         guard.call("Plots", failing)
     assert len(calls) == MAX_FAILURES and "Plots" in guard.disabled
-    assert "off until restart" in said[-1][0]
+    assert "off until the run, record or layout changes" in said[-1][0]
+
+
+def test_a_disabled_part_comes_back_when_the_run_record_or_layout_changes() -> None:
+    said, calls = Said(), []
+
+    def canvas(fail: bool) -> str:
+        calls.append(fail)
+        if fail:
+            boom()
+        return "drawn"
+
+    guard = Guard(said, "/tmp/x.log")
+    watched = dict(run="3", record=("3", 7), layout=(False, 16, 89, 40))
+    for _ in range(MAX_FAILURES + 2):
+        guard.revive_on_change(**watched)
+        guard.call("Canvas", canvas, True)
+    assert "Canvas" in guard.disabled and len(calls) == MAX_FAILURES
+    assert guard.revive_on_change(**watched) == [] and "Canvas" in guard.disabled  # nothing changed: stays off
+    assert guard.revive_on_change(**{**watched, "record": ("3", 8)}) == ["Canvas"]
+    assert said[-1] == ("Canvas back on (the record changed); if it fails again, details in /tmp/x.log", False)
+    assert guard.call("Canvas", canvas, False) == "drawn" and guard.revived == 1
+    for _ in range(MAX_FAILURES - 1):  # the count starts over: off again only after MAX_FAILURES more
+        guard.call("Canvas", canvas, True)
+    assert "Canvas" not in guard.disabled
+    guard.call("Canvas", canvas, True)
+    assert "Canvas" in guard.disabled
+    assert guard.revive_on_change(run=None, record=("3", 8), layout=(True, 22, 60, 30)) == ["Canvas"]
+    assert said[-1][0].startswith("Canvas back on (the run and layout changed)")
 
 
 def test_a_success_clears_the_count_and_callbacks_are_never_disabled() -> None:

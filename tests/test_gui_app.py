@@ -893,10 +893,14 @@ def test_a_failing_panel_is_reset_said_and_switched_off_while_the_rest_draws(
         for _ in range(10):
             assert app.frame()  # the window keeps drawing
         assert len(calls) == MAX_FAILURES and "Inspector" in app.guard.disabled
-        assert "off until restart" in app.status.text
+        assert "off until the run, record or layout changes" in app.status.text
+        assert ws.n_records() == n  # the records stay
+        assert app.guard.caught == caught + MAX_FAILURES
+        monkeypatch.undo()  # the inspector works again; it comes back with the next record
         set_slider(app, 1)  # the other panels still follow the view
         assert dpg.get_value(app.timeline.slider) == 2 and ws.inspect.shown().row == ws.rows()[1]
-        assert ws.n_records() == n  # the records stay
+        app.frame()
+        assert "Inspector" not in app.guard.disabled and "Inspector back on (the record changed)" in app.status.text
         assert app.guard.caught == caught + MAX_FAILURES
     finally:
         app.guard.disabled.discard("Inspector")

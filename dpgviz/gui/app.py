@@ -333,6 +333,9 @@ class App:
         notices = self.workspace.take_notices()
         for notice in notices:
             self.guard.call(f"Showing {type(notice).__name__}", self.show, notice, can_disable=False)
+        view = self.view  # a panel switched off comes back when any of these changes (gui.guard)
+        self.guard.revive_on_change(run=self.workspace.runs.live_branch, record=(view.branch, view.record),
+                                    layout=(view.text_mode, view.font_px, self.canvas.cols, self.canvas.view_rows))
         if (self.refresh() or notices) and self.pacer is not None:  # a change drawn may need a frame or two to settle
             self.pacer.owe(2)
 

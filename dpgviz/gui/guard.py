@@ -8,8 +8,13 @@ A bug in one panel must not close the window and lose every record not yet saved
 boundary the exception is logged with its traceback (the log file, `app.logfile`), said in
 one line in the status bar ("Inspector failed: IndexError ...; details in LOG"), and the
 part is reset to its empty state (`reset`). A part that fails MAX_FAILURES times in a row
-is disabled (never called again this session, said once), so a bug that fires every frame
-costs a few frames, not the CPU forever. A success clears the count.
+is disabled (not called, said once), so a bug that fires every frame costs a few frames,
+not the CPU forever. A success clears the count.
+
+A disabled part comes back when what it shows changes: the frame loop hands
+`revive_on_change` the run, the record and the layout each frame, and when one differs
+from the last frame's the disabled parts are tried again, with a line in the status bar.
+A bug tied to one record or one layout then costs that record, not the session.
 
 Log lines of caught exceptions start with BOUNDARY_TAG, so soak runs can count them
 (bench.soak). dearpygui only through the callback queue's tuples; no dpgviz.engine, no torch.
@@ -40,6 +45,8 @@ class Guard:
         self.failures: dict[str, int] = {}  # part -> failures in a row
         self.disabled: set[str] = set()
         self.caught = 0  # exceptions caught since start (tests, soak)
+        self.revived = 0  # times disabled parts were brought back (tests, soak)
+        self._watched: dict[str, object] = {}  # what revive_on_change saw last frame
 
     def call(
         self, name: str, fn: Callable[..., T], *args: object, reset: Callable[[], None] | None = None,
@@ -57,6 +64,23 @@ class Guard:
         if self.failures.get(name):
             self.failures[name] = 0
         return result
+
+    def revive_on_change(self, **watched: object) -> list[str]:
+        """Bring the disabled parts back when a watched value (run=, record=, layout=: plain,
+        comparable values) differs from the last call's; returns the parts brought back."""
+        changed = [name for name, value in watched.items() if name in self._watched and self._watched[name] != value]
+        self._watched = watched
+        if not changed or not self.disabled:
+            return []
+        parts = sorted(self.disabled)
+        self.disabled.clear()
+        for name in parts:
+            self.failures[name] = 0
+        self.revived += 1
+        what = " and ".join(changed)
+        log.info("back on after the %s changed: %s", what, ", ".join(parts))  # no BOUNDARY_TAG: soak counts those as catches
+        self.say(f"{', '.join(parts)} back on (the {what} changed); if it fails again, details in {self.log_path}", False)
+        return parts
 
     def run_callbacks(self, jobs: list | None) -> None:
         """Dear PyGui's queued callbacks (as dpg.run_callbacks runs them), each inside its own boundary."""
@@ -85,7 +109,7 @@ class Guard:
                 count = self.failures[name] = MAX_FAILURES
         if can_disable and count >= MAX_FAILURES:
             self.disabled.add(name)
-            self.say(f"{name} failed {count} times in a row and is off until restart: {what}; details in {self.log_path}",
-                     True)
+            self.say(f"{name} failed {count} times in a row and is off until the run, record or layout changes: {what}; "
+                     f"details in {self.log_path}", True)
         else:
             self.say(f"{name} failed: {what}; details in {self.log_path}", True)
