@@ -206,9 +206,9 @@ def test_the_window_opens_a_damaged_file_says_so_and_does_not_save_over_it(origi
         assert ws.files.open(path)
         note = [n for n in ws.take_notices() if hasattr(n, "text")][-1]
         assert note.is_error and note.text.startswith("Opened cut.dpgviz: 19 records in 1 branch")
-        assert "; the file is damaged after record 18 (the entry at byte" in note.text
+        assert "; the file is damaged after record 19 (the entry at byte" in note.text
         assert len(ws.store) == 19 and ws.doc.path is None  # Save asks where: the damaged file stays as it is
         ws.wait_for_job()  # the recorded model's check: its notice keeps saying it
         ws.update(0.01)
-        assert "the file is damaged after record 18" in ws.take_notices()[-1].text
+        assert "the file is damaged after record 19" in ws.take_notices()[-1].text
     assert path.read_bytes() == data[: len(data) - 100]

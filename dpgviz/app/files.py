@@ -40,7 +40,8 @@ def damaged(session: Session) -> str:
     if d is None:
         return ""
     written = "" if d.records_written is None else f"; {d.records_written} records were written"
-    return f"; the file is damaged after record {d.records_recovered - 1} ({d.reason}{written})"
+    # The timeline counts records from 1 ("record 19 of 19"): the last one read is record N.
+    return f"; the file is damaged after record {d.records_recovered} ({d.reason}{written})"
 
 
 def is_same_file(a: str | Path | None, b: str | Path | None) -> bool:
