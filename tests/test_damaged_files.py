@@ -141,6 +141,10 @@ def test_show_exits_3_with_partial_json_and_0_with_allow_partial(originals, tmp_
     assert show(path, "--json", "--allow-partial").returncode == 0
     text = show(path)  # the readable form says it on stderr and exits 3 too
     assert text.returncode == 3 and "partial: 1 of 20 records recovered" in text.stderr and "final text" in text.stdout
+    out = tmp_path / "flipped.txt"  # export goes on with what was read, and says it is partial
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "export", str(path), "--format", "text", "--out",
+                           str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and out.is_file() and "partial: 1 of 20 records recovered" in proc.stderr, proc.stderr
     whole = tmp_path / "whole.dpgviz"
     whole.write_bytes(data)
     proc = show(whole, "--json")

@@ -255,6 +255,26 @@ def test_a_corrupt_last_entry_is_left_out(two_batches, journal_path: Path) -> No
     assert recover(journal_path).store.tree() == first_tree
 
 
+def test_a_whole_journal_reads_with_no_damage_and_a_cut_one_says_what_it_read(two_batches, journal_path: Path) -> None:
+    _store, _tree, first_size, _full_size = two_batches
+    assert recover(journal_path).damage is None
+    with journal_path.open("r+b") as f:
+        f.truncate(first_size + 200)
+    damage = recover(journal_path).damage
+    assert damage is not None and damage.records_recovered == 5 and damage.records_written is None  # nothing left says
+    assert damage.describe() == f"partial: 5 records recovered (the entry at byte {first_size} is cut short)"
+
+
+def test_a_journal_damaged_before_its_first_record_is_refused_saying_where(two_batches, journal_path: Path) -> None:
+    data = bytearray(journal_path.read_bytes())
+    first_batch = entry_ends(journal_path)[0]  # the header's end: the first batch starts here
+    data[first_batch + 40] ^= 0x01
+    journal_path.write_bytes(bytes(data))
+    with pytest.raises(SessionError, match=r"holds no records to recover \(it is damaged before its first: "
+                       rf"the entry at byte {first_batch} fails its checksum\)"):
+        recover(journal_path)
+
+
 def test_sigkill_loses_nothing_synced_a_second_before(journal_path: Path) -> None:
     child = (
         "import sys, time\n"
