@@ -93,19 +93,24 @@ def check_read(doc: dict, original: dict, written: int, what: str) -> str:
     return "partial"
 
 
+def damaged_files(originals: dict, n: int = N_FILES):
+    """(name, damaged bytes, what was done) for n seeded damages, the kinds of file in turn."""
+    rng = np.random.default_rng(29)
+    names = sorted(originals)
+    for i in range(n):
+        name = names[i % len(names)]
+        damaged, how = damage(originals[name][0], rng)
+        yield name, damaged, f"file {i} ({name}, {how})"
+
+
 def test_a_thousand_damaged_files_read_whole_or_say_partial_and_never_more_than_was_written(
     originals, tmp_path: Path
 ) -> None:
-    rng = np.random.default_rng(29)
-    names = sorted(originals)
     outcomes: Counter = Counter()
     path = tmp_path / "damaged"
-    for i in range(N_FILES):
-        name = names[i % len(names)]
-        data, original, written = originals[name]
-        damaged, how = damage(data, rng)
+    for name, damaged, what in damaged_files(originals):
+        _data, original, written = originals[name]
         path.write_bytes(damaged)
-        what = f"file {i} ({name}, {how})"
         try:
             doc = show_json(path)
         except SessionError as exc:  # a clean refusal: one line saying why
@@ -117,6 +122,26 @@ def test_a_thousand_damaged_files_read_whole_or_say_partial_and_never_more_than_
     for name in ("one.dpgviz", "three.dpgviz", "window.dpgjournal"):
         assert outcomes[name, "partial"] > 50, outcomes  # the damages do reach records, and are said
     assert outcomes["saved.dpgviz", "refused"] > 100, outcomes
+
+
+def test_the_real_command_exits_0_2_or_3_as_the_read_in_process_went(originals, tmp_path: Path) -> None:
+    """The first eight damaged files of the thousand through `python main.py show F --json`."""
+    seen = Counter()
+    for k, (name, damaged, what) in enumerate(damaged_files(originals, 8)):
+        _data, original, written = originals[name]
+        path = tmp_path / f"damaged-{k}"
+        path.write_bytes(damaged)
+        proc = show(path, "--json")
+        try:
+            outcome = check_read(show_json(path), original, written, what)
+        except SessionError as exc:
+            assert (proc.returncode, proc.stdout) == (2, "") and proc.stderr.endswith(f"dpgviz: {exc}\n"), what
+            seen["refused"] += 1
+            continue
+        assert proc.returncode == {"full": 0, "partial": 3}[outcome], (what, proc.stderr)
+        assert json.loads(proc.stdout) == show_json(path), what
+        seen[outcome] += 1
+    assert seen["partial"] >= 3 and seen["refused"] >= 1, seen
 
 
 def test_show_exits_3_with_partial_json_and_0_with_allow_partial(originals, tmp_path: Path) -> None:

@@ -586,21 +586,25 @@ class _Entries:
         while at < size:
             frame = f.read(_ENTRY.size)
             if len(frame) < _ENTRY.size:
-                return self._stop(at, "is cut short")
+                self._stop(at, "is cut short")
+                return
             crc, length, kind = _ENTRY.unpack(frame)
             if at + _ENTRY.size + length > size:  # checked before reading: a torn length must not allocate
-                return self._stop(at, "is cut short")
+                self._stop(at, "is cut short")
+                return
             payload = f.read(length)
             if len(payload) != length or zlib.crc32(payload, zlib.crc32(frame[4:])) != crc:
-                return self._stop(at, "fails its checksum")
-            at += _ENTRY.size + length
+                self._stop(at, "fails its checksum")
+                return
             if kind == ENTRY_END:
                 self.end = _end_info(payload)
                 if self.end is None:
-                    return self._stop(at - _ENTRY.size - length, "is an end entry that is not JSON")
-                if at < size:
-                    log.warning("journal %s: %d bytes after its end entry ignored", self.path, size - at)
+                    self._stop(at, "is an end entry that is not JSON")
+                elif at + _ENTRY.size + length < size:
+                    log.warning("journal %s: %d bytes after its end entry ignored", self.path,
+                                size - at - _ENTRY.size - length)
                 return
+            at += _ENTRY.size + length
             yield kind, payload
 
     def _stop(self, at: int, what: str) -> None:
