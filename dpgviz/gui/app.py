@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TITLE = "dpgviz - masked diffusion visualizer"
-TIMELINE_PX = 40
+TIMELINE_PX = 68  # two rows: the slider, then speed, follow live and the run's caption
 STATUS_PX = 34
 BRANCHES_PX = 330  # the side panel on the right: branches, inspector, plots, overview
 
@@ -110,7 +110,7 @@ class App:
         self.settings = SettingsPanel(self.workspace, models_dir, given=self.model_entry)
         self.canvas: TokenCanvas | None = None  # needs the fonts: made in build()
         self.timeline = TimelinePanel(self.workspace)
-        self.status = StatusBar(restart_worker=lambda: self.workspace.runs.restart_source())
+        self.status = StatusBar(restart_worker=lambda: self.workspace.runs.restart_source(), notices=self.workspace.notices)
         self.legend = Legend()
         self.files = SessionFiles(self.workspace, columns=lambda: self.canvas.cols if self.canvas else 0)
         self.connect = ConnectDialog(self.workspace)  # File > Connect to worker... (gui.connect)
@@ -164,6 +164,7 @@ class App:
                     dpg.add_menu_item(label="Quit", callback=lambda: dpg.stop_dearpygui())
                 with dpg.menu(label="View"):
                     dpg.add_menu_item(label="Text mode (wrap at newlines)", check=True, callback=self._on_text_mode_menu)
+                    dpg.add_menu_item(label="Messages...", callback=lambda: self.status.messages.show())
                 with dpg.menu(label="Explore"):
                     dpg.add_menu_item(label="Model explorer...", callback=lambda: self.explorer.show())
                     dpg.add_menu_item(label="Compare models...", callback=lambda: self.compare_models.show())
@@ -207,7 +208,7 @@ class App:
                                 self.tabs[name] = tab
                                 panel.build(tab)
             self.status.build(self.window)
-        with dpg.window(label="Keyboard and mouse", show=False, width=560, height=520, pos=(200, 120)) as self.help_window:
+        with dpg.window(label="Keyboard and mouse", show=False, autosize=True, pos=(200, 60)) as self.help_window:
             text = dpg.add_text(help_text())
             if self.fonts.mono:
                 dpg.bind_item_font(text, self.fonts.mono)
@@ -347,8 +348,8 @@ class App:
         elif isinstance(notice, LoadProgress):
             self.settings.show_loading(notice.fraction, notice.message)
         elif isinstance(notice, ModelReady):
+            self.settings.show_model(notice.info)  # None: no model now (the worker died, a link dropped)
             if notice.info is not None:
-                self.settings.show_model(notice.info)
                 self.legend.set_entropy_max(notice.info.vocab_size)
                 if self.workspace.vocab is not None:
                     self.canvas.set_vocabulary(list(self.workspace.vocab.itos), self.workspace.vocab.n_ids)
@@ -378,6 +379,7 @@ class App:
         ), reset=self._reset_canvas)
         call("Timeline", lambda: self.timeline.refresh(ws.store, view, ws.runs.expected_records()))
         call("Edit bar", self.edit_bar.refresh)
+        call("Settings", self.settings.refresh)  # the steps hint beside its slider while hovered
         call("Find", self.find_bar.refresh, reset=self.find_bar.close)
         call("Branches", self.branches.refresh)
         call("Compare view", self.compare_view.refresh, view.color_mode, reset=ws.compare.stop)

@@ -15,9 +15,10 @@ from dpgviz.app.workspace import Workspace
 from dpgviz.gui.status import INFO_COLOR
 
 HELP = (
-    "On the GPU host:  python main.py worker --connection-file worker.json\n"
-    "Here: copy worker.json, tunnel its port (ssh -N -L PORT:127.0.0.1:PORT host) and pick the file."
+    "On the GPU host:\n    python main.py worker --connection-file worker.json\n"
+    "Here: copy worker.json, tunnel its port\n    ssh -N -L PORT:127.0.0.1:PORT host\nand pick the file."
 )
+TEXT_PX = 540  # where the window's texts wrap
 
 
 class ConnectDialog:
@@ -25,7 +26,7 @@ class ConnectDialog:
 
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
-        self.window = self.where = self.key = self.message = self.menu_item = self.file_dialog = 0
+        self.window = self.where = self.key = self.message = self.menu_item = self.file_dialog = self.help = 0
 
     def build(self, menu: int | str) -> None:
         children = dpg.get_item_children(menu, 1) or []
@@ -33,8 +34,9 @@ class ConnectDialog:
         self.menu_item = dpg.add_menu_item(
             label="Connect to worker...", parent=menu, before=before, callback=lambda: self.show()
         )
-        with dpg.window(label="Connect to worker", show=False, width=560, height=210, pos=(240, 160)) as self.window:
-            dpg.add_text(HELP, color=INFO_COLOR)
+        # Sized to its content (autosize), the help wrapped: at a fixed 560 x 210 its text ran past the edge
+        with dpg.window(label="Connect to worker", show=False, autosize=True, pos=(240, 160)) as self.window:
+            self.help = dpg.add_text(HELP, color=INFO_COLOR, wrap=TEXT_PX)
             with dpg.group(horizontal=True):
                 self.where = dpg.add_input_text(label="file or HOST:PORT", width=330, hint="worker.json")
                 dpg.add_button(label="File...", callback=lambda: dpg.show_item(self.file_dialog))
@@ -42,7 +44,7 @@ class ConnectDialog:
             with dpg.group(horizontal=True):
                 dpg.add_button(label="Connect", width=100, callback=lambda: self.connect())
                 dpg.add_button(label="Cancel", width=100, callback=lambda: dpg.hide_item(self.window))
-            self.message = dpg.add_text("", wrap=530)
+            self.message = dpg.add_text("", wrap=TEXT_PX)
         with dpg.file_dialog(
             label="Connection file", show=False, modal=True, width=680, height=400, callback=self._on_file,
         ) as self.file_dialog:

@@ -73,7 +73,8 @@ class EditBar:
     def refresh(self) -> None:
         ws = self.workspace
         sel = ws.view.selection()
-        state = (sel, id(ws.store), ws.store.version if ws.store is not None else 0, ws.view.branch, ws.is_running)
+        can_run = ws.runs.can_run
+        state = (sel, id(ws.store), ws.store.version if ws.store is not None else 0, ws.view.branch, ws.is_running, can_run)
         if state == self._state:  # nothing it shows changed (the common frame)
             return
         self._state = state
@@ -88,7 +89,9 @@ class EditBar:
         has = sel is not None and ws.store is not None
         for item in self.buttons.values():
             self._cache.configure(item, enabled=has)
-        self._cache.configure(self.restart_button, enabled=ws.n_records() > 0 and not ws.is_running)
+        # As the settings panel's Restart from here: only with a model to run (after a disconnect or a
+        # worker's death there is none; Ctrl+R still says which model the records came from)
+        self._cache.configure(self.restart_button, enabled=ws.n_records() > 0 and not ws.is_running and can_run)
 
     def input_items(self) -> list[int | str]:
         return [self.replace_input]

@@ -59,8 +59,9 @@ class RunPlots:
     def build(self, parent: int | str) -> None:
         with dpg.group(parent=parent):
             dpg.add_text("Run plots (click to go to a step)", color=TITLE_COLOR)
-            with dpg.plot(height=260, width=-1, no_menus=True, no_box_select=True) as self.plot:
-                dpg.add_plot_legend(location=dpg.mvPlot_Location_NorthEast)
+            with dpg.plot(height=320, width=-1, no_menus=True, no_box_select=True) as self.plot:
+                # Below the plot area, not over the curves (inside, every corner hid some of them)
+                dpg.add_plot_legend(location=dpg.mvPlot_Location_South, outside=True)
                 self.x_axis = dpg.add_plot_axis(dpg.mvXAxis, label="record")
                 y = dpg.add_plot_axis(dpg.mvYAxis)
                 dpg.set_axis_limits(y, -0.02, 1.02)

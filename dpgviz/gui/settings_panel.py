@@ -34,7 +34,7 @@ from dpgviz.core.settings import (
     SettingsError,
 )
 from dpgviz.core.vocab import MASK_GLYPH
-from dpgviz.gui.status import ERROR_COLOR, INFO_COLOR, Cached
+from dpgviz.gui.status import ERROR_COLOR, INFO_COLOR, Cached, fit_text
 from dpgviz.gui.strategy_picker import StrategyPicker
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ PANEL_WIDTH = 300
 LENGTH_RANGE = (50, MAX_LENGTH)  # above the model's block size a run goes in blocks (semi-autoregressive)
 STEPS_RANGE = (1, 200)  # the slider's range; typing (Ctrl+click) allows more
 TEMPERATURE_RANGE = (0.1, 2.0)
+NO_MODEL = ("no model loaded", "pick one above and press Load", " ")  # three lines, as a model's info
 # Knobs only some strategies read: shown with those strategies, hidden otherwise.
 STRATEGY_KNOBS = {"randomness": ("seed",), "threshold": ("threshold",), "eta": ("remdm",)}
 
@@ -57,7 +58,9 @@ class SettingsPanel:
         self.entries: list[ModelEntry] = []
         self.block_size: int | None = None
         self._cache = Cached()
-        self.model_combo = self.load_button = self.load_progress = self.model_info = 0
+        self.model_combo = self.load_button = self.load_progress = self.model_info = self.model_tip = 0
+        self.steps_hint = 0
+        self._is_hint_shown = False
         self.temperature = self.steps = self.length = self.length_slider = self.block_length = 0
         self.start_ratio = self.end_ratio = 0
         self.randomness = self.strategy = self.seed = self.strategy_about = 0
@@ -92,7 +95,11 @@ class SettingsPanel:
                 dpg.add_text("Weights' dtype for the next Load (auto: float32).\n"
                              "bfloat16 / float16 halve the memory; float16 needs a GPU.")
             self.load_progress = dpg.add_progress_bar(default_value=0.0, width=-1, overlay="not loaded")
-            self.model_info = dpg.add_text("", wrap=PANEL_WIDTH - 24, color=INFO_COLOR)
+            # Always three lines, as NO_MODEL (each cut with '...' to the panel, whole on hover): the
+            # knobs below stay where they are when a model loads or goes.
+            self.model_info = dpg.add_text("\n".join(NO_MODEL), color=INFO_COLOR)
+            with dpg.tooltip(self.model_info):
+                self.model_tip = dpg.add_text("\n".join(NO_MODEL[:2]), wrap=480)
             dpg.add_separator()
             dpg.add_text("Generation", color=(140, 180, 255))
             self.temperature = dpg.add_slider_float(
@@ -102,8 +109,7 @@ class SettingsPanel:
             self.steps = dpg.add_slider_int(
                 label="steps", default_value=d.steps, min_value=STEPS_RANGE[0], max_value=STEPS_RANGE[1], width=label_w,
             )
-            with dpg.tooltip(self.steps):
-                dpg.add_text("Ctrl+click to type a value above 200")
+            # Its hint goes beside the slider (refresh), not in a tooltip: one under the mouse covered the length row.
             # Length spans 50..65,536: a slider over log2(length) (even steps from 64 to 64K),
             # and the exact number beside it to read or type.
             with dpg.group(horizontal=True):
@@ -197,6 +203,9 @@ class SettingsPanel:
                     "an edit runs in its own branch, any other step starts a new branch."
                 )
             self.message = dpg.add_text("", wrap=PANEL_WIDTH - 24, color=INFO_COLOR)
+        with dpg.window(show=False, no_title_bar=True, no_resize=True, no_move=True, autosize=True,
+                        no_focus_on_appearing=True, no_saved_settings=True, min_size=(20, 10)) as self.steps_hint:
+            dpg.add_text(f"Ctrl+click to type a value above {STEPS_RANGE[1]}", color=INFO_COLOR)
         self.picker.build()
         self.folder_dialog = dpg.add_file_dialog(
             directory_selector=True, show=False, callback=self._on_folder, width=640, height=420, modal=True
@@ -211,7 +220,7 @@ class SettingsPanel:
             dpg.add_text("Prompt", color=(140, 180, 255))
             self.template = dpg.add_checkbox(label="template", callback=lambda: self._show_prompt_hint())
             self.chat = dpg.add_checkbox(label="chat", callback=lambda: self._show_prompt_hint())
-            hole = dpg.add_button(label=f"+{MASK_GLYPH}", width=30, callback=lambda: self._append_hole())
+            hole = dpg.add_button(label=f"+{MASK_GLYPH}", callback=lambda: self._append_hole())  # as wide as its label
         self.prompt = dpg.add_input_text(
             multiline=True, width=-1, height=52, tab_input=False, hint="text the run starts from (optional)",
             callback=lambda: self._show_prompt_hint(),
@@ -355,16 +364,36 @@ class SettingsPanel:
         self._cache.set(self.load_progress, min(1.0, max(0.0, fraction)))
         self._cache.configure(self.load_progress, overlay=message[:40])
 
-    def show_model(self, info: ModelInfo) -> None:
+    def show_model(self, info: ModelInfo | None) -> None:
+        """The loaded model's name and numbers; None: there is none now (the worker died, a link dropped)."""
+        if info is None:
+            self.block_size = None
+            self._show_info(NO_MODEL)
+            return
         self.block_size = info.block_size
-        self._cache.set(
-            self.model_info,
-            f"{info.name}\n" + (f"{info.params / 1e6:.2f}M params, " if info.params else "") + f"vocabulary {info.vocab_size}, "
-            f"block {self.block_size}, on {info.device} ({info.dtype})",
-        )
+        self._show_info((
+            info.name,
+            (f"{info.params / 1e6:.2f}M params, " if info.params else "") + f"vocabulary {info.vocab_size}, block {info.block_size}",
+            f"on {info.device} ({info.dtype})",
+        ))
         self._cache.set(self.load_progress, 1.0)
         self._cache.configure(self.load_progress, overlay="loaded")
         dpg.configure_item(self.block_length, max_value=self.block_size, max_clamped=True)
+
+    def _show_info(self, lines: tuple[str, ...]) -> None:
+        width = dpg.get_item_rect_size(self.model_combo)[0] or PANEL_WIDTH - 24  # the panel's content width
+        self._cache.set(self.model_info, "\n".join(fit_text(line, width) if line.strip() else line for line in lines))
+        self._cache.set(self.model_tip, "\n".join(line for line in lines if line.strip()))
+
+    def refresh(self) -> None:
+        """Once a frame: the steps hint beside the slider while the mouse is over it."""
+        is_hovered = bool(dpg.is_item_hovered(self.steps))
+        if is_hovered:
+            right = dpg.get_item_rect_max(self.model_combo)[0] + 24  # the combo spans the panel; then its margin
+            self._cache.configure(self.steps_hint, pos=(int(right), int(dpg.get_item_rect_min(self.steps)[1] - 6)))
+        if is_hovered != self._is_hint_shown:
+            self._is_hint_shown = is_hovered
+            dpg.configure_item(self.steps_hint, show=is_hovered)
 
     def set_running(self, is_running: bool, has_model: bool) -> None:
         self._cache.configure(self.start_button, enabled=has_model and not is_running)

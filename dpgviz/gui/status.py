@@ -1,7 +1,10 @@
-"""The status bar (model, device, steps/s, progress, messages) and the colour legend.
+"""The status bar (model, device, steps/s, progress, messages), View > Messages and the colour legend.
 
-Both are small panels: they build their items under a parent, keep their ids and push a
-value only when it changed. dearpygui only.
+Small panels: they build their items under a parent, keep their ids and push a value only
+when it changed. A message longer than the bar ends in '...' there, whole in its tooltip,
+and View > Messages lists every message since start with its time (app.notices keeps
+them). `FittedText` and `fit_text` serve any one-line text that must not be cut at a
+panel's edge. dearpygui only.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from collections.abc import Callable
 
 import dearpygui.dearpygui as dpg
 
+from dpgviz.app.notices import Notices
 from dpgviz.core.palette import entropy_max
 from dpgviz.gui import palette
 
@@ -43,16 +47,75 @@ class Cached:
 
 
 _MISSING = object()
+ELLIPSIS = "..."
+
+
+def fit_text(text: str, width_px: float, font: int | str = 0) -> str:
+    """`text` if it fits `width_px` on one line, else its longest start that fits with '...' after.
+
+    Measured with dpg.get_text_size (after the first frame: before it the font is not built
+    and the text comes back whole)."""
+    size = dpg.get_text_size(text, font=font)
+    if not size or size[0] <= width_px or size[0] <= 0:
+        return text
+    lo, hi = 0, len(text)  # the longest prefix that fits, by bisection (a dozen measurements)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if dpg.get_text_size(text[:mid].rstrip() + ELLIPSIS, font=font)[0] <= width_px:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo].rstrip() + ELLIPSIS
+
+
+class FittedText:
+    """A one-line text that ends in '...' where it would pass `right_px()` (a viewport x), the whole
+    text in its tooltip. `fit()` once a frame: it measures only when the text or the room changed."""
+
+    def __init__(self, right_px: Callable[[], float], tip_wrap: int = 720) -> None:
+        self.right_px = right_px
+        self.tip_wrap = tip_wrap
+        self.item = self.tip = 0
+        self.text = ""  # the whole text
+        self._fitted: tuple[str, int] | None = None
+
+    def build(self, note: str = "", **kwargs: object) -> int | str:
+        """The text item (kwargs: add_text's); `note` goes under the whole text in the tooltip."""
+        self.item = dpg.add_text("", **kwargs)
+        with dpg.tooltip(self.item):
+            self.tip = dpg.add_text("", wrap=self.tip_wrap)
+            if note:
+                dpg.add_text(note, color=INFO_COLOR)
+        return self.item
+
+    def set(self, text: str) -> None:
+        if text != self.text:
+            self.text = text
+            dpg.set_value(self.tip, text)
+            self.fit()
+
+    def fit(self) -> None:
+        room = int(self.right_px() - dpg.get_item_rect_min(self.item)[0])
+        if (self.text, room) != self._fitted:
+            self._fitted = (self.text, room)
+            dpg.set_value(self.item, fit_text(self.text, room) if room > 0 else self.text)
+
+    @property
+    def is_cut(self) -> bool:
+        return dpg.get_value(self.item) != self.text
 
 
 class StatusBar:
-    """One line at the bottom: model, device, speed, progress of the run, last message."""
+    """One line at the bottom: model, device, speed, progress of the run, last message (whole on hover;
+    every message in View > Messages, `messages`)."""
 
-    def __init__(self, restart_worker: Callable[[], object] | None = None) -> None:
+    def __init__(self, restart_worker: Callable[[], object] | None = None, notices: Notices | None = None) -> None:
         self._cache = Cached()
         self.restart_worker = restart_worker
         self.model = self.device = self.speed = self.progress = self.message = self.restart_button = 0
         self.restart_tip = 0
+        self._message = FittedText(lambda: dpg.get_viewport_client_width() - 12)
+        self.messages = MessagesWindow(notices or Notices())
 
     def build(self, parent: int | str) -> None:
         with dpg.group(horizontal=True, parent=parent):
@@ -68,7 +131,8 @@ class StatusBar:
             )
             with dpg.tooltip(self.restart_button):
                 self.restart_tip = dpg.add_text(RESTART_TIPS["Restart worker"])
-            self.message = dpg.add_text("", color=INFO_COLOR)
+            self.message = self._message.build(note="View > Messages lists every message.", color=INFO_COLOR)
+        self.messages.build()
 
     def show(self, model: str, device: str, steps_per_s: float, progress: float, progress_text: str) -> None:
         self._cache.set(self.model, f"model: {model}")
@@ -76,6 +140,8 @@ class StatusBar:
         self._cache.set(self.speed, f"{steps_per_s:5.1f} steps/s")
         self._cache.set(self.progress, min(1.0, max(0.0, progress)))
         self._cache.configure(self.progress, overlay=progress_text)
+        self._message.fit()
+        self.messages.refresh()
 
     def show_restart(self, is_shown: bool, label: str = "Restart worker") -> None:
         """The Restart worker button, shown while the worker is dead (Reconnect: a remote worker's link dropped)."""
@@ -85,13 +151,57 @@ class StatusBar:
             self._cache.set(self.restart_tip, RESTART_TIPS.get(label, ""))
 
     def say(self, text: str, is_error: bool = False) -> None:
-        """Show a one-line message (errors in red)."""
-        self._cache.set(self.message, text)
+        """Show a one-line message (errors in red): cut with '...' at the window's edge, whole on hover."""
+        self._message.set(text)
         self._cache.configure(self.message, color=ERROR_COLOR if is_error else INFO_COLOR)
 
     @property
     def text(self) -> str:
-        return str(dpg.get_value(self.message))
+        """The whole message (the bar may show it cut)."""
+        return self._message.text
+
+
+class MessagesWindow:
+    """View > Messages: every message since start, newest last, 'HH:MM:SS  text', wrapped, in a
+    scrolling list; Copy all puts them on the clipboard as text."""
+
+    def __init__(self, notices: Notices) -> None:
+        self.notices = notices
+        self.window = self.list = 0
+        self.lines: list[int | str] = []  # one text item per message, oldest first
+        self._seen = 0  # notices.n_said when the list was last brought up to date
+
+    def build(self) -> None:
+        with dpg.window(label="Messages", show=False, width=760, height=420, pos=(160, 120)) as self.window:
+            with dpg.group(horizontal=True):
+                dpg.add_button(label="Copy all", callback=lambda: dpg.set_clipboard_text(self.as_text()))
+                dpg.add_text("every message since start, newest last", color=INFO_COLOR)
+            self.list = dpg.add_child_window(width=-1, height=-1, border=True)
+
+    def show(self) -> None:
+        dpg.show_item(self.window)
+        dpg.focus_item(self.window)
+        self.refresh()
+        dpg.set_y_scroll(self.list, -1.0)  # the newest (-1: to the end, once laid out)
+
+    def refresh(self) -> None:
+        """Add the messages said since the last call (nothing to do in the common frame)."""
+        if self.notices.n_said == self._seen:
+            return
+        new = self.notices.since(self._seen)
+        self._seen = self.notices.n_said
+        for message in new:
+            self.lines.append(dpg.add_text(
+                f"{message.clock()}  {message.text}", parent=self.list, wrap=0,
+                color=ERROR_COLOR if message.is_error else (220, 222, 228),
+            ))
+        while len(self.lines) > len(self.notices.messages):  # the log dropped its oldest
+            dpg.delete_item(self.lines.pop(0))
+        if dpg.is_item_shown(self.window):
+            dpg.set_y_scroll(self.list, -1.0)
+
+    def as_text(self) -> str:
+        return "\n".join(f"{m.clock()}  {'error: ' if m.is_error else ''}{m.text}" for m in self.notices.messages)
 
 
 class Legend:

@@ -12,7 +12,7 @@ import dearpygui.dearpygui as dpg
 from dpgviz.app.view_state import ViewState
 from dpgviz.app.workspace import Workspace
 from dpgviz.core.settings import planned_steps
-from dpgviz.gui.status import Cached
+from dpgviz.gui.status import Cached, FittedText
 from dpgviz.store.step_store import StepStore
 
 SPEEDS = (2.0, 5.0, 12.0, 30.0, 60.0)  # records per second
@@ -27,8 +27,12 @@ class TimelinePanel:
         self._n_records = workspace.n_records
         self._cache = Cached()
         self.slider = self.play_button = self.follow = self.speed = self.branch_text = 0
+        # the shown run's caption: cut with '...' at the panel's edge (where the slider above ends), whole on hover
+        self.caption = FittedText(lambda: dpg.get_item_rect_max(self.slider)[0])
 
     def build(self, parent: int | str) -> None:
+        # Two rows, so the slider's label ("record 18 of 18 (run: 40)") and the run's caption each
+        # have the panel's width: in one row they were cut off below about 1600 pixels.
         with dpg.group(parent=parent):
             with dpg.group(horizontal=True):
                 dpg.add_button(label="|<", width=30, callback=lambda: self.view.home(self._n_records()))
@@ -39,8 +43,9 @@ class TimelinePanel:
                 dpg.add_button(label=">", width=30, callback=lambda: self.view.step(1, self._n_records()))
                 dpg.add_button(label=">|", width=30, callback=lambda: self.view.end(self._n_records()))
                 self.slider = dpg.add_slider_int(
-                    width=-430, min_value=1, max_value=1, format="no records", callback=self._on_slider
+                    width=-1, min_value=1, max_value=1, format="no records", callback=self._on_slider
                 )
+            with dpg.group(horizontal=True):
                 self.speed = dpg.add_combo(
                     [f"{s:g} rec/s" for s in SPEEDS],
                     default_value=f"{self.view.play_speed:g} rec/s",
@@ -48,7 +53,7 @@ class TimelinePanel:
                     callback=self._on_speed,
                 )
                 self.follow = dpg.add_checkbox(label="follow live", default_value=True, callback=self._on_follow)
-                self.branch_text = dpg.add_text("")
+                self.branch_text = self.caption.build()
         with dpg.tooltip(self.slider):
             dpg.add_text("Left/Right: previous/next   Home/End: first/last   Space: play")
 
@@ -80,7 +85,8 @@ class TimelinePanel:
         self._cache.configure(self.play_button, label="Pause" if view.playing else "Play")
         self._cache.set(self.follow, view.follow_live)
         if store is not None and view.branch in store.branches:
-            self._cache.set(self.branch_text, self._label(store, view.branch))
+            self.caption.set(self._label(store, view.branch))
+        self.caption.fit()
 
     @staticmethod
     def _label(store: StepStore, branch: str) -> str:

@@ -5,7 +5,9 @@
 
 The recorder is a DEALER that connects; the window binds one ROUTER (`RunListener`). The
 messages are ipc.wire's signed multipart frames (the transport of a remote worker, issue
-17/20), with the session types Hello / Welcome / Refused / Bye / Ping and three of their own:
+17/20), with its handshake (Knock, Challenge with a nonce per connection, Hello signed over
+it: ipc.handshake; a run recorded off the wire and sent again on another connection is
+dropped), the session types Welcome / Refused / Bye / Ping, and three of their own:
 
     RunOpened       recorder -> window, with its first record: the layout, vocabulary,
                     settings, model name, file path and the number of rows (branches)
@@ -25,11 +27,16 @@ recorder the file (connect="listen-runs-5560.json") or $DPGVIZ_KEY.
 
 Threads. The socket belongs to one background thread (`RunListener._loop`): it receives,
 checks each message (ipc.wire.decode: signature, session, message numbers, types), answers
-Hellos, and appends what the window must act on to a deque, then writes one byte to a
+Knocks and Hellos, and appends what the window must act on to a deque, then writes one byte to a
 pipe. The frame thread calls `take()` once a frame, which empties the deque and the pipe
 without ever blocking or touching the socket; `wait_fds()` gives the pipe's read end, which
 the frame pacer (gui.pacing) sleeps on, so a record wakes an idle window. `close()` tells
 every connected recorder Bye, stops the thread and removes the connection file.
+
+SIGTERM. A window stopped so runs no `close()`; `remove_key_files_on_sigterm` (run_app
+installs it) removes the connection files of this process's listeners and then lets SIGTERM
+end the process as it would have: nothing else is cleaned up, so the recovery journal stays
+for Recover at the next start, as after SIGKILL.
 
 zmq (imported when a listener starts), numpy and dpgviz.core/ipc only: no torch, no dearpygui.
 """
@@ -42,6 +49,7 @@ import getpass
 import logging
 import os
 import secrets
+import signal
 import socket
 import threading
 from dataclasses import dataclass
@@ -50,8 +58,9 @@ from typing import Any
 
 from dpgviz.core.paths import cache_dir
 from dpgviz.ipc import LISTEN_PORT, wire
+from dpgviz.ipc.handshake import Handshake
 from dpgviz.ipc.messages import Command, Event
-from dpgviz.ipc.wire import Bye, Hello, Ping, Refused, Welcome
+from dpgviz.ipc.wire import Bye, Ping, Refused, Welcome
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +100,8 @@ class RunClosed(Command):
     reason: str = ""
 
 
-TO_WINDOW: dict[str, type] = {c.__name__: c for c in (Hello, RunOpened, RecordsLogged, RunClosed, Bye, Ping)}
-TO_RECORDER: dict[str, type] = {c.__name__: c for c in (Welcome, Refused, Bye, Ping)}
+TO_WINDOW: dict[str, type] = {c.__name__: c for c in (RunOpened, RecordsLogged, RunClosed, Bye, Ping)}  # after the Hello
+TO_RECORDER: dict[str, type] = {c.__name__: c for c in (Welcome, Refused, Bye, Ping)}  # after the Challenge
 
 
 @dataclass
@@ -106,19 +115,31 @@ class Received(Event):
 
 # -- addresses and keys --------------------------------------------------------------------------
 def parse_listen(text: str | int) -> tuple[str, int]:
-    """'5560' or 5560 -> ('127.0.0.1', 5560); 'HOST:PORT' as ipc.wire.parse_address. ValueError in one line."""
-    text = str(text).strip()
-    if text.isdigit():
-        port = int(text)
-        if not 0 <= port < 65536:
-            raise ValueError(f"port {port} is out of range")
-        return "127.0.0.1", port
-    return wire.parse_address(text, DEFAULT_PORT)
+    """'5560' or 5560 -> ('127.0.0.1', 5560); 'HOST:PORT' as ipc.wire.parse_address (the parser of
+    `worker --listen` too). ValueError in one line."""
+    return wire.parse_address(str(text), DEFAULT_PORT)
 
 
 def connection_path(port: int) -> Path:
     """Where a window listening on `port` writes its connection file (dpgviz's cache folder)."""
     return cache_dir() / f"listen-runs-{int(port)}.json"
+
+
+_KEY_FILES: set[Path] = set()  # the connection files this process's listeners wrote and have not removed
+
+
+def remove_key_files_on_sigterm() -> None:
+    """On SIGTERM, remove the listeners' connection files (a key must not outlive its window), then
+    end the process by SIGTERM as before (the module docstring). Call from the main thread."""
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        for path in list(_KEY_FILES):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered as this handler returns: the exit status says SIGTERM
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 # -- the listener ---------------------------------------------------------------------------------
@@ -128,6 +149,7 @@ class _Session:
     session: str
     who: str
     n_in: int
+    signer: wire.Signer  # over the nonce of its connection's Challenge
     n_out: int = 0
 
 
@@ -138,13 +160,16 @@ class RunListener:
     `wait_fds()` wakes an idle loop; it takes no commands (a recorder's loop is the caller's).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, key: str | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, key: str | None = None,
+                 allow_remote: bool = False) -> None:
+        wire.check_listen_host(host, allow_remote)  # ValueError in one line, as `worker --listen` refuses
         self.host, self.port = host, int(port)
         self.key = key or os.environ.get(KEY_ENV) or wire.new_key()
         self.address = wire.Target(host, self.port, "").address
         self.connection_file: Path | None = None
         self.n_dropped = 0  # messages dropped as invalid
         self._signer = wire.Signer(self.key)
+        self._handshake = Handshake(self._signer, "wrong key: the key does not match this window's")
         self._items: collections.deque[Received] = collections.deque()  # thread -> frame loop, no lock
         self._sessions: dict[bytes, _Session] = {}  # the thread's own
         self._stop = threading.Event()
@@ -170,8 +195,12 @@ class RunListener:
             raise OSError(f"cannot listen on {self.host}:{self.port}: {exc}") from None
         self._sock.setsockopt(zmq.RCVHWM, RCVHWM)
         self.address = wire.Target(self.host, self.port, "").address
+        warning = wire.remote_warning(self.host, self.port)
+        if warning:
+            log.warning(warning)
         if write_file:
             self.connection_file = wire.write_connection_file(connection_path(self.port), self.host, self.port, self.key)
+            _KEY_FILES.add(self.connection_file)
         self._pipe = os.pipe()
         os.set_blocking(self._pipe[0], False)
         os.set_blocking(self._pipe[1], False)
@@ -216,6 +245,7 @@ class RunListener:
                     os.close(fd)
             self._pipe = None
         if self.connection_file is not None:
+            _KEY_FILES.discard(self.connection_file)
             with contextlib.suppress(OSError):
                 self.connection_file.unlink()
         log.info("stopped listening for recorded runs on %s", self.address)
@@ -247,26 +277,37 @@ class RunListener:
 
     def _on_frames(self, frames: list) -> None:
         identity, body = bytes(frames[0].buffer), frames[1:]
+        s = self._sessions.get(identity)
+        if s is None and wire.unverified_type(body) == "Knock":
+            reply = self._handshake.answer_knock(identity, body)  # a Challenge, or Refused: a wrong key
+            if reply is None:
+                self.n_dropped += 1
+            else:
+                self._send_frames(identity, reply)
+            return
+        signer = s.signer if s is not None else self._handshake.hello_signer(identity)
+        if signer is None:
+            self.n_dropped += 1
+            log.warning("dropped a message from a connection that was sent no challenge (%d frames)", len(body))
+            return
         try:
-            got = wire.decode(body, self._signer, TO_WINDOW)
+            got = wire.decode(body, signer, TO_WINDOW if s is not None else wire.HELLO_TYPES)
         except wire.BadSignature:
             self.n_dropped += 1
-            if wire.unverified_type(body) == "Hello":
-                log.warning("a recorder tried to connect with a wrong key: refused")
-                self._send(_Session(identity, "", "", 0), Refused("wrong key: the key does not match this window's"))
+            log.warning("dropped a message not signed for this connection's challenge (replayed, or another key)")
             return
         except wire.WireError as exc:
             self.n_dropped += 1
             log.warning("dropped a malformed message from a recorder: %s", exc)
             return
         first = got.messages[0]
-        if isinstance(first, Hello):
-            s = self._sessions[identity] = _Session(identity, got.session, first.client or identity.hex(), got.n)
+        if s is None:  # a Hello, signed over this connection's nonce
+            self._handshake.forget(identity)
+            s = self._sessions[identity] = _Session(identity, got.session, first.client or identity.hex(), got.n, signer)
             self._send(s, Welcome(socket.gethostname(), [], ""))
             log.info("recorder %s connected", s.who)
             return
-        s = self._sessions.get(identity)
-        if s is None or got.session != s.session or got.n <= s.n_in:
+        if got.session != s.session or got.n <= s.n_in:
             self.n_dropped += 1
             log.warning("dropped %s: not of a connected recorder's session, or replayed", type(first).__name__)
             return
@@ -282,14 +323,16 @@ class RunListener:
                 os.write(self._pipe[1], b"\0")  # wake the frame loop (a full pipe is awake already)
 
     def _send(self, s: _Session, message: object) -> None:
+        s.n_out += 1
+        self._send_frames(s.identity, wire.encode(message, s.signer, s.session, s.n_out))
+
+    def _send_frames(self, identity: bytes, frames: list) -> None:
         import zmq
 
-        s.n_out += 1
-        frames = wire.encode(message, self._signer, s.session, s.n_out)
         try:
-            self._sock.send_multipart([s.identity, *frames], zmq.NOBLOCK, copy=False)
+            self._sock.send_multipart([identity, *frames], zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:  # the recorder is gone (ROUTER_MANDATORY) or not reading
-            log.debug("cannot answer recorder %s: %s", s.who, exc)
+            log.debug("cannot answer a recorder: %s", exc)
 
 
 def new_session() -> str:

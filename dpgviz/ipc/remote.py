@@ -7,8 +7,10 @@
 The second `app.source.RunSource` after the local `ipc.client.WorkerClient`, and used the
 same way: `start_run` returns a run id whose records `poll` appends to the store, events
 come back as the same `ipc.messages` dataclasses. It owns one DEALER socket connected to
-`ipc.server.WorkerServer`. Commands sent before the server's Welcome wait in zmq's queue,
-so a caller may `load_model` right after `start()`.
+`ipc.server.WorkerServer`. `start()` knocks; the server's Challenge brings the nonce that
+the Hello and every later message are signed over (ipc.wire's handshake). Commands sent
+before the Challenge wait here and go right after the Hello, so a caller may `load_model`
+right after `start()`.
 
 What `poll` can end with (once, then the client is closed and `is_alive` is False):
 `Disconnected(address, reason)`, a `WorkerDied` that the app shows as "disconnected from
@@ -53,6 +55,7 @@ from dpgviz.core.records import RecordLayout
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.ipc import wire
 from dpgviz.ipc.client import WorkerGoneError
+from dpgviz.ipc.handshake import bound_signer
 from dpgviz.ipc.messages import (
     Command,
     Connected,
@@ -69,12 +72,13 @@ from dpgviz.ipc.messages import (
     WorkerError,
 )
 from dpgviz.ipc.server import HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS, PING_S, boot_id
-from dpgviz.ipc.wire import Bye, Credit, Hello, Ping, Refused, Target, Welcome, read_target
+from dpgviz.ipc.wire import Bye, Challenge, Credit, Hello, Knock, Ping, Refused, Target, Welcome, read_target
 from dpgviz.store.step_store import StepStore
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0  # Hello -> Welcome; a wrong key or a busy worker answers at once
+REFUSED_S = 1.0  # a refused connect (zmq retries it every 100 ms) is given up after this, not CONNECT_TIMEOUT_S
 MAX_FRAME_BYTES = 1 << 30  # a 65,536-token record is 2 MiB; an explorer batch's rows are small
 RCVHWM = 1000  # messages; the server's credit window (ipc.server.WINDOW_BYTES) bounds the bytes
 
@@ -86,7 +90,10 @@ class RemoteClient:
         self.target = target
         self.address = target.address
         self.connect_timeout_s = connect_timeout_s
-        self.signer = wire.Signer(target.key)
+        self.signer = wire.Signer(target.key)  # the key alone: the Knock, the Challenge
+        self._bound: wire.Signer | None = None  # ... over the Challenge's nonce: everything after
+        self._unsent: list = []  # commands given before the Challenge came
+        self._who = ""
         self.model_info: ModelInfo | None = None  # from the last ModelLoaded
         self.active_run: int | None = None
         self.host: str | None = None  # the worker host's name, from its Welcome
@@ -133,8 +140,8 @@ class RemoteClient:
         self._sock = sock
         self._fds = (sock.getsockopt(zmq.FD), self._monitor.getsockopt(zmq.FD))  # read once: the waker thread
         self._t_started = time.monotonic()  # uses only these ints, never the sockets
-        who = f"{_user()}@{socket.gethostname()} pid {os.getpid()}"
-        self._send(Hello(self._session, who))
+        self._who = f"{_user()}@{socket.gethostname()} pid {os.getpid()}"
+        self._send_signed(Knock(), self.signer)
         log.debug("connecting to the worker at %s", self.address)
         return self
 
@@ -169,6 +176,7 @@ class RemoteClient:
         self._ctx.term()
         self._sock = self._monitor = self._ctx = None
         self._fds = ()
+        self._unsent.clear()
         self._runs.clear()
         self.active_run = None
         self.model_info = None
@@ -186,9 +194,15 @@ class RemoteClient:
     def _send(self, message: object) -> None:
         if self._sock is None:
             raise WorkerGoneError(f"not connected to the worker at {self.address}; reconnect")
+        if self._bound is None:
+            self._unsent.append(message)  # signed and sent once the Challenge brings the nonce
+            return
+        self._send_signed(message, self._bound)
+
+    def _send_signed(self, message: object, signer: wire.Signer) -> None:
         self._n_out += 1
         try:
-            self._sock.send_multipart(wire.encode(message, self.signer, self._session, self._n_out), zmq.NOBLOCK, copy=False)
+            self._sock.send_multipart(wire.encode(message, signer, self._session, self._n_out), zmq.NOBLOCK, copy=False)
         except zmq.Again:
             raise WorkerGoneError(f"the worker at {self.address} takes no more messages; reconnect") from None
         self._last_sent = time.monotonic()
@@ -254,10 +268,13 @@ class RemoteClient:
 
     def _check_time(self) -> str | None:
         now = time.monotonic()
-        if not self._is_welcomed and now - self._t_started > self.connect_timeout_s:
+        waited_s = now - self._t_started
+        # Refused (zmq retried the connect): said after REFUSED_S, not after the whole timeout.
+        if not self._is_welcomed and (waited_s > self.connect_timeout_s or (self._retries and waited_s > REFUSED_S)):
             if self._retries:
-                return f"nothing answers at {self.address} (connection refused): is `python main.py worker` running there?"
-            return f"no answer from {self.address} within {self.connect_timeout_s:.0f} s: is it a dpgviz worker?"
+                # A reason is a clause the caller ends ("Disconnected from A: REASON."): no closing punctuation.
+                return f"nothing answers at {self.address} (connection refused): start `python main.py worker` there"
+            return f"no answer from {self.address} within {self.connect_timeout_s:.0f} s (not a dpgviz worker, or an older one)"
         if self._is_welcomed and now - self._last_sent > PING_S:
             try:
                 self._send(Ping())  # the server drops a client it has not heard from in a while
@@ -279,8 +296,12 @@ class RemoteClient:
 
     def _on_frames(self, frames: list, store: StepStore | None, out: list[Event]) -> str | None:
         """Handle one message; a reason when the link is over, else None."""
+        if self._bound is None:
+            signer, accepted = self.signer, wire.CHALLENGE_TYPES
+        else:
+            signer, accepted = self._bound, _AFTER_HELLO
         try:
-            got = wire.decode(frames, self.signer, wire.EVENT_TYPES)
+            got = wire.decode(frames, signer, accepted)
         except wire.BadSignature:
             if not self._is_welcomed:
                 return f"wrong key: the worker at {self.address} signs with another key"
@@ -297,6 +318,8 @@ class RemoteClient:
             return None
         self._n_in = got.n
         for msg in got.messages:
+            if isinstance(msg, Challenge):
+                return self._on_challenge(msg)
             if isinstance(msg, Refused):
                 return f"refused: {msg.reason}"
             if isinstance(msg, Bye):
@@ -307,6 +330,23 @@ class RemoteClient:
                 log.warning("dropped a %s before the Welcome", type(msg).__name__)
             elif not isinstance(msg, Ping):
                 out.extend(self._on_event(msg, store))
+        return None
+
+    def _on_challenge(self, msg: Challenge) -> str | None:
+        """Sign over the connection's nonce from now on: the Hello, then what waited for it."""
+        try:
+            self._bound = bound_signer(self.signer, msg)
+        except wire.WireError as exc:
+            return f"the answer from {self.address} is not a dpgviz worker's ({exc})"
+        self._n_in = 0  # the server numbers the session's messages from 1
+        try:
+            self._send(Hello(self._session, self._who))
+            for message in self._unsent:
+                self._send(message)
+        except WorkerGoneError as exc:
+            return str(exc)
+        finally:
+            self._unsent.clear()
         return None
 
     def _on_welcome(self, msg: Welcome, out: list[Event]) -> None:
@@ -383,6 +423,9 @@ class RemoteClient:
         self._runs.pop(run_id, None)
         if self.active_run == run_id:
             self.active_run = None
+
+
+_AFTER_HELLO = wire.after_hello(wire.EVENT_TYPES)  # what a welcomed client takes
 
 
 class _RemoteRun:

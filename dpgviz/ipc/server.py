@@ -18,9 +18,11 @@ and not yet taken (the client's Credit messages say what it took), the ring fill
 the worker waits: no record is dropped. Records that are ready together go in one message
 (up to BATCH_ITEMS / BATCH_BYTES).
 
-What the server trusts: a message signed with the key (ipc.wire checks it before reading
-anything else), from the one client whose Hello it accepted, in that client's session, with
-a growing message number. It still checks every command: a LoadModel or an explorer job
+What the server trusts: a message signed with the key over the nonce it drew for that
+connection (ipc.wire's handshake: Knock, Challenge, Hello; ipc.handshake), checked before
+anything else is read, from the one client whose Hello it accepted, in that client's
+session, with a growing message number. A session recorded off the wire and sent again on
+another connection is signed over another nonce: dropped, unanswered. It still checks every command: a LoadModel or an explorer job
 names only models this worker lists (`models`, sent in Welcome: its --model, the embedded
 default, checkpoints and Hugging Face folders under ./out and --models-dir), so a key does
 not let a client run an adapter file or read a path the host did not offer. The client's
@@ -33,10 +35,11 @@ Note [Remote faults]
 (As ipc.worker's Note [Worker shutdown] for the local pair.) Each fault ends in a known state:
 
   * Garbage, a bad signature, a malformed header, wrong buffer sizes, a message of a type
-    this side does not take, a replayed or out-of-session message: dropped and logged (a
-    Hello with a wrong key is answered Refused, signed with our key, so the client can say
-    "wrong key" rather than time out). Any exception handling one message is logged and the
-    loop goes on: the server stays up.
+    this side does not take, a message signed for another connection (replayed), an
+    out-of-session or repeated one: dropped with one log line (a Knock with a wrong key is
+    answered Refused, signed with our key, so the client can say "wrong key" rather than
+    time out). Any exception handling one message is logged and the loop goes on: the
+    server stays up.
   * A second client while one is connected: answered Refused in one line, never served. The
     current client is probed first (a Ping with ROUTER_MANDATORY fails at once for a peer
     whose connection closed), so a window that vanished does not lock the worker.
@@ -74,6 +77,7 @@ from dpgviz.core.discovery import ModelEntry, find_checkpoints, given_model_entr
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.ipc import wire
 from dpgviz.ipc.client import WorkerClient
+from dpgviz.ipc.handshake import Handshake
 from dpgviz.ipc.messages import (
     Command,
     Event,
@@ -161,6 +165,7 @@ class _Client:
     identity: bytes
     session: str
     who: str
+    signer: wire.Signer  # over the nonce of its connection's Challenge
     since: float = field(default_factory=time.time)
     n_in: int = 0  # the last message number received
     n_out: int = 0
@@ -182,6 +187,7 @@ class WorkerServer:
         source_factory: Callable[[], WorkerClient] | None = None,
     ) -> None:
         self.signer = wire.Signer(key)
+        self.handshake = Handshake(self.signer, "wrong key: the key does not match this worker's")
         self.options = options or ServerOptions()
         self.source_factory = source_factory or (lambda: WorkerClient(threads=os.cpu_count() or 1).start())
         self.ctx = zmq.Context()
@@ -307,29 +313,38 @@ class WorkerServer:
 
     def _on_frames(self, frames: list) -> None:
         identity, body = bytes(frames[0].buffer), frames[1:]
+        client = self.client
+        is_client = client is not None and identity == client.identity
+        if not is_client and wire.unverified_type(body) == "Knock":
+            reply = self.handshake.answer_knock(identity, body)  # a Challenge, or Refused: a wrong key
+            if reply is None:
+                self.n_dropped += 1
+            else:
+                self._send_frames(identity, reply)
+            return
+        signer = client.signer if is_client else self.handshake.hello_signer(identity)
+        if signer is None:
+            self.n_dropped += 1
+            log.warning("dropped a message from a connection that was sent no challenge (%d frames)", len(body))
+            return
         try:
-            got = wire.decode(body, self.signer, wire.COMMAND_TYPES)
+            got = wire.decode(body, signer, _AFTER_HELLO if is_client else wire.HELLO_TYPES)
         except wire.BadSignature:
             self.n_dropped += 1
-            if wire.unverified_type(body) == "Hello":
-                log.warning("a client tried to connect with a wrong key: refused")
-                self._send_to(identity, "", Refused("wrong key: the key does not match this worker's"))
-            else:
-                log.warning("dropped a message with a bad signature (%d frames)", len(body))
+            log.warning("dropped a message not signed for this connection's challenge (replayed, or another key)")
             return
         except WireError as exc:
             self.n_dropped += 1
             log.warning("dropped a malformed message: %s", exc)
             return
-        first, client = got.messages[0], self.client
-        if isinstance(first, Hello):
-            self._on_hello(identity, first, got)
+        first = got.messages[0]
+        if not is_client:  # a Hello, signed over this connection's nonce
+            self.handshake.forget(identity)
+            self._on_hello(identity, first, got, signer)
             return
-        if client is None or identity != client.identity or got.session != client.session:
+        if got.session != client.session:
             self.n_dropped += 1
-            log.warning("dropped %s from a client that is not connected", type(first).__name__)
-            if got.session:  # a signed message from an old session: tell it it is over
-                self._send_to(identity, got.session, Bye("this worker ended your session; reconnect"))
+            log.warning("dropped %s of another session", type(first).__name__)
             return
         if got.n <= client.n_in:
             self.n_dropped += 1
@@ -340,19 +355,19 @@ class WorkerServer:
             if self.client is client:  # a Bye in the batch ends it
                 self._on_command(msg)
 
-    def _on_hello(self, identity: bytes, hello: Hello, got: wire.Received) -> None:
+    def _on_hello(self, identity: bytes, hello: Hello, got: wire.Received, signer: wire.Signer) -> None:
         current = self.client
-        if current is not None and current.identity != identity and self._is_reachable(current):
+        if current is not None and self._is_reachable(current):
             since = time.strftime("%H:%M:%S", time.localtime(current.since))
             log.info("refused %s: %s is connected", hello.client or "a client", current.who)
-            self._send_to(identity, got.session, Refused(
+            self._send_frames(identity, wire.encode(Refused(
                 f"the worker at {self.hostname} already serves {current.who or 'a client'} (since {since}); "
                 "one client at a time"
-            ))
+            ), signer, got.session, 1))
             return
         if current is not None:
-            self._drop_client("a new session replaced it" if current.identity == identity else "it went away")
-        self.client = _Client(identity, got.session, hello.client, n_in=got.n)
+            self._drop_client("it went away")
+        self.client = _Client(identity, got.session, hello.client, signer, n_in=got.n)
         self.n_served += 1
         log.info("client %s connected", hello.client or identity.hex())
         self._queue(Welcome(self.hostname, self.rescan(), self.boot_id))
@@ -364,7 +379,7 @@ class WorkerServer:
             self.client.taken_bytes = max(self.client.taken_bytes, cmd.taken)
             return
         if isinstance(cmd, (Bye, Shutdown)):  # a client never shuts the server down; it leaves
-            self._drop_client("it said goodbye")
+            self._drop_client(_SAID_BYE)
         elif isinstance(cmd, LoadModel):
             self._load(cmd)
         elif isinstance(cmd, StartRun):
@@ -483,7 +498,7 @@ class WorkerServer:
             return
         client.n_out += 1
         client.sent_bytes += sum(_nbytes(m) for m in messages)
-        self.outbox.append([client.identity, *wire.encode(messages, self.signer, client.session, client.n_out)])
+        self.outbox.append([client.identity, *wire.encode(messages, client.signer, client.session, client.n_out)])
 
     def _flush(self) -> None:
         while self.outbox and self.client is not None:
@@ -500,19 +515,18 @@ class WorkerServer:
             self.outbox.popleft()
             self.client.last_sent = time.monotonic()
 
-    def _send_to(self, identity: bytes, session: str, message: Event) -> bool:
-        """One message now, outside the outbox (refusals, probes); False when the peer is gone."""
-        frames = [identity, *wire.encode(message, self.signer, session, 1)]
+    def _send_frames(self, identity: bytes, frames: list) -> bool:
+        """One encoded message now, outside the outbox (the handshake's answers); False when the peer is gone."""
         try:
-            self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            self.sock.send_multipart([identity, *frames], zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:
-            log.debug("could not send %s: %s", type(message).__name__, exc)
+            log.debug("could not answer a connection: %s", exc)
             return False
         return True
 
     def _send_now(self, client: _Client, message: Event) -> bool:
         client.n_out += 1
-        frames = [client.identity, *wire.encode(message, self.signer, client.session, client.n_out)]
+        frames = [client.identity, *wire.encode(message, client.signer, client.session, client.n_out)]
         try:
             self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as exc:
@@ -552,6 +566,8 @@ class WorkerServer:
         if client is None:
             return
         log.info("client %s gone (%s): its run is stopped, the next client may connect", client.who, why)
+        if not is_worker_gone and why != _SAID_BYE:
+            self._send_now(client, Bye(f"this worker ended your session ({why}); reconnect"))  # if it still listens
         self.client = None
         self.outbox.clear()
         self.probe_until = 0.0
@@ -563,6 +579,10 @@ class WorkerServer:
         self.run_ids.clear()  # what the worker still sends for those runs is dropped (_translate)
         self.local_ids.clear()
         self.explore_job = None
+
+
+_AFTER_HELLO = wire.after_hello(wire.COMMAND_TYPES)  # what a welcomed client may send
+_SAID_BYE = "it said goodbye"
 
 
 def _nbytes(event: Event) -> int:

@@ -4,11 +4,12 @@ A remote worker (`ipc.server`) and the window's `ipc.remote.RemoteClient` exchan
 dataclasses of `ipc.messages` (and the few session messages below) over ZeroMQ. A
 message is a list of frames (ROUTER sockets add and strip a routing-id frame before it):
 
-    frame 0   b"dpgviz/1"        what this is and its version: anything else is dropped unread
-    frame 1   signature          hex HMAC-SHA256 under the key over frames 2.., each one
-                                 preceded by its length (Jupyter's wire protocol signs its
-                                 header, parent header, metadata and content the same way; here
-                                 the buffers are signed too: they are the records shown)
+    frame 0   b"dpgviz/2"        what this is and its version: anything else is dropped unread
+    frame 1   signature          hex HMAC-SHA256 under the key over the connection's nonce
+                                 (below), then frames 2.., each one preceded by its length
+                                 (Jupyter's wire protocol signs its header, parent header,
+                                 metadata and content the same way; here the buffers are
+                                 signed too: they are the records shown)
     frame 2   header             UTF-8 JSON, at most MAX_HEADER_BYTES:
                                    {"session": "9f...", "n": 17, "buffers": [41024],
                                     "items": [{"type": "StepReady", "fields": {"run_id": 1, ...,
@@ -27,9 +28,26 @@ side accepts), every array's dtype (plain numbers and bools, little-endian), off
 size against its buffer, and every field's type against the dataclass's annotations.
 Whatever fails raises `WireError` and the caller drops the whole message.
 
-`session` and `n` stop a captured message from being replayed into another connection:
-the client names a random session in its Hello, every later message on either side
-carries it, and `n` grows by one per message from each side.
+The handshake: a challenge per connection. A message signed for one connection is worth
+nothing on another, so a captured session cannot be replayed after its client left:
+
+    client -> server   Knock                 signed with the key alone (no nonce yet)
+    server -> client   Challenge(nonce)      32 fresh random bytes for this connection (hex);
+                                             signed with the key alone. A Knock with a wrong
+                                             signature is answered Refused, so a client can say
+                                             "wrong key" at once; the Challenge tells it too.
+    client -> server   Hello                 signed over the nonce: `Signer.bound(nonce)`
+    server -> client   Welcome | Refused     ... and every later message, both ways, the same
+
+The server keeps each connection's nonce (`Handshake`, by ROUTER identity) and verifies
+whatever that connection sends against it; a Hello or a command signed over another
+connection's nonce fails the signature check and is dropped with one log line and no answer.
+Within a connection, `n` grows by one per message from each side (a message repeated on its
+own connection is dropped), and `session`, the client's random name for its session, is
+in every message.
+
+Bytes from a sender without the key reach only the checks before the signature (frame
+count, magic, sizes) and `unverified_type`; no error they can cause escapes as a traceback.
 
 A connection file (as Jupyter writes `kernel-*.json`, mode 0600) tells a client where a
 worker listens and the key: {"transport": "tcp", "ip", "port", "key",
@@ -64,7 +82,7 @@ from dpgviz.ipc import messages
 from dpgviz.ipc.messages import Command, Event
 from dpgviz.ipc.ring import SlotRecord
 
-MAGIC = b"dpgviz/1"
+MAGIC = b"dpgviz/2"  # 2: the handshake's challenge (a /1 peer signs without a nonce; it is dropped unread)
 SIGNATURE_BYTES = 64  # hex of a SHA-256 digest
 MAX_HEADER_BYTES = 64 << 20  # an explorer batch carries its corpus text in the header
 MAX_BUFFERS = 256
@@ -85,8 +103,21 @@ class BadSignature(WireError):  # noqa: N818 (a kind of WireError, read as a fac
 
 # -- session messages (the remote link only; the local worker never sees them) -------------
 @dataclass
+class Knock(Command):
+    """Client -> server, first, signed without a nonce: send me this connection's Challenge."""
+
+
+@dataclass
+class Challenge(Event):
+    """Server -> client, answering a Knock: the nonce (hex) that this connection's messages are signed over."""
+
+    nonce: str
+
+
+@dataclass
 class Hello(Command):
-    """Client -> server, first: who asks, and the session every later message names."""
+    """Client -> server, after the Challenge, signed over its nonce: who asks, and the session every
+    later message names."""
 
     session: str
     client: str = ""  # "user@host pid" for the server's log and a refusal's reason
@@ -128,7 +159,7 @@ class Ping(Command, Event):
     """Either way, when nothing else was sent for a while: I am here (the server drops a silent client)."""
 
 
-SESSION_TYPES: tuple[type, ...] = (Hello, Welcome, Refused, Bye, Credit, Ping)
+SESSION_TYPES: tuple[type, ...] = (Knock, Challenge, Hello, Welcome, Refused, Bye, Credit, Ping)
 
 
 def _message_types(base: type) -> dict[str, type]:
@@ -146,6 +177,14 @@ def _message_types(base: type) -> dict[str, type]:
 
 COMMAND_TYPES = _message_types(Command)  # what a server accepts
 EVENT_TYPES = _message_types(Event)  # what a client accepts
+KNOCK_TYPES = {"Knock": Knock}  # what a server takes from a connection it has not challenged
+CHALLENGE_TYPES = {"Challenge": Challenge, "Refused": Refused}  # ... and a client before it has the nonce
+HELLO_TYPES = {"Hello": Hello}  # ... from a challenged connection, first
+
+
+def after_hello(accepted: dict[str, type]) -> dict[str, type]:
+    """`accepted` without the handshake's own messages: what one side takes once the session is on."""
+    return {k: v for k, v in accepted.items() if k not in ("Knock", "Challenge", "Hello")}
 
 
 # -- signing --------------------------------------------------------------------------------
@@ -154,16 +193,29 @@ def new_key() -> str:
     return secrets.token_hex(32)
 
 
-class Signer:
-    """HMAC-SHA256 of a message's frames under one key."""
+NONCE_BYTES = 32  # a Challenge's nonce: as many random bytes as the key has
 
-    def __init__(self, key: str | bytes) -> None:
+
+class Signer:
+    """HMAC-SHA256 of a message's frames under one key, over one connection's nonce (none before
+    the Challenge). The nonce goes first, preceded by its length as every frame is, so a message
+    signed over one nonce (or none) never verifies over another."""
+
+    def __init__(self, key: str | bytes, nonce: bytes = b"") -> None:
         if not key:
             raise ValueError("an empty key signs nothing; use wire.new_key()")
         self._key = key.encode("ascii") if isinstance(key, str) else bytes(key)
+        self.nonce = bytes(nonce)
+        self._start = hmac.new(self._key, digestmod=hashlib.sha256)  # copied per message: the key is set up once
+        self._start.update(len(self.nonce).to_bytes(8, "little"))
+        self._start.update(self.nonce)
+
+    def bound(self, nonce: bytes) -> Signer:
+        """The signer of one connection's messages after its Challenge."""
+        return Signer(self._key, nonce)
 
     def sign(self, frames: Sequence[Any]) -> bytes:
-        mac = hmac.new(self._key, digestmod=hashlib.sha256)
+        mac = self._start.copy()
         for frame in frames:
             view = memoryview(frame).cast("B")  # bytes, ndarrays and zmq frames alike, without a copy
             mac.update(len(view).to_bytes(8, "little"))
@@ -317,20 +369,32 @@ def _buffer(frame: Any) -> memoryview:
     return memoryview(raw).cast("B")
 
 
+# Errors that bytes can make json and numpy raise, besides ValueError and its kin: a header of
+# 4,000 '[' nests past Python's recursion limit; a huge number or size overflows or asks for memory.
+_HOSTILE_ERRORS = (RecursionError, MemoryError, OverflowError)
+
+
 def unverified_type(frames: Sequence[Any]) -> str | None:
-    """The type a message claims, read without trusting it (the server answers a Hello with
-    a wrong key so the client can say so; nothing else is read from such a message)."""
+    """The type a message claims, read without trusting it (a server answers a Knock with a
+    wrong key so the client can say so; nothing else is read from such a message). Never raises."""
     try:
         if len(frames) < 3 or bytes(_buffer(frames[0])) != MAGIC or len(_buffer(frames[2])) > 4096:
             return None
         kind = json.loads(bytes(_buffer(frames[2])).decode("utf-8"))["items"][0]["type"]
         return kind if isinstance(kind, str) else None
-    except (ValueError, UnicodeDecodeError, LookupError, TypeError):
+    except (ValueError, UnicodeDecodeError, LookupError, TypeError, *_HOSTILE_ERRORS):
         return None
 
 
 def decode(frames: Sequence[Any], signer: Signer, accepted: dict[str, type]) -> Received:
     """Check and build one message (the module docstring lists the checks); WireError if any fails."""
+    try:
+        return _decode(frames, signer, accepted)
+    except _HOSTILE_ERRORS as exc:  # a signed message can nest too deep as well: dropped like any bad one
+        raise WireError(f"{type(exc).__name__} reading the message") from None
+
+
+def _decode(frames: Sequence[Any], signer: Signer, accepted: dict[str, type]) -> Received:
     if len(frames) < 3:
         raise WireError(f"{len(frames)} frames; a message has at least 3")
     if len(frames) > 3 + MAX_BUFFERS:
@@ -565,9 +629,13 @@ _NO_FIELD = frozenset({"no such field"})
 
 # -- addresses and connection files ----------------------------------------------------------
 def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """'HOST:PORT' (or 'HOST', or ':PORT', or '[::1]:PORT') -> (host, port); ValueError says what is wrong."""
+    """'HOST:PORT' (or 'PORT', ':PORT', 'HOST', '[::1]:PORT') -> (host, port); the host is 127.0.0.1
+    unless named. ValueError says what is wrong. `worker --listen`, `--listen-runs` and `--connect` all
+    read an address here, so a bare port means the same to each."""
     text = text.strip()
-    if text.startswith("["):
+    if text.isdigit():  # a port alone: a host name never is all digits
+        host, port_text = "", text
+    elif text.startswith("["):
         host, _, rest = text[1:].partition("]")
         port_text = rest.removeprefix(":")
     elif text.count(":") == 1:
@@ -587,6 +655,26 @@ def parse_address(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int
 def is_loopback(host: str) -> bool:
     """An address only this machine reaches (127.0.0.0/8, ::1, localhost)."""
     return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+def check_listen_host(host: str, allow_remote: bool) -> None:
+    """ValueError in one line when `host` is an address other machines reach and --allow-remote was not
+    given (`worker --listen`, `--listen-runs`: the same rule and words for both)."""
+    if not is_loopback(host) and not allow_remote:
+        raise ValueError(
+            f"{host} is reachable from other machines; add --allow-remote to bind it, or keep 127.0.0.1 "
+            "and connect through an SSH tunnel (README: Remote GPU host)"
+        )
+
+
+def remote_warning(host: str, port: int) -> str | None:
+    """What to warn when listening on an address other machines reach (None: a loopback one)."""
+    if is_loopback(host):
+        return None
+    return (
+        f"listening on {host}:{port}, which other machines can reach. Messages are signed with the key but not "
+        "encrypted: prefer an SSH tunnel (bind 127.0.0.1, then ssh -L) or a private network."
+    )
 
 
 def tcp_url(host: str, port: int) -> str:

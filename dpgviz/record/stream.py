@@ -3,8 +3,9 @@
     stream = RecordStream.connect("127.0.0.1:5560")   # or RecordStream.spawn()
     stream.send(RunOpened(...)); stream.send(RecordsLogged(...)); stream.close()
 
-One DEALER socket, signed frames (ipc.wire). `connect` says Hello and waits up to
-CONNECT_WAIT_S for the window's Welcome; `spawn` first starts `python -m dpgviz
+One DEALER socket, signed frames (ipc.wire). `connect` knocks, signs its Hello and every
+later message over the nonce of the window's Challenge (ipc.wire's handshake), and waits up
+to CONNECT_WAIT_S for the window's Welcome; `spawn` first starts `python -m dpgviz
 --listen-runs 127.0.0.1:PORT` (this interpreter, a free port, the key in $DPGVIZ_KEY) and
 waits up to SPAWN_WAIT_S, the time a window takes to come up, or until that process exits.
 
@@ -31,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from dpgviz.ipc import wire
+from dpgviz.ipc.handshake import bound_signer
 from dpgviz.ipc.listen import KEY_ENV, TO_RECORDER, connection_path, new_session, who_am_i
-from dpgviz.ipc.wire import Bye, Hello, Refused, Target, Welcome
+from dpgviz.ipc.wire import Bye, Challenge, Hello, Knock, Refused, Target, Welcome
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +77,11 @@ class RecordStream:
         import zmq
 
         self.target, self.proc = target, proc
-        self.signer = wire.Signer(target.key)
+        self.signer = wire.Signer(target.key)  # the key alone until the Challenge, then over its nonce
+        self.is_bound = False
         self.session = new_session()
         self.n_out = 0
+        self.n_in = 0
         self.is_open = False
         self.reason = ""  # why it closed, for the recorder's one warning
         self._zmq = zmq
@@ -117,16 +121,23 @@ class RecordStream:
         return stream
 
     def _hello(self, wait_s: float) -> None:
-        self._send(Hello(self.session, who_am_i()))
+        self._send(Knock())
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             if self._sock.poll(100):
                 reply = self._receive()
-                if isinstance(reply, Welcome):
+                if isinstance(reply, Challenge):
+                    try:
+                        self.signer, self.is_bound, self.n_in = bound_signer(self.signer, reply), True, 0
+                    except wire.WireError as exc:
+                        self.reason = f"the answer from {self.target.address} is not a dpgviz window's ({exc})"
+                        break
+                    self._send(Hello(self.session, who_am_i()))
+                elif isinstance(reply, Welcome) and self.is_bound:
                     self.is_open = True
                     log.info("streaming to the dpgviz window at %s", self.target.address)
                     return
-                if reply is not None:  # Refused, wrong key, Bye
+                elif reply is not None:  # Refused, wrong key, Bye
                     break
             if self.proc is not None and self.proc.poll() is not None:
                 self.reason = f"the window it started exited (status {self.proc.returncode})"
@@ -138,15 +149,16 @@ class RecordStream:
         """One message from the window (None: nothing usable); sets `reason` for a refusal or a Bye."""
         frames = self._sock.recv_multipart(self._zmq.NOBLOCK, copy=False)
         try:
-            got = wire.decode(frames, self.signer, TO_RECORDER)
+            got = wire.decode(frames, self.signer, TO_RECORDER if self.is_bound else wire.CHALLENGE_TYPES)
         except wire.BadSignature:
             self.reason = f"wrong key: the window at {self.target.address} signs with another key"
             return Refused(self.reason)
         except wire.WireError as exc:
             log.debug("dropped a malformed message from the window: %s", exc)
             return None
-        if got.session != self.session:
+        if got.session != self.session or got.n <= self.n_in:
             return None
+        self.n_in = got.n
         msg = got.messages[0]
         if isinstance(msg, Refused):
             self.reason = self.reason or f"refused: {msg.reason}"
