@@ -405,3 +405,110 @@ def test_deleting_the_running_branch_stops_the_remote_run_and_drops_its_late_rec
         assert ws.runs.start(settings)  # the server still serves this client
         _until(ws, lambda: not ws.is_running)
         assert len(ws.store.history(ws.store.branch_order[-1])) == record_count(settings.steps)
+
+
+# -- addresses, the startup line, a refused connection's reason --------------------------------------
+def test_worker_listen_takes_a_bare_port_as_127_0_0_1_and_names_its_own_pid(tmp_path: Path) -> None:
+    from dpgviz.record.stream import free_port
+
+    port, path, log = free_port(), tmp_path / "w.json", tmp_path / "w.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "main.py", "worker", "--listen", str(port), "--connection-file", str(path),
+                                 "--no-preload"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.monotonic() + 60
+            while not path.is_file() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert path.is_file(), log.read_text()  # before: "5601 is reachable from other machines", exit 2
+            target = wire.read_target(str(path))
+            assert (target.host, target.port) == ("127.0.0.1", port)
+            first = log.read_text().splitlines()[0]
+            assert f"dpgviz worker on 127.0.0.1:{port} (pid {proc.pid}," in first, first  # its own pid, not its child's
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert not path.exists()  # the key goes with the worker
+
+
+def test_listen_runs_on_another_machines_address_needs_allow_remote(tmp_path: Path) -> None:
+    from dpgviz.app.workspace import Workspace
+    from dpgviz.ipc.listen import RunListener
+
+    out = cli("--listen-runs", "0.0.0.0:5560", timeout=60)  # refused before the window opens or anything binds
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--allow-remote" in lines[0] and "SSH" in lines[0], out.stderr
+    with pytest.raises(ValueError, match="--allow-remote"):
+        RunListener("0.0.0.0", 5560)
+    with Workspace() as ws:  # File > Listen for recorded runs... the same
+        assert not ws.live.listen("0.0.0.0:5560") and ws.live.listener is None
+        assert "--allow-remote" in ws.notices.messages[-1].text
+    assert "not encrypted" in wire.remote_warning("0.0.0.0", 5560) and wire.remote_warning("127.0.0.1", 5560) is None
+
+
+def test_a_refused_connection_says_why_in_a_clause_the_window_can_end(tmp_path: Path) -> None:
+    from dpgviz.record.stream import free_port
+
+    client = RemoteClient(wire.Target("127.0.0.1", free_port(), "ab" * 32), connect_timeout_s=1.0).start()
+    try:
+        event = wait_event(client, (Disconnected,), timeout_s=20)
+    finally:
+        client.close()
+    assert "nothing answers" in event.reason and "python main.py worker" in event.reason
+    assert not event.reason.endswith(("?", ".", "!")), event.reason  # the window says "...: REASON." ("?." before)
+
+
+# -- a listening window stopped with SIGTERM --------------------------------------------------------
+@pytest.mark.gui
+@pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs an X display (run under xvfb-run -a)")
+def test_a_listening_window_stopped_with_sigterm_removes_its_key_and_keeps_its_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dpgviz.core.paths import recovery_path
+    from dpgviz.ipc.listen import connection_path
+    from dpgviz.record import Recorder
+    from dpgviz.record.stream import free_port
+    from dpgviz.store.session import open_session
+
+    monkeypatch.setenv("DPGVIZ_CACHE_DIR", str(tmp_path / "cache"))  # the window's key file and journal go here
+    port = free_port()
+    key_file, journal = connection_path(port), recovery_path()
+
+    def journaled() -> int:
+        try:
+            with open_session(journal) as session:
+                return len(session.store)
+        except (OSError, ValueError):
+            return 0
+
+    with open(tmp_path / "window.log", "w") as err:
+        window = subprocess.Popen([sys.executable, "main.py", "--listen-runs", str(port)], cwd=ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 60
+        while not key_file.is_file() and window.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert key_file.is_file(), (tmp_path / "window.log").read_text()
+        vocab = [*"abcdefgh"]
+        with Recorder(vocab, len(vocab), 8, path=tmp_path / "run.dpgviz", connect=f"127.0.0.1:{port}") as rec:
+            assert rec.is_streaming
+            x = np.full(8, len(vocab))
+            rec.log(x)
+            for i in range(4):
+                x[i] = i
+                rec.log(x)
+        deadline = time.monotonic() + 30
+        while journaled() < 5 and time.monotonic() < deadline:  # the window's unsaved records, journaled
+            time.sleep(0.1)
+        assert journaled() == 5
+        window.send_signal(signal.SIGTERM)
+        assert window.wait(30) == -signal.SIGTERM  # it ends as SIGTERM ends a process, nothing else run
+    finally:
+        if window.poll() is None:
+            window.kill()
+            window.wait(10)
+    assert not key_file.exists()  # before: left behind, a key pointing at nothing
+    assert journaled() == 5  # kept for Recover at the next start, as after a SIGKILL

@@ -255,10 +255,41 @@ def test_host_port_needs_a_key_and_bad_files_say_why(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("127.0.0.1:5", ("127.0.0.1", 5)), (":6", ("127.0.0.1", 6)), ("[::1]:7", ("::1", 7)),
-     ("localhost", ("localhost", wire.DEFAULT_PORT))],
+     ("localhost", ("localhost", wire.DEFAULT_PORT)), ("5601", ("127.0.0.1", 5601)), (" 0 ", ("127.0.0.1", 0))],
 )
 def test_addresses_parse(text: str, expected: tuple) -> None:
     assert wire.parse_address(text) == expected
+
+
+def test_worker_listen_and_listen_runs_read_a_port_alike() -> None:
+    from dpgviz.ipc.listen import parse_listen
+
+    for text in ("5601", "127.0.0.1:5601", "0.0.0.0:5601", ":5601"):
+        assert parse_listen(text) == wire.parse_address(text)  # `--listen-runs` and `worker --listen`
+    assert parse_listen(5601) == ("127.0.0.1", 5601)
+
+
+def test_a_message_signed_over_one_connections_nonce_fails_on_another() -> None:
+    signer = wire.Signer("ab" * 32)
+    one, other = signer.bound(b"\x01" * 32), signer.bound(b"\x02" * 32)
+    frames = wire.encode(wire.Hello("s", "me"), one, "s", 2)
+    assert wire.decode(frames, one, wire.HELLO_TYPES).messages[0].client == "me"
+    for wrong in (other, signer):  # another connection's nonce, or none (as before the challenge)
+        with pytest.raises(wire.BadSignature):
+            wire.decode(frames, wrong, wire.HELLO_TYPES)
+    unbound = wire.encode(wire.Knock(), signer, "s", 1)
+    with pytest.raises(wire.BadSignature):
+        wire.decode(unbound, one, wire.KNOCK_TYPES)
+
+
+@pytest.mark.parametrize("header", [b"[" * 4000, b'{"items":' * 1500 + b"}" * 1500, b'{"n":' + b"9" * 5000 + b"}"])
+def test_headers_that_nest_too_deep_or_overflow_are_dropped_not_raised(header: bytes) -> None:
+    frames = [wire.MAGIC, b"0" * 64, header]
+    assert wire.unverified_type(frames) is None  # a RecursionError before
+    signer = wire.Signer("ab" * 32)
+    signed = [wire.MAGIC, signer.sign([header]), header]
+    with pytest.raises(wire.WireError):
+        wire.decode(signed, signer, wire.COMMAND_TYPES)
 
 
 def test_loopback_is_told_apart() -> None:

@@ -61,6 +61,7 @@ class LiveRuns:
         self.doc, self.runs, self.notices = doc, runs, notices
         self.listener_factory = listener_factory or _start_listener
         self.listener: RunListener | None = None
+        self.allow_remote = False  # --allow-remote: listen on an address other machines reach
         self.runs_by_client: dict[str, _LiveRun] = {}
         self._waiting: list[Received] = []  # held while the window's own run goes on
 
@@ -73,8 +74,10 @@ class LiveRuns:
         """Listen on `where` ('PORT' or 'HOST:PORT'; 127.0.0.1 by default); False and a message when it cannot."""
         try:
             from dpgviz.ipc.listen import parse_listen
+            from dpgviz.ipc.wire import check_listen_host
 
             host, port = parse_listen(where)
+            check_listen_host(host, self.allow_remote)  # as `worker --listen`: another machine's address needs consent
             listener = self.listener_factory(host, port)
         except (ValueError, OSError) as exc:
             self.notices.say(f"Cannot listen for recorded runs: {exc}", is_error=True)
@@ -175,7 +178,7 @@ class LiveRuns:
 def _start_listener(host: str, port: int) -> RunListener:
     from dpgviz.ipc.listen import RunListener
 
-    return RunListener(host, port).start()
+    return RunListener(host, port, allow_remote=True).start()  # LiveRuns.listen asked for consent
 
 
 def _check(run: _LiveRun, msg: RecordsLogged) -> str | None:

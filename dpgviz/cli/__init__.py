@@ -76,6 +76,9 @@ def build_parser(modules: Iterable[str] | None = None) -> argparse.ArgumentParse
         "--listen-runs", metavar="[HOST:]PORT",
         help="GUI: show the runs a dpgviz.Recorder streams here (connect=\"127.0.0.1:PORT\"); 127.0.0.1 unless HOST",
     )
+    parser.add_argument(
+        "--allow-remote", action="store_true", help="with --listen-runs HOST:PORT: allow an address other machines reach"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command")
     wanted = set(MODULE_ORDER if modules is None else modules)
@@ -117,14 +120,15 @@ def cmd_gui(args: argparse.Namespace, session: str | None = None) -> int:
         connect = (args.connect, args.key)
     if args.listen_runs is not None:
         from dpgviz.ipc.listen import parse_listen
+        from dpgviz.ipc.wire import check_listen_host
 
-        try:
-            parse_listen(args.listen_runs)  # a bad port: one line, before the window opens
+        try:  # a bad port, or another machine's address without --allow-remote: one line, before the window opens
+            check_listen_host(parse_listen(args.listen_runs)[0], args.allow_remote)
         except ValueError as exc:
             raise UserError(str(exc)) from None
     run_app(
         models_dir=args.models_dir, device=args.device, session=session, dtype=args.dtype, model=args.model,
-        connect=connect, listen_runs=args.listen_runs,
+        connect=connect, listen_runs=args.listen_runs, allow_remote=args.allow_remote,
     )
     return 0
 

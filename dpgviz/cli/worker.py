@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -24,7 +25,10 @@ log = logging.getLogger("dpgviz")
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="serve a model to a window on another machine (ZeroMQ, signed messages)")
-    p.add_argument("--listen", default="127.0.0.1:5557", help="HOST:PORT to bind (default 127.0.0.1:5557; port 0: any free one)")
+    p.add_argument(
+        "--listen", default="127.0.0.1:5557",
+        help="[HOST:]PORT to bind (default 127.0.0.1:5557; a port alone: 127.0.0.1:PORT; port 0: any free one)",
+    )
     p.add_argument("--allow-remote", action="store_true", help="allow binding an address other machines reach")
     p.add_argument("--connection-file", help="where to write address, port and key (default: the cache folder)")
     p.add_argument("--model", help="the model a client's default load gets (default: the embedded model)")
@@ -134,14 +138,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     try:
         wire.require_zmq()
-        host, port = wire.parse_address(args.listen)
+        host, port = wire.parse_address(args.listen)  # the parser of --listen-runs too
+        wire.check_listen_host(host, args.allow_remote)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    if not wire.is_loopback(host) and not args.allow_remote:
-        raise UserError(
-            f"{host} is reachable from other machines; add --allow-remote to bind it, or keep 127.0.0.1 "
-            "and connect through an SSH tunnel (README: Remote GPU host)"
-        )
     if args.max_memory and not args.device_map:
         raise UserError("--max-memory applies with --device-map auto")
     from dpgviz.ipc.server import ServerOptions, WorkerServer
@@ -155,13 +155,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         server = WorkerServer(host, port, key, options)
     except Exception as exc:  # zmq.ZMQError (address in use, cannot assign), named in one line
         raise UserError(f"cannot listen on {args.listen}: {exc}") from None
-    if not wire.is_loopback(host):
-        log.warning(
-            "listening on %s:%d, which other machines can reach. Messages are signed with the key but not "
-            "encrypted: prefer an SSH tunnel (bind 127.0.0.1, then ssh -L) or a private network.", host, server.port,
-        )
+    warning = wire.remote_warning(host, server.port)
+    if warning:
+        log.warning(warning)
     path = wire.write_connection_file(args.connection_file or default_connection_file(server.port), host, server.port, key)
-    log.info("dpgviz worker on %s:%d (pid %s); connection file %s", host, server.port, server.source.pid, path)
+    log.info("dpgviz worker on %s:%d (pid %d, its model process %s); connection file %s",
+             host, server.port, os.getpid(), server.source.pid, path)
     log.info("from another machine: copy that file there, run  ssh -N -L %d:127.0.0.1:%d THIS_HOST  and connect with it",
              server.port, server.port)
     sys.stdout.write(f"python main.py --connect {path}\n")

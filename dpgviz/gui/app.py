@@ -481,13 +481,18 @@ def run_app(
     model: str | None = None,
     connect: tuple[str, str | None] | None = None,
     listen_runs: str | None = None,
+    allow_remote: bool = False,
 ) -> None:
     """Open the window and run until it is closed (the CLI's default command)."""
+    from dpgviz.ipc.listen import remove_key_files_on_sigterm
+
     handler = log_to_file()
     app = App(
         models_dir=models_dir, device=device, session=session, dtype=dtype, model=model, journal=recovery_path(),
         connect=connect, listen_runs=listen_runs,
     )
+    app.workspace.live.allow_remote = allow_remote  # --allow-remote: --listen-runs may bind another machine's address
+    remove_key_files_on_sigterm()  # SIGTERM: the listener's key file goes; the recovery journal stays for Recover
     app.build()
     try:
         app.run()
