@@ -16,7 +16,8 @@ import pytest
 from test_recorder import toy_run
 
 from dpgviz.cli.sessions import PARTIAL_EXIT, show_json
-from dpgviz.store.journal import Journal, recover
+from dpgviz.store.journal import Journal
+from dpgviz.store.journal_reader import recover
 from dpgviz.store.session import SessionError, open_session, save_session, set_aside_damaged
 from dpgviz.store.step_store import StepStore
 
@@ -146,7 +147,7 @@ def test_the_real_command_exits_0_2_or_3_as_the_read_in_process_went(originals, 
 
 def test_show_exits_3_with_partial_json_and_0_with_allow_partial(originals, tmp_path: Path) -> None:
     data, original, written = originals["one.dpgviz"]
-    from dpgviz.store.journal import _ENTRY, _PREFIX
+    from dpgviz.store.journal_format import _ENTRY, _PREFIX
 
     at, ends = _PREFIX.size, []
     while at < len(data):  # entry boundaries: the header, 20 batches, the end entry
@@ -180,7 +181,7 @@ def test_show_exits_3_with_partial_json_and_0_with_allow_partial(originals, tmp_
 def test_a_file_cut_at_an_entry_boundary_is_partial_not_whole(originals, tmp_path: Path, entry: int) -> None:
     """Every entry passes its CRC, but the recorder's end entry is missing: the read says so."""
     data, _original, _written = originals["one.dpgviz"]
-    from dpgviz.store.journal import _ENTRY, _PREFIX
+    from dpgviz.store.journal_format import _ENTRY, _PREFIX
 
     at = _PREFIX.size
     for _ in range(entry):

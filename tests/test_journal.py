@@ -22,8 +22,8 @@ import pytest
 from dpgviz.core.paths import cache_dir, log_path, recovery_path
 from dpgviz.core.records import KINDS, RecordLayout, StepRecord
 from dpgviz.core.vocab import Vocabulary
-from dpgviz.store.journal import (
-    Journal,
+from dpgviz.store.journal import Journal
+from dpgviz.store.journal_reader import (
     RecoveryInfo,
     discard_recovery,
     find_recovery,

@@ -19,7 +19,7 @@ from dpgviz.app.workspace import Workspace
 from dpgviz.core.discovery import ModelEntry
 from dpgviz.core.records import record_count
 from dpgviz.core.settings import GenerationSettings
-from dpgviz.store.journal import find_recovery
+from dpgviz.store.journal_reader import find_recovery
 from dpgviz.store.session import open_session
 
 SHORT = GenerationSettings(length=60, steps=4, seed=2)

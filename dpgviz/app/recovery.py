@@ -42,7 +42,8 @@ from dpgviz.app.document import Document
 from dpgviz.app.files import Files, damaged
 from dpgviz.app.notices import Notices
 from dpgviz.app.runs import Runs
-from dpgviz.store.journal import Journal, RecoveryInfo, discard_recovery, find_recovery, recover
+from dpgviz.store.journal import Journal
+from dpgviz.store.journal_reader import RecoveryInfo, discard_recovery, find_recovery, recover
 from dpgviz.store.session import Session, SessionError
 from dpgviz.store.step_store import StepStore
 

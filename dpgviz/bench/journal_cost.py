@@ -97,7 +97,7 @@ def measure(app_class: type, is_journal: bool, length: int, steps: int) -> dict:
     os.environ["DPGVIZ_CACHE_DIR"] = str(cache)  # the log and any journal go here, not to the user's cache
     from dpgviz.core.discovery import default_model_entry
     from dpgviz.core.settings import GenerationSettings
-    from dpgviz.store.journal import find_recovery
+    from dpgviz.store.journal_reader import find_recovery
 
     path = cache / "recovery.dpgjournal" if is_journal else None
     app = app_class(device="cpu", autoload=False, journal=path).build()

@@ -41,7 +41,7 @@ class RecoveryPrompt:
             dpg.set_value(self.text, pending.describe() + "?")
             dpg.show_item(self.window)
 
-    def pending(self):  # -> store.journal.RecoveryInfo | None
+    def pending(self):  # -> store.journal_reader.RecoveryInfo | None
         recovery = self.workspace.recovery
         return recovery.pending if recovery is not None else None
 

@@ -1,4 +1,4 @@
-"""A recorder's file: the recovery journal's append-only format (store.journal), one entry per log.
+"""A recorder's file: the recovery journal's append-only format (store.journal_format), one entry per log.
 
     f = RecordFile(path, layout, vocab, meta)     header entry: layout, vocabulary, settings, model
     f.append(rows, pool, tree, next_branch_id)    one batch entry: the log's B rows and their candidates
@@ -8,7 +8,7 @@ Why the journal's format and not a session file's: a session file (store.session
 column table in the header and each column in one run of bytes, so it can only be written
 whole, at the end; a recorder must leave a readable file whenever its process dies. The
 journal was made for exactly that: entries appended back to back, each with its CRC-32, and
-a reader (`store.journal.recover`) that replays them and stops at the first torn one. So a
+a reader (`store.journal_reader.recover`) that replays them and stops at the first torn one. So a
 recorder's file is a journal, and `store.session.open_session` reads a journal like a
 session (its magic says which), which gives `show`, `export`, `branch` and File > Open.
 
@@ -42,8 +42,8 @@ import dpgviz
 from dpgviz.core.records import SCALAR_FIELDS, RecordLayout
 from dpgviz.core.vocab import Vocabulary
 
-# The journal's own framing: one home for the format (store.journal's module docstring).
-from dpgviz.store.journal import (
+# The journal's own framing: one home for the format (store.journal_format's module docstring).
+from dpgviz.store.journal_format import (
     _JSON_LEN,
     _PREFIX,
     ENTRY_BATCH,
