@@ -21,7 +21,7 @@ from dpgviz.app.workspace import Workspace
 from dpgviz.core.records import FLAG_EDITED, record_count
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.store.blocks import Composer
-from dpgviz.store.session import open_session
+from dpgviz.store.session_open import open_session
 
 MASK = "\u2588"
 BLOCKS = GenerationSettings(length=200, block_length=64, steps=4, seed=2)  # blocks at 0, 64, 128, 192 (8 long)

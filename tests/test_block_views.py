@@ -28,7 +28,8 @@ from dpgviz.core.settings import GenerationSettings
 from dpgviz.core.vocab import MASK_GLYPH
 from dpgviz.store import inspect as ins
 from dpgviz.store.blocks import Composer
-from dpgviz.store.session import open_session, save_session
+from dpgviz.store.session_open import open_session
+from dpgviz.store.session_save import save_session
 from dpgviz.store.step_store import StepStore, records_json
 
 ROOT = Path(__file__).resolve().parents[1]

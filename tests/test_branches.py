@@ -29,7 +29,8 @@ from dpgviz.store.edits import (
     parse_replace,
     predicted_tokens,
 )
-from dpgviz.store.session import open_session, save_session
+from dpgviz.store.session_open import open_session
+from dpgviz.store.session_save import save_session
 from dpgviz.store.step_store import StepStore
 
 N, STEPS = 24, 4

@@ -15,7 +15,9 @@ from session_data import _sampler
 from dpgviz.bench.synthetic import synthetic_store, synthetic_vocab
 from dpgviz.core.records import RecordLayout, StepRecord, id_dtype_for
 from dpgviz.core.settings import GenerationSettings
-from dpgviz.store.session import FORMAT_VERSION, open_session, read_header, save_session
+from dpgviz.store.session_format import FORMAT_VERSION
+from dpgviz.store.session_open import open_session, read_header
+from dpgviz.store.session_save import save_session
 from dpgviz.store.step_store import StepStore
 
 DATA = Path(__file__).parent / "data"

@@ -10,7 +10,7 @@ from test_cli import run
 from test_engine import make_checkpoint
 
 from dpgviz.core.settings import STRATEGIES
-from dpgviz.store.session import open_session
+from dpgviz.store.session_open import open_session
 
 N, STEPS = 32, 5
 ISSUE_FORM = "seed,random,llada,margin,entropy,threshold"

@@ -9,7 +9,8 @@ import pytest
 from score_data import other_vocab_checkpoint, tiny_pair
 from test_cli import run
 
-from dpgviz.store.session import checkpoint_sha256, open_session
+from dpgviz.store.session import checkpoint_sha256
+from dpgviz.store.session_open import open_session
 
 N, STEPS = 40, 5
 

@@ -18,7 +18,9 @@ from test_recorder import toy_run
 from dpgviz.cli.sessions import PARTIAL_EXIT, show_json
 from dpgviz.store.journal import Journal
 from dpgviz.store.journal_reader import recover
-from dpgviz.store.session import SessionError, open_session, save_session, set_aside_damaged
+from dpgviz.store.session import SessionError
+from dpgviz.store.session_open import open_session
+from dpgviz.store.session_save import save_session, set_aside_damaged
 from dpgviz.store.step_store import StepStore
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,9 @@ from dpgviz.export.html import player_data
 from dpgviz.export.images import FramePainter, glyph_atlas
 from dpgviz.export.raster import CanvasRaster
 from dpgviz.export.tables import STAT_COLUMNS, step_stats
-from dpgviz.store.session import SessionError, open_session, save_session
+from dpgviz.store.session import SessionError
+from dpgviz.store.session_open import open_session
+from dpgviz.store.session_save import save_session
 
 
 @pytest.fixture(scope="module")

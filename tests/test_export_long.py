@@ -25,7 +25,8 @@ from dpgviz.export import export_session
 from dpgviz.export.html import MASK_TOKEN_BIT, NO_VALUE_BIT
 from dpgviz.export.images import GIF_MAX_SIZE, PNG_MAX_SIZE, FramePainter
 from dpgviz.export.raster import fit_grid
-from dpgviz.store.session import open_session, save_session
+from dpgviz.store.session_open import open_session
+from dpgviz.store.session_save import save_session
 
 SEQ_LEN = 65_536
 STEPS = 3  # 2 * STEPS + 1 = 7 records: initial, 3 predictions, 2 remasks, final

@@ -353,7 +353,7 @@ def test_tall_sequences_scroll(app: App) -> None:
 
 def test_opens_a_saved_session(app: App, tmp_path: Path) -> None:
     from dpgviz.bench.synthetic import synthetic_store, synthetic_vocab
-    from dpgviz.store.session import save_session
+    from dpgviz.store.session_save import save_session
 
     ws = app.workspace
     if ws.is_running:

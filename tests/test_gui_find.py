@@ -72,7 +72,7 @@ def shots(tmp_path: Path) -> Path:
 
 
 def test_find_and_go_to_through_real_keys(tmp_path: Path, shots: Path) -> None:
-    from dpgviz.store.session import save_session
+    from dpgviz.store.session_save import save_session
 
     vocab = synthetic_vocab()
     session = save_session(tmp_path / "prologue.dpgviz", text_store(LENGTH, 6, vocab=vocab), vocab)

@@ -166,7 +166,7 @@ def test_scenario_2_a_recorder_streams_into_the_listening_window_while_it_draws(
 
 @scenario
 def test_scenario_3_the_window_stops_listening_and_the_recorder_writes_on(app, state) -> None:
-    from dpgviz.store.session import open_session
+    from dpgviz.store.session_open import open_session
 
     ws = app.workspace
     out = state.folder / "outlived.dpgviz"

@@ -215,7 +215,8 @@ def test_generate_runs_on_a_hf_folder(bert_dir: Path) -> None:
 @pytest.mark.slow
 def test_a_session_of_a_hf_folder_records_and_finds_its_model(bert_dir: Path, tmp_path: Path) -> None:
     from dpgviz.core.discovery import model_file
-    from dpgviz.store.session import checkpoint_sha256, open_session
+    from dpgviz.store.session import checkpoint_sha256
+    from dpgviz.store.session_open import open_session
 
     out = tmp_path / "bert.dpgviz"
     done = _cli("generate", "--model", str(bert_dir), "--length", "16", "--steps", "3", "--device", "cpu", "--out", str(out))
@@ -241,7 +242,8 @@ def test_generate_names_what_the_folder_lacks(tmp_path: Path, bert_dir: Path, re
 # -- sessions and the PNG export of a subword run ---------------------------------------------
 @pytest.fixture(scope="module")
 def bert_session(bert, tmp_path_factory: pytest.TempPathFactory):
-    from dpgviz.store.session import open_session, save_session
+    from dpgviz.store.session_open import open_session
+    from dpgviz.store.session_save import save_session
     from dpgviz.store.step_store import StepStore
 
     settings = GenerationSettings(length=20, steps=3, seed=2)

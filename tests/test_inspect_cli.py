@@ -14,7 +14,9 @@ from dpgviz.core.palette import STATE_NAMES, STATE_RGB
 from dpgviz.export import export_session
 from dpgviz.export.plots import SERIES_RGB
 from dpgviz.store import inspect as ins
-from dpgviz.store.session import SessionError, open_session, save_session
+from dpgviz.store.session import SessionError
+from dpgviz.store.session_open import open_session
+from dpgviz.store.session_save import save_session
 
 
 @pytest.fixture(scope="module")

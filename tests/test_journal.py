@@ -29,7 +29,8 @@ from dpgviz.store.journal_reader import (
     find_recovery,
     recover,
 )
-from dpgviz.store.session import SessionError, save_session
+from dpgviz.store.session import SessionError
+from dpgviz.store.session_save import save_session
 from dpgviz.store.step_store import StepStore
 
 VOCAB = Vocabulary(itos=tuple("abcdefghij"))  # mask id 10

@@ -177,7 +177,7 @@ def test_bad_cache_settings_are_refused(changes: dict, message: str) -> None:
 # -- the command line -------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_generate_records_the_cache_in_the_session(tiny: Path, tmp_path: Path) -> None:
-    from dpgviz.store.session import open_session
+    from dpgviz.store.session_open import open_session
 
     out = tmp_path / "cached.dpgviz"
     args = ["generate", "--model", str(tiny), "--length", "48", "--block-length", "16", "--steps", "3", "--device", "cpu"]

@@ -217,7 +217,8 @@ def test_blocks_after_a_prompt_cover_the_generated_part_and_compose_whole(tiny) 
 
 
 def test_a_session_keeps_the_prefix_and_the_end_of_text(tmp_path: Path, tiny) -> None:
-    from dpgviz.store.session import open_session, save_session
+    from dpgviz.store.session_open import open_session
+    from dpgviz.store.session_save import save_session
     from dpgviz.store.step_store import StepStore
 
     settings = GenerationSettings(prompt="ROMEO:\n", length=20, block_length=8, steps=2)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from dpgviz.record import Recorder
-from dpgviz.store.session import open_session
+from dpgviz.store.session_open import open_session
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = [*"abcdefghijklmnopqrstuvwxyz", " ", "."]

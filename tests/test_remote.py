@@ -471,7 +471,7 @@ def test_a_listening_window_stopped_with_sigterm_removes_its_key_and_keeps_its_j
     from dpgviz.ipc.listen import connection_path
     from dpgviz.record import Recorder
     from dpgviz.record.stream import free_port
-    from dpgviz.store.session import open_session
+    from dpgviz.store.session_open import open_session
 
     monkeypatch.setenv("DPGVIZ_CACHE_DIR", str(tmp_path / "cache"))  # the window's key file and journal go here
     port = free_port()

@@ -12,7 +12,7 @@ from score_data import other_vocab_checkpoint, tiny_pair
 from test_cli import run
 
 from dpgviz.store.layers import js_bits, layer_of
-from dpgviz.store.session import open_session
+from dpgviz.store.session_open import open_session
 
 N, STEPS = 40, 6
 

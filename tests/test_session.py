@@ -17,16 +17,10 @@ from session_data import FORK_RECORD, sampled_store
 import dpgviz
 from dpgviz.core.records import FLAG_EDITED
 from dpgviz.store import session as session_mod
-from dpgviz.store.session import (
-    MAGIC,
-    Session,
-    SessionError,
-    checkpoint_sha256,
-    open_session,
-    read_header,
-    save_session,
-    verify_session,
-)
+from dpgviz.store.session import Session, SessionError, checkpoint_sha256
+from dpgviz.store.session_format import ALIGN, MAGIC
+from dpgviz.store.session_open import open_session, read_header, verify_session
+from dpgviz.store.session_save import save_session
 from dpgviz.store.step_store import StepStore
 
 
@@ -151,7 +145,7 @@ def test_columns_are_aligned_and_inside_the_file(saved):
     size = saved.stat().st_size
     assert header["data_end"] == size
     for entry in header["columns"]:
-        assert entry["offset"] % session_mod.ALIGN == 0
+        assert entry["offset"] % ALIGN == 0
         assert entry["offset"] + entry["nbytes"] <= size
 
 

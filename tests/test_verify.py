@@ -12,7 +12,9 @@ import pytest
 from score_data import tiny_pair
 from test_cli import run
 
-from dpgviz.store.session import checkpoint_sha256, open_session, save_session
+from dpgviz.store.session import checkpoint_sha256
+from dpgviz.store.session_open import open_session
+from dpgviz.store.session_save import save_session
 
 N, STEPS = 40, 5
 IDENTICAL = re.compile(r"^identical: (\d+) records$")

@@ -20,7 +20,7 @@ from dpgviz.core.discovery import ModelEntry
 from dpgviz.core.records import record_count
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.store.journal_reader import find_recovery
-from dpgviz.store.session import open_session
+from dpgviz.store.session_open import open_session
 
 SHORT = GenerationSettings(length=60, steps=4, seed=2)
 

@@ -14,7 +14,7 @@ from dpgviz.app.notices import ModelOffered
 from dpgviz.app.workspace import Workspace
 from dpgviz.core.records import FLAG_EDITED, FLAG_PROTECTED, record_count
 from dpgviz.core.settings import GenerationSettings
-from dpgviz.store.session import open_session
+from dpgviz.store.session_open import open_session
 
 SHORT = GenerationSettings(length=60, steps=6, seed=2)
 

@@ -3,7 +3,7 @@
     open(path)        a session file, without a model; its recorded model is hashed in the
                       background and offered when it is there unchanged
     adopt(session)    show a Session that came from elsewhere (a recovered journal) as opened
-    save(path)        every branch, atomically (store.session.save_session)
+    save(path)        every branch, atomically (store.session_save.save_session)
     export(fmt, path) the shown branch (text and PNG: the record shown)
 
 `Files` is handed the `Document`, the `Runs` (the model that made the records), the `Jobs`
@@ -26,7 +26,9 @@ from dpgviz.app.notices import CompareShown, ModelOffered, Notices, SettingsRest
 from dpgviz.app.runs import Runs
 from dpgviz.core.discovery import model_file
 from dpgviz.core.settings import GenerationSettings
-from dpgviz.store.session import Progress, Session, SessionError, checkpoint_sha256, open_session, save_session
+from dpgviz.store.session import Progress, Session, SessionError, checkpoint_sha256
+from dpgviz.store.session_open import open_session
+from dpgviz.store.session_save import save_session
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,9 @@ from dpgviz.app.runs import Runs
 from dpgviz.core.discovery import ModelEntry, model_file
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.store.layers import ScoreLayer, js_bits, js_summary, layer_of, put_layer, scale_top
-from dpgviz.store.session import Progress, SessionError, checkpoint_sha256, open_session, save_session
+from dpgviz.store.session import Progress, SessionError, checkpoint_sha256
+from dpgviz.store.session_open import open_session
+from dpgviz.store.session_save import save_session
 from dpgviz.store.step_store import StepStore
 
 log = logging.getLogger(__name__)

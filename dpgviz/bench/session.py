@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from dpgviz.bench.synthetic import synthetic_store, synthetic_vocab
-from dpgviz.store.session import open_session, save_session, verify_session
+from dpgviz.store.session_open import open_session, verify_session
+from dpgviz.store.session_save import save_session
 
 log = logging.getLogger(__name__)
 

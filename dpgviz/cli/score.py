@@ -43,7 +43,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from dpgviz.engine.score import score_branch
     from dpgviz.store.layers import js_summary, put_layer
     from dpgviz.store.provenance import branch_origin
-    from dpgviz.store.session import open_session, save_session, set_aside_damaged
+    from dpgviz.store.session_open import open_session
+    from dpgviz.store.session_save import save_session, set_aside_damaged
 
     with open_session(args.file) as session:
         branch = session.branch(args.branch).id

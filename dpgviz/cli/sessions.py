@@ -35,16 +35,10 @@ from dpgviz.core.settings import OPEN_ENDED, GenerationSettings
 from dpgviz.core.vocab import MASK_GLYPH, Vocabulary
 from dpgviz.store.blocks import compose, composed_records_json, final_text
 from dpgviz.store.edits import apply_edit, encode_text, parse_range, parse_replace, predicted_tokens
-from dpgviz.store.session import (
-    FORMAT_VERSION,
-    Progress,
-    Session,
-    SessionError,
-    checkpoint_sha256,
-    open_session,
-    save_session,
-    set_aside_damaged,
-)
+from dpgviz.store.session import Progress, Session, SessionError, checkpoint_sha256
+from dpgviz.store.session_format import FORMAT_VERSION
+from dpgviz.store.session_open import open_session
+from dpgviz.store.session_save import save_session, set_aside_damaged
 from dpgviz.store.step_store import StepStore
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from dpgviz.cli.sessions import tqdm_progress
     from dpgviz.engine.replay import plan, replay
     from dpgviz.store.provenance import branch_origin
-    from dpgviz.store.session import open_session
+    from dpgviz.store.session_open import open_session
 
     if args.tolerance < 0:
         raise UserError("--tolerance must be >= 0")

@@ -3,7 +3,7 @@
 `export_session` is the one entry point the CLI and the GUI call; each format lives in
 its own module (`tables` for text/CSV/JSON, `images` for PNG/GIF with Pillow, `html` for
 the player, `plots` for the whole-run overview and plots PNGs) and is imported only when
-used. Every writer goes through `store.session.atomic_writer`, so a failed export never leaves a half-written file,
+used. Every writer goes through `store.session_save.atomic_writer`, so a failed export never leaves a half-written file,
 and long ones report `progress(done, total)` for a tqdm bar or a GUI progress widget.
 
 Imports numpy and the standard library here; Pillow only inside the PNG/GIF path.

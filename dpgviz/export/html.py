@@ -59,7 +59,8 @@ from dpgviz.core.palette import (
 )
 from dpgviz.core.records import FLAG_MASKED, KINDS
 from dpgviz.store.blocks import Composer, composed_masked
-from dpgviz.store.session import Progress, Session, atomic_writer
+from dpgviz.store.session import Progress, Session
+from dpgviz.store.session_save import atomic_writer
 
 _CHUNK_CELLS = 1 << 20  # positions x records encoded at a time: bounds memory, sets progress granularity
 # Player-only flag bits, above every core.records FLAG_* (tests/test_export_long.py checks):

@@ -50,7 +50,8 @@ from dpgviz.core.records import FLAG_MASKED, KINDS
 from dpgviz.core.vocab import MAX_SLOT_WIDTH, Vocabulary
 from dpgviz.export.raster import CanvasRaster, GridFit, fit_grid
 from dpgviz.store.blocks import Composer
-from dpgviz.store.session import Progress, Session, SessionError, atomic_writer
+from dpgviz.store.session import Progress, Session, SessionError
+from dpgviz.store.session_save import atomic_writer
 
 log = logging.getLogger(__name__)
 

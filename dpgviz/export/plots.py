@@ -35,7 +35,8 @@ from dpgviz.core.palette import (
 )
 from dpgviz.export.images import MARGIN_PX, default_font
 from dpgviz.store import inspect
-from dpgviz.store.session import Session, SessionError, atomic_writer
+from dpgviz.store.session import Session, SessionError
+from dpgviz.store.session_save import atomic_writer
 
 log = logging.getLogger(__name__)
 

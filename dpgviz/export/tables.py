@@ -19,7 +19,8 @@ import numpy as np
 
 from dpgviz.core.records import FLAG_MASKED, FLAG_NEW, FLAG_REMASKED, KINDS
 from dpgviz.store.blocks import compose
-from dpgviz.store.session import Progress, Session, atomic_writer
+from dpgviz.store.session import Progress, Session
+from dpgviz.store.session_save import atomic_writer
 
 # Per-step statistics, in column order. mean_* are over the cells that have the value:
 # confidence of visible tokens, entropy where the model predicted (masked before the step).

@@ -18,7 +18,7 @@ from pathlib import Path
 import dearpygui.dearpygui as dpg
 
 from dpgviz.app.workspace import Workspace
-from dpgviz.store.session import SUFFIX
+from dpgviz.store.session_format import SUFFIX
 
 # (menu label, export format, file suffix); text and PNG take the record shown, the rest the branch.
 EXPORTS: tuple[tuple[str, str, str], ...] = (

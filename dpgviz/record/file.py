@@ -4,12 +4,12 @@
     f.append(rows, pool, tree, next_branch_id)    one batch entry: the log's B rows and their candidates
     f.close()                                     an end entry: the counts written, then the file closes
 
-Why the journal's format and not a session file's: a session file (store.session) puts its
+Why the journal's format and not a session file's: a session file (store.session_format) puts its
 column table in the header and each column in one run of bytes, so it can only be written
 whole, at the end; a recorder must leave a readable file whenever its process dies. The
 journal was made for exactly that: entries appended back to back, each with its CRC-32, and
 a reader (`store.journal_reader.recover`) that replays them and stops at the first torn one. So a
-recorder's file is a journal, and `store.session.open_session` reads a journal like a
+recorder's file is a journal, and `store.session_open.open_session` reads a journal like a
 session (its magic says which), which gives `show`, `export`, `branch` and File > Open.
 
 Each `append` is one os.write of the whole entry, before `Recorder.log` returns: what was

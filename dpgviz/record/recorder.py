@@ -23,7 +23,7 @@ Positions visible in a row's first record, when it has masks, are its prompt (FL
 FLAG_PROTECTED, for as long as they keep that token).
 
 Where it goes. The file (record.file) is the recovery journal's append-only format, which
-store.session.open_session reads like a session: `show`, `export`, `branch` and File > Open
+store.session_open.open_session reads like a session: `show`, `export`, `branch` and File > Open
 take it; a killed recorder's file holds every record but at most the last. Live viewing
 (record.stream): `spawn=True` starts a window listening on a free port, `connect="HOST:PORT"`
 streams to one already listening (`python main.py --listen-runs PORT`); when no window

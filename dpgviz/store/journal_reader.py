@@ -53,7 +53,8 @@ from dpgviz.store.journal_format import (
     MAGIC,
     _vocab_from,
 )
-from dpgviz.store.session import Damage, Session, SessionError, _checked_tree
+from dpgviz.store.session import Damage, Session, SessionError
+from dpgviz.store.session_format import _checked_tree
 from dpgviz.store.step_store import POOL_FIELDS, StepStore
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 A session records, for `python main.py verify` (engine.replay):
 
-    header "model"    {"path", "sha256", "info"}: the session's model (store.session)
+    header "model"    {"path", "sha256", "info"}: the session's model (store.session_format)
     header "runtime"  {"dpgviz", "numpy", "torch", "python", "device", "dtype", "threads", "mkl_cbwr"}
     branch settings   strategy, seed, schedule and every other GenerationSettings field
     branch provenance {"model": {"name", "path", "sha256"}, "runtime": {...}} on a branch whose

@@ -638,7 +638,7 @@ class StepStore:
         store = cls.__new__(cls)
         store.layout = layout
         store.mask_id = mask_id
-        store.layers = []  # session files attach theirs after (store.session)
+        store.layers = []  # session files attach theirs after (store.session_open)
         store._specs = _row_specs(layout)
         store._pool_spec = _pool_specs(layout)
         cand_cols = ("cand_start", "cand_count", "cand_bits")
