@@ -489,9 +489,11 @@ def test_edit_protect_restart_then_switch_and_compare(app: App, models_dir: Path
     assert not ws.is_running and ws.view.branch == child
     x, y = app.canvas.pixel_of(32)
     x_top, y_top = dpg.get_item_rect_min(app.canvas.plot)
-    assert is_color(pixels[int(y - y_top), int(x - x_top) - 3 : int(x - x_top) - 1], palette.STATES[4][2]).any()
+    half_w, half_h = app.canvas._advance_ratio * app.view.font_px / 2 - 1, app.view.font_px / 2 - 1  # inside the cell
+    cell = pixels[int(y - y_top - half_h) : int(y - y_top + half_h), int(x - x_top - half_w) : int(x - x_top + half_w)]
+    assert is_color(cell, palette.STATES[4][2]).mean() > 0.3  # protected: its colour around the glyph, at any zoom
     protected_text = ws.store.get("tokens", ws.current_row())[30:35].copy()
-    assert "not run yet" in dpg.get_value(app.edit_bar.selection_text)
+    assert "not run yet" in app.edit_bar.readout.text  # the whole readout (a narrow window shows it cut, whole on hover)
 
     # 3. restart (Ctrl+R): the child keeps the protected text in every record, the parent is unchanged
     app.input.press("ctrl+r")
@@ -973,3 +975,64 @@ def test_every_colour_mode_with_compare_open_keeps_the_view(app: App, models_dir
     app.set_color_mode("state")
     app.compare_view.close()
     app.frame()
+
+
+def test_the_zoom_changes_only_by_hand_or_to_fit_a_new_length(app: App, models_dir: Path) -> None:
+    """Start used to zoom a short run from 16 to 22 px (canvas.fit grew the cells at every Start)."""
+    from dpgviz.bench.synthetic import synthetic_store, synthetic_vocab
+
+    ensure_model(app, models_dir)
+    ws, view, canvas = app.workspace, app.view, app.canvas
+    saved = view.font_px, canvas.is_zoom_by_hand
+    view.font_px, canvas.is_zoom_by_hand, canvas._fitted_len = 16, False, None  # as a fresh window
+    try:
+        for _ in range(2):  # a run, then another of the same length
+            app.settings.write(SHORT)
+            click(app.settings.start_button)
+            run_until(app, lambda: not ws.is_running)
+            assert view.font_px == 16 and dpg.get_value(app.zoom_slider) == 16
+        w, h, _ = canvas._metrics
+        at = lambda px: (int(w / (canvas._advance_ratio * px)) // canvas.vocab.slot_width) * int(h / px)  # noqa: E731
+        n = at(16) + 1  # one token too many at 16 px, and few enough for a smaller size
+        assert n <= at(12)
+        vocab = synthetic_vocab()
+        ws.doc.show_store(synthetic_store(n, 2, vocab=vocab), vocab)
+        app.frame()
+        assert 12 <= view.font_px < 16 and at(view.font_px) >= n  # shrunk just enough to fit
+        canvas.zoom(view, 20)  # by hand: from now on the fit leaves it alone
+        ws.doc.show_store(synthetic_store(n + 7, 2, vocab=vocab), vocab)
+        app.frame()
+        assert view.font_px == 20
+    finally:
+        view.font_px, canvas.is_zoom_by_hand = saved
+        app.frame()
+
+
+def test_a_single_selected_cell_is_ringed(app: App, tmp_path: Path) -> None:
+    """After Go to, one selected cell under a translucent white tint all but vanished on light cells."""
+    from dpgviz.bench.synthetic import synthetic_store, synthetic_vocab
+
+    ws, vocab = app.workspace, synthetic_vocab()
+    ws.doc.show_store(synthetic_store(400, 3, vocab=vocab), vocab)
+    ws.compare.pair, ws.inspect.preview = None, None
+    app.view.clear_selection()
+    app.view.top_row = 0
+    app.frame()
+    before = grab(app, tmp_path / "none.png")
+    dark, bright = (rgba[:3] for rgba in palette.SELECTION_OUTLINE)
+    pos = 2 * app.canvas.cols + 5  # row 2: room for the ring all around
+    app.view.select_tokens(pos)
+    app.frame()
+    pixels = grab(app, tmp_path / "one.png")
+    x, y = app.canvas.pixel_of(pos)
+    x0, y0 = dpg.get_item_rect_min(app.canvas.plot)
+    cell_w, row_h = app.canvas._advance_ratio * app.view.font_px, float(app.view.font_px)
+    near = np.zeros(pixels.shape[:2], bool)
+    near[int(y - y0 - row_h) : int(y - y0 + row_h) + 1, int(x - x0 - cell_w) : int(x - x0 + cell_w) + 1] = True
+    assert is_color(pixels[near], bright, tol=8).sum() >= 2 * (cell_w + row_h)  # a ring around the cell
+    assert is_color(pixels[near], dark, tol=8).sum() >= 2 * (cell_w + row_h)
+    assert not is_color(before, bright, tol=8).any()  # nothing else on the canvas has its colour
+    assert not is_color(pixels[~near], bright, tol=8).any()  # only around the selected cell
+    app.view.clear_selection()
+    app.frame()
+    assert not is_color(grab(app, tmp_path / "cleared.png"), bright, tol=8).any()

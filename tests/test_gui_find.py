@@ -46,6 +46,7 @@ def blend(rgba: tuple[int, int, int, int], under: np.ndarray) -> np.ndarray:
 VISIBLE = shared.STATE_RGB[shared.STATE_NAMES.index("visible")]
 CURRENT_OVER_VISIBLE = blend(palette.OVERLAY_RGBA["match_current"], VISIBLE)
 SELECTED_OVER_VISIBLE = blend(palette.OVERLAY_RGBA["selected"], VISIBLE)
+RING = np.asarray(palette.SELECTION_OUTLINE[1][:3])  # the bright ring around a selection within one row
 
 
 def tinted_pixels(path: Path | None, rgb: np.ndarray = CURRENT_OVER_VISIBLE, k: int = 3) -> int:
@@ -128,11 +129,13 @@ def test_find_and_go_to_through_real_keys(tmp_path: Path, shots: Path) -> None:
         window.type(str(GOTO))
         time.sleep(0.6)  # the last digit drawn before the screenshot
         unselected = tinted_pixels(window.screenshot(shots / "goto-0-typed.png"), SELECTED_OVER_VISIBLE)
+        unringed = tinted_pixels(shots / "goto-0-typed.png", RING, k=2)
         mark = len(window.log_text)
         window.key("Return")
         assert window.wait_log(f"Go to: position {GOTO} selected.", 10, after=mark), window.log_text[mark:]
         time.sleep(0.5)
         selected = tinted_pixels(window.screenshot(shots / "goto-1-selected.png"), SELECTED_OVER_VISIBLE)
+        ringed = tinted_pixels(shots / "goto-1-selected.png", RING, k=2)
         window.key("ctrl+g")
         time.sleep(OPEN_S)
         window.type(str(LENGTH))
@@ -146,4 +149,5 @@ def test_find_and_go_to_through_real_keys(tmp_path: Path, shots: Path) -> None:
     assert "Traceback" not in (tmp_path / "app.log").read_text(errors="replace")
     if before >= 0:  # screenshots need xwd and ImageMagick
         assert before == 0 and found > 20 and closed == 0, (before, found, closed)
-        assert unselected == 0 and selected > 5, (unselected, selected)  # scrolled to it: its cell is tinted on screen
+        # Scrolled to it: its cell is tinted and ringed on screen (the ring shows on any cell colour).
+        assert unselected == unringed == 0 and selected > 0 and ringed > 10, (unselected, unringed, selected, ringed)

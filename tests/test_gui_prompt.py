@@ -69,8 +69,9 @@ def run_until(app, condition: Callable[[], bool], timeout_s: float = 90.0) -> No
 def share_of(app, frame: np.ndarray, pos: int, rgb: tuple[int, int, int]) -> float:
     """Share of position `pos`'s cell pixels that have colour `rgb` (its glyph covers the rest)."""
     x, y = app.canvas.pixel_of(pos)
-    half = 0.45 * (app.canvas.pixel_of(1)[0] - app.canvas.pixel_of(0)[0])
-    cell = frame[int(y - half) : int(y + half), int(x - half) : int(x + half)].astype(int)
+    half_w = 0.45 * (app.canvas.pixel_of(1)[0] - app.canvas.pixel_of(0)[0])
+    half_h = 0.45 * app.view.font_px  # the whole cell: at 16 px a square of its width is mostly glyph
+    cell = frame[int(y - half_h) : int(y + half_h), int(x - half_w) : int(x + half_w)].astype(int)
     return float((np.abs(cell - np.array(rgb)).max(axis=-1) <= 3).mean())
 
 

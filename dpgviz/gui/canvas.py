@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 ROW_HEIGHT = 1.0
 SCROLLBAR_PX = 18
 ZOOM_RANGE = (6, 40)  # font pixels of the canvas text; cells scale with it
+FIT_MIN_PX = 12  # the fit never shrinks text below this: smaller is hard to read, scrolling is better
+OUTLINE_PX = (7.0, 3.0)  # stroke widths of the selection's dark and bright rings (palette.SELECTION_OUTLINE)
+OUTLINE_GAP_PX = 3.0  # the rings are centred this far outside the cells, so the glyphs stay clear
 
 
 
@@ -91,6 +94,7 @@ class TokenCanvas:
         self._heat: int | str = 0
         self._overlay: int | str = 0  # selection / difference tint over the cells
         self._overlay_key: tuple | None = None
+        self._outline: tuple[int | str, ...] = ()  # the selection's rings: dark, then bright over it
         self._scroll: int | str = 0
         self._info: int | str = 0
         # One multi-line text item per ink: light over dark cells, dark over light ones, and the
@@ -108,6 +112,8 @@ class TokenCanvas:
         self.visible = (0, 0)  # rows [r0, r1) last drawn
         self.shown_row: int | None = None  # store row last drawn
         self.redraws = 0  # times the cells were pushed to the renderer (tests check this)
+        self.is_zoom_by_hand = False  # the user zoomed: `fit` changes nothing from then on
+        self._fitted_len: int | None = None  # the length `fit` last looked at
         self._colormap: int | str = 0
 
     # -- building ------------------------------------------------------------------
@@ -136,6 +142,10 @@ class TokenCanvas:
                     # The cells, then the translucent tint over them (selection, differences).
                     self._heat = self._add_heat(palette.BLANK)
                     self._overlay = self._add_heat(palette.OVERLAY_CLEAR)
+                self._outline = tuple(
+                    dpg.draw_rectangle((0, 0), (1, -1), color=color, parent=self.plot, show=False)
+                    for color in palette.SELECTION_OUTLINE
+                )
                 dpg.bind_colormap(self.plot, self._colormap)
                 dpg.bind_item_theme(self.plot, canvas_plot_theme())
                 self._scroll = dpg.add_slider_int(
@@ -203,21 +213,30 @@ class TokenCanvas:
     def scroll_by(self, view: ViewState, rows: int) -> None:
         view.top_row = max(0, view.top_row + rows)
 
-    def fit(self, view: ViewState, seq_len: int, largest: int = 22) -> None:
-        """Zoom so `seq_len` tokens fit the view if they can, no larger than `largest` px."""
+    def fit(self, view: ViewState, seq_len: int) -> None:
+        """Shrink the zoom so a newly shown length fits the view, where it can at FIT_MIN_PX or more.
+
+        Otherwise the zoom changes only by the user's hand: the fit never grows the cells (it
+        zoomed every Start of a short run from 16 to 22 px), runs once per length (a restart,
+        a continue or another run of the same length keep the zoom), and never once the user
+        has zoomed. A length that fits at no readable size keeps the zoom and scrolls.
+        """
         if self._advance_ratio is None or self._metrics[0] <= 0 or self.vocab is None:
             return
+        if self.is_zoom_by_hand or seq_len == self._fitted_len:
+            return
+        self._fitted_len = seq_len
         w, h, _ = self._metrics
-        for font_px in range(largest, ZOOM_RANGE[0] - 1, -1):  # a few sizes, not tokens
+        for font_px in range(view.font_px, FIT_MIN_PX - 1, -1):  # a few sizes, not tokens
             slots = int(w / (self._advance_ratio * font_px)) // self.vocab.slot_width
             if slots * int(h / (font_px * ROW_HEIGHT)) >= seq_len:
-                break
-        self.zoom(view, max(font_px, 12))  # below 12 px text is hard to read: scroll instead
+                view.font_px = font_px
+                return
 
-    @staticmethod
-    def zoom(view: ViewState, font_px: int) -> None:
-        """Set the canvas text size (and with it the cell size), keeping the top row."""
+    def zoom(self, view: ViewState, font_px: int) -> None:
+        """The user sets the canvas text size (and with it the cell size); the fit leaves it alone from then on."""
         view.font_px = min(max(ZOOM_RANGE[0], int(font_px)), ZOOM_RANGE[1])
+        self.is_zoom_by_hand = True
 
     def is_hovered(self) -> bool:
         return bool(self.plot) and dpg.is_item_hovered(self.plot)
@@ -342,6 +361,7 @@ class TokenCanvas:
         if key == self._overlay_key:
             return
         self._overlay_key = key
+        self._refresh_outline(selection)
         n_rows, cols = self._heat_shape
         if layout is None or (selection is None and highlight is None and found is None) or n_rows * cols == 0:
             dpg.configure_item(self._overlay, show=False)
@@ -365,6 +385,30 @@ class TokenCanvas:
             bounds_max=(float(cols), 0.0), show=True,
         )
         dpg.set_value(self._overlay, [palette.heat_values(grid).ravel()])
+
+    def _refresh_outline(self, selection: tuple[int, int] | None) -> None:
+        """Ring a selection that lies within one drawn row (see palette.SELECTION_OUTLINE)."""
+        layout, (r0, r1) = self.layout, self.visible
+        box = None
+        if selection is not None and layout is not None and self._advance_ratio is not None:
+            s0, s1 = max(0, selection[0]), min(layout.seq_len, selection[1])
+            if s0 < s1:
+                rows, cols, widths = layout.span(slice(s0, s1))
+                if rows[0] == rows[-1] and r0 <= rows[0] < r1:
+                    box = int(rows[0]) - r0, int(cols[0]), int(cols[-1] + widths[-1])
+        if box is None:
+            for item in self._outline:
+                dpg.configure_item(item, show=False)
+            return
+        row, c0, c1 = box
+        font_px = self._metrics[2]
+        cell_px, row_px = self._advance_ratio * font_px, font_px * ROW_HEIGHT
+        # Plot units: x in cells, y in rows (module doc); a stroke's width is in x units, as text size.
+        dx, dy = OUTLINE_GAP_PX / cell_px, OUTLINE_GAP_PX / row_px
+        for item, stroke_px in zip(self._outline, OUTLINE_PX, strict=True):
+            dpg.configure_item(
+                item, pmin=(c0 - dx, -row + dy), pmax=(c1 + dx, -row - 1 - dy), thickness=stroke_px / cell_px, show=True
+            )
 
     # -- picking ---------------------------------------------------------------------
     def cell_at_pixel(self, x: float, y: float) -> tuple[int, int] | None:

@@ -77,6 +77,10 @@ OVERLAY_INDEX = {key: len(COLORS) + i for i, key in enumerate(OVERLAY_RGBA)}
 OVERLAY_CLEAR, OVERLAY_SELECTED, OVERLAY_DIFFERS = (OVERLAY_INDEX[k] for k in ("clear", "selected", "differs"))
 OVERLAY_MATCH, OVERLAY_MATCH_CURRENT = OVERLAY_INDEX["match"], OVERLAY_INDEX["match_current"]
 N_COLORS = len(COLORS) + len(OVERLAY_RGBA)  # the heat series' scale covers cells and overlays
+# A selection within one row (a single cell after Go to, a word) is also ringed: a bright
+# ring between two dark ones shows on every cell colour, light or dark, where the white tint
+# alone all but vanishes on a light cell. (outer dark, inner bright) RGBA.
+SELECTION_OUTLINE = ((0, 0, 0, 255), (255, 214, 0, 255))
 
 
 CHANGED = STATE_INDEX["new"]  # 'changed' mode reuses the sky blue of "new this step"
