@@ -27,6 +27,7 @@ from dpgviz.core.records import FLAG_MASKED, FLAG_PROMPT, KINDS
 from dpgviz.core.settings import GenerationSettings
 from dpgviz.core.vocab import MASK_GLYPH
 from dpgviz.store import inspect as ins
+from dpgviz.store import overview as ov
 from dpgviz.store.blocks import Composer
 from dpgviz.store.session_open import open_session
 from dpgviz.store.session_save import save_session
@@ -112,16 +113,16 @@ def test_overview_is_the_whole_sequence_at_every_record(saved):
         store, rows, vocab = s.store, s.rows(), s.vocab
         flags, tokens = composed(store, rows, "flags"), composed(store, rows, "tokens")
         confidence = composed(store, rows, "confidence").astype(np.float32)
-        view = ins.overview_values(store, rows, "mask-state", vocab.size, 10_000, 10_000)
+        view = ov.overview_values(store, rows, "mask-state", vocab.size, 10_000, 10_000)
         assert view.codes.shape == (len(rows), N)  # positions across = the whole sequence
         assert np.array_equal(view.codes, mask_states(flags))
-        conf = ins.overview_values(store, rows, "confidence", vocab.size, 10_000, 10_000)
+        conf = ov.overview_values(store, rows, "confidence", vocab.size, 10_000, 10_000)
         assert np.array_equal(conf.values, confidence, equal_nan=True)
-        changed = ins.overview_values(store, rows, "changed", vocab.size, 10_000, 10_000)
+        changed = ov.overview_values(store, rows, "changed", vocab.size, 10_000, 10_000)
         diff = np.zeros_like(tokens, dtype=bool)
         diff[1:] = (tokens[1:] != tokens[:-1]) & ((flags[1:] & FLAG_MASKED) == 0)
         assert np.array_equal(changed.codes == 1, diff)
-        sampled = ins.overview_values(store, rows, "mask-state", vocab.size, 100, 10)  # downsampled: still all of it
+        sampled = ov.overview_values(store, rows, "mask-state", vocab.size, 100, 10)  # downsampled: still all of it
         assert sampled.positions[-1] >= N - N // 100 - 1 and sampled.codes.shape == (10, 100)
         assert np.array_equal(sampled.codes, mask_states(flags[np.ix_(sampled.records, sampled.positions)]))
 
@@ -138,7 +139,7 @@ def test_decoding_order_is_composed(saved):
         assert commit.shape == (N,) and np.array_equal(commit, want)
         blocks = store.column("block")[rows]
         assert commit[3 * L :].min() >= np.flatnonzero(blocks == 3)[0]  # the last block settles last
-        order = ins.overview_values(store, rows, "order", s.vocab.size, 10_000, 10_000)
+        order = ov.overview_values(store, rows, "order", s.vocab.size, 10_000, 10_000)
         assert order.values.shape == (len(rows), N) and np.isfinite(order.values[-1]).all()
 
 
@@ -174,7 +175,7 @@ def test_a_prompt_before_the_blocks_is_fixed_in_every_view(sampler):
     history = ins.position_history(store, rows, 2, sampler.vocab)
     assert {h["token"] for h in history} == {prompt[2]} and {h["state"] for h in history} == {"prompt"}
     assert all(h["source"] is None for h in history)
-    view = ins.overview_values(store, rows, "mask-state", sampler.vocab.size, 10_000, 10_000)
+    view = ov.overview_values(store, rows, "mask-state", sampler.vocab.size, 10_000, 10_000)
     assert view.codes.shape == (len(rows), P + 200)
     assert np.array_equal(view.codes, mask_states(composed(store, rows, "flags")))
     assert (ins.commit_records(store, rows)[:P] == 0).all()
@@ -305,7 +306,7 @@ def test_2048_tokens_in_blocks_of_256_position_1500_and_overview(sampler, tmp_pa
 
     with Image.open(out) as im:
         picture = np.asarray(im.convert("RGB"))
-    grid = ins.overview_image(store, rows, "mask-state", sampler.vocab.size, 2048, 2000)
+    grid = ov.overview_image(store, rows, "mask-state", sampler.vocab.size, 2048, 2000)
     assert grid.shape == (len(rows), 2048, 3)  # one column per position
     top = MARGIN_PX + 18
     assert np.array_equal(picture[top : top + len(rows), MARGIN_PX : MARGIN_PX + 2048], grid)

@@ -19,6 +19,8 @@ from dpgviz.core.palette import NO_VALUE_RGB, STATE_MASKED, STATE_NAMES, STATE_R
 from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_NEW, FLAG_REMASKED, RecordLayout
 from dpgviz.core.vocab import Vocabulary
 from dpgviz.store import inspect as ins
+from dpgviz.store import overview as ov
+from dpgviz.store import resample
 from dpgviz.store.step_store import StepStore
 
 log = logging.getLogger(__name__)
@@ -153,94 +155,94 @@ def test_changed_since_previous_and_commit_records(tiny):
 # -- overview ---------------------------------------------------------------------------------------
 def test_overview_state_and_value_modes_full_size(tiny):
     rows = tiny.history("0")
-    img = ins.overview_image(tiny, rows, "state", VOCAB.size, 100, 100)
+    img = ov.overview_image(tiny, rows, "state", VOCAB.size, 100, 100)
     assert img.shape == (5, 4, 3) and img.dtype == np.uint8
     assert img[2, 1].tolist() == STATE_RGB[STATE_REMASKED].tolist()
     assert img[0, 0].tolist() == STATE_RGB[STATE_MASKED].tolist()
-    conf = ins.overview_image(tiny, rows, "confidence", VOCAB.size, 100, 100)
+    conf = ov.overview_image(tiny, rows, "confidence", VOCAB.size, 100, 100)
     assert conf[1, 0].tolist() == VIRIDIS_RGB[128].tolist()  # 0.5 on 0..1: rint(127.5) = 128
     assert conf[1, 2].tolist() == VIRIDIS_RGB[191].tolist()  # 0.75: rint(191.25)
     assert conf[2, 1].tolist() == STATE_RGB[STATE_MASKED].tolist()
-    score = ins.overview_image(tiny, rows, "score", VOCAB.size, 100, 100)
+    score = ov.overview_image(tiny, rows, "score", VOCAB.size, 100, 100)
     assert score[1, 0].tolist() == NO_VALUE_RGB.tolist()  # visible, no score
     assert score[2, 2].tolist() == VIRIDIS_RGB[64].tolist()  # 0.25: rint(63.75)
 
 
 def test_overview_order_and_changed(tiny):
     rows = tiny.history("0")
-    order = ins.overview_image(tiny, rows, "order", VOCAB.size, 100, 100)
+    order = ov.overview_image(tiny, rows, "order", VOCAB.size, 100, 100)
     # commit records [1, 3, 1, 3] on the scale 0..4
     assert order[1, 0].tolist() == VIRIDIS_RGB[64].tolist()  # settled at record 1: rint(255 / 4)
     assert order[1, 1].tolist() == NO_VALUE_RGB.tolist()  # visible, not yet its final token
     assert order[2, 1].tolist() == STATE_RGB[STATE_MASKED].tolist()
     assert order[3, 1].tolist() == VIRIDIS_RGB[191].tolist() == order[4, 3].tolist()
-    changed = ins.overview_image(tiny, rows, "changed", VOCAB.size, 100, 100)
-    assert changed[3, 1].tolist() == ins.CHANGED_RGB.tolist() == changed[1, 0].tolist()
+    changed = ov.overview_image(tiny, rows, "changed", VOCAB.size, 100, 100)
+    assert changed[3, 1].tolist() == ov.CHANGED_RGB.tolist() == changed[1, 0].tolist()
     assert changed[3, 0].tolist() == STATE_RGB[0].tolist()  # unchanged visible
     assert changed[2, 1].tolist() == STATE_RGB[STATE_MASKED].tolist()  # differs, but masked now
     assert changed[0, 0].tolist() == STATE_RGB[STATE_MASKED].tolist()
-    view = ins.overview_values(tiny, rows, "changed", VOCAB.size, 100, 100)
+    view = ov.overview_values(tiny, rows, "changed", VOCAB.size, 100, 100)
     assert view.codes[3].tolist() == [0, 1, 0, 1]
 
 
 def test_overview_downsampling_and_pick(tiny):
     rows = tiny.history("0")
-    records, positions = ins.overview_samples(5, 4, 2, 2)
+    records, positions = ov.overview_samples(5, 4, 2, 2)
     assert records.tolist() == [1, 4] and positions.tolist() == [0, 2]  # last record / first position of each bin
-    img = ins.overview_image(tiny, rows, "state", VOCAB.size, 2, 2)
+    img = ov.overview_image(tiny, rows, "state", VOCAB.size, 2, 2)
     assert img.shape == (2, 2, 3)
     assert img[0, 0].tolist() == STATE_RGB[1].tolist()  # record 1 position 0: new
-    assert ins.overview_pick(5, 4, 2, 2, 1.5, 0.2) == (1, 2)
-    assert ins.overview_pick(5, 4, 2, 2, 99, 99) == (4, 2)  # clamped to the image
-    assert ins.overview_pick(5, 4, 100, 100, 3, 2) == (2, 3)  # no downsampling: identity
+    assert ov.overview_pick(5, 4, 2, 2, 1.5, 0.2) == (1, 2)
+    assert ov.overview_pick(5, 4, 2, 2, 99, 99) == (4, 2)  # clamped to the image
+    assert ov.overview_pick(5, 4, 100, 100, 3, 2) == (2, 3)  # no downsampling: identity
     # 'changed' max-pools positions: record 3 changed positions 1 and 3, which sampling at 0, 2 misses.
-    pooled = ins.overview_values(tiny, rows, "changed", VOCAB.size, 2, 5)
+    pooled = ov.overview_values(tiny, rows, "changed", VOCAB.size, 2, 5)
     assert pooled.codes[3].tolist() == [1, 1]
     with pytest.raises(ValueError):
-        ins.overview_image(tiny, rows, "bogus", VOCAB.size, 2, 2)
+        ov.overview_image(tiny, rows, "bogus", VOCAB.size, 2, 2)
 
 
 def test_overview_pick_matches_the_sampled_cells():
     rng = np.random.default_rng(3)
     for n_records, seq_len, w, h in [(1001, 65536, 1200, 700), (7, 3, 10, 10), (50, 5000, 33, 17)]:
-        records, positions = ins.overview_samples(n_records, seq_len, w, h)
+        records, positions = ov.overview_samples(n_records, seq_len, w, h)
         assert len(records) == min(n_records, h) and len(positions) == min(seq_len, w)
         assert records[-1] == n_records - 1 and positions[0] == 0
         assert np.all(np.diff(records) > 0) and np.all(np.diff(positions) > 0)
         for _ in range(20):
             y, x = rng.integers(len(records)), rng.integers(len(positions))
-            assert ins.overview_pick(n_records, seq_len, w, h, x + 0.5, y + 0.9) == (records[y], positions[x])
+            assert ov.overview_pick(n_records, seq_len, w, h, x + 0.5, y + 0.9) == (records[y], positions[x])
 
 
 # -- re-sampling previews -------------------------------------------------------------------------
 def test_preview_distribution_hand_computed():
     p = np.array([0.5, 0.3, 0.2])
-    np.testing.assert_allclose(ins.preview_distribution(p, 1.0, 1.0), [0.5, 0.3, 0.2])
+    np.testing.assert_allclose(resample.preview_distribution(p, 1.0, 1.0), [0.5, 0.3, 0.2])
     # nucleus 0.7: mass before each is 0, .5, .8 -> keep the first two, renormalise
-    np.testing.assert_allclose(ins.preview_distribution(p, 1.0, 0.7), [0.625, 0.375, 0.0])
+    np.testing.assert_allclose(resample.preview_distribution(p, 1.0, 0.7), [0.625, 0.375, 0.0])
     # T = 0.5: p^2 = .25, .09, .04 over .38
-    np.testing.assert_allclose(ins.preview_distribution(p, 0.5, 1.0), [0.25 / 0.38, 0.09 / 0.38, 0.04 / 0.38])
-    np.testing.assert_allclose(ins.preview_distribution(p, 0.0, 1.0), [1.0, 0.0, 0.0])  # greedy
-    np.testing.assert_allclose(ins.preview_distribution(p, 1.0, 0.0), [1.0, 0.0, 0.0])  # the top one always stays
+    np.testing.assert_allclose(resample.preview_distribution(p, 0.5, 1.0), [0.25 / 0.38, 0.09 / 0.38, 0.04 / 0.38])
+    np.testing.assert_allclose(resample.preview_distribution(p, 0.0, 1.0), [1.0, 0.0, 0.0])  # greedy
+    np.testing.assert_allclose(resample.preview_distribution(p, 1.0, 0.0), [1.0, 0.0, 0.0])  # the top one always stays
     # T = 2: sqrt(p) renormalised; unsorted input keeps its order
     q = np.sqrt([0.2, 0.5, 0.3])
-    np.testing.assert_allclose(ins.preview_distribution(np.array([0.2, 0.5, 0.3]), 2.0, 1.0), q / q.sum())
-    np.testing.assert_array_equal(ins.preview_distribution(np.zeros(3), 1.0, 0.9), [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(resample.preview_distribution(np.array([0.2, 0.5, 0.3]), 2.0, 1.0), q / q.sum())
+    np.testing.assert_array_equal(resample.preview_distribution(np.zeros(3), 1.0, 0.9), [0.0, 0.0, 0.0])
 
 
 def test_resample_preview_draws_from_the_nucleus():
     n = 20000
     ids = np.tile([7, 8, 9], (n, 1))
     probs = np.tile(np.array([0.5, 0.3, 0.2], np.float16), (n, 1))
-    drawn = ins.resample_preview(ids, probs, 1.0, 1.0, 0)
+    drawn = resample.resample_preview(ids, probs, 1.0, 1.0, 0)
     freq = np.array([(drawn == i).mean() for i in (7, 8, 9)])
     np.testing.assert_allclose(freq, [0.5, 0.3, 0.2], atol=0.015)
-    nucleus = ins.resample_preview(ids, probs, 1.0, 0.7, 1)
+    nucleus = resample.resample_preview(ids, probs, 1.0, 0.7, 1)
     assert set(np.unique(nucleus).tolist()) == {7, 8}
     assert abs((nucleus == 7).mean() - 0.625) < 0.015
-    assert np.array_equal(ins.resample_preview(ids, probs, 1.0, 0.7, 1), nucleus)  # same seed, same draw
+    assert np.array_equal(resample.resample_preview(ids, probs, 1.0, 0.7, 1), nucleus)  # same seed, same draw
     mixed_probs = np.array([[0, 0], [0.25, 0.75]], np.float16)
-    out = ins.resample_preview(np.array([[1, 2], [3, 4]]), mixed_probs, 0.0, 1.0, np.random.default_rng(0))
+    out = resample.resample_preview(np.array([[1, 2], [3, 4]]), mixed_probs, 0.0, 1.0, np.random.default_rng(0))
     assert out.tolist() == [-1, 4]  # no candidates -> -1; greedy takes the larger
 
 
@@ -276,17 +278,17 @@ def test_on_a_sampled_run_with_a_child_branch():
     for p in range(0, n, 7):
         s = ins.sampled_at(store, rows, p, r - 1)
         assert last[p] == (-1 if s is None else s)
-    for mode in ("state", *ins.OVERVIEW_MODES):
-        assert ins.overview_image(store, rows, mode, vocab.size, 32, 8).shape == (8, 32, 3)
+    for mode in ("state", *ov.OVERVIEW_MODES):
+        assert ov.overview_image(store, rows, mode, vocab.size, 32, 8).shape == (8, 32, 3)
 
 
 def test_overview_of_a_synthetic_run():
     store = synthetic_store(seq_len=4096, steps=40, seed=2)
     rows = store.history("0")
-    for mode in ins.OVERVIEW_MODES:
-        img = ins.overview_image(store, rows, mode, synthetic_vocab().size, 1200, 60)
+    for mode in ov.OVERVIEW_MODES:
+        img = ov.overview_image(store, rows, mode, synthetic_vocab().size, 1200, 60)
         assert img.shape == (60, 1200, 3) and img.dtype == np.uint8
-    assert ins.overview_image(store, rows, "order", 65, 5000, 5000).shape == (81, 4096, 3)
+    assert ov.overview_image(store, rows, "order", 65, 5000, 5000).shape == (81, 4096, 3)
 
 
 @pytest.mark.slow
@@ -307,11 +309,11 @@ def test_overview_at_1000_records_by_65536_tokens():
         rec.confidence[shown] = 0.5
         store.append_record(rec, root)
     rows = store.history(root)
-    for mode in ins.OVERVIEW_MODES:
+    for mode in ov.OVERVIEW_MODES:
         times = []
         for _ in range(3):
             t = time.perf_counter()
-            img = ins.overview_image(store, rows, mode, 65, 1200, 1000)
+            img = ov.overview_image(store, rows, mode, 65, 1200, 1000)
             times.append(time.perf_counter() - t)
         assert img.shape == (1000, 1200, 3)
         log.info("overview %s: median %.0f ms", mode, 1000 * sorted(times)[1])

@@ -13,7 +13,7 @@ from dpgviz.cli import main
 from dpgviz.core.palette import STATE_NAMES, STATE_RGB
 from dpgviz.export import export_session
 from dpgviz.export.plots import SERIES_RGB
-from dpgviz.store import inspect as ins
+from dpgviz.store import overview as ov
 from dpgviz.store.session import SessionError
 from dpgviz.store.session_open import open_session
 from dpgviz.store.session_save import save_session
@@ -65,7 +65,7 @@ def test_export_overview_png(saved, tmp_path, mode):
     assert main(["export", str(saved), "--format", "overview", "--mode", mode, "--branch", "1", "--out", str(out)]) == 0
     im = np.asarray(Image.open(out).convert("RGB"))
     with open_session(saved) as s:
-        grid = ins.overview_image(s.store, s.rows("1"), mode, s.vocab.size)
+        grid = ov.overview_image(s.store, s.rows("1"), mode, s.vocab.size)
     assert grid.shape == (18, 64, 3)
     scale = 600 // 64  # 64 positions are scaled up 9x towards 600 px
     h, w = 18 * scale, 64 * scale

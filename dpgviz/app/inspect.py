@@ -302,7 +302,7 @@ class Inspection:
 
     def preview_resample(self, temperature: float, top_p: float, seed: int = 0) -> bool:
         """Show what the record shown would have drawn at `temperature` / `top_p`, from its stored top-k."""
-        from dpgviz.store.inspect import resample_preview
+        from dpgviz.store.resample import resample_preview
 
         row = self.doc.current_row()
         if row is None or self.doc.store is None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dpgviz.core.palette import COLOR_MODES
-from dpgviz.store.inspect import OVERVIEW_MODES
+from dpgviz.store.overview import OVERVIEW_MODES
 from dpgviz.store.session import Progress, Session, SessionError
 
 FORMATS = ("text", "png", "gif", "html", "csv", "json", "overview", "plots")
@@ -44,7 +44,7 @@ def export_session(
     csv    per-step statistics of the branch (export.tables.STAT_COLUMNS)
     json   the same statistics, with the branch and its settings
     overview  a PNG of the whole branch, one row per record and one column per position,
-           coloured by `mode` (also 'changed' and 'order'; see store.inspect.overview_image)
+           coloured by `mode` (also 'changed' and 'order'; see store.overview.overview_image)
     plots  a PNG of masked fraction, mean confidence and mean entropy per record
 
     `branch` None is the root. Records are those of the branch's history (Session.rows:

@@ -1,6 +1,6 @@
 """Whole-run PNG exports: the overview image (records x positions) and the run plots.
 
-    overview   `store.inspect.overview_image` of a branch (one row per record, one column
+    overview   `store.overview.overview_image` of a branch (one row per record, one column
                per position, downsampled to at most OVERVIEW_MAX_W x OVERVIEW_MAX_H cells and
                scaled up by a whole factor when small), under a caption and over a legend
     plots      three stacked line plots per record of the branch: masked fraction, mean
@@ -34,7 +34,7 @@ from dpgviz.core.palette import (
     entropy_max,
 )
 from dpgviz.export.images import MARGIN_PX, default_font
-from dpgviz.store import inspect
+from dpgviz.store import inspect, overview
 from dpgviz.store.session import Session, SessionError
 from dpgviz.store.session_save import atomic_writer
 
@@ -72,12 +72,12 @@ def _branch_rows(session: Session, branch: str | None) -> tuple[str, np.ndarray]
 # -- overview -------------------------------------------------------------------------------
 def overview_legend(mode: str, n_records: int, vocab_size: int) -> list[tuple[str, tuple[int, int, int]]]:
     """(label, rgb) swatches of an overview mode; value modes and order start with their scale's ends."""
-    mode = inspect.normalise_mode(mode)
+    mode = overview.normalise_mode(mode)
     masked, plain = _rgb(STATE_RGB[STATE_MASKED]), _rgb(NO_VALUE_RGB)
     if mode == "mask-state":
         return [(name, _rgb(STATE_RGB[i])) for i, name in enumerate(STATE_NAMES)]
     if mode == "changed":
-        return [("changed", _rgb(inspect.CHANGED_RGB)), ("unchanged", plain), ("masked", masked)]
+        return [("changed", _rgb(overview.CHANGED_RGB)), ("unchanged", plain), ("masked", masked)]
     if mode == "order":
         lo, hi = "settled at record 0", f"settled at record {n_records - 1}"
         return [(lo, _rgb(VIRIDIS_RGB[0])), (hi, _rgb(VIRIDIS_RGB[-1])), ("masked", masked), ("not settled", plain)]
@@ -87,10 +87,10 @@ def overview_legend(mode: str, n_records: int, vocab_size: int) -> list[tuple[st
 
 def overview_figure(session: Session, branch: str | None = None, mode: str = "mask-state") -> Image.Image:
     """The overview of a branch as an RGB image: caption, the grid (record 0 on top), legend."""
-    mode = inspect.normalise_mode(mode)
+    mode = overview.normalise_mode(mode)
     branch_id, rows = _branch_rows(session, branch)
     store, vocab_size = session.store, session.vocab.size
-    grid = inspect.overview_image(store, rows, mode, vocab_size, OVERVIEW_MAX_W, OVERVIEW_MAX_H)
+    grid = overview.overview_image(store, rows, mode, vocab_size, OVERVIEW_MAX_W, OVERVIEW_MAX_H)
     h, w = grid.shape[:2]
     # Whole-number nearest scaling keeps one record / position per block of pixels.
     scale = max(1, min(OVERVIEW_MAX_CELL, OVERVIEW_MIN_W // w))
@@ -119,7 +119,7 @@ def overview_figure(session: Session, branch: str | None = None, mode: str = "ma
 
 
 def write_overview(session: Session, out: str | Path, branch: str | None = None, mode: str = "mask-state") -> Path:
-    """The overview of a branch in `mode` (an inspect.OVERVIEW_MODES name) as a PNG."""
+    """The overview of a branch in `mode` (an overview.OVERVIEW_MODES name) as a PNG."""
     image = overview_figure(session, branch, mode)
     with atomic_writer(out) as f:
         image.save(f, format="PNG", optimize=True)

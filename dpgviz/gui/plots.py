@@ -5,7 +5,7 @@
   there. The series grow incrementally while a run appends (only new records are read:
   `record_sums` of the new ones, then `series_from_sums` over all, O(records)).
 - `OverviewPanel`: one row per record, one column per position, drawn as a texture the
-  size of the panel: `store.inspect.overview_image` samples the run down to those pixels,
+  size of the panel: `store.overview.overview_image` samples the run down to those pixels,
   so a 1,000-step x 65,536-token run costs about as much as a small one. Coloured by the
   canvas's mode, or by decoding order. A click jumps to that record and selects that
   position on the canvas. Redrawn when the branch, mode or records change, at most
@@ -30,7 +30,8 @@ from dpgviz.app.workspace import Workspace
 from dpgviz.core.palette import entropy_max
 from dpgviz.gui.status import INFO_COLOR, Cached
 from dpgviz.gui.theme import series_theme
-from dpgviz.store.inspect import overview_image, overview_pick, record_sums, series_from_sums
+from dpgviz.store.inspect import record_sums, series_from_sums
+from dpgviz.store.overview import overview_image, overview_pick
 
 TITLE_COLOR = (140, 180, 255)
 OVERVIEW_PX = (300, 440)  # the texture: the panel's width, most of its height

@@ -1,4 +1,4 @@
-"""Probability inspection: one position's history, run-wide series, the overview image and re-sampling previews.
+"""Probability inspection: one position's history, run-wide series, decoding order.
 
 Everything here reads a `StepStore` and a branch's history rows (the int array
 `StepStore.history(branch)` / `Session.rows` returns; "record i" below is index i into
@@ -11,11 +11,7 @@ those rows, as on the timeline) and answers with numpy arrays or plain dicts:
     run_series          per record: masked fraction, mean confidence, mean entropy
     changed_since_previous  which tokens differ from the previous record
     commit_records      decoding order: the record from which each position keeps its final token
-    overview_values / overview_image / overview_pick
-                        a records x positions picture of the run, downsampled, and its
-                        pixel -> (record, position) inverse for click-to-jump
-    preview_distribution / resample_preview
-                        what another temperature / top-p would have drawn from a record's stored top-k
+    (the overview: store.overview; re-sampling previews: store.resample)
 
 Work is vectorised over positions; the only Python loops run over records (at most a
 few thousand), and whole-run passes go through the rows in chunks, so a 1,000-record x
@@ -30,30 +26,18 @@ gathers only its sampled cells (`Composer.cells`), decoding order walks each blo
 records. history_arrays, sampled_at and last_sampled_records stay per record (a block
 record's own positions).
 
-numpy and dpgviz.core only: no torch, no Pillow, no dearpygui, nothing from export/gui/cli
-(the GUI process, the CLI and the exporters all import it).
+numpy and dpgviz.core only (and store.blocks): never imports torch, Pillow, dearpygui,
+anything from export/gui/cli (the GUI process, the CLI and the exporters all import it),
+nor the overview or re-sampling modules.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 
-from dpgviz.core.palette import (
-    NO_VALUE_RGB,
-    STATE_MASKED,
-    STATE_NAMES,
-    STATE_RGB,
-    STATE_VISIBLE,
-    VALUE_MODES,
-    VIRIDIS_RGB,
-    cell_rgb,
-    mask_states,
-    value_levels,
-    value_range,
-)
+from dpgviz.core.palette import STATE_NAMES, mask_states
 from dpgviz.core.records import FLAG_MASKED, FLAG_PROMPT, FLAG_PROTECTED, KINDS
 from dpgviz.core.vocab import Vocabulary
 from dpgviz.store.blocks import Composer, block_sources, block_spans, composed_masked, running_sum
@@ -70,16 +54,6 @@ EVENT_UNMASKED = 2  # masked before, visible now
 EVENT_REMASKED = 3  # visible before, masked now
 EVENT_CHANGED = 4  # visible before and now, with another token (an edit, or a re-drawn token)
 EVENT_NAMES = ("visible", "masked", "unmasked", "remasked", "changed")
-
-# -- overview modes ----------------------------------------------------------------------
-# The export's colour modes plus two of the overview's own. "state" is accepted as an alias
-# of "mask-state" (the GUI's short name).
-OVERVIEW_MODES = ("mask-state", "confidence", "score", "entropy", "changed", "order")
-# 'changed' mode: a changed token in the brightest viridis colour (stands out on the dark
-# canvas grey); unchanged keeps the plain visible grey and masks the masked grey.
-CHANGED_RGB = VIRIDIS_RGB[-1]
-CHANGED_CODES = ("unchanged", "changed", "masked")  # Overview.codes in 'changed' mode
-_CHANGED_RGB_TABLE = np.stack([STATE_RGB[STATE_VISIBLE], CHANGED_RGB, STATE_RGB[STATE_MASKED]]).astype(np.uint8)
 
 _SERIES_CHUNK_CELLS = 256 * 1024  # cells per chunk of rows in run_series: ~1 MB of float32, cache-sized
 
@@ -439,252 +413,3 @@ def commit_records(store: StepStore, rows: np.ndarray | list[int]) -> np.ndarray
         off = layout.block_offset(b)
         commit[off : off + spans[b]] = np.where(local >= 0, mine[np.maximum(local, 0)], -1)
     return commit
-
-
-# -- overview ------------------------------------------------------------------------------------
-def normalise_mode(mode: str) -> str:
-    """An OVERVIEW_MODES name ('state' is 'mask-state'); ValueError for anything else."""
-    mode = "mask-state" if mode == "state" else mode
-    if mode not in OVERVIEW_MODES:
-        raise ValueError(f"unknown overview mode {mode!r}; choose one of state, {', '.join(OVERVIEW_MODES)}")
-    return mode
-
-
-def overview_bins(n: int, size: int) -> np.ndarray:
-    """Edges (m + 1,) of m = min(n, size) nearly equal bins over 0..n: bin j is edges[j]..edges[j+1]-1."""
-    m = max(1, min(int(n), int(size)))
-    return (np.arange(m + 1, dtype=np.int64) * int(n)) // m
-
-
-def overview_samples(n_records: int, seq_len: int, width_px: int, height_px: int) -> tuple[np.ndarray, np.ndarray]:
-    """(records (H,), positions (W,)) an overview image shows, H = min(n_records, height_px), W = min(seq_len, width_px).
-
-    Nearest-neighbour sampling over equal bins: each image row shows the LAST record of its
-    bin of records (so the bottom row is always the finished text) and each column the
-    FIRST position of its bin of positions (the left edge is position 0). With no
-    downsampling both are the identity.
-    """
-    rec_edges = overview_bins(n_records, height_px)
-    pos_edges = overview_bins(seq_len, width_px)
-    return rec_edges[1:] - 1, pos_edges[:-1]
-
-
-def overview_pick(n_records: int, seq_len: int, width_px: int, height_px: int, x: float, y: float) -> tuple[int, int]:
-    """(record, position) shown at image pixel (x, y) of `overview_image(..., width_px, height_px)`.
-
-    x, y are in the image's own pixels (column, row; fractions allowed, clamped to the
-    image): a view showing the image scaled must scale mouse coordinates back first. The
-    result is exactly the sampled record and position the pixel was coloured from.
-    """
-    records, positions = overview_samples(n_records, seq_len, width_px, height_px)
-    row = int(np.clip(np.floor(y), 0, len(records) - 1))
-    col = int(np.clip(np.floor(x), 0, len(positions) - 1))
-    return int(records[row]), int(positions[col])
-
-
-@dataclass
-class Overview:
-    """What `overview_values` sampled: the grid before colouring.
-
-    records (H,) and positions (W,) are the history indices / positions of each image row /
-    column. `codes` (H, W) uint8 is the category of each cell: STATE_* codes in mask-state
-    mode, CHANGED_CODES indices in changed mode, and in the value modes and order
-    STATE_MASKED / STATE_VISIBLE for cells that show no value. `values` (H, W) float32 is the
-    value shown (NaN where none) in value modes and order (the commit record), else None;
-    `scale` its (lo, hi).
-    """
-
-    mode: str
-    records: np.ndarray
-    positions: np.ndarray
-    codes: np.ndarray
-    values: np.ndarray | None = None
-    scale: tuple[float, float] | None = None
-
-
-def overview_values(
-    store: StepStore,
-    rows: np.ndarray | list[int],
-    mode: str,
-    vocab_size: int,
-    width_px: int = 1200,
-    height_px: int = 1000,
-) -> Overview:
-    """Sample the records x positions grid of a branch for the overview in `mode`.
-
-    Cost: mask-state, value modes and order read only the H x W sampled cells (plus, for
-    order, one token row per record walking back from the end: `commit_records`).
-    'changed' is max-pooled over each column's bin of positions instead of sampled (a
-    single changed token in 65,536 would otherwise vanish between samples): it reads the
-    full token rows of the H sampled records and of the record before each.
-
-    A block run: positions across are the whole sequence (total_len), each cell composed at
-    its record (`Composer.cells`: a gather of the sampled cells, no composed rows), so its
-    cost is that of a run in one block of the same length.
-    """
-    mode = normalise_mode(mode)
-    rows = _rows(rows)
-    n_records, seq_len = len(rows), store.layout.total_len
-    if n_records == 0:
-        raise ValueError("no records to draw")
-    if width_px < 1 or height_px < 1:
-        raise ValueError(f"overview size must be at least 1x1, got {width_px}x{height_px}")
-    records, positions = overview_samples(n_records, seq_len, width_px, height_px)
-    comp = Composer(store, rows, _mask_id(store) if store.layout.is_blocks else 0)  # the id fills blocks to come
-    flags = comp.cells("flags", records, positions)
-    masked = (flags & FLAG_MASKED) != 0
-    if mode == "mask-state":
-        return Overview(mode, records, positions, mask_states(flags))
-    plain = np.where(masked, STATE_MASKED, STATE_VISIBLE).astype(np.uint8)
-    if mode in VALUE_MODES:
-        values = comp.cells(mode, records, positions).astype(np.float32)
-        return Overview(mode, records, positions, plain, values, value_range(mode, vocab_size))
-    if mode == "order":
-        commit = commit_records(store, rows)[positions]  # (W,)
-        settled = (commit[None, :] >= 0) & (records[:, None] >= commit[None, :])
-        values = np.where(settled, commit[None, :].astype(np.float32), np.nan).astype(np.float32)
-        return Overview(mode, records, positions, plain, values, (0.0, float(max(1, n_records - 1))))
-    # changed: any visible position of the column's bin differs from the previous record
-    starts = overview_bins(seq_len, width_px)[:-1]
-    changed = np.zeros((len(records), len(positions)), dtype=bool)
-    for j, k in enumerate(records):  # one row of the image at a time: O(N) memory
-        if k == 0:
-            continue
-        changed[j] = np.logical_or.reduceat(_changed_visible(store, rows, int(k), comp), starts)
-    codes = np.where(changed, 1, np.where(masked, 2, 0)).astype(np.uint8)
-    return Overview(mode, records, positions, codes)
-
-
-def _changed_visible(store: StepStore, rows: np.ndarray, k: int, comp: Composer) -> np.ndarray:
-    """(total_len,) bool: visible at record k and another token than at record k - 1 (k >= 1).
-
-    A block run changes only record k's block between the two: that block is compared
-    with what the sequence held there at k - 1 (an earlier record of it, or masks).
-    """
-    tokens, flags = store.column("tokens"), store.column("flags")
-    row = rows[k]
-    if not store.layout.is_blocks:
-        return (tokens[row] != tokens[rows[k - 1]]) & ((flags[row] & FLAG_MASKED) == 0)
-    layout = store.layout
-    block = int(store.column("block")[row])
-    off = layout.block_offset(block)
-    span = layout.span(off)
-    before = int(comp.sources_at([k - 1])[0, block])
-    was = tokens[rows[before], :span] if before >= 0 else np.full(span, comp.mask_id)
-    out = np.zeros(layout.total_len, dtype=bool)
-    out[off : off + span] = (tokens[row, :span] != was) & ((flags[row, :span] & FLAG_MASKED) == 0)
-    return out
-
-
-def overview_rgb(view: Overview) -> np.ndarray:
-    """(H, W, 3) uint8 colours of a sampled overview (the palette of `overview_image`)."""
-    if view.mode == "mask-state":
-        return STATE_RGB[view.codes]
-    if view.mode == "changed":
-        return _CHANGED_RGB_TABLE[view.codes]
-    assert view.values is not None and view.scale is not None
-    if view.mode in VALUE_MODES:
-        # cell_rgb's rule: masked grey, no value plain grey; the codes carry the mask bit.
-        flags = np.where(view.codes == STATE_MASKED, FLAG_MASKED, 0).astype(np.uint8)
-        return cell_rgb(view.mode, flags, view.values, view.scale)
-    has_value = np.isfinite(view.values)
-    plain = np.where((view.codes == STATE_MASKED)[..., None], STATE_RGB[STATE_MASKED], NO_VALUE_RGB)
-    coloured = VIRIDIS_RGB[value_levels(view.values, *view.scale)]
-    return np.where(has_value[..., None], coloured, plain).astype(np.uint8)
-
-
-def overview_image(
-    store: StepStore,
-    rows: np.ndarray | list[int],
-    mode: str,
-    vocab_size: int,
-    width_px: int = 1200,
-    height_px: int = 1000,
-) -> np.ndarray:
-    """(H, W, 3) uint8 picture of a branch: one row per record (top = record 0), one column per position.
-
-    H = min(len(rows), height_px), W = min(total_len, width_px): downsampled by nearest-
-    neighbour sampling (see `overview_samples`; 'changed' is max-pooled over positions,
-    see `overview_values`), so a 1,000 x 65,536 run costs ~H x W cells, never a full image.
-
-        mask-state   core.palette state colours ('state' is accepted too)
-        confidence, score, entropy   viridis on the value_range scale; masked grey, none plain grey
-        changed      CHANGED_RGB where a visible token differs from the previous record,
-                     masked grey, else the plain visible grey
-        order        decoding order: viridis of the commit record (dark = settled early) from
-                     that record on; masked grey / plain grey until the position settles
-
-    `overview_pick` maps a pixel back to (record, position).
-    """
-    return overview_rgb(overview_values(store, rows, mode, vocab_size, width_px, height_px))
-
-
-# -- re-sampling previews --------------------------------------------------------------------------
-def _preview_probs(top_probs: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
-    """(N, K) float64 distribution over each row's stored candidates after temperature and top-p.
-
-    p^(1/T) renormalised over the candidates with p > 0 (T <= 0: all mass on the most
-    probable), then the nucleus: candidates are kept most probable first while the mass
-    before them is below top_p (the first always stays), renormalised. Rows with no
-    candidates are all zero.
-    """
-    p = np.asarray(top_probs, dtype=np.float64)
-    p = p.reshape(-1, p.shape[-1]) if p.ndim else p.reshape(1, 1)
-    valid = p > 0
-    with np.errstate(divide="ignore"):
-        logp = np.where(valid, np.log(np.where(valid, p, 1.0)), -np.inf)
-    if temperature <= 0:
-        best = np.argmax(np.where(valid, p, -1.0), axis=1)
-        q = np.zeros_like(p)
-        q[np.arange(len(p)), best] = 1.0
-        q[~valid.any(axis=1)] = 0.0
-    else:
-        scaled = logp / float(temperature)
-        top = np.max(scaled, axis=1, keepdims=True)
-        q = np.where(valid, np.exp(scaled - np.where(np.isfinite(top), top, 0.0)), 0.0)
-    total = q.sum(axis=1, keepdims=True)
-    q = np.divide(q, total, out=np.zeros_like(q), where=total > 0)
-    order = np.argsort(-q, axis=1, kind="stable")
-    q_sorted = np.take_along_axis(q, order, axis=1)
-    before = np.cumsum(q_sorted, axis=1) - q_sorted
-    keep_sorted = (before < top_p) | (np.arange(q.shape[1]) == 0)
-    keep = np.zeros_like(keep_sorted)
-    np.put_along_axis(keep, order, keep_sorted, axis=1)
-    q = np.where(keep, q, 0.0)
-    total = q.sum(axis=1, keepdims=True)
-    return np.divide(q, total, out=np.zeros_like(q), where=total > 0)
-
-
-def preview_distribution(top_probs_row: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
-    """(K,) float64 probabilities of one position's stored candidates (same order) at another
-    temperature / top-p; all zero where the position has none. See `resample_preview`."""
-    row = np.asarray(top_probs_row)
-    return _preview_probs(row.reshape(1, -1), temperature, top_p)[0]
-
-
-def resample_preview(
-    top_ids: np.ndarray,
-    top_probs: np.ndarray,
-    temperature: float,
-    top_p: float,
-    rng_or_seed: np.random.Generator | int | None = 0,
-) -> np.ndarray:
-    """(N,) int64 ids another temperature / top-p would have drawn from a record's stored top-k.
-
-    Each position draws one candidate from `preview_distribution` of its row (p^(1/T)
-    renormalised over the stored candidates, then the top-p nucleus); positions with no
-    candidates give -1. Only the stored K candidates are known, so this is the draw
-    restricted to them. One uniform number per position in order: the same seed gives
-    the same ids.
-    """
-    ids = np.asarray(top_ids)
-    q = _preview_probs(top_probs, temperature, top_p)
-    ids = ids.reshape(q.shape)
-    rng = rng_or_seed if isinstance(rng_or_seed, np.random.Generator) else np.random.default_rng(rng_or_seed)
-    u = rng.random(len(q))
-    cum = np.cumsum(q, axis=1)
-    # First candidate whose cumulative mass exceeds u * total (< total, as u < 1): a
-    # zero-mass candidate's cumulative equals the one before it, so it is never the first.
-    choice = np.minimum((cum <= (u * cum[:, -1])[:, None]).sum(axis=1), q.shape[1] - 1)
-    drawn = ids[np.arange(len(q)), choice].astype(np.int64)
-    return np.where(cum[:, -1] > 0, drawn, -1)
