@@ -200,10 +200,30 @@ def test_scenario_3_help_rows_connect_text_and_the_hole_button_fit(app, state) -
     shot(app, "connect")
     dpg.hide_item(app.connect.window)
 
+    ws, bar = app.workspace, app.edit_bar  # the edit bar: Restart inside the canvas panel, the readout gives way
+    if ws.n_records() == 0:  # this step alone (pytest -k): a short run to edit
+        from dpgviz.core.settings import GenerationSettings
+
+        ensure_model(app)
+        app.settings.write(GenerationSettings(length=256, steps=4, seed=3))
+        app.settings.start()
+        run_until(app, lambda: ws.n_records() > 0 and not ws.is_running)
+    ws.view.select_tokens(12)
+    ws.view.select_tokens(131, extend=True)
+    ws.edits.edit("mask")  # a draft: the readout's longest ('12:132 (120) | edit not run yet')
+    run_until(app, lambda: "not run yet" in bar.readout.text)
+    panel = bar.parent
+    right = dpg.get_item_pos(panel)[0] + dpg.get_item_rect_size(panel)[0]
+    assert rect(bar.restart_button)[2] <= right, (rect(bar.restart_button), right)
+    assert rect(bar.readout.item)[2] <= rect(bar.buttons["mask"])[0]
+    shown = dpg.get_value(bar.readout.item)
+    assert shown == bar.readout.text or (shown.endswith("...") and bar.readout.text.startswith(shown[:-3].rstrip()))
+    shot(app, "edit-bar")
+
     hole = hole_button(app)
     label_w = dpg.get_text_size(dpg.get_item_label(hole))[0]
     left, _, right, _ = rect(hole)
-    assert right - left >= label_w + 8, (right - left, label_w)  # the label and some padding each side
+    assert right - left >= label_w + 2 * 6, (right - left, label_w)  # the label and the theme's FramePadding (6) each side
 
 
 @scenario

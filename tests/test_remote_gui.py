@@ -124,6 +124,10 @@ def test_scenario_2_the_server_killed_mid_run_keeps_the_records(app, state, shot
     assert f"Disconnected from {server.target.address}" in app.status.text
     assert dpg.is_item_shown(app.status.restart_button)
     assert dpg.get_item_label(app.status.restart_button) == "Reconnect"
+    info = dpg.get_value(app.settings.model_info)  # the model panel agrees with the status bar: no model now
+    assert "no model loaded" in info and "cpu" not in info, info
+    assert dpg.get_value(app.status.model) == "model: none"
+    assert not dpg.get_item_configuration(app.edit_bar.restart_button)["enabled"]  # Reconnect first
     frame = grab(app, shots / "remote-disconnected.png")
     assert frame.shape[0] > 0
     for pid in server.children():  # its orphaned worker exits by itself; do not leave it to chance

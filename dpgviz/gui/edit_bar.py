@@ -13,7 +13,7 @@ from collections.abc import Callable
 import dearpygui.dearpygui as dpg
 
 from dpgviz.app.workspace import Workspace
-from dpgviz.gui.status import INFO_COLOR, Cached
+from dpgviz.gui.status import INFO_COLOR, Cached, FittedText
 
 SELECTION_COLOR = (230, 230, 235)
 
@@ -28,10 +28,15 @@ class EditBar:
         self._state: tuple | None = None
         self.selection_text = self.replace_input = self.restart_button = 0
         self.buttons: dict[str, int | str] = {}
+        self.parent: int | str = 0
+        # The readout gives way when the row is wider than the canvas (a 1280-pixel window): it ends
+        # in '...' (whole on hover) so Restart, the row's last item, stays inside the panel.
+        self.readout = FittedText(lambda: dpg.get_item_rect_max(self.selection_text)[0] + self.slack_px())
 
     def build(self, parent: int | str) -> None:
+        self.parent = parent
         with dpg.group(horizontal=True, parent=parent):
-            self.selection_text = dpg.add_text("no selection", color=INFO_COLOR)
+            self.selection_text = self.readout.build(color=INFO_COLOR)
             for op, label, tip in (
                 ("mask", "Mask", "Mask the selected tokens (M)"),
                 ("unmask", "Unmask", "Put back what this step's prediction sampled there (U)"),
@@ -70,8 +75,15 @@ class EditBar:
     def focus_replace(self) -> None:
         dpg.focus_item(self.replace_input)
 
+    def slack_px(self) -> float:
+        """Pixels between Restart's right edge and the panel's (negative: Restart is cut off there).
+        The panel is a child window of the main window, whose origin is the viewport's."""
+        right = dpg.get_item_pos(self.parent)[0] + dpg.get_item_rect_size(self.parent)[0] - 8  # its padding
+        return right - dpg.get_item_rect_max(self.restart_button)[0]
+
     def refresh(self) -> None:
         ws = self.workspace
+        self.readout.fit()
         sel = ws.view.selection()
         can_run = ws.runs.can_run
         state = (sel, id(ws.store), ws.store.version if ws.store is not None else 0, ws.view.branch, ws.is_running, can_run)
@@ -85,7 +97,7 @@ class EditBar:
         draft = ws.edits.draft()
         if draft is not None:
             text += " | edit not run yet"
-        self._cache.set(self.selection_text, text)
+        self.readout.set(text)
         has = sel is not None and ws.store is not None
         for item in self.buttons.values():
             self._cache.configure(item, enabled=has)
