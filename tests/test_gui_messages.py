@@ -284,3 +284,33 @@ def hole_button(app):
 
     return next(i for i in walk(app.window) if dpg.get_item_type(i).endswith("mvButton")
                 and dpg.get_item_label(i) == f"+{MASK_GLYPH}")
+
+
+@scenario
+def test_scenario_5_the_steps_hint_shows_beside_the_slider_not_over_the_length_row(app, state) -> None:
+    """The real pointer over the steps slider (xdotool moves it; Dear PyGui reads the X server's)."""
+    import shutil
+
+    import dearpygui.dearpygui as dpg
+
+    if shutil.which("xdotool") is None:
+        pytest.skip("needs xdotool to move the pointer")
+    panel = app.settings
+    window = subprocess.run(["xdotool", "search", "--name", "^dpgviz"], capture_output=True, text=True).stdout.split()
+    assert window, "no dpgviz window found"
+
+    def point_at(x: float, y: float) -> None:
+        subprocess.run(["xdotool", "mousemove", "--window", window[0], str(int(x)), str(int(y))], check=True)
+
+    left, top, right, bottom = rect(panel.steps)
+    point_at((left + right) / 2, (top + bottom) / 2)
+    run_until(app, lambda: dpg.is_item_shown(panel.steps_hint), timeout_s=10)
+    hint = window_rect(panel.steps_hint)
+    for item in (panel.steps, panel.length, panel.length_slider, panel.temperature):  # nothing of the panel covered
+        a = rect(item)
+        overlap = min(a[2], hint[2]) - max(a[0], hint[0]) > 0 and min(a[3], hint[3]) - max(a[1], hint[1]) > 0
+        assert not overlap, (dpg.get_item_label(item), a, hint)
+    assert hint[0] >= right and top - 10 <= hint[1] <= bottom  # beside the slider, on its row
+    shot(app, "steps-hint")
+    point_at(5, dpg.get_viewport_client_height() - 5)
+    run_until(app, lambda: not dpg.is_item_shown(panel.steps_hint), timeout_s=10)
