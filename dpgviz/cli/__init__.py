@@ -2,7 +2,7 @@
 
 Only argument parsing and printing live in this package; each command calls into the
 rest of dpgviz. `cli.runs` holds the model commands (generate, inspect, models, train,
-evaluate), `cli.sessions` the session ones (open, show, export); benchmarks are
+evaluate), `cli.sessions` the session ones (open, show, export), `cli.branch` the branch command; benchmarks are
 `python main.py bench NAME`. Engine modules (torch) are imported inside the commands
 that need them, so `python main.py` (the GUI) never imports torch in its own process.
 Bad input ends with a one-line reason on stderr and a non-zero exit status.
@@ -31,10 +31,10 @@ __all__ = ["UserError", "build_parser", "main"]
 COMMAND_MODULES: dict[str, str] = {
     "generate": "runs", "inspect": "runs", "models": "runs", "train": "runs", "evaluate": "runs",
     "worker": "worker", "compare": "compare", "explore": "explore",
-    "branch": "sessions", "show": "sessions", "export": "sessions", "open": "sessions",
+    "branch": "branch", "show": "sessions", "export": "sessions", "open": "sessions",
     "score": "score", "verify": "verify",
 }
-MODULE_ORDER = ("runs", "worker", "compare", "explore", "sessions", "score", "verify")  # --help's order
+MODULE_ORDER = ("runs", "worker", "compare", "explore", "sessions", "branch", "score", "verify")  # --help's order
 _VALUED_OPTIONS = frozenset({"--models-dir", "--model", "--device", "--dtype", "--connect", "--key", "--listen-runs"})
 
 
