@@ -82,7 +82,7 @@ def has_ink(pixels: np.ndarray, rgb: tuple[int, ...], tol: int = 40) -> bool:
 def test_scenario_1_single_sample_on_two_models(app, shots: Path, tmp_path: Path) -> None:
     import dearpygui.dearpygui as dpg
 
-    from dpgviz.gui.explorer import INKS
+    from dpgviz.gui.explorer_views import INKS
 
     ex = app.explorer
     ex.show()
@@ -116,7 +116,7 @@ def test_scenario_1_single_sample_on_two_models(app, shots: Path, tmp_path: Path
     # Hover: the first model's line of chunk 0, position 5
     x0, y0 = dpg.get_item_rect_min(ex.w["views"])
     adv = ex._char_advance()
-    from dpgviz.gui.explorer import LABEL_W
+    from dpgviz.gui.explorer_views import LABEL_W
     from dpgviz.gui.theme import MONO_FONT_PX
 
     cell = ex.cell_at(x0 + 4 + (LABEL_W + 5.5) * adv, y0 + 4 + 2.5 * MONO_FONT_PX)
@@ -170,7 +170,7 @@ def test_scenario_3_generate_from_here(app, shots: Path) -> None:
 def test_view_lines_give_every_token_its_slot() -> None:
     """Subword tokens take `slot` cells a position, so the four views stay aligned (no window needed)."""
     pytest.importorskip("dearpygui.dearpygui")
-    from dpgviz.gui.explorer import INK, LABEL_W, view_lines
+    from dpgviz.gui.explorer_views import INK, LABEL_W, view_lines
     from dpgviz.gui.layout import char_table
 
     chars = char_table(np.array([" the", " cat", "s", "\u2588"], dtype=object), 4)  # id 3 is the mask
