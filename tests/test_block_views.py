@@ -28,10 +28,10 @@ from dpgviz.core.settings import GenerationSettings
 from dpgviz.core.vocab import MASK_GLYPH
 from dpgviz.store import inspect as ins
 from dpgviz.store import overview as ov
-from dpgviz.store.blocks import Composer
+from dpgviz.store.blocks import Composer, records_json
 from dpgviz.store.session_open import open_session
 from dpgviz.store.session_save import save_session
-from dpgviz.store.step_store import StepStore, records_json
+from dpgviz.store.step_store import StepStore
 
 ROOT = Path(__file__).resolve().parents[1]
 N, L = 512, 128  # 4 blocks

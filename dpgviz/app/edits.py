@@ -29,6 +29,7 @@ from dpgviz.core.discovery import model_file
 from dpgviz.core.prompt import continued
 from dpgviz.core.records import FLAG_EDITED, FLAG_PROTECTED
 from dpgviz.core.settings import OPEN_ENDED, GenerationSettings
+from dpgviz.store.branch import Branch
 from dpgviz.store.edits import (
     EditError,
     amend_edit,
@@ -42,7 +43,6 @@ from dpgviz.store.edits import (
     predicted_tokens,
     start_point,
 )
-from dpgviz.store.step_store import Branch
 
 
 class Edits:

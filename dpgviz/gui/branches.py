@@ -18,7 +18,8 @@ import dearpygui.dearpygui as dpg
 
 from dpgviz.app.workspace import Workspace
 from dpgviz.gui.status import INFO_COLOR, Cached
-from dpgviz.store.step_store import Branch, StepStore
+from dpgviz.store.branch import Branch
+from dpgviz.store.step_store import StepStore
 
 TITLE_COLOR = (140, 180, 255)
 SETTINGS_SHOWN = ("strategy", "steps", "temperature", "randomness", "seed", "length")

@@ -56,7 +56,7 @@ from dpgviz.store.journal_format import (
     _entry,
     _json,
 )
-from dpgviz.store.step_store import CANDIDATE_FIELDS, has_probs
+from dpgviz.store.step_columns import CANDIDATE_FIELDS, has_probs
 
 FSYNC_S = 2.0  # a power cut loses at most this much; a SIGKILL loses nothing written
 

@@ -35,8 +35,9 @@ Whole-run views never compose every record in full:
                                              composed over the whole sequence: one cumsum
                                              of the change each record makes to its block
 
-`composed_records_json` is the compact JSON of a block run (each record's own block, the
-whole text only where asked). numpy only.
+`records_json` is the JSON of records as `generate --json` prints them, and
+`composed_records_json` the compact one of a block run (each record's own block, the
+whole text only where asked). numpy only: never imports torch or dearpygui.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import numpy as np
 
 from dpgviz.core.records import FLAG_MASKED, FLAG_PROMPT, FLAG_PROTECTED, KINDS
 from dpgviz.core.vocab import Vocabulary
-from dpgviz.store.step_store import StepStore, records_json
+from dpgviz.store.step_store import StepStore
 
 COMPOSED_FIELDS = ("tokens", "confidence", "score", "entropy", "flags")
 
@@ -246,12 +247,29 @@ def composed_masked(store: StepStore, rows: np.ndarray | list[int]) -> np.ndarra
     return running_sum(store, rows, n_masked, block_spans(store))  # a block not started: all masked
 
 
+def records_json(store: StepStore, rows: np.ndarray | list[int], vocab: Vocabulary) -> list[dict]:
+    """Records in the form `generate --json` and `show --json` print (masks as U+2588).
+
+        {"iteration": int, "kind": str, "text": str, "masked": int}
+    """
+    table = vocab.strings()
+    tokens, iteration, kind, masked = (store.column(n) for n in ("tokens", "iteration", "kind", "n_masked"))
+    return [
+        {
+            "iteration": int(iteration[r]),
+            "kind": KINDS[int(kind[r])],
+            "text": "".join(table[tokens[r].astype(np.int64)]),
+            "masked": int(masked[r]),
+        }
+        for r in rows
+    ]
+
 def composed_records_json(
     store: StepStore, rows: np.ndarray | list[int], vocab: Vocabulary, full_text: bool = False
 ) -> list[dict]:
     """Records as `generate --json` and `show --json` print them.
 
-    Not a block run: `step_store.records_json` as is (the whole sequence in every record).
+    Not a block run: `records_json` as is (the whole sequence in every record).
     A block run, compactly (U+2588 for a mask):
 
         {"iteration", "kind", "block", "offset",

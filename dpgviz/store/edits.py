@@ -65,7 +65,8 @@ from dpgviz.core.records import (
 )
 from dpgviz.core.vocab import MASK_GLYPH, VocabError, Vocabulary
 from dpgviz.store.blocks import Composer, compose
-from dpgviz.store.step_store import Branch, StepStore
+from dpgviz.store.branch import Branch
+from dpgviz.store.step_store import StepStore
 
 OPS = ("mask", "unmask", "replace", "protect", "unprotect")
 

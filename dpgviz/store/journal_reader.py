@@ -55,7 +55,8 @@ from dpgviz.store.journal_format import (
 )
 from dpgviz.store.session import Damage, Session, SessionError
 from dpgviz.store.session_format import _checked_tree
-from dpgviz.store.step_store import POOL_FIELDS, StepStore
+from dpgviz.store.step_columns import POOL_FIELDS
+from dpgviz.store.step_store import StepStore
 
 log = logging.getLogger(__name__)
 

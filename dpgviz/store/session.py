@@ -26,7 +26,8 @@ import numpy as np
 import dpgviz
 from dpgviz.core.discovery import model_file
 from dpgviz.core.vocab import Vocabulary
-from dpgviz.store.step_store import Branch, StepStore
+from dpgviz.store.branch import Branch
+from dpgviz.store.step_store import StepStore
 
 log = logging.getLogger(__name__)
 

@@ -64,9 +64,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dpgviz.store.branch import Branch
 from dpgviz.store.layers import layer_column_rows
 from dpgviz.store.session import SessionError
-from dpgviz.store.step_store import POOL_FIELDS, Branch
+from dpgviz.store.step_columns import POOL_FIELDS
 
 MAGIC = b"\x89DPGVIZ\n"
 FORMAT_NAME = "dpgviz-session"

@@ -42,7 +42,8 @@ from dpgviz.store.session_format import (
     _check_header,
     _checked_tree,
 )
-from dpgviz.store.step_store import POOL_FIELDS, StepStore
+from dpgviz.store.step_columns import POOL_FIELDS
+from dpgviz.store.step_store import StepStore
 
 log = logging.getLogger(__name__)
 

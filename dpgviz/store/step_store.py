@@ -1,30 +1,8 @@
 """The step store: every record of every branch, dense per-token fields plus a sparse candidate pool.
 
-Rows are appended in arrival order (the transport's poll copies into them). Per row:
-
-    columns (first axis = row)     shape      dtype
-    tokens                         (N,)       ids (uint8 for <= 256 ids, see id_dtype_for)
-    confidence, score, entropy     (N,)       float16
-    flags                          (N,)       uint8
-    SCALAR_FIELDS, branch_index    ()         int32 / uint8
-    cand_start                     ()         int64   first pool entry of the record
-    cand_count                     ()         int32   pool entries of the record
-    cand_bits                      (N/8,)     uint8   np.packbits of "has candidates" per position
-
-    pool (first axis = entry)      shape      dtype
-    cand_ids                       (M, K)     ids
-    cand_probs                     (M, K)     float16
-
-A record arrives dense (top_ids / top_probs (N, K), zero where the sampler computed no
-candidates); `append` keeps only the positions whose top_probs row is non-zero, in
-position order, at pool[cand_start : cand_start + cand_count]. The entry of position p
-is cand_start + popcount(cand_bits[:p]), so a lookup reads N/8 bytes at most. A record
-whose candidates equal the previous row's (the sampler repeats a prediction's in its
-'remask' and 'final' records) shares that row's entries instead of storing them again.
-With uint8 ids that is 8 bytes per token-step dense + N/8 bitmap + 24 bytes per stored
-candidate row; a run stores candidates about once per position per sampling, so a whole
-run averages 12-15 bytes per token-step (`bytes_per_token_step`), against 41 when top-K
-was dense.
+Rows are appended in arrival order (the transport's poll copies into them). What a row
+and a pool entry hold, and how a record's candidates are compacted into the pool, is
+store.step_columns' docstring; a branch and a fork's 'edit' record are store.branch's.
 
 Readers use the accessors, never the pool: `top_k(row)` (dense (N, K) expansion),
 `candidates_at(row, pos)`, `candidate_mask(row)`, `has_candidates(rows, pos)` and
@@ -38,13 +16,8 @@ grows by 1.5x, or exactly when `reserve(..., candidates=)` is told. Growing copi
 fresh arrays: a row or a pool entry, once written, never changes within an array
 generation, so a reader holding old arrays (a save on another thread) stays consistent.
 
-The branch tree says which rows belong to which branch: a branch is a parent, the
-record of the parent's history it forked from, the settings it ran with, the edits
-made at the fork and its own rows in order.
-
 A branch's history (`StepStore.history`) is what its timeline shows: the parent's
-history up to and including the forked record, then the branch's own rows (for a fork
-made with `StepStore.fork`, the first of these is the 'edit' record).
+history up to and including the forked record, then the branch's own rows.
 
 Branch ids are decimal integers as strings, never reused: `StepStore.delete` removes a
 branch and its descendants from the tree (their rows stay in the columns, unreferenced)
@@ -61,123 +34,29 @@ numpy only: no torch, no dearpygui, no shared memory (the transport hands copies
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from dpgviz.core.records import (
-    FLAG_EDITED,
-    FLAG_MASKED,
-    FLAG_PROMPT,
-    FLAG_PROTECTED,
-    KIND_CODE,
-    KINDS,
-    SCALAR_FIELDS,
-    RecordLayout,
-    StepRecord,
-    continue_point,
+from dpgviz.core.records import FLAG_MASKED, KIND_CODE, KINDS, SCALAR_FIELDS, RecordLayout, StepRecord
+from dpgviz.store.branch import Branch, edit_record
+from dpgviz.store.step_columns import (
+    CANDIDATE_FIELDS,
+    GROWTH,
+    candidate_mask,
+    candidates_across,
+    check_columns,
+    check_offsets,
+    check_pool,
+    compacted,
+    dense_top_k,
+    grown,
+    has_candidates,
+    is_repeat,
+    pool_specs,
+    row_specs,
 )
-from dpgviz.core.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
-
-CANDIDATE_FIELDS = ("top_ids", "top_probs")  # dense (N, K) in a record; sparse in the store
-POOL_FIELDS = ("cand_ids", "cand_probs")  # the pool's arrays, (M, K)
-GROWTH = 1.5  # capacity factor when the final size is unknown: a third of the overshoot of doubling
-
-
-def _row_specs(layout: RecordLayout) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """name -> (shape of one row, dtype) of every row-indexed column."""
-    specs = {name: spec for name, spec in layout.token_fields().items() if name not in CANDIDATE_FIELDS}
-    specs.update({name: ((), dtype) for name, dtype in SCALAR_FIELDS.items()})
-    specs["branch_index"] = ((), np.dtype(np.int32))  # the row's branch id
-    specs["cand_start"] = ((), np.dtype(np.int64))
-    specs["cand_count"] = ((), np.dtype(np.int32))
-    specs["cand_bits"] = (((layout.seq_len + 7) // 8,), np.dtype(np.uint8))
-    return specs
-
-
-def _pool_specs(layout: RecordLayout) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    k = layout.top_k
-    return {"cand_ids": ((k,), layout.id_dtype), "cand_probs": ((k,), np.dtype(np.float16))}
-
-
-def has_probs(top_probs: np.ndarray) -> np.ndarray:
-    """Rows of float16 `top_probs` (..., K) with any non-zero probability (±0 both count as none).
-
-    Compares the bit patterns as integers: numpy has no native float16 compare, and this
-    runs on every appended record.
-    """
-    probs = np.ascontiguousarray(top_probs, dtype=np.float16)
-    k = probs.shape[-1]
-    if k and k % 4 == 0:  # K float16 = K/4 uint64 words: OR the words, a reduction over 8 bytes at a time
-        words = probs.view(np.uint64).reshape(*probs.shape[:-1], k // 4)
-        acc = words[..., 0].copy()
-        for j in range(1, k // 4):  # K/4 column ORs (2 for K=8): numpy's reduce over a short axis is 10x slower
-            acc |= words[..., j]
-        return (acc & np.uint64(0x7FFF_7FFF_7FFF_7FFF)) != 0  # sign bits off: -0.0 counts as none
-    return (probs.view(np.uint16) & np.uint16(0x7FFF)).any(axis=-1)
-
-
-@dataclass
-class Branch:
-    """One path through the run tree. The root has no parent."""
-
-    id: str
-    parent: str | None = None
-    fork_record: int | None = None  # index, within the parent's HISTORY, of the record forked from
-    settings: dict = field(default_factory=dict)
-    rows: list[int] = field(default_factory=list)  # store rows of this branch's records, in order
-    label: str = ""
-    # What the user changed at the fork, in order: {"op", "start", "stop", "text"} dicts
-    # (see store.edits); informative only, the edit record holds the result.
-    edits: list[dict] = field(default_factory=list)
-    # What made this branch's own records when it was not the session's model (`compare
-    # --models`, `branch --model`): {"model": {"name", "path", "sha256"}, "runtime": {...}}
-    # (store.provenance). Empty: the session header's model and runtime. Saved only when set.
-    provenance: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        data = {
-            "id": self.id,
-            "parent": self.parent,
-            "fork_record": self.fork_record,
-            "settings": self.settings,
-            "label": self.label,
-            "edits": [dict(e) for e in self.edits],
-            "rows": list(self.rows),
-        }
-        if self.provenance:  # optional: files without it read as before
-            data["provenance"] = dict(self.provenance)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Branch:
-        return cls(
-            id=str(data["id"]),
-            parent=data.get("parent"),
-            fork_record=data.get("fork_record"),
-            settings=dict(data.get("settings") or {}),
-            rows=[int(r) for r in data.get("rows", [])],
-            label=str(data.get("label", "")),
-            edits=[dict(e) for e in data.get("edits") or []],  # files before edits lack the key
-            provenance=dict(data.get("provenance") or {}),  # absent before issue 24
-        )
-
-
-def _grown(arrays: dict[str, np.ndarray], specs: dict, count: int, capacity: int) -> dict[str, np.ndarray]:
-    """New arrays of `capacity` rows for each spec, holding the first `count` rows of `arrays`.
-
-    Fresh arrays, never resized in place: a save or a view may still hold the old ones.
-    """
-    fresh = {}
-    for name, (shape, dtype) in specs.items():
-        arr = np.empty((capacity, *shape), dtype)
-        if name in arrays and count:
-            arr[:count] = arrays[name][:count]
-        fresh[name] = arr
-    return fresh
-
 
 class StepStore:
     """All records of a session for one layout. Rows grow by doubling."""
@@ -199,8 +78,8 @@ class StepStore:
         self._pool_capacity = 0
         self.columns: dict[str, np.ndarray] = {}
         self.pool: dict[str, np.ndarray] = {}
-        self._specs = _row_specs(layout)
-        self._pool_spec = _pool_specs(layout)
+        self._specs = row_specs(layout)
+        self._pool_spec = pool_specs(layout)
         self.branches: dict[str, Branch] = {}
         self.branch_order: list[str] = []
         self.layers: list = []  # store.layers.ScoreLayer: a second model's values on a branch's records
@@ -259,10 +138,10 @@ class StepStore:
 
     def _grow(self, capacity: int) -> None:
         log.debug("store rows: %d -> %d", self._capacity, capacity)
-        self.columns, self._capacity = _grown(self.columns, self._specs, self._count, capacity), capacity
+        self.columns, self._capacity = grown(self.columns, self._specs, self._count, capacity), capacity
 
     def _grow_pool(self, capacity: int) -> None:
-        self.pool, self._pool_capacity = _grown(self.pool, self._pool_spec, self._pool_count, capacity), capacity
+        self.pool, self._pool_capacity = grown(self.pool, self._pool_spec, self._pool_count, capacity), capacity
 
     # -- branches --------------------------------------------------------------------
     def new_branch(self, settings: dict | None = None, parent: str | None = None, fork_record: int | None = None, label: str = "") -> Branch:
@@ -362,14 +241,8 @@ class StepStore:
     ) -> Branch:
         """A child of `parent` forked at record `fork_record` of its history, holding one 'edit' record.
 
-        The edit record is the source record with `tokens` in place of its own:
-        flags = FLAG_MASKED where tokens == mask id, FLAG_PROTECTED where `protected`,
-        FLAG_EDITED where `edited`, FLAG_PROMPT kept where the source had it and it stays protected; iteration = continue_point(source kind, iteration),
-        i.e. where a restart from it begins; n_masked counted; target_masks and
-        forward_passes copied. Confidence, score, entropy and top-k are copied except at
-        positions whose token differs from the source or that are masked now: no model
-        pass has seen the edited sequence, so there they are NaN / 0 rather than stale.
-        `mask_id` defaults to `mask_of()`. Raises KeyError / IndexError / ValueError for
+        The edit record is the source record with `tokens` in place of its own (see
+        store.branch.edit_record). `mask_id` defaults to `mask_of()`. Raises KeyError / IndexError / ValueError for
         an unknown parent, a record outside its history or arrays of the wrong shape.
         """
         rec = self._edit_record(parent, fork_record, tokens, protected, edited, mask_id)
@@ -414,40 +287,12 @@ class StepStore:
         edited: np.ndarray,
         mask_id: int | None,
     ) -> StepRecord:
-        """The 'edit' record `fork` and `amend_edit` store (see `fork` for its contents)."""
+        """The 'edit' record `fork` and `amend_edit` store (store.branch.edit_record)."""
         mask = self.mask_of() if mask_id is None else int(mask_id)
         hist = self.history(parent)
         if not 0 <= fork_record < len(hist):
             raise IndexError(f"branch {parent!r} has records 0..{len(hist) - 1}, not {fork_record}")
-        n = self.layout.seq_len
-        tokens = np.asarray(tokens)
-        protected = np.asarray(protected, dtype=bool)
-        edited = np.asarray(edited, dtype=bool)
-        for name, arr in (("tokens", tokens), ("protected", protected), ("edited", edited)):
-            if arr.shape != (n,):
-                raise ValueError(f"{name} has shape {arr.shape}, expected ({n},)")
-        if ((tokens < 0) | (tokens >= self.layout.n_ids)).any():
-            raise ValueError(f"tokens hold ids outside 0..{self.layout.n_ids - 1}")
-        is_masked = tokens == mask
-        if (protected & is_masked).any():
-            raise ValueError("a protected position is masked; protect only visible tokens")
-        rec = self.record(int(hist[fork_record]))
-        stale = is_masked | (tokens != rec.tokens)
-        rec.tokens[:] = tokens
-        for name in ("confidence", "score", "entropy"):
-            getattr(rec, name)[stale] = np.nan
-        rec.top_ids[stale] = 0
-        rec.top_probs[stale] = 0
-        rec.flags[:] = (
-            is_masked.astype(np.uint8) * FLAG_MASKED
-            | protected.astype(np.uint8) * FLAG_PROTECTED
-            | edited.astype(np.uint8) * FLAG_EDITED
-            | np.where(protected, rec.flags & FLAG_PROMPT, 0).astype(np.uint8)  # a prompt's cells stay the prompt's
-        )
-        rec.iteration = continue_point(rec.kind, rec.iteration)
-        rec.kind = "edit"
-        rec.n_masked = int(is_masked.sum())
-        return rec
+        return edit_record(self.record(int(hist[fork_record])), tokens, protected, edited, mask, self.layout)
 
     # -- records ---------------------------------------------------------------------
     def append(self, scalars: dict, arrays: dict[str, np.ndarray], branch: str) -> int:
@@ -487,19 +332,10 @@ class StepStore:
         Entries equal to the previous row's (same positions, same ids and probabilities
         bit for bit) are shared rather than stored again.
         """
-        n = self.layout.seq_len
-        if top_probs is None:
-            mask = np.zeros(n, dtype=bool)
-        else:
-            top_probs = np.asarray(top_probs, dtype=np.float16)
-            mask = has_probs(top_probs)
-        bits = np.packbits(mask)
-        m = int(np.count_nonzero(mask))
+        bits, m, ids, probs = compacted(top_ids, top_probs, self.layout.seq_len)
         start = self._pool_count
         if m:
-            ids = np.asarray(top_ids)[mask]
-            probs = top_probs[mask]
-            if row and self._is_repeat(row - 1, bits, m, ids, probs):
+            if row and is_repeat(self.columns, self.pool, row - 1, bits, m, ids, probs):
                 start = int(self.columns["cand_start"][row - 1])
             else:
                 need = self._pool_count + m
@@ -511,14 +347,6 @@ class StepStore:
         self.columns["cand_bits"][row] = bits
         self.columns["cand_start"][row] = start
         self.columns["cand_count"][row] = m
-
-    def _is_repeat(self, prev: int, bits: np.ndarray, m: int, ids: np.ndarray, probs: np.ndarray) -> bool:
-        if int(self.columns["cand_count"][prev]) != m or not np.array_equal(self.columns["cand_bits"][prev], bits):
-            return False
-        a = int(self.columns["cand_start"][prev])
-        return np.array_equal(self.pool["cand_ids"][a : a + m], ids) and np.array_equal(
-            self.pool["cand_probs"][a : a + m].view(np.uint16), probs.view(np.uint16)
-        )
 
     def column(self, name: str) -> np.ndarray:
         """All rows of one row-indexed field (a view; do not write). Candidates: see top_k."""
@@ -550,31 +378,18 @@ class StepStore:
         arrays["top_ids"], arrays["top_probs"] = self.top_k(row)
         return StepRecord.from_parts(scalars, arrays)
 
-    # -- candidates --------------------------------------------------------------------
+    # -- candidates (store.step_columns does the lookups) ------------------------------
     def candidate_mask(self, row: int) -> np.ndarray:
         """(N,) bool: positions of `row` with candidates stored."""
-        self._check_row(row)
-        return np.unpackbits(self.columns["cand_bits"][row], count=self.layout.seq_len).view(bool)
+        return candidate_mask(self.columns, self._check_row(row), self.layout.seq_len)
 
     def top_k(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids (N, K), probs (N, K) float16) of `row`, zeros where no candidates are stored (fresh arrays)."""
-        mask = self.candidate_mask(row)
-        n, k = self.layout.seq_len, self.layout.top_k
-        ids = np.zeros((n, k), self.layout.id_dtype)
-        probs = np.zeros((n, k), np.float16)
-        m = int(self.columns["cand_count"][row])
-        if m:
-            a = int(self.columns["cand_start"][row])
-            ids[mask] = self.pool["cand_ids"][a : a + m]
-            probs[mask] = self.pool["cand_probs"][a : a + m]
-        return ids, probs
+        return dense_top_k(self.columns, self.pool, self._check_row(row), self.layout)
 
     def has_candidates(self, rows: np.ndarray | list[int], pos: int) -> np.ndarray:
         """(len(rows),) bool: which of `rows` stored candidates at position `pos`."""
-        rows = self._rows(rows)
-        pos = self._check_pos(pos)
-        byte = self.columns["cand_bits"][rows, pos >> 3]
-        return ((byte >> np.uint8(7 - (pos & 7))) & np.uint8(1)).astype(bool)  # packbits: big-endian bits
+        return has_candidates(self.columns, self._rows(rows), self._check_pos(pos))
 
     def candidates_at(self, row: int, pos: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(ids (K,), probs (K,) float16) stored at (`row`, `pos`), copies; None where none were."""
@@ -583,26 +398,8 @@ class StepStore:
         return (ids[0], probs[0]) if self.has_candidates([row], pos)[0] else None
 
     def candidates_across(self, rows: np.ndarray | list[int], pos: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ids (R, K), probs (R, K) float16) at position `pos` of each of `rows`; zeros where none.
-
-        Vectorised: the pool entry is cand_start + popcount of the row's bits before `pos`.
-        """
-        rows = self._rows(rows)
-        pos = self._check_pos(pos)
-        k = self.layout.top_k
-        ids = np.zeros((len(rows), k), self.layout.id_dtype)
-        probs = np.zeros((len(rows), k), np.float16)
-        hit = self.has_candidates(rows, pos)
-        sel = rows[hit]
-        if len(sel):
-            bits = self.columns["cand_bits"]
-            before = np.bitwise_count(bits[sel, : pos >> 3]).sum(axis=1, dtype=np.int64)
-            if pos & 7:  # the bits of the same byte that come before pos (its high bits)
-                before += np.bitwise_count(bits[sel, pos >> 3] >> np.uint8(8 - (pos & 7)))
-            entry = self.columns["cand_start"][sel] + before
-            ids[hit] = self.pool["cand_ids"][entry]
-            probs[hit] = self.pool["cand_probs"][entry]
-        return ids, probs
+        """(ids (R, K), probs (R, K) float16) at position `pos` of each of `rows`; zeros where none."""
+        return candidates_across(self.columns, self.pool, self._rows(rows), self._check_pos(pos), self.layout)
 
     def _rows(self, rows: np.ndarray | list[int]) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
@@ -639,8 +436,8 @@ class StepStore:
         store.layout = layout
         store.mask_id = mask_id
         store.layers = []  # session files attach theirs after (store.session_open)
-        store._specs = _row_specs(layout)
-        store._pool_spec = _pool_specs(layout)
+        store._specs = row_specs(layout)
+        store._pool_spec = pool_specs(layout)
         cand_cols = ("cand_start", "cand_count", "cand_bits")
         is_legacy = pool is None and all(name in columns for name in CANDIDATE_FIELDS) and not any(
             name in columns for name in cand_cols
@@ -649,15 +446,7 @@ class StepStore:
         if is_legacy:
             n, k = layout.seq_len, layout.top_k
             need.update({"top_ids": ((n, k), layout.id_dtype), "top_probs": ((n, k), np.dtype(np.float16))})
-        missing = set(need) - set(columns)
-        if missing:
-            raise ValueError(f"missing columns: {', '.join(sorted(missing))}")
-        for name, (shape, dtype) in need.items():
-            col = columns[name]
-            # Legacy top_ids may be wider than this layout's ids (format 1 had no uint8 ids).
-            dtype_ok = col.dtype.kind in "ui" if (is_legacy and name == "top_ids") else col.dtype == dtype
-            if col.shape[1:] != shape or not dtype_ok or col.shape[0] < count:
-                raise ValueError(f"column {name} has shape {col.shape} {col.dtype}, expected ({count}, *{shape}) {dtype}")
+        check_columns(need, columns, count, is_legacy)
         store.columns = {name: columns[name] for name in store._specs if name in columns}
         store._count = count
         store._capacity = count
@@ -671,17 +460,9 @@ class StepStore:
             for row in range(count):  # one record at a time: a large file's candidates are never all in memory
                 store._store_candidates(row, top_ids[row], top_probs[row])
         else:
-            pool = pool or {}
-            for name, (shape, dtype) in store._pool_spec.items():
-                arr = pool.get(name)
-                if arr is None or arr.shape[1:] != shape or arr.dtype != dtype:
-                    got = "missing" if arr is None else f"{arr.shape} {arr.dtype}"
-                    raise ValueError(f"pool array {name} is {got}, expected (M, *{shape}) {dtype}")
-            store.pool = {name: pool[name] for name in store._pool_spec}
-            if len(store.pool["cand_ids"]) != len(store.pool["cand_probs"]):
-                raise ValueError("pool arrays cand_ids and cand_probs differ in length")
+            store.pool = check_pool(store._pool_spec, pool or {})
             store._pool_count = store._pool_capacity = len(store.pool["cand_ids"])
-            store._check_offsets()
+            check_offsets(store.columns, count, store._pool_count)
         store.branches = {}
         store.branch_order = []
         for data in tree:
@@ -696,17 +477,6 @@ class StepStore:
         store.next_branch_id = max(known, default=-1) + 1
         store.version = 1
         return store
-
-    def _check_offsets(self) -> None:
-        """ValueError unless every row's bitmap, count and pool range agree (reads offsets and bitmaps only)."""
-        n = self._count
-        start = self.columns["cand_start"][:n]
-        count = self.columns["cand_count"][:n].astype(np.int64)
-        if n and (start.min() < 0 or count.min() < 0 or (start + count).max() > self._pool_count):
-            raise ValueError(f"candidate offsets point outside the pool of {self._pool_count} entries")
-        bits = np.bitwise_count(self.columns["cand_bits"][:n]).sum(axis=1, dtype=np.int64)
-        if not np.array_equal(bits, count):
-            raise ValueError("candidate counts do not match the candidate bitmaps")
 
     def view(self, count: int | None = None) -> StepStore:
         """A store over the same arrays holding the first `count` rows (default: all now) and their pool.
@@ -727,20 +497,3 @@ class StepStore:
         frozen.layers = [layer for layer in self.layers if layer.fits(count)]  # immutable: shared, not copied
         return frozen
 
-
-def records_json(store: StepStore, rows: np.ndarray | list[int], vocab: Vocabulary) -> list[dict]:
-    """Records in the form `generate --json` and `show --json` print (masks as U+2588).
-
-        {"iteration": int, "kind": str, "text": str, "masked": int}
-    """
-    table = vocab.strings()
-    tokens, iteration, kind, masked = (store.column(n) for n in ("tokens", "iteration", "kind", "n_masked"))
-    return [
-        {
-            "iteration": int(iteration[r]),
-            "kind": KINDS[int(kind[r])],
-            "text": "".join(table[tokens[r].astype(np.int64)]),
-            "masked": int(masked[r]),
-        }
-        for r in rows
-    ]
