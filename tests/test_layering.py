@@ -110,10 +110,30 @@ def test_the_app_layer_imports_numpy_core_store_ipc_only(path: Path) -> None:
     assert not bad, f"{path.name} imports {bad}: app/ never imports dpgviz.engine or dpgviz.gui"
 
 
-@pytest.mark.parametrize("path", sorted(APP.glob("*.py")), ids=lambda p: p.name)
-def test_app_modules_stay_small_and_compose_parts(path: Path) -> None:
+MAX_LINES = 500  # STYLE.md: around 400 lines a file usually holds two jobs; split by job, not by size
+# Modules still over MAX_LINES, each with its line count when this list was written
+# (2026-12-08, issue 30 "modules of one job"): other helpers are splitting them now. Take a
+# file off the list once it is split; no other file may pass MAX_LINES.
+OVER_MAX_LINES = {
+    "ipc/wire.py": 743,  # being split by another helper
+    "ipc/server.py": 590,  # being split by another helper
+    "bench/soak.py": 724,  # being split by another helper
+    "gui/settings_panel.py": 524,  # 496 committed; another helper's uncommitted work passes 500
+    "gui/app.py": 503,  # 502 committed; another helper's uncommitted work
+}
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: p.relative_to(PACKAGE).as_posix())
+def test_modules_stay_small(path: Path) -> None:
+    name = path.relative_to(PACKAGE).as_posix()
+    if name in OVER_MAX_LINES:
+        pytest.skip(f"{name}: on the allow-list ({OVER_MAX_LINES[name]} lines when listed)")
     lines = path.read_text(encoding="utf-8").count("\n")
-    assert lines <= 500, f"{path.name}: {lines} lines"
+    assert lines <= MAX_LINES, f"{name}: {lines} lines; split it by job (STYLE.md)"
+
+
+@pytest.mark.parametrize("path", sorted(APP.glob("*.py")), ids=lambda p: p.name)
+def test_app_modules_compose_parts(path: Path) -> None:
     allowed = {"Protocol", "Generic", "Exception", "RuntimeError", "ValueError", "Enum"}
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ClassDef):
