@@ -109,6 +109,7 @@ class SoakResult:
     tracebacks: int = 0  # that reached the top: printed, not caught and logged at a boundary
     first_traceback: str = ""
     boundary_exceptions: int = 0
+    first_boundary: str = ""  # the first caught exception's log line and traceback (a catch is a bug too)
     tracker_leaks: int = 0  # objects multiprocessing's resource tracker had to clean up for the app
     shm_left: list[str] = field(default_factory=list)  # the app's, still in /dev/shm after it exited
     shm_other: list[str] = field(default_factory=list)  # new, named alike, never seen mapped by the app
@@ -343,13 +344,18 @@ def _one_traceback(lines: list[str], start: int) -> str:
     return "\n".join(out)
 
 
-def _boundary_lines(path: Path, offset: int) -> int:
+def _boundary_lines(path: Path, offset: int) -> tuple[int, str]:
+    """Lines with "[boundary]" in the log from `offset` on, and the first of them with the
+    lines after it (its traceback, up to FIRST_TRACEBACK_LINES)."""
     try:
         with open(path, "rb") as f:
             f.seek(offset)
-            return sum(1 for line in f if b"[boundary]" in line)
+            lines = f.read().decode("utf-8", errors="replace").splitlines()
     except OSError:
-        return 0
+        return 0, ""
+    hits = [i for i, line in enumerate(lines) if "[boundary]" in line]
+    first = "\n".join(lines[hits[0] : hits[0] + FIRST_TRACEBACK_LINES]) if hits else ""
+    return len(hits), first
 
 
 # -- input -----------------------------------------------------------------------------------
@@ -498,7 +504,7 @@ def soak(
         text = result.app_log.read_text(errors="replace")
         result.tracebacks, result.first_traceback, _ = _tracebacks(text)
         if app_log_path.exists():
-            result.boundary_exceptions = _boundary_lines(app_log_path, log_offset)
+            result.boundary_exceptions, result.first_boundary = _boundary_lines(app_log_path, log_offset)
         else:  # no log file (yet): the same lines may have gone to stderr
             result.boundary_exceptions = sum(1 for line in text.splitlines() if "[boundary]" in line)
         result.tracker_leaks = sum(int(m.group(1)) for m in TRACKER_LEAK.finditer(text))
@@ -707,6 +713,8 @@ def main(seeds: Sequence[int], seconds: float, max_actions: int | None = None, s
         sys.stdout.write(result.summary() + "\n")
         if result.first_traceback:
             sys.stdout.write(result.first_traceback + "\n")
+        if result.first_boundary:
+            sys.stdout.write("first exception caught at a boundary:\n" + result.first_boundary + "\n")
         if result.shm_other:
             sys.stdout.write(f"  other new shm entries (not seen mapped by the app): {' '.join(result.shm_other)}\n")
         if result.screenshot:
