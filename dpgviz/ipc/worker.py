@@ -35,6 +35,12 @@ unlinking every ring it created that is still named, in each of these ways:
   * SIGINT is ignored: Ctrl-C in a terminal reaches the whole process group, and the GUI
     decides how to shut down (as DataLoader workers leave KeyboardInterrupt to the main
     process).
+  * Once the cleanup is done (every way above), the process ends with os._exit(0) after
+    flushing the log: what is left is only freeing the model object by object and the
+    interpreter's teardown, which the OS does at once by unmapping the process. For a big
+    model that took seconds (an 8B model: 16 GB of tensors freed one by one, then the CUDA
+    context), longer than WorkerClient.close waits (JOIN_TIMEOUT_S), so a clean `generate`
+    ended with "worker N did not exit; terminate" on stderr.
   * SIGKILL: nothing runs here. The GUI sees the process gone within a frame (WorkerDied)
     and removes the names of this worker's rings (Ring.remove_orphan); the resource tracker
     shared by both processes is the last resort if the GUI dies too.
@@ -416,3 +422,15 @@ def worker_main(
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # cleanup must not be cut short by a second SIGTERM
         worker.cleanup()
+    _exit_now()  # Note [Worker shutdown]: the model is not freed piece by piece; the OS takes it back
+
+
+def _exit_now() -> None:
+    """End the process now, past the interpreter's teardown (Note [Worker shutdown])."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(0)
