@@ -230,6 +230,8 @@ def test_scenario_3_help_rows_connect_text_and_the_hole_button_fit(app, state) -
 def test_scenario_4_messages_whole_on_hover_and_in_view_messages(app, state) -> None:
     import dearpygui.dearpygui as dpg
 
+    for i in range(60):  # more than the list shows at once: it must scroll to the newest
+        app.workspace.say(f"message {i}")
     app.workspace.say(LONG, is_error=True)
     run_until(app, lambda: app.status.text == LONG)
     shown = dpg.get_value(app.status.message)
