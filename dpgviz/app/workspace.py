@@ -73,6 +73,7 @@ class Workspace:
         self.notices = Notices()
         self.doc = Document(self.notices)
         self.runs = Runs(self.doc, self.notices, source_factory, device=device, dtype=dtype)
+        self.local_source = self.runs.source_factory  # this machine's worker: use_local_model goes back to it
         self.jobs = Jobs(self.notices)
         self.live = LiveRuns(self.doc, self.runs, self.notices)  # records a recorder streams in
         self.compare = Compare(self.doc, self.runs, self.notices)
@@ -133,6 +134,16 @@ class Workspace:
         if job is not None:
             return job.progress.fraction(), job.progress.label
         return self.runs.progress() or ((1.0 if self.doc.n_records() else 0.0), "idle")
+
+    def use_local_model(self) -> bool:
+        """Back to this machine's worker with the default model (after a Connect to a worker elsewhere
+        that failed, or to leave one); the records shown stay."""
+        from dpgviz.core.discovery import default_model_entry
+
+        if not self.runs.use_source(self.local_source, "the local worker"):
+            return False
+        self.runs.load_model(default_model_entry())
+        return True
 
     # -- the frame loop's side -------------------------------------------------------------
     def update(self, dt_s: float) -> None:

@@ -384,6 +384,7 @@ class App:
         call("Branches", self.branches.refresh)
         call("Compare view", self.compare_view.refresh, view.color_mode, reset=ws.compare.stop)
         call("Explorer", self.explorer.refresh)
+        call("Connect", self.connect.refresh)  # a pending File > Connect: closes on the Welcome, says a refusal
         call("Model disagreement", self.disagreement.refresh)
         call("Tooltip", self.hover_tip.refresh, reset=self._reset_hover)
         call("Inspector", self.inspector.refresh, reset=view.pinned.clear)

@@ -4,7 +4,10 @@ A small window: where (the connection file the worker wrote, or HOST:PORT), the 
 for HOST:PORT; a connection file holds it), Connect. Connect hands both to
 `Runs.connect`, which closes the worker in use and connects; whether that worked comes
 back through the workspace's notices (Connected, or "disconnected from HOST:PORT" with
-Reconnect in the status bar). dearpygui and the workspace only.
+Reconnect in the status bar). The window stays open until the worker welcomes us; if none
+does (a wrong port is refused within a second, ipc.remote.REFUSED_S) it says so
+there, beside "Use the local model" (`Workspace.use_local_model`): a failed Connect always
+has a way back without restarting the app. dearpygui and the workspace only.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ class ConnectDialog:
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
         self.window = self.where = self.key = self.message = self.menu_item = self.file_dialog = self.help = 0
+        self.local_button: int | str = 0
+        self.waiting_for: str | None = None  # what Connect was pressed for, until it welcomed us or failed
 
     def build(self, menu: int | str) -> None:
         children = dpg.get_item_children(menu, 1) or []
@@ -44,6 +49,7 @@ class ConnectDialog:
             with dpg.group(horizontal=True):
                 dpg.add_button(label="Connect", width=100, callback=lambda: self.connect())
                 dpg.add_button(label="Cancel", width=100, callback=lambda: dpg.hide_item(self.window))
+                self.local_button = dpg.add_button(label="Use the local model", callback=lambda: self.use_local())
             self.message = dpg.add_text("", wrap=TEXT_PX)
         with dpg.file_dialog(
             label="Connection file", show=False, modal=True, width=680, height=400, callback=self._on_file,
@@ -76,7 +82,34 @@ class ConnectDialog:
             return False
         is_ok = self.workspace.runs.connect(where, str(dpg.get_value(self.key)).strip() or None)
         if is_ok:
-            dpg.hide_item(self.window)
+            self.waiting_for = where
+            dpg.set_value(self.message, f"Connecting to {where}...")
         else:
-            dpg.set_value(self.message, "Cannot connect: see the status bar.")
+            dpg.set_value(self.message, "Cannot connect: see the status bar. Fix it, or use the local model.")
         return is_ok
+
+    def use_local(self) -> bool:
+        """Use the local worker and its default model again (after a Connect that failed, or to leave a remote one)."""
+        self.waiting_for = None
+        is_ok = self.workspace.use_local_model()
+        if is_ok:
+            dpg.hide_item(self.window)
+        return is_ok
+
+    def refresh(self) -> None:
+        """Once a frame while a Connect is pending: close on the Welcome; on a refusal say so here, open."""
+        if self.waiting_for is None:
+            return
+        runs = self.workspace.runs
+        if runs.remote is not None:
+            self.waiting_for = None
+            dpg.hide_item(self.window)
+        elif runs.disconnected is not None or runs.source is None:
+            where, self.waiting_for = self.waiting_for, None
+            dpg.set_value(
+                self.message,
+                f"No worker answered at {where} (the status bar says why). Fix the address and Connect again, "
+                "or use the local model.",
+            )
+            dpg.show_item(self.window)
+            dpg.focus_item(self.window)

@@ -26,6 +26,7 @@ panels they reach are handed in (`Input(ws, canvas, settings, ...)`), never the 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -67,6 +68,9 @@ KEYS = {
     **{str(k): getattr(dpg, f"mvKey_{k}") for k in range(1, 9)},
 }
 
+# Windows Escape closes (Input.close_popup): dialogs and file dialogs; the main window has no title bar.
+DIALOG_TYPES = frozenset(("mvAppItemType::mvWindowAppItem", "mvAppItemType::mvFileDialog"))
+
 # Item types that take the keyboard while active (text, numbers, combos being typed in).
 TYPING_TYPES = frozenset(
     f"mvAppItemType::{t}"
@@ -99,7 +103,8 @@ class Input:
         self.show_inspector, self.show_zoom = show_inspector, show_zoom
         self.actions = self._actions()  # chord -> action (gui.keys lists them)
         self.closers: list[Callable[[], bool]] = []  # bars Escape closes (after a modal dialog); True: one was open
-        self.box_keys: list[Callable[[str], bool]] = []  # chords for a box with the keyboard; True: it took the chord
+        # Chords for a box with the keyboard; True: it took the chord. Ctrl+Enter in the Prompt box starts the run.
+        self.box_keys: list[Callable[[str], bool]] = [settings.prompt_key]
         self._modifier_seen = dict.fromkeys(MODIFIERS, -1.0)  # monotonic time each was last seen down; -1: let go
         self._modifier_used = dict.fromkeys(MODIFIERS, False)  # a key pressed since it went down was read with it
         self.is_dragging = False
@@ -187,14 +192,29 @@ class Input:
 
     @staticmethod
     def close_popup() -> bool:
-        """Escape closes an open modal dialog (a file dialog, Compare strategies), as its Cancel would;
-        a prompt that must be answered (no close button) stays. True if one was closed."""
+        """Escape closes an open dialog first, as its Cancel or its X would: any shown window but the
+        main one (no title bar), modal or not, file dialogs included, now and as added later. The
+        focused one goes first, else a modal one, else the last built; its on_close runs (the compare
+        view lets go of its pair). A prompt that must be answered (no close button) stays. True if
+        one was closed."""
+        shown = []
         for item in dpg.get_windows():
+            if dpg.get_item_type(item) not in DIALOG_TYPES or not dpg.is_item_shown(item):
+                continue
             config = dpg.get_item_configuration(item)
-            if config.get("modal") and not config.get("no_close") and dpg.is_item_shown(item):
-                dpg.hide_item(item)
-                return True
-        return False
+            if not config.get("no_title_bar") and not config.get("no_close"):
+                shown.append((item, config))
+        if not shown:
+            return False
+        active = dpg.get_active_window()
+        item, config = next(
+            (w for w in shown if w[0] == active), next((w for w in shown if w[1].get("modal")), shown[-1])
+        )
+        dpg.hide_item(item)
+        on_close = config.get("on_close")
+        if callable(on_close):
+            _call(on_close, item)
+        return True
 
     def press(self, name: str) -> bool:
         """Do what chord `name` does (key handlers and tests come here); False if it means nothing."""
@@ -301,3 +321,12 @@ class Input:
             self.show_zoom(self.view.font_px)
         else:
             self.canvas.scroll_by(self.view, -int(delta) * SCROLL_ROWS_PER_NOTCH)
+
+
+def _call(callback: Callable, sender: int | str) -> None:
+    """Call a Dear PyGui callback as Dear PyGui would: with as many of (sender, app_data, user_data) as it takes."""
+    try:
+        n_args = len(inspect.signature(callback).parameters)
+    except (TypeError, ValueError):
+        n_args = 0
+    callback(*(sender, None, None)[:n_args])

@@ -67,6 +67,7 @@ class SettingsPanel:
         self.schedule = self.proposal = self.sample_top_k = self.top_p = self.threshold = self.eta = 0
         self.device = self.dtype = 0
         self.prompt = self.template = self.chat = self.prompt_hint = 0
+        self._prompt_seen = self._prompt_before = ""  # the box's text as its callbacks last told, and before that
         self.prefix_cache = 0
         self.cache_refresh = 0  # no widget: the last written run's --cache-refresh, kept for restarts
         self.start_button = self.stop_button = self.continue_button = self.message = 0
@@ -223,7 +224,7 @@ class SettingsPanel:
             hole = dpg.add_button(label=f"+{MASK_GLYPH}", callback=lambda: self._append_hole())  # as wide as its label
         self.prompt = dpg.add_input_text(
             multiline=True, width=-1, height=52, tab_input=False, hint="text the run starts from (optional)",
-            callback=lambda: self._show_prompt_hint(),
+            callback=lambda sender, text: self._on_prompt(text),
         )
         with dpg.tooltip(self.prompt):
             # What Start will do with the box (in the tooltip, so a line under the box never
@@ -240,6 +241,26 @@ class SettingsPanel:
             dpg.add_text("Wrap the prompt in the model's own chat template (models that bring one: LLaDA, Dream).")
         with dpg.tooltip(hole):
             dpg.add_text(f"Add a {MASK_GLYPH} (a position to fill) at the end, and tick 'template'")
+
+    def _on_prompt(self, text: object) -> None:
+        self._prompt_before, self._prompt_seen = self._prompt_seen, str(text)
+        self._show_prompt_hint()
+
+    def prompt_key(self, pressed: str) -> bool:
+        """Ctrl+Enter while the Prompt box has the keyboard starts the run (gui.input's `box_keys`).
+
+        The box is multiline: Enter is a newline there, and Ctrl+Enter ends the edit. A fast chord
+        (xdotool, a quick typist, a loaded machine) lets go of Ctrl before the box reads the Enter,
+        so it types a newline; that one newline is taken back before the run reads the box."""
+        if pressed != "ctrl+enter" or not (dpg.is_item_active(self.prompt) or dpg.is_item_deactivated(self.prompt)):
+            return False
+        text = str(dpg.get_value(self.prompt))
+        for before in (self._prompt_seen, self._prompt_before):
+            if _one_newline_more(text, before):
+                dpg.set_value(self.prompt, before)
+                break
+        self.start()
+        return True
 
     def _append_hole(self) -> None:
         dpg.set_value(self.prompt, str(dpg.get_value(self.prompt)) + MASK_GLYPH)
@@ -494,3 +515,10 @@ class SettingsPanel:
             self.randomness, self.seed, self.model_combo, self.strategy, self.schedule, self.proposal,
             self.sample_top_k, self.top_p, self.threshold, self.eta, self.device, self.dtype,
         ]
+
+
+def _one_newline_more(text: str, before: str) -> bool:
+    """`text` is `before` with one newline typed into it."""
+    if len(text) != len(before) + 1:
+        return False
+    return any(text[:i] + text[i + 1 :] == before for i, c in enumerate(text) if c == "\n")
