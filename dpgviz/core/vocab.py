@@ -11,6 +11,12 @@ process has none): each id has a display string (`itos`), and
     widths   `display_widths`: cells per id on the canvas and in exports (len of the string)
     ids      real tokens 0..size-1, the mask at `mask_id` = size, reserved ids up to n_ids;
              `never_sample` lists special ids ([CLS], [PAD], ...) the sampler never proposes
+    ends     `eos_ids`: the end tokens (end of text, end of turn: `END_TOKENS` among a
+             tokenizer's specials, `end_ids`); they draw as named glyphs (EOS_GLYPH, EOT_GLYPH)
+    model    `model_ids(tokens)`: a record's ids in the model's own id space. A Hugging Face
+             model's internal ids are its ids without the mask, then the mask
+             (engine.hf.vocab_from_tokenizer); `model_mask_id` says where the mask was.
+             An id no token names draws as `<id>` (`reserved_string`), in the model's ids.
 
 `meta.pkl` comes from users' folders, so it is read through a restricted unpickler
 that only rebuilds plain containers, strings and numbers: a pickle that names any
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -31,7 +38,28 @@ import numpy as np
 MASK_GLYPH = "\u2588"  # full block: how a masked position prints in text
 NEWLINE_GLYPH = "\u21b5"  # downwards arrow with corner leftwards: a newline made visible
 MAX_SLOT_WIDTH = 8  # widest grid slot in cells (canvas and PNG) for subword tokens; longer strings are cut
-RESERVED_GLYPH = "\ufffd"  # replacement char for ids past the real vocabulary
+RESERVED_GLYPH = "\ufffd"  # replacement char: a token the decoder cannot show on its own
+EOS_GLYPH = "\u27e8eos\u27e9"  # how an end of text draws: "<eos>" in mathematical angle brackets
+EOT_GLYPH = "\u27e8eot\u27e9"  # an end of turn (<|eot_id|>, <|im_end|>, <end_of_turn>)
+# The token strings of end tokens across tokenizer families (value: the glyph they draw as).
+END_TOKENS = {
+    "</s>": EOS_GLYPH, "<|endoftext|>": EOS_GLYPH, "<|end_of_text|>": EOS_GLYPH, "<eos>": EOS_GLYPH,
+    "<|eot_id|>": EOT_GLYPH, "<|im_end|>": EOT_GLYPH, "<end_of_turn>": EOT_GLYPH, "<|end|>": EOT_GLYPH,
+}
+
+
+def reserved_string(model_id: int) -> str:
+    """How an id that no token of the tokenizer names draws: `<id>` (the model's id)."""
+    return f"<{int(model_id)}>"
+
+
+def end_ids(itos: Sequence[str], candidates: Iterable[int], eos: int | None = None) -> tuple[int, ...]:
+    """Ids among `candidates` (a tokenizer's special ids, in `itos`'s ids) whose string is an
+    END_TOKENS entry, with `eos` (the tokenizer's own end of text) if given; sorted."""
+    found = {int(i) for i in candidates if 0 <= int(i) < len(itos) and itos[int(i)] in END_TOKENS}
+    if eos is not None and 0 <= eos < len(itos):
+        found.add(int(eos))
+    return tuple(sorted(found))
 
 
 class VocabError(ValueError):
@@ -74,7 +102,16 @@ class Vocabulary:
     # The end-of-text id of a model that writes one and pads after it (LLaDA, Dream): the
     # canvas dims everything from it on (core.prompt.padding_after_eos). None: no such id.
     eos_id: int | None = None
+    # Every end token (eos_id among them): drawn as EOS_GLYPH / EOT_GLYPH, summed in "EOS mass".
+    eos_ids: tuple[int, ...] = ()
+    # The model's id of the mask where internal ids skip it (a Hugging Face model: engine.hf);
+    # None: internal ids are the model's (the seed's char models, mask at size).
+    model_mask_id: int | None = None
     _lookup: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ends = {int(i) for i in self.eos_ids} | ({int(self.eos_id)} if self.eos_id is not None else set())
+        object.__setattr__(self, "eos_ids", tuple(sorted(ends)))
 
     @property
     def size(self) -> int:
@@ -130,18 +167,34 @@ class Vocabulary:
         data = {"itos": list(self.itos), "model_vocab_size": self.model_vocab_size, "never_sample": list(self.never_sample)}
         if self.eos_id is not None:  # only models that pad after an end of text: other files read as before
             data["eos_id"] = self.eos_id
+        if self.eos_ids:
+            data["eos_ids"] = list(self.eos_ids)
+        if self.model_mask_id is not None:
+            data["model_mask_id"] = self.model_mask_id
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Vocabulary:
-        """Inverse of to_dict; never_sample and eos_id may be absent (older files)."""
-        eos = data.get("eos_id")
+        """Inverse of to_dict; never_sample, eos_id, eos_ids and model_mask_id may be absent (older files)."""
+        eos, model_mask = data.get("eos_id"), data.get("model_mask_id")
         return cls(
             itos=tuple(str(s) for s in data["itos"]),
             model_vocab_size=int(data.get("model_vocab_size", 0)),
             never_sample=tuple(int(i) for i in data.get("never_sample", ())),
             eos_id=None if eos is None else int(eos),
+            eos_ids=tuple(int(i) for i in data.get("eos_ids", ())),
+            model_mask_id=None if model_mask is None else int(model_mask),
         )
+
+    def model_ids(self, tokens: np.ndarray) -> np.ndarray:
+        """`tokens` (dpgviz's ids, any shape) in the model's own id space (int64): the ids the
+        model's tokenizer reads (`show --json --ids`, `generate --json --ids`)."""
+        t = np.asarray(tokens, dtype=np.int64)
+        if self.model_mask_id is None:
+            return t.copy()
+        out = t + ((t >= self.model_mask_id) & (t < self.mask_id))  # ids after the mask's place move up one
+        out[t == self.mask_id] = self.model_mask_id
+        return out
 
     def to_meta(self) -> dict:
         """The seed's meta.pkl dict."""
@@ -217,16 +270,22 @@ class Vocabulary:
         """An object array id -> display string, covering every id a record can hold.
 
         `newline` replaces every newline inside a display string (a subword token may hold
-        several, or spaces around one), so a drawn token never breaks its row. Built once
-        per (mask, newline) and cached; each call returns a copy.
+        several, or spaces around one), so a drawn token never breaks its row. End tokens
+        show as their glyph (EOS_GLYPH, EOT_GLYPH), ids past the vocabulary as `<id>`. Built
+        once per (mask, newline) and cached; each call returns a copy.
         """
         key = ("strings", mask, newline)
         if key not in self._lookup:
-            table = np.full(self.n_ids, RESERVED_GLYPH, dtype=object)
+            table = np.empty(self.n_ids, dtype=object)
             if newline is not None:
                 table[: self.size] = [s.replace("\n", newline) for s in self.itos]  # once per vocabulary
             else:
                 table[: self.size] = self.itos
+            past = np.arange(self.size + 1, self.n_ids)
+            table[past] = [reserved_string(i) for i in self.model_ids(past)]
+            for i in self.eos_ids:
+                if 0 <= i < self.size:
+                    table[i] = END_TOKENS.get(self.itos[i], EOS_GLYPH)
             table[self.mask_id] = mask
             self._lookup[key] = table
         return self._lookup[key].copy()
