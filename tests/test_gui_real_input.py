@@ -275,3 +275,36 @@ def test_reopen_beside_a_new_run_then_close_and_start_keeps_every_branch(tmp_pat
     with recover(closed) as kept:  # every record of every branch reachable
         store = kept.store
         assert sum(len(store.history(b)) for b in store.branch_order) == first.n_records + own
+
+
+def test_ctrl_f_during_a_long_run_always_opens_find_with_the_keyboard_in_its_box(tmp_path: Path) -> None:
+    """Ctrl+F, the query typed at once, Enter, Escape, and Ctrl+F then Enter at once: four times
+    while a run draws (slow frames). Each Enter searches what the find box holds (its notice names
+    it; a key or two typed in the frames before the box takes the keyboard may be lost) and never
+    opens Replace; each Escape closes the bar, not the run."""
+    tries = 4
+    with RealWindow(APP, cache_dir=tmp_path / "cache", workdir=tmp_path) as window:
+        assert window.wait_log("Loaded", 90), window.log_text
+        set_length(window, 4096)  # in blocks: frames stay slow while it runs
+        mark = len(window.log_text)
+        window.key("ctrl+Return")
+        assert window.wait_log("Generating", 30, after=mark), window.log_text
+        time.sleep(2.0)
+        for _ in range(tries):
+            window.key("ctrl+f")
+            window.type("the")  # at once, as a user does: the box may not have the keyboard yet
+            window.key("Return")
+            time.sleep(1.0)
+            window.key("Escape")
+            time.sleep(1.0)
+            window.key("ctrl+f", "Return")  # Enter before the box can have the keyboard: the next match
+            time.sleep(1.0)
+            window.key("Escape")
+            time.sleep(1.0)
+        window.screenshot(shots_dir(tmp_path) / "ctrl-f-after.png")
+        text = window.log_text[mark:]
+        assert "Done:" not in text, "the run ended before the tries: make it longer"
+        assert "Type the replacement" not in text and "Stopped" not in text, text
+        searched = re.findall(r"Find:? (?:no )?'(\w*)'", text)  # 'Find 'the': match k of N' or 'Find: no 'the' ...'
+        assert len(searched) == 2 * tries and all(q and "the".endswith(q) for q in searched), text
+        assert window.close() == 0

@@ -237,6 +237,7 @@ class App:
         self.input.actions.update(self.find_bar.actions())  # Ctrl+F, Ctrl+G, F3, Shift+F3
         self.input.closers.append(self.find_bar.close)  # Escape closes the find bar
         self.input.box_keys.append(self.find_bar.box_key)  # Enter / F3 / Escape in its own box
+        self.input.keyboard_claims.append(self.find_bar.is_claiming)  # keys wait for its box to take the keyboard
         self.input.register()
         dpg.set_item_callback(self.canvas.scrollbar, lambda: self.canvas.on_scrollbar(self.view))
 

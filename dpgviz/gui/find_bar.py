@@ -21,6 +21,7 @@ matches change. dearpygui and numpy; no torch.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import dearpygui.dearpygui as dpg
@@ -32,6 +33,7 @@ from dpgviz.gui import palette
 from dpgviz.gui.status import ERROR_COLOR, INFO_COLOR, Cached
 
 BOX_PX = 240
+FOCUS_RETRY_S = 2.0  # a box that just opened asks for the keyboard each frame until it has it, this long at most
 MARKS_PX = 8  # height of the overview's strip of match ticks
 MATCH_RGB = palette.OVERLAY_RGBA["match"][:3]  # the canvas's match tint, opaque
 CURRENT_RGB = (255, 255, 255)
@@ -51,6 +53,8 @@ class FindBar:
         self.ticks: np.ndarray | None = None  # (w,) uint8 of the strip last drawn: 0, 1 match, 2 current (tests)
         self._marks_key: tuple | None = None
         self._cache = Cached()
+        self._focus_wanted: int | str | None = None  # a box asked for the keyboard and not given it yet
+        self._focus_until = 0.0
 
     # -- building ------------------------------------------------------------------------
     def build(self, parent: int | str) -> None:
@@ -104,7 +108,7 @@ class FindBar:
         """Show the find bar, the keyboard in its box; what it holds is searched again."""
         dpg.hide_item(self.goto_group)
         dpg.show_item(self.find_group)
-        dpg.focus_item(self.find_box)
+        self._focus(self.find_box)
         self.search(str(dpg.get_value(self.find_box)))
 
     def open_goto(self) -> None:
@@ -112,11 +116,35 @@ class FindBar:
         self.find.close()
         dpg.show_item(self.goto_group)
         dpg.set_value(self.goto_box, "")  # a new position each time
-        dpg.focus_item(self.goto_box)
+        self._focus(self.goto_box)
+
+    def _focus(self, box: int | str) -> None:
+        """Give `box` the keyboard, and ask again each frame until it has it (`refresh`).
+
+        A focus asked for in the frame a hidden bar is shown can be lost: the box is not laid
+        out yet, and ImGui applies a focus request a frame later, to an item it then sees. Under
+        load that happened 1 Ctrl+F in 4: the text typed next went nowhere and Enter opened Replace.
+        Until the box has the keyboard it claims the keys (`is_claiming`), so they fire no shortcut."""
+        dpg.focus_item(box)
+        self._focus_wanted, self._focus_until = box, time.monotonic() + FOCUS_RETRY_S
+
+    def is_claiming(self) -> bool:
+        """A bar just opened and its box has not taken the keyboard yet (gui.input's `keyboard_claims`)."""
+        return self._focus_wanted is not None
+
+    def _keep_focus(self) -> None:
+        box = self._focus_wanted
+        if box is None:
+            return
+        if dpg.is_item_active(box) or not dpg.is_item_shown(box) or time.monotonic() > self._focus_until:
+            self._focus_wanted = None
+        else:
+            dpg.focus_item(box)
 
     def close(self) -> bool:
         """Hide whichever bar is open and end the search; True if one was open (Escape)."""
         was_open = self.is_open()
+        self._focus_wanted = None
         dpg.hide_item(self.find_group)
         dpg.hide_item(self.goto_group)
         self.find.close()
@@ -159,12 +187,13 @@ class FindBar:
         """A chord (gui.keys) while a text box has the keyboard: Enter / F3 (Shift: back) and Escape
         in this bar's boxes; True if it was one of them (gui.input's `box_keys`)."""
         find_has, goto_has = self._has_keyboard(self.find_box), self._has_keyboard(self.goto_box)
-        if pressed == "escape" and (find_has or goto_has):
+        if pressed == "escape" and (find_has or goto_has or self.is_claiming()):
             self.close()
             return True
-        if find_has and pressed in ("enter", "f3", "shift+enter", "shift+f3"):
+        find_waits = self._focus_wanted == self.find_box  # just opened: Enter is the box's before it has the keyboard
+        if (find_has or find_waits) and pressed in ("enter", "f3", "shift+enter", "shift+f3"):
             self.step(-1 if pressed.startswith("shift+") else 1)
-            dpg.focus_item(self.find_box)  # Enter ended the edit: take the keyboard back for the next Enter
+            self._focus(self.find_box)  # Enter ended the edit: take the keyboard back for the next Enter
             return True
         return False  # the go-to box's Enter is its own callback (on_enter)
 
@@ -177,6 +206,7 @@ class FindBar:
         """The count ("3 of 41"), and the overview's ticks when the matches changed."""
         if not self.find_group:
             return
+        self._keep_focus()
         text = self.find.count_text()
         self._cache.set(self.count, text)
         self._cache.configure(self.count, color=ERROR_COLOR if text == "no matches" else INFO_COLOR)

@@ -13,12 +13,14 @@ chord goes to `box_keys` instead (the find bar's Enter / F3 / Escape in its own 
 Modifiers: a callback runs a frame or more after its key press, and a fast chord (xdotool,
 a quick typist) has let go of Ctrl by then, so Ctrl+F read as F. So the modifiers are
 followed through the callback queue, in the order the handlers saw them: a modifier
-counts as held if it is down now, or a key-down handler saw it within MODIFIER_GRACE_S,
-its release has not come through the queue yet (release handlers are registered after
-the key presses, so a release in the same frame as the key comes after it) and no key
-pressed since it went down has used it (Shift+Enter, then F3 in the frame Shift is let
-go: F3 alone). Measured with xdotool under Xvfb: the key and the modifier's release come
-in the same frame.
+counts as held if it is down now, or a key-down handler saw it within MODIFIER_GRACE_FRAMES
+frames (or MODIFIER_GRACE_S), its release has not come through the queue yet (release
+handlers are registered after the key presses, so a release in the same frame as the key
+comes after it) and no key pressed since it went down has used it (Shift+Enter, then F3 in
+the frame Shift is let go: F3 alone). Measured with xdotool under Xvfb: the key and the
+modifier's release come in the same frame. The grace counts frames, not only seconds: on a
+loaded machine one frame took longer than MODIFIER_GRACE_S, Ctrl+F read as F (1 try in 4),
+the text typed next went nowhere and Enter opened Replace.
 
 Handlers are small: they change the view state or call one workspace operation. The
 panels they reach are handed in (`Input(ws, canvas, settings, ...)`), never the App.
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 
 SCROLL_ROWS_PER_NOTCH = 3
 MODIFIER_GRACE_S = 0.25  # a modifier seen down this recently counts as held (see the module docstring)
+MODIFIER_GRACE_FRAMES = 2  # ... or this few frames ago, however long they took
 MODIFIERS = {"ctrl": (dpg.mvKey_LControl, dpg.mvKey_RControl), "shift": (dpg.mvKey_LShift, dpg.mvKey_RShift)}
 
 # Keys the app listens to (chord names in gui.keys); modifiers are read when one is pressed.
@@ -106,6 +109,10 @@ class Input:
         # Chords for a box with the keyboard; True: it took the chord. Ctrl+Enter in the Prompt box starts the run.
         self.box_keys: list[Callable[[str], bool]] = [settings.prompt_key]
         self._modifier_seen = dict.fromkeys(MODIFIERS, -1.0)  # monotonic time each was last seen down; -1: let go
+        self._modifier_frame = dict.fromkeys(MODIFIERS, -1)  # dpg frame count when each was last seen down
+        # Asked before a key goes to the shortcuts: True while a bar waits for its box to take the
+        # keyboard (Find just opened), so keys typed meanwhile do not fire shortcuts (Enter: Replace).
+        self.keyboard_claims: list[Callable[[], bool]] = []
         self._modifier_used = dict.fromkeys(MODIFIERS, False)  # a key pressed since it went down was read with it
         self.is_dragging = False
         self.key_handlers: dict[int, int | str] = {}
@@ -237,6 +244,7 @@ class Input:
             if held and self._modifier_seen[modifier] < 0:  # went down: no key has used it yet
                 self._modifier_used[modifier] = False
             self._modifier_seen[modifier] = time.monotonic() if held else -1.0
+            self._modifier_frame[modifier] = dpg.get_frame_count() if held else -1
 
         return seen
 
@@ -245,7 +253,10 @@ class Input:
         (see the module docstring). Call once per key press: it marks the modifier used."""
         seen = self._modifier_seen[modifier]
         is_held = any(dpg.is_key_down(k) for k in MODIFIERS[modifier]) or (
-            seen >= 0 and not self._modifier_used[modifier] and time.monotonic() - seen < MODIFIER_GRACE_S
+            seen >= 0 and not self._modifier_used[modifier] and (
+                time.monotonic() - seen < MODIFIER_GRACE_S
+                or dpg.get_frame_count() - self._modifier_frame[modifier] <= MODIFIER_GRACE_FRAMES
+            )
         )
         if is_held:
             self._modifier_used[modifier] = True
@@ -254,7 +265,7 @@ class Input:
     def _on_key(self, name: str) -> Callable[[], None]:
         def on_key() -> None:
             pressed = chord(name, self.is_held("ctrl"), self.is_held("shift"))
-            if not self.is_typing():
+            if not self.is_typing() and not any(claim() for claim in self.keyboard_claims):
                 self.press(pressed)
             else:
                 any(take(pressed) for take in self.box_keys)
