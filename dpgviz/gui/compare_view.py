@@ -22,9 +22,9 @@ from dpgviz.app.inspect import NO_EXTRAS, CellExtras, ShownRecord
 from dpgviz.app.view_state import ViewState
 from dpgviz.app.workspace import Workspace
 from dpgviz.core.vocab import Vocabulary
+from dpgviz.gui import palette
 from dpgviz.gui.branches import branch_title
 from dpgviz.gui.canvas import TokenCanvas
-from dpgviz.gui.palette import DERIVED_FIELDS
 from dpgviz.gui.status import INFO_COLOR, Cached
 from dpgviz.gui.theme import Fonts
 
@@ -134,10 +134,12 @@ class CompareView:
         self._refresh_diff(vocab)
 
     def _extras(self, color_mode: str, branch: str, row: int) -> CellExtras:
-        """What a pane's colour mode derives from its branch's history (palette.DERIVED_FIELDS):
-        'changed' since the record before, decoding 'order', 'disagreement' (its score layer).
-        Every derived mode gets its array: one missing was a KeyError that closed the view."""
-        if color_mode not in DERIVED_FIELDS:
+        """What a pane's colour mode derives from its branch's history (a mode whose array is no
+        record field): 'changed' since the record before, decoding 'order', 'disagreement' (its
+        score layer); any other derived mode, no value (NaN), drawn as such. Every derived mode
+        gets its array: one missing was a KeyError that closed the view."""
+        field = palette.MODE_BY_KEY[color_mode].field
+        if field is None or field in self.workspace.store.columns:
             return NO_EXTRAS
         ws = self.workspace
         store, rows = ws.store, ws.rows(branch)
@@ -149,10 +151,12 @@ class CompareView:
             return CellExtras(("changed", row, prev), {"changed": changed})
         if color_mode == "order":
             return CellExtras(("order", id(store), store.version, branch, row), {"order": self._order(branch, row)})
-        from dpgviz.store.layers import disagreement_at, layer_of
+        if color_mode == "disagreement":
+            from dpgviz.store.layers import disagreement_at, layer_of
 
-        js = disagreement_at(store, branch, rows, record, ws.vocab.size, scaled=True)
-        return CellExtras(("disagreement", row, id(layer_of(store, branch))), {"disagreement": js})
+            js = disagreement_at(store, branch, rows, record, ws.vocab.size, scaled=True)
+            return CellExtras(("disagreement", row, id(layer_of(store, branch))), {"disagreement": js})
+        return CellExtras((field, "none"), {field: np.full(store.layout.seq_len, np.nan, np.float32)})
 
     def _order(self, branch: str, row: int) -> np.ndarray:
         """Decoding order of `branch` (as app.inspect's), over the positions of the record `row` holds."""
