@@ -57,6 +57,9 @@ FLAG_EDITED = 16  # the user changed this position by hand (edited record)
 # with FLAG_PROTECTED, so everything that keeps protected positions keeps the prompt's;
 # this bit only says why (the canvas's "prompt" colour, the branch panel's prompt).
 FLAG_PROMPT = 32
+# Left padding of a batch row (a recorder's attention_mask 0): no token of the run, drawn dimmed
+# and never as prompt (app.inspect adds it to the canvas's 'padding').
+FLAG_PADDING = 64
 
 SCALAR_FIELDS: dict[str, np.dtype] = {
     "iteration": np.dtype(np.int32),

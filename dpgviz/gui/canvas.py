@@ -392,10 +392,11 @@ class TokenCanvas:
         box = None
         if selection is not None and layout is not None and self._advance_ratio is not None:
             s0, s1 = max(0, selection[0]), min(layout.seq_len, selection[1])
-            if s0 < s1:
-                rows, cols, widths = layout.span(slice(s0, s1))
-                if rows[0] == rows[-1] and r0 <= rows[0] < r1:
-                    box = int(rows[0]) - r0, int(cols[0]), int(cols[-1] + widths[-1])
+            if s0 < s1:  # its first and last positions only: a select-all costs no more than one cell
+                (row0,), (col0,), _ = layout.span(slice(s0, s0 + 1))
+                (row1,), (col1,), (width1,) = layout.span(slice(s1 - 1, s1))
+                if row0 == row1 and r0 <= row0 < r1:
+                    box = int(row0) - r0, int(col0), int(col1 + width1)
         if box is None:
             for item in self._outline:
                 dpg.configure_item(item, show=False)
