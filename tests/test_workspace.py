@@ -347,3 +347,24 @@ def test_reopen_adds_the_last_windows_branches_beside_the_unsaved_ones_and_a_clo
     with journaled(entry, journal) as ws:  # the next start: the close kept every branch
         assert ws.recovery.reopen_last_closed()
         assert branch_histories(ws) == both and len(both) == 3
+
+
+def test_records_recovered_at_start_stay_when_the_last_windows_work_is_reopened(entry: ModelEntry, tmp_path: Path) -> None:
+    journal = tmp_path / "recovery.dpgjournal"
+    with journaled(entry, journal) as ws:  # a window closed normally: its run kept aside
+        ws.runs.start(SHORT)
+        until(ws, lambda: not ws.is_running)
+        closed = branch_histories(ws)
+    killed = journaled(entry, journal)  # a window that dies: its journal stays to be recovered
+    killed.runs.start(GenerationSettings(length=SHORT.length, steps=5, seed=7))
+    until(killed, lambda: not killed.is_running)
+    lost = branch_histories(killed)
+    killed.recovery.close(delete=False)
+    killed.close()
+    with journaled(entry, journal) as ws:
+        assert ws.recovery.pending is not None and ws.recovery.accept()
+        assert branch_histories(ws) == lost
+        assert ws.recovery.reopen_last_closed()
+        assert branch_histories(ws) == sorted(lost + closed)  # the recovered records stay beside the reopened
+    with journaled(entry, journal) as ws:
+        assert ws.recovery.reopen_last_closed() and branch_histories(ws) == sorted(lost + closed)

@@ -199,6 +199,7 @@ class Recovery:
         if not delete or (self.pending is not None and self.pending.path == self.path):
             self.journal.close(delete=False)
             return
+        self.sync()  # what changed since the last frame (a reopen just now) goes into the file it keeps
         self.journal.close(delete=False)
         store = self.doc.store
         try:
