@@ -41,8 +41,11 @@ from dpgviz.store.step_store import StepStore
 log = logging.getLogger(__name__)
 
 
-def session_json(session: Session, branch: str | None = None, full_text: bool = False) -> dict:
+def session_json(session: Session, branch: str | None = None, full_text: bool = False, ids: bool = False) -> dict:
     """`show --json`: every branch (id, parent, fork_record, settings) and one branch's records.
+
+    `ids` (`show --json --ids`): each record also carries "ids", the whole sequence's token ids
+    with the prompt, in the model's own id space (core.vocab.Vocabulary.model_ids).
 
     The records are the branch's full history (Session.rows): for a child, the parent's
     history up to the forked record, then the child's own ('edit' first, for a fork).
@@ -51,6 +54,10 @@ def session_json(session: Session, branch: str | None = None, full_text: bool = 
     chosen = session.branch(branch)
     rows = session.rows(chosen.id)
     records = composed_records_json(session.store, rows, session.vocab, full_text=full_text)
+    if ids:
+        for k, rec in enumerate(records):
+            tokens = compose(session.store, rows, k, "tokens", session.vocab.mask_id)
+            rec["ids"] = session.vocab.model_ids(tokens).tolist()
     doc = {
         "branches": [
             {"id": b.id, "parent": b.parent, "fork_record": b.fork_record, "settings": b.settings}
@@ -165,7 +172,9 @@ def _position_table(doc: dict, branch: str, top: int = 3) -> str:
 PARTIAL_EXIT = 3  # `show` of a damaged file: what precedes the damage was printed (--allow-partial: 0)
 
 
-def show_json(path: str | Path, branch: str | None = None, position: int | None = None, full_text: bool = False) -> dict:
+def show_json(
+    path: str | Path, branch: str | None = None, position: int | None = None, full_text: bool = False, ids: bool = False
+) -> dict:
     """What `show --json` prints: `session_json` (or `position_json`), every column checksum checked.
 
     A partial read (a damaged recorder file or journal: store.session.Damage) puts
@@ -173,13 +182,14 @@ def show_json(path: str | Path, branch: str | None = None, position: int | None 
     first; a whole read adds nothing. SessionError for a file that cannot be read at all.
     """
     with open_session(path, verify=True) as session:
-        doc = position_json(session, position, branch) if position is not None else session_json(session, branch, full_text)
+        doc = (position_json(session, position, branch) if position is not None
+               else session_json(session, branch, full_text, ids))
         return doc if session.damage is None else {**session.damage.json(), **doc}
 
 
 def cmd_show(
     path: str, branch: str | None = None, as_json: bool = False, position: int | None = None, full_text: bool = False,
-    allow_partial: bool = False,
+    allow_partial: bool = False, ids: bool = False,
 ) -> int:
     """Print a session: JSON (`show_json`) or a readable summary and the branch's final text.
 
@@ -188,7 +198,7 @@ def cmd_show(
     unless `allow_partial` (the reader logged "partial: N of M records recovered (why)").
     """
     if as_json:
-        doc = show_json(path, branch, position, full_text)
+        doc = show_json(path, branch, position, full_text, ids)
         print_json(doc)
         is_partial = bool(doc.get("partial"))
     else:
@@ -327,6 +337,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="exit 0 on a damaged file whose records before the damage were read")
     p.add_argument("--branch")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--ids", action="store_true",
+                   help="with --json: each record's token ids (the whole sequence, in the model's id space)")
     p.add_argument(
         "--position", type=int, metavar="P",
         help="print position P's history instead: token, state, p, entropy, score and candidates per record",
@@ -353,7 +365,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 COMMANDS = {
-    "show": lambda args: cmd_show(args.file, args.branch, args.json, args.position, args.full_text, args.allow_partial),
+    "show": lambda args: cmd_show(
+        args.file, args.branch, args.json, args.position, args.full_text, args.allow_partial, args.ids
+    ),
     "export": lambda args: cmd_export(
         args.file, args.format, args.branch, args.record, args.frame_ms, args.out, mode=args.mode
     ),

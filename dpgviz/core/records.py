@@ -60,6 +60,9 @@ FLAG_PROMPT = 32
 # Left padding of a batch row (a recorder's attention_mask 0): no token of the run, drawn dimmed
 # and never as prompt (app.inspect adds it to the canvas's 'padding').
 FLAG_PADDING = 64
+# Left padding of a batch row (a recorder's attention_mask 0): no token of the run, drawn dimmed
+# and never as prompt (app.inspect adds it to the canvas's 'padding').
+FLAG_PADDING = 64
 
 SCALAR_FIELDS: dict[str, np.dtype] = {
     "iteration": np.dtype(np.int32),

@@ -153,7 +153,9 @@ def position_sources(store: StepStore, rows: np.ndarray | list[int], pos: int) -
 
 
 def _number(x: float) -> float | None:
-    return None if not np.isfinite(x) else round(float(x), 6)
+    """A stored number for JSON: the shortest decimal that reads back as the same float32
+    (1e-05, not 8e-06 or 9.999999747378752e-06); None where NaN or infinite."""
+    return None if not np.isfinite(x) else float(str(np.float32(x)))
 
 
 def position_history(store: StepStore, rows: np.ndarray | list[int], pos: int, vocab: Vocabulary) -> list[dict]:
@@ -210,7 +212,7 @@ def _history_dicts(
                 "entropy": _number(arrays["entropy"][i]),
                 "score": _number(arrays["score"][i]),
                 "top": [
-                    [str(table[t]), round(float(p), 6)] for t, p in zip(top_ids[i][keep], top_probs[i][keep], strict=True)
+                    [str(table[t]), _number(p)] for t, p in zip(top_ids[i][keep], top_probs[i][keep], strict=True)
                 ],
             }
         )
