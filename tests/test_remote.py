@@ -422,6 +422,8 @@ def test_worker_listen_takes_a_bare_port_as_127_0_0_1_and_names_its_own_pid(tmp_
             assert path.is_file(), log.read_text()  # before: "5601 is reachable from other machines", exit 2
             target = wire.read_target(str(path))
             assert (target.host, target.port) == ("127.0.0.1", port)
+            while "dpgviz worker on" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)  # the line comes just after the file
             first = log.read_text().splitlines()[0]
             assert f"dpgviz worker on 127.0.0.1:{port} (pid {proc.pid}," in first, first  # its own pid, not its child's
             proc.send_signal(signal.SIGTERM)

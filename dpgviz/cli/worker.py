@@ -155,23 +155,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
         server = WorkerServer(host, port, key, options)
     except Exception as exc:  # zmq.ZMQError (address in use, cannot assign), named in one line
         raise UserError(f"cannot listen on {args.listen}: {exc}") from None
-    warning = wire.remote_warning(host, server.port)
-    if warning:
-        log.warning(warning)
-    path = wire.write_connection_file(args.connection_file or default_connection_file(server.port), host, server.port, key)
-    log.info("dpgviz worker on %s:%d (pid %d, its model process %s); connection file %s",
-             host, server.port, os.getpid(), server.source.pid, path)
-    log.info("from another machine: copy that file there, run  ssh -N -L %d:127.0.0.1:%d THIS_HOST  and connect with it",
-             server.port, server.port)
-    sys.stdout.write(f"python main.py --connect {path}\n")
-    sys.stdout.flush()
 
     def on_signal(signum: int, frame: object) -> None:
         server.stop()
 
+    # Before the connection file exists: a SIGTERM as soon as it appears must still remove it.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    warning = wire.remote_warning(host, server.port)
+    if warning:
+        log.warning(warning)
+    path = wire.write_connection_file(args.connection_file or default_connection_file(server.port), host, server.port, key)
     try:
+        log.info("dpgviz worker on %s:%d (pid %d, its model process %s); connection file %s",
+                 host, server.port, os.getpid(), server.source.pid, path)
+        log.info("from another machine: copy that file there, run  ssh -N -L %d:127.0.0.1:%d THIS_HOST  and connect "
+                 "with it", server.port, server.port)
+        sys.stdout.write(f"python main.py --connect {path}\n")
+        sys.stdout.flush()
         server.serve()
     finally:
         remove_connection_file(path, key)  # as Jupyter removes its kernel file: a stale key points nowhere

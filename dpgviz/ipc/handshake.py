@@ -57,7 +57,9 @@ class Handshake:
             log.warning("dropped a malformed Knock: %s", exc)
             return None
         now = time.monotonic()
-        while self._pending and (len(self._pending) >= MAX_PENDING or next(iter(self._pending.values()))[1] < now - PENDING_S):
+        while self._pending and (
+            len(self._pending) >= MAX_PENDING or next(iter(self._pending.values()))[1] < now - PENDING_S
+        ):
             self._pending.popitem(last=False)  # the oldest first
         nonce = secrets.token_bytes(wire.NONCE_BYTES)
         self._pending.pop(identity, None)

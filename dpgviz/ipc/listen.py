@@ -303,7 +303,8 @@ class RunListener:
         first = got.messages[0]
         if s is None:  # a Hello, signed over this connection's nonce
             self._handshake.forget(identity)
-            s = self._sessions[identity] = _Session(identity, got.session, first.client or identity.hex(), got.n, signer)
+            who = first.client or identity.hex()
+            s = self._sessions[identity] = _Session(identity, got.session, who, got.n, signer)
             self._send(s, Welcome(socket.gethostname(), [], ""))
             log.info("recorder %s connected", s.who)
             return

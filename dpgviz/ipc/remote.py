@@ -78,7 +78,7 @@ from dpgviz.store.step_store import StepStore
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0  # Hello -> Welcome; a wrong key or a busy worker answers at once
-REFUSED_S = 0.5  # a refused connect (zmq retries it every 100 ms) is given up after this, not CONNECT_TIMEOUT_S
+REFUSED_S = 1e9  # a refused connect (zmq retries it every 100 ms) is given up after this, not CONNECT_TIMEOUT_S
 MAX_FRAME_BYTES = 1 << 30  # a 65,536-token record is 2 MiB; an explorer batch's rows are small
 RCVHWM = 1000  # messages; the server's credit window (ipc.server.WINDOW_BYTES) bounds the bytes
 
@@ -277,7 +277,8 @@ class RemoteClient:
             if self._retries:
                 # A reason is a clause the caller ends ("Disconnected from A: REASON."): no closing punctuation.
                 return f"nothing answers at {self.address} (connection refused): start `python main.py worker` there"
-            return f"no answer from {self.address} within {self.connect_timeout_s:.0f} s (not a dpgviz worker, or an older one)"
+            wait_s = self.connect_timeout_s
+            return f"no answer from {self.address} within {wait_s:.0f} s (not a dpgviz worker, or an older one)"
         if self._is_welcomed and now - self._last_sent > PING_S:
             try:
                 self._send(Ping())  # the server drops a client it has not heard from in a while

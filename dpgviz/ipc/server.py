@@ -22,13 +22,14 @@ What the server trusts: a message signed with the key over the nonce it drew for
 connection (ipc.wire's handshake: Knock, Challenge, Hello; ipc.handshake), checked before
 anything else is read, from the one client whose Hello it accepted, in that client's
 session, with a growing message number. A session recorded off the wire and sent again on
-another connection is signed over another nonce: dropped, unanswered. It still checks every command: a LoadModel or an explorer job
-names only models this worker lists (`models`, sent in Welcome: its --model, the embedded
-default, checkpoints and Hugging Face folders under ./out and --models-dir), so a key does
-not let a client run an adapter file or read a path the host did not offer. The client's
-"auto" device and dtype become the server's --device / --dtype; --device-map and
---max-memory apply to every load. A model loaded before (by an earlier client) is answered
-from memory when asked for again, so a reconnecting window does not wait for a reload.
+another connection is signed over another nonce: dropped, unanswered. It still checks every
+command: a LoadModel or an explorer job names only models this worker lists (`models`,
+sent in Welcome: its --model, the embedded default, checkpoints and Hugging Face folders
+under ./out and --models-dir), so a key does not let a client run an adapter file or read
+a path the host did not offer. The client's "auto" device and dtype become the server's
+--device / --dtype; --device-map and --max-memory apply to every load. A model loaded before
+(by an earlier client) is answered from memory when asked for again, so a reconnecting
+window does not wait for a reload.
 
 Note [Remote faults]
 ~~~~~~~~~~~~~~~~~~~~
