@@ -11,6 +11,7 @@ the recovery prompt centred); a miss fails the positive checks, never passes sil
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import time
@@ -214,8 +215,18 @@ def test_a_refused_connect_says_so_in_seconds_and_the_local_model_comes_back(tmp
         window.click(*CONNECT_BUTTON)
         t0 = time.monotonic()
         assert window.wait_log("nothing answers", 20, after=mark), window.log_text[mark:]
-        refused_s = time.monotonic() - t0
-        print(f"refused after {refused_s:.2f} s (the window's log, polled every 0.1 s)")
+        click_s = time.monotonic() - t0
+        # The window's own time, Connect pressed ('Connecting to ...') to the refusal, from its log's
+        # clock: the click's own way through a loaded machine's slow frames is not the app's to spend.
+        stamps = {
+            what: datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f")
+            for what, m in (
+                ("connecting", re.search(r"^(\S+ \S+) .*Connecting to 127\.0\.0\.1", window.log_text[mark:], re.M)),
+                ("refused", re.search(r"^(\S+ \S+) .*nothing answers", window.log_text[mark:], re.M)),
+            )
+        }
+        refused_s = (stamps["refused"] - stamps["connecting"]).total_seconds()
+        print(f"refused {refused_s:.2f} s after Connect was pressed ({click_s:.2f} s after the click, log polled every 0.1 s)")
         assert refused_s < 5.0, refused_s  # the timeout was 10.4 s; the goal is 2 s (bounded loosely: a loaded machine)
         time.sleep(1.0)
         window.screenshot(shots / "connect-refused.png")  # the Connect window says it, beside Use the local model

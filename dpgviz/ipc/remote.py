@@ -78,7 +78,7 @@ from dpgviz.store.step_store import StepStore
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0  # Hello -> Welcome; a wrong key or a busy worker answers at once
-REFUSED_S = 1e9  # a refused connect (zmq retries it every 100 ms) is given up after this, not CONNECT_TIMEOUT_S
+REFUSED_S = 0.5  # a refused connect (zmq retries it every 100 ms) is given up after this, not CONNECT_TIMEOUT_S
 MAX_FRAME_BYTES = 1 << 30  # a 65,536-token record is 2 MiB; an explorer batch's rows are small
 RCVHWM = 1000  # messages; the server's credit window (ipc.server.WINDOW_BYTES) bounds the bytes
 
