@@ -221,7 +221,7 @@ def _stream(text: str, records: int) -> np.ndarray:
 
 
 def test_html_player_holds_the_whole_sequence_at_every_record(saved, tmp_path):
-    from dpgviz.export.html import MASK_TOKEN_BIT, NO_VALUE_BIT, player_data
+    from dpgviz.export.html import MASK_TOKEN_BIT, player_data
 
     with open_session(saved) as s:
         rows = s.rows()
@@ -229,7 +229,7 @@ def test_html_player_holds_the_whole_sequence_at_every_record(saved, tmp_path):
         tokens, flags = composed(s.store, rows, "tokens"), composed(s.store, rows, "flags")
     assert data["seq_len"] == N and data["records"] == len(rows)
     got_flags = _stream(data["flags"], len(rows))
-    assert np.array_equal(got_flags & ~np.uint8(MASK_TOKEN_BIT | NO_VALUE_BIT), flags)
+    assert np.array_equal(got_flags & ~np.uint8(MASK_TOKEN_BIT), flags)
     got_tokens = _stream(data["tokens"], len(rows))
     shown = (got_flags & MASK_TOKEN_BIT) == 0
     assert np.array_equal(got_tokens[shown], tokens[shown])

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 from session_data import sampled_store
 
-from dpgviz.core.palette import COLOR_MODES, STATE_MASKED, STATE_RGB, cell_rgb, ink_rgb, mask_states, value_levels
+from dpgviz.core import color_modes
+from dpgviz.core.palette import STATE_MASKED, STATE_RGB, cell_rgb, ink_rgb, mask_states, value_levels
 from dpgviz.core.records import FLAG_MASKED, FLAG_NEW, FLAG_PROTECTED, FLAG_REMASKED
 from dpgviz.export import export_session
 from dpgviz.export.html import player_data
@@ -78,7 +79,7 @@ def test_png_decodes_with_the_frame_size(session, tmp_path):
         assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(painter.frame(len(painter) - 1)))
 
 
-@pytest.mark.parametrize("mode", COLOR_MODES)
+@pytest.mark.parametrize("mode", [m.name for m in color_modes.modes() if m.overview])
 def test_png_in_every_colour_mode(session, tmp_path, mode):
     out = export_session(session, "png", tmp_path / f"{mode}.png", record=3, mode=mode)
     with Image.open(out) as im:
@@ -156,10 +157,10 @@ def test_html_embeds_every_record_compactly(session, tmp_path):
     masked = (flags & data["bits"]["mask_token"]) != 0
     tokens[masked] = data["mask_id"]  # ids are held under masks; the flag bit restores them
     assert np.array_equal(tokens, session.store.column("tokens")[rows])
-    assert np.array_equal(flags & ~np.uint8(0xC0), session.store.column("flags")[rows])
+    assert np.array_equal(flags & ~np.uint8(data["bits"]["mask_token"]), session.store.column("flags")[rows])
     conf = session.store.column("confidence")[rows].astype(np.float32)
-    assert np.array_equal((flags & data["bits"]["no_value"]) != 0, ~np.isfinite(conf))
-    levels = _unpack(data["confidence"], n)
+    assert np.array_equal(_unpack(data["values"]["confidence"]["none"], n) != 0, ~np.isfinite(conf))
+    levels = _unpack(data["values"]["confidence"]["levels"], n)
     assert np.array_equal(levels[np.isfinite(conf)], value_levels(conf[np.isfinite(conf)], 0.0, 1.0))
     assert len(data["scalars"]) == len(rows)
 

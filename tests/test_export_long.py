@@ -22,7 +22,7 @@ from dpgviz.bench.synthetic import synthetic_store, synthetic_vocab
 from dpgviz.core import records
 from dpgviz.core.palette import cell_rgb, mask_states
 from dpgviz.export import export_session
-from dpgviz.export.html import MASK_TOKEN_BIT, NO_VALUE_BIT
+from dpgviz.export.html import MASK_TOKEN_BIT
 from dpgviz.export.images import GIF_MAX_SIZE, PNG_MAX_SIZE, FramePainter
 from dpgviz.export.raster import fit_grid
 from dpgviz.store.session_open import open_session
@@ -67,7 +67,7 @@ def test_fit_grid_prefers_as_asked_then_reflow_then_blocks_then_a_cut():
 
 def test_player_flag_bits_are_free_in_the_record_flags():
     used = [v for name, v in vars(records).items() if name.startswith("FLAG_") and isinstance(v, int)]
-    assert used and max(used) < MASK_TOKEN_BIT < NO_VALUE_BIT <= 0x80
+    assert used and max(used) < MASK_TOKEN_BIT <= 0x80
 
 
 # -- PNG ------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 from session_data import FORK_RECORD, sampled_store
 
 from dpgviz.bench.synthetic import synthetic_store, synthetic_vocab
+from dpgviz.core import color_modes
 from dpgviz.core.palette import NO_VALUE_RGB, STATE_MASKED, STATE_NAMES, STATE_REMASKED, STATE_RGB, VIRIDIS_RGB
 from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_NEW, FLAG_REMASKED, RecordLayout
 from dpgviz.core.vocab import Vocabulary
@@ -24,6 +25,7 @@ from dpgviz.store import resample
 from dpgviz.store.step_store import StepStore
 
 log = logging.getLogger(__name__)
+OVERVIEW_MODES = [m.name for m in color_modes.modes() if m.overview]  # every mode the overview draws
 
 M, N_, R_ = FLAG_MASKED, FLAG_NEW, FLAG_REMASKED
 NAN = np.nan
@@ -278,14 +280,14 @@ def test_on_a_sampled_run_with_a_child_branch():
     for p in range(0, n, 7):
         s = ins.sampled_at(store, rows, p, r - 1)
         assert last[p] == (-1 if s is None else s)
-    for mode in ("state", *ov.OVERVIEW_MODES):
+    for mode in ("mask-state", *OVERVIEW_MODES):
         assert ov.overview_image(store, rows, mode, vocab.size, 32, 8).shape == (8, 32, 3)
 
 
 def test_overview_of_a_synthetic_run():
     store = synthetic_store(seq_len=4096, steps=40, seed=2)
     rows = store.history("0")
-    for mode in ov.OVERVIEW_MODES:
+    for mode in OVERVIEW_MODES:
         img = ov.overview_image(store, rows, mode, synthetic_vocab().size, 1200, 60)
         assert img.shape == (60, 1200, 3) and img.dtype == np.uint8
     assert ov.overview_image(store, rows, "order", 65, 5000, 5000).shape == (81, 4096, 3)
@@ -309,7 +311,7 @@ def test_overview_at_1000_records_by_65536_tokens():
         rec.confidence[shown] = 0.5
         store.append_record(rec, root)
     rows = store.history(root)
-    for mode in ov.OVERVIEW_MODES:
+    for mode in OVERVIEW_MODES:
         times = []
         for _ in range(3):
             t = time.perf_counter()

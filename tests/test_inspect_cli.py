@@ -88,9 +88,16 @@ def test_export_plots_png(saved, tmp_path):
         assert (pixels == rgb).all(axis=1).any()
 
 
-def test_export_refuses_overview_modes_for_png(saved, tmp_path, capsys):
+def test_export_png_in_a_history_mode_and_refuses_an_unknown_mode(saved, tmp_path, capsys):
+    """Every registered mode draws in a PNG (core.color_modes: the history modes too, once only the
+    overview's); an unknown one is refused before anything is written."""
     out = tmp_path / "x.png"
-    assert main(["export", str(saved), "--format", "png", "--mode", "order", "--out", str(out)]) == 2
-    assert "overview only" in capsys.readouterr().err and not out.exists()
+    assert main(["export", str(saved), "--format", "png", "--mode", "order", "--out", str(out)]) == 0
+    assert out.exists()
+    assert main(["export", str(saved), "--format", "png", "--mode", "mask-state", "--out", str(out)]) == 0  # alias
+    bad = tmp_path / "bad.png"
+    with pytest.raises(SystemExit):
+        main(["export", str(saved), "--format", "png", "--mode", "bogus", "--out", str(bad)])
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err and not bad.exists()
     with open_session(saved) as s, pytest.raises(SessionError):
         export_session(s, "overview", tmp_path / "y.png", mode="bogus")

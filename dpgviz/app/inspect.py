@@ -22,9 +22,11 @@ import numpy as np
 from dpgviz.app.document import Document
 from dpgviz.app.notices import Notices
 from dpgviz.app.runs import Runs
+from dpgviz.core import color_modes
 from dpgviz.core.prompt import padding_after_eos
 from dpgviz.core.records import FLAG_MASKED
 from dpgviz.core.settings import planned_steps
+from dpgviz.core.vocab import Vocabulary
 from dpgviz.store.step_store import StepStore
 
 ORDER_REFRESH_S = 0.5  # how often the decoding-order mode is recomputed while a run appends
@@ -33,7 +35,7 @@ ORDER_REFRESH_S = 0.5  # how often the decoding-order mode is recomputed while a
 @dataclass(frozen=True)
 class CellExtras:
     """Per-position arrays for the record shown that it does not store (derived from the
-    branch's history): 'changed' and 'order' for those colour modes, 'ghost' = the tokens
+    branch's history): a derived colour mode's values under its name, 'ghost' = the tokens
     of the record before (what a remasked cell held). `key` says what they are, so a canvas
     redraws only when it changes."""
 
@@ -120,6 +122,7 @@ class Inspection:
         self._order_cache: tuple | None = None  # (key, version, time, decoding order)
         self._composer: tuple | None = None  # (key, store.blocks.Composer) of the shown branch
         self._block_extras_cache: tuple | None = None
+        self._derived_cache: tuple | None = None  # (key, values) of a derived colour mode
 
     def shown(self) -> ShownRecord | None:
         """The record shown, as the canvas draws it (composed across blocks in a block run)."""
@@ -148,48 +151,45 @@ class Inspection:
         )
 
     def cell_extras(self, mode: str) -> CellExtras:
-        """What the canvas needs beyond the record shown, for colour mode `mode` (cached)."""
+        """What the canvas needs beyond the record shown, for colour mode `mode` (cached): a derived
+        mode's values (core.color_modes: `values` over this record's `RecordCells`), the ghosts."""
+        spec = color_modes.get(mode)
         rows, record = self.doc.rows(), self.doc.view.record
         if self.doc.store is None or not len(rows):
             return NO_EXTRAS
         record = min(max(0, record), len(rows) - 1)
         row, prev = int(rows[record]), int(rows[record - 1]) if record > 0 else None
         if self.doc.store.layout.is_blocks:
-            return self._block_extras(mode, rows, record)
+            return self._block_extras(spec, rows, record)
         tokens = self.doc.store.column("tokens")
         arrays: dict[str, np.ndarray] = {}
         key: tuple = (row, prev)
         if prev is not None:
             arrays["ghost"] = tokens[prev]
-            if mode == "changed":
-                arrays["changed"] = tokens[row] != tokens[prev]
-        elif mode == "changed":
-            arrays["changed"] = np.zeros(self.doc.store.layout.seq_len, dtype=bool)
-        if mode == "order":
-            order = self.decoding_order()
-            arrays["order"] = order
-            key += (id(order),)
-        if mode == "disagreement":  # a second model's score layer (store.layers), JS per position
-            arrays["disagreement"], layer_key = self._disagreement(rows, record)
-            key += layer_key
+        if spec.derived:
+            arrays[spec.name], derived_key = self._derived(spec, rows, record)
+            key += derived_key
         preview, label = self.preview, ""
         if preview is not None and preview.row == row:
             arrays["preview"] = preview.tokens
             key += (id(preview),)
             label = preview.label
         self._add_padding(arrays, tokens[row], self.doc.store.column("flags")[row])
-        return CellExtras((mode, *key), arrays, label)
+        return CellExtras((spec.name, *key), arrays, label)
 
-    def _disagreement(self, rows: np.ndarray, record: int) -> tuple[np.ndarray, tuple]:
-        """JS between the shown branch's model and its scoring model at `record`, on the layer's
-        colour scale (store.layers.scale_top; NaN where none: no layer, or a position not
-        predicted there), and what it depends on."""
-        from dpgviz.store.layers import disagreement_at, layer_of
-
+    def _derived(self, spec: color_modes.ColorMode, rows: np.ndarray, record: int) -> tuple[np.ndarray, tuple]:
+        """(values, what they depend on) of a derived mode at `record`: computed once per key."""
         store, branch = self.doc.store, self.doc.view.branch
-        layer = layer_of(store, branch)
-        size = self.doc.vocab.size if self.doc.vocab is not None else 0
-        return disagreement_at(store, branch, rows, record, size, scaled=True), (id(layer),)
+        from dpgviz.store.layers import layer_of
+
+        commit = self._order_cache[3] if self._order_cache is not None else None  # a new decoding order: anew
+        key = (spec.name, id(store), branch, record, len(rows), id(commit), id(layer_of(store, branch)))
+        if self._derived_cache is not None and self._derived_cache[0] == key:
+            return self._derived_cache[1], key
+        cells = RecordCells(store, rows, record, self.doc.vocab, branch, self.decoding_commit)
+        values = spec.cell_values(cells)[0]
+        self._derived_cache = (key, values)
+        return values, key
 
     def _add_padding(self, arrays: dict[str, np.ndarray], tokens: np.ndarray, flags: np.ndarray) -> None:
         """'padding': what a model that pads (LLaDA, Dream) wrote after its end of text, drawn dimmed."""
@@ -198,28 +198,20 @@ class Inspection:
         if padding is not None and padding.any():
             arrays["padding"] = padding
 
-    def _block_extras(self, mode: str, rows: np.ndarray, record: int) -> CellExtras:
+    def _block_extras(self, spec: color_modes.ColorMode, rows: np.ndarray, record: int) -> CellExtras:
         """cell_extras of a block run: the record before composed whole, so positions line up."""
         from dpgviz.store.blocks import compose
 
-        total = self.doc.store.layout.total_len
         mask_id = self.doc.vocab.mask_id if self.doc.vocab is not None else 0
         key = (id(self.doc.store), id(rows), record, id(self.preview))  # a new preview draws anew
-        if self._block_extras_cache is not None and self._block_extras_cache[0] == (mode, *key):
+        if self._block_extras_cache is not None and self._block_extras_cache[0] == (spec.name, *key):
             return self._block_extras_cache[1]
         arrays: dict[str, np.ndarray] = {}
         if record > 0:
-            before = compose(self.doc.store, rows, record - 1, "tokens", mask_id).copy()
-            arrays["ghost"] = before
-            if mode == "changed":
-                arrays["changed"] = compose(self.doc.store, rows, record, "tokens", mask_id) != before
-        elif mode == "changed":
-            arrays["changed"] = np.zeros(total, dtype=bool)
+            arrays["ghost"] = compose(self.doc.store, rows, record - 1, "tokens", mask_id).copy()
         label = ""
-        if mode == "order":  # store.inspect.commit_records composes it over the whole sequence
-            arrays["order"] = self.decoding_order()
-        if mode == "disagreement":
-            arrays["disagreement"], _ = self._disagreement(rows, record)
+        if spec.derived:
+            arrays[spec.name], _ = self._derived(spec, rows, record)
         if self.doc.vocab is not None and self.doc.vocab.eos_id is not None:
             self._add_padding(
                 arrays, compose(self.doc.store, rows, record, "tokens", mask_id),
@@ -229,8 +221,8 @@ class Inspection:
         if preview is not None and preview.row == int(rows[record]):
             arrays["preview"] = preview.tokens
             label = label or preview.label
-        extras = CellExtras((mode, *key), arrays, label)
-        self._block_extras_cache = ((mode, *key), extras)
+        extras = CellExtras((spec.name, *key), arrays, label)
+        self._block_extras_cache = ((spec.name, *key), extras)
         return extras
 
     def preview_changes(self) -> np.ndarray | None:
@@ -346,8 +338,14 @@ class Inspection:
 
     def decoding_order(self) -> np.ndarray:
         """Per position, when in the shown branch's timeline its final token was committed for
-        good, as a fraction of the run (0 = first record, 1 = last; NaN = never). Cached per
-        branch and store version; during a live run at most every ORDER_REFRESH_S."""
+        good, as a fraction of the run (0 = first record, 1 = last; NaN = never)."""
+        commit = self.decoding_commit().astype(np.float32)
+        return np.where(commit >= 0, commit / max(1, self.doc.n_records() - 1), np.nan).astype(np.float32)
+
+    def decoding_commit(self) -> np.ndarray:
+        """Per position, the history record from which the shown branch holds its final token for
+        good (-1 never: store.inspect.commit_records). Cached per branch and store version; during
+        a live run at most every ORDER_REFRESH_S."""
         from dpgviz.store.inspect import commit_records
 
         key = (id(self.doc.store), self.doc.view.branch)
@@ -357,8 +355,50 @@ class Inspection:
             cached[1] == self.doc.store.version or (self.runs.is_running and now - cached[2] < ORDER_REFRESH_S)
         ):
             return cached[3]
-        rows = self.doc.rows()
-        commit = commit_records(self.doc.store, rows).astype(np.float32)
-        order = np.where(commit >= 0, commit / max(1, len(rows) - 1), np.nan).astype(np.float32)
-        self._order_cache = (key, self.doc.store.version, now, order)
-        return order
+        commit = commit_records(self.doc.store, self.doc.rows())
+        self._order_cache = (key, self.doc.store.version, now, commit)
+        return commit
+
+
+class RecordCells:
+    """core.color_modes.Cells of one record of a branch, every position (or `positions`): what a
+    derived mode reads for the canvas (app.inspect) and the compare view's panes. A block run's
+    arrays are composed over the whole sequence (store.blocks.compose)."""
+
+    def __init__(
+        self, store: StepStore, rows: np.ndarray, record: int, vocab: Vocabulary | None, branch: str,
+        commit: Callable[[], np.ndarray], positions: np.ndarray | slice | None = None,
+    ) -> None:
+        self.store, self.rows, self.branch, self._commit = store, rows, branch, commit
+        self.records = np.array([record])
+        self.n_records = len(rows)
+        self.vocab_size = vocab.size if vocab is not None else 0
+        self.mask_id = vocab.mask_id if vocab is not None else 0
+        self._at = slice(None) if positions is None else positions
+        self.positions = np.arange(store.layout.total_len)[self._at]
+
+    def _row(self, name: str, k: int) -> np.ndarray:
+        if not self.store.layout.is_blocks:
+            return self.store.column(name)[int(self.rows[k])]
+        from dpgviz.store.blocks import compose
+
+        return compose(self.store, self.rows, k, name, self.mask_id)
+
+    def field(self, name: str) -> np.ndarray:
+        return self._row(name, int(self.records[0]))[self._at][None]
+
+    def changed(self) -> np.ndarray:
+        """Another token than at the record before (a remask too); none at the first record."""
+        k = int(self.records[0])
+        if k == 0:
+            return np.zeros((1, len(self.positions)), dtype=bool)
+        return (self._row("tokens", k) != self._row("tokens", k - 1))[self._at][None]
+
+    def commit(self) -> np.ndarray:
+        return self._commit()[self._at]
+
+    def disagreement(self) -> np.ndarray:
+        from dpgviz.store.layers import disagreement_at
+
+        js = disagreement_at(self.store, self.branch, self.rows, int(self.records[0]), self.vocab_size, scaled=True)
+        return js[self._at][None]

@@ -259,7 +259,7 @@ def cmd_export(
     record: int | None = None,
     frame_ms: int = 120,
     out: str | None = None,
-    mode: str = "mask-state",
+    mode: str = "state",
     columns: int = 64,
 ) -> int:
     """Export one branch of a session file (see `dpgviz.export.export_session`); progress on stderr."""
@@ -356,12 +356,24 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--branch")
     p.add_argument("--record", type=int)
     p.add_argument("--frame-ms", type=int, default=120)
+    from dpgviz.core import color_modes  # the registry, read when the parser is built
+
+    drawable = [m.name for m in color_modes.modes() if m.overview]
     p.add_argument(
-        "--mode", default="mask-state",
-        choices=("mask-state", "confidence", "score", "entropy", "changed", "order"),
-        help="colouring of png, gif and overview exports (changed and order: overview only)",
+        "--mode", default="state", type=_colour_mode, choices=drawable, metavar="{" + ",".join(drawable) + "}",
+        help="colouring of png, gif, overview exports (core.color_modes; 'mask-state' is read as 'state')",
     )
     p.add_argument("--out", required=True)
+
+
+def _colour_mode(text: str) -> str:
+    """--mode's value as its one name: an alias ('mask-state') becomes the mode's name ('state')."""
+    from dpgviz.core import color_modes
+
+    try:
+        return color_modes.canonical(text)
+    except ValueError:
+        return text  # argparse's choices then say what is accepted
 
 
 COMMANDS = {

@@ -1,14 +1,14 @@
 """Cell colours of the token canvas: one palette for the app, the PNG/GIF rasteriser and the HTML player.
 
-Two kinds of colour mode:
+Two kinds of colouring (the colour modes themselves are core.color_modes' registry):
 
-    mask-state   a category per cell from the record's FLAG_* bits, coloured from the
+    states       a category per cell from the record's FLAG_* bits, coloured from the
                  Okabe-Ito palette (Okabe & Ito 2008, "Color Universal Design"), whose
                  hues stay distinct under the common colour-vision deficiencies.
-    confidence   a value per cell, coloured through viridis (van der Walt & Smith,
-    score        matplotlib 2015): perceptually uniform and readable with deuteranopia,
-    entropy      protanopia and in greyscale. Cells without a value (NaN) fall back to
-                 their mask-state background (a masked block or the plain visible grey).
+    values       a number per cell, coloured through viridis (van der Walt & Smith,
+                 matplotlib 2015): perceptually uniform and readable with deuteranopia,
+                 protanopia and in greyscale. Cells without a value (NaN) fall back to
+                 their state background (a masked block or the plain visible grey).
 
 Everything here is a table or a vectorised numpy function of whole arrays, so the GUI
 can build its colormaps from the same tables (`STATE_RGB`, `VIRIDIS_RGB`, as 0..255
@@ -25,10 +25,7 @@ import numpy as np
 
 from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_NEW, FLAG_PROMPT, FLAG_PROTECTED, FLAG_REMASKED
 
-COLOR_MODES = ("mask-state", "confidence", "score", "entropy")
-VALUE_MODES = COLOR_MODES[1:]  # modes that colour by a record field of the same name
-
-# Mask-state categories, in code order.
+# State categories, in code order.
 # The values match the app's dark canvas (gui/palette.py), so an export looks like the app.
 STATE_NAMES = ("visible", "new", "masked", "remasked", "protected", "edited", "prompt")
 STATE_VISIBLE, STATE_NEW, STATE_MASKED, STATE_REMASKED, STATE_PROTECTED, STATE_EDITED, STATE_PROMPT = range(
@@ -107,19 +104,6 @@ def entropy_max(vocab_size: int) -> float:
     return math.log(max(2, vocab_size))
 
 
-def value_range(mode: str, vocab_size: int) -> tuple[float, float]:
-    """The fixed colour scale of a value mode, so frames of one run compare.
-
-    Confidence and remask scores live in [0, 1]; entropy (nats) runs from 0 to ln(V),
-    the entropy of the uniform distribution over V real tokens.
-    """
-    if mode == "entropy":
-        return 0.0, entropy_max(vocab_size)
-    if mode in ("confidence", "score"):
-        return 0.0, 1.0
-    raise ValueError(f"colour mode {mode!r} has no value scale; value modes are {', '.join(VALUE_MODES)}")
-
-
 def value_levels(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Row of VIRIDIS_RGB (0..255, intp) of each value on the scale lo..hi (clipped); NaN maps to 0.
 
@@ -140,18 +124,16 @@ def value_rgb(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
 def cell_rgb(
     mode: str, flags: np.ndarray, values: np.ndarray | None = None, scale: tuple[float, float] | None = None
 ) -> np.ndarray:
-    """Background colour (..., 3) uint8 of each cell in `mode`.
+    """Background colour (..., 3) uint8 of each cell: its state colour, or with `values` and their
+    `scale` (lo, hi) viridis where the value is finite and the masked / no-value grey elsewhere.
 
-    `values` is the record field named by a value mode (confidence, score or entropy)
-    and `scale` its `value_range`; cells whose value is NaN keep their mask-state colour.
+    `mode` only names the mode in an error; core.color_modes.cell_rgb colours by a registered mode.
     """
     state_rgb = STATE_RGB[mask_states(flags)]
-    if mode == "mask-state":
+    if values is None and scale is None:
         return state_rgb
-    if mode not in VALUE_MODES:
-        raise ValueError(f"unknown colour mode {mode!r}; choose one of {', '.join(COLOR_MODES)}")
     if values is None or scale is None:
-        raise ValueError(f"colour mode {mode!r} needs the record's {mode} values and a scale")
+        raise ValueError(f"colour mode {mode!r} needs the record's values and a scale")
     values = np.asarray(values, dtype=np.float32)
     has_value = np.isfinite(values)
     # A value mode shows values; the only states kept are "masked" and "no value".
@@ -172,21 +154,6 @@ def ink_rgb(background: np.ndarray) -> np.ndarray:
     dark, light = float(_luminance(INK_DARK)), float(_luminance(INK_LIGHT))
     use_dark = (lum + 0.05) / (dark + 0.05) > (light + 0.05) / (lum + 0.05)
     return np.where(use_dark[..., None], INK_DARK, INK_LIGHT).astype(np.uint8)
-
-
-def legend(mode: str) -> list[tuple[str, tuple[int, int, int]]]:
-    """(label, rgb) swatches explaining a mode: the states, or the ends of the value scale."""
-    if mode == "mask-state":
-        return [(name, tuple(int(c) for c in STATE_RGB[i])) for i, name in enumerate(STATE_NAMES)]
-    if mode in VALUE_MODES:
-        low, high = VIRIDIS_RGB[0], VIRIDIS_RGB[-1]
-        return [
-            (f"low {mode}", tuple(int(c) for c in low)),
-            (f"high {mode}", tuple(int(c) for c in high)),
-            ("masked", tuple(int(c) for c in STATE_RGB[STATE_MASKED])),
-            ("no value", tuple(int(c) for c in NO_VALUE_RGB)),
-        ]
-    raise ValueError(f"unknown colour mode {mode!r}; choose one of {', '.join(COLOR_MODES)}")
 
 
 def hex_colour(rgb: np.ndarray | tuple[int, int, int]) -> str:

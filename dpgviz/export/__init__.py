@@ -13,13 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dpgviz.core.palette import COLOR_MODES
-from dpgviz.store.overview import OVERVIEW_MODES
+from dpgviz.core import color_modes
 from dpgviz.store.session import Progress, Session, SessionError
 
 FORMATS = ("text", "png", "gif", "html", "csv", "json", "overview", "plots")
-# --mode choices: the canvas colour modes (png, gif) and the overview's own two.
-MODES = OVERVIEW_MODES
 DEFAULT_FRAME_MS = 120
 
 
@@ -31,20 +28,21 @@ def export_session(
     branch: str | None = None,
     record: int | None = None,
     frame_ms: int = DEFAULT_FRAME_MS,
-    mode: str = "mask-state",
+    mode: str = "state",
     columns: int = 64,
     progress: Progress | None = None,
 ) -> Path:
     """Write one export of `session` to `out`; returns the path.
 
     text   the text of record `record` of the branch (default: its last)
-    png    the canvas at record `record` (default: the last), coloured by `mode`
+    png    the canvas at record `record` (default: the last), coloured by `mode` (a core.color_modes
+           name, or an alias: 'mask-state' is 'state')
     gif    the branch's denoising, one frame per record, `frame_ms` apart
     html   a self-contained player of the branch (play/pause, scrub, speed)
     csv    per-step statistics of the branch (export.tables.STAT_COLUMNS)
     json   the same statistics, with the branch and its settings
     overview  a PNG of the whole branch, one row per record and one column per position,
-           coloured by `mode` (also 'changed' and 'order'; see store.overview.overview_image)
+           coloured by `mode` (see store.overview.overview_image)
     plots  a PNG of masked fraction, mean confidence and mean entropy per record
 
     `branch` None is the root. Records are those of the branch's history (Session.rows:
@@ -54,10 +52,14 @@ def export_session(
     """
     if fmt not in FORMATS:
         raise SessionError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if mode not in MODES:
-        raise SessionError(f"unknown colour mode {mode!r}; choose one of {', '.join(MODES)}")
-    if mode not in COLOR_MODES and fmt in ("png", "gif"):
-        raise SessionError(f"colour mode {mode!r} is for --format overview only; {fmt} takes {', '.join(COLOR_MODES)}")
+    try:
+        spec = color_modes.get(mode)
+    except ValueError as exc:
+        raise SessionError(str(exc)) from None
+    if not spec.overview:  # its data lives only in the window (a second model's layer, ...)
+        drawable = ", ".join(m.name for m in color_modes.modes() if m.overview)
+        raise SessionError(f"colour mode {mode!r} is not drawn in exports; choose one of {drawable}")
+    mode = spec.name
     if columns < 1:
         raise SessionError(f"columns must be >= 1, got {columns}")
     if frame_ms < 1:

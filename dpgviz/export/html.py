@@ -1,16 +1,17 @@
 """A self-contained HTML player of one branch's denoising, for sharing.
 
 One file, no network: inline CSS and JavaScript, and the records embedded compactly.
-Per record the player needs the tokens, the flags (mask state) and the confidence; each
+Per record the player needs the tokens, the flags (mask state) and the values of each colour
+mode it offers (core.color_modes, `player=True`: confidence and any registered so); each
 is a (records, positions) array whose rows differ from the previous row in few places,
 so every row is XOR-ed with the one before (mostly zero bytes), deflated with zlib and
 base64-encoded. The browser undoes this with `DecompressionStream("deflate")` (all
 current browsers) and a running XOR. Two things keep the rows alike (`player_data`):
-ids travel as uint8 when the vocabulary has at most 256 (else as stored), and confidence
-as its uint8 colour level (`core.palette.value_levels`, the PNG export's quantisation);
-where a position is masked or has no confidence, its id or level is held from the record
-before and a player-only flag bit (MASK_TOKEN_BIT, NO_VALUE_BIT) says so, so a remask
-costs a flag change rather than a random byte. At 65,536 positions x 41 records of
+ids travel as uint8 when the vocabulary has at most 256 (else as stored), and a mode's values
+as their uint8 colour level (`core.palette.value_levels`, the PNG export's quantisation);
+where a position is masked or has no value, its id or level is held from the record
+before and a player-only flag bit (MASK_TOKEN_BIT) or the mode's "none" stream says so,
+so a remask costs a flag change rather than a random byte. At 65,536 positions x 41 records of
 synthetic noise (`bench.synthetic`, every prediction re-draws every confidence: the
 worst case) the file is ~3.5 MB, against ~7.2 MB with uint16 ids and levels; the browser
 holds 3 bytes per position per record once decoded.
@@ -18,11 +19,12 @@ holds 3 bytes per position per record once decoded.
 The player draws the same grid as the app and the PNG export on one <canvas>: the
 columns follow the window's width, the grid scrolls inside the page, and only the rows
 in view are drawn, so a 65,536-token run plays as smoothly as a short one. Controls:
-play/pause, a record slider, speed and colour mode (mask state or confidence); keys:
+play/pause, a record slider, speed and colour mode (the modes listed in its data); keys:
 space plays, arrows step; hovering a cell names its position and token.
-Its colour rules are not written in its JavaScript: the flag bits, the mask-state
-priority, the colours and the ink choice arrive as JSON (`player_palette`), generated
-from `core.palette` and `core.records`, so the player cannot drift from the app.
+Its colour rules are not written in its JavaScript: the flag bits, the state priority,
+the colours and the ink choice arrive as JSON (`player_palette`), generated from
+`core.palette` and `core.records`, and its modes, their kinds and legends (`player_modes`)
+from `core.color_modes`, so the player cannot drift from the app.
 
 A run made in blocks plays the whole sequence: each record's arrays are composed
 (`store.blocks.Composer`, walking the records in order: one block re-copied per record),
@@ -42,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 import dpgviz
+from dpgviz.core import color_modes
 from dpgviz.core.palette import (
     INK_DARK,
     INK_LIGHT,
@@ -59,13 +62,14 @@ from dpgviz.core.palette import (
 )
 from dpgviz.core.records import FLAG_MASKED, KINDS
 from dpgviz.store.blocks import Composer, composed_masked
+from dpgviz.store.inspect import commit_records
+from dpgviz.store.overview import GridCells
 from dpgviz.store.session import Progress, Session
 from dpgviz.store.session_save import atomic_writer
 
 _CHUNK_CELLS = 1 << 20  # positions x records encoded at a time: bounds memory, sets progress granularity
 # Player-only flag bits, above every core.records FLAG_* (tests/test_export_long.py checks):
-MASK_TOKEN_BIT = 0x40  # the token is the mask (its embedded id is held from the record before)
-NO_VALUE_BIT = 0x80  # no confidence (its embedded level is held from the record before)
+MASK_TOKEN_BIT = 0x80  # the token is the mask (its embedded id is held from the record before)
 
 
 class _DeltaDeflate:
@@ -136,7 +140,18 @@ def player_palette() -> dict:
         "no_value_dark_ink": _dark_ink(NO_VALUE_RGB[None])[0],
         "viridis": "".join(hex_colour(c)[1:] for c in VIRIDIS_RGB),
         "viridis_dark_ink": "".join("1" if dark else "0" for dark in _dark_ink(VIRIDIS_RGB)),
+        "highlight": hex_colour(color_modes.HIGHLIGHT_RGB),
+        "highlight_dark_ink": _dark_ink(color_modes.HIGHLIGHT_RGB[None])[0],
     }
+
+
+def player_modes(vocab_size: int) -> list[dict]:
+    """The colour modes the player offers (core.color_modes, `player=True`), in registry order:
+    name, label, kind ("states", "value", "binary") and legend items (ColorMode.legend as JSON)."""
+    return [
+        {"name": m.name, "label": m.label, "kind": m.kind, "legend": m.legend_json(vocab_size)}
+        for m in color_modes.modes() if m.player and m.overview
+    ]
 
 
 def player_data(
@@ -144,37 +159,55 @@ def player_data(
 ) -> dict:
     """Everything the player shows, as plain JSON data.
 
-    `tokens`, `flags` and `confidence` are (records, positions) arrays, each packed by
-    `_DeltaDeflate`: ids as `id_bytes`-byte integers, flags as uint8 with MASK_TOKEN_BIT and
-    NO_VALUE_BIT added, confidence as its uint8 viridis level. Masked ids and missing levels
-    are held (`_held`): the player puts the mask id back where MASK_TOKEN_BIT is set.
+    `tokens` and `flags` are (records, positions) arrays, and `values[mode]` = {"levels",
+    "none"} two more per mode of `modes` that is not a states mode, each packed by
+    `_DeltaDeflate`: ids as `id_bytes`-byte integers, flags as uint8 with MASK_TOKEN_BIT added,
+    a value mode's levels as uint8 viridis levels on its scale (a binary mode's as 0 / 1) and
+    "none" as 1 where the cell has no value. Masked ids and missing levels are held (`_held`):
+    the player puts the mask id back where MASK_TOKEN_BIT is set.
     """
     b = session.branch(branch)
     store, rows = session.store, session.rows(b.id)
     n, seq_len = len(rows), store.layout.total_len  # a block run: the whole sequence at each record
-    mask_id = session.vocab.mask_id
+    mask_id, vocab_size = session.vocab.mask_id, session.vocab.size
     ids = store.column("tokens")
     comp = Composer(store, rows, mask_id)
     wire = _wire_ids(session.vocab.n_ids, ids.dtype)
-    streams = {name: _DeltaDeflate() for name in ("tokens", "flags", "confidence")}
-    held_ids, held_levels = np.zeros(seq_len, wire), np.zeros(seq_len, np.uint8)
+    modes = player_modes(vocab_size)
+    valued = [color_modes.get(m["name"]) for m in modes if m["kind"] != "states"]
+    streams = {name: _DeltaDeflate() for name in ("tokens", "flags")}
+    levels_out = {m.name: (_DeltaDeflate(), _DeltaDeflate()) for m in valued}
+    held_ids = np.zeros(seq_len, wire)
+    held_levels = {m.name: np.zeros(seq_len, np.uint8) for m in valued}
+    # a derived mode's decoding order, once for the branch (not once per chunk)
+    commit = commit_records(store, rows) if any(m.derived for m in valued) else None
     step = max(1, _CHUNK_CELLS // max(1, seq_len))
     for start in range(0, n, step):
         block = rows[start : start + step]
         stop = start + len(block)
         tokens = comp.stack("tokens", start, stop)
         masked = tokens == mask_id
-        p = comp.stack("confidence", start, stop).astype(np.float32)
-        no_value = ~np.isfinite(p)
-        # the PNG's own quantisation (value_levels), so the two exports' colours are identical
-        levels = value_levels(p, 0.0, 1.0).astype(np.uint8)
-        flags = comp.stack("flags", start, stop) | (masked * np.uint8(MASK_TOKEN_BIT)) | (no_value * np.uint8(NO_VALUE_BIT))
+        flags = comp.stack("flags", start, stop) | (masked * np.uint8(MASK_TOKEN_BIT))
         wire_ids = _held(tokens.astype(wire), masked, held_ids)
-        levels = _held(levels, no_value, held_levels)
-        held_ids, held_levels = wire_ids[-1], levels[-1]
+        held_ids = wire_ids[-1]
         streams["tokens"].add(wire_ids)
         streams["flags"].add(flags.astype(np.uint8))
-        streams["confidence"].add(levels)
+        cells = GridCells(store, rows, np.arange(start, stop), np.arange(seq_len), vocab_size, comp=comp, branch=b.id)
+        if commit is not None:
+            cells.prime("commit", commit)
+        for mode in valued:  # each mode's per-cell values over the chunk (vectorised), as levels
+            values = mode.cell_values(cells)
+            if mode.kind == "binary":
+                levels, none = np.asarray(values, dtype=np.uint8), np.zeros(values.shape, dtype=bool)
+            else:
+                v = np.asarray(values, dtype=np.float32)
+                none = ~np.isfinite(v)
+                # the PNG's own quantisation (value_levels), so the two exports' colours are identical
+                levels = value_levels(v, *mode.scale(vocab_size)).astype(np.uint8)
+            levels = _held(levels, none, held_levels[mode.name])
+            held_levels[mode.name] = levels[-1]
+            levels_out[mode.name][0].add(levels)
+            levels_out[mode.name][1].add(none.astype(np.uint8))
         if progress is not None:
             progress(start + len(block), n)
     return {
@@ -188,14 +221,15 @@ def player_data(
         "itos": [str(s) for s in session.vocab.strings(mask="", newline="\u21b5")],
         "mask_id": mask_id,
         "id_bytes": wire.itemsize,
-        "bits": {"mask_token": MASK_TOKEN_BIT, "no_value": NO_VALUE_BIT},
+        "bits": {"mask_token": MASK_TOKEN_BIT},
         "scalars": [
             [int(store.get("iteration", r)), KINDS[int(store.get("kind", r))], int(m)]
             for r, m in zip(rows, composed_masked(store, rows), strict=True)
         ],
         "tokens": streams["tokens"].text(),
         "flags": streams["flags"].text(),
-        "confidence": streams["confidence"].text(),
+        "modes": modes,
+        "values": {name: {"levels": lv.text(), "none": nv.text()} for name, (lv, nv) in levels_out.items()},
         "palette": player_palette(),
     }
 
@@ -261,7 +295,7 @@ _TEMPLATE = """<!DOCTYPE html>
     <option value="0.25">0.25&times;</option><option value="0.5">0.5&times;</option>
     <option value="1" selected>1&times;</option><option value="2">2&times;</option><option value="4">4&times;</option>
   </select></label>
-  <label>colour <select id="mode"><option value="state">mask state</option><option value="confidence">confidence</option></select></label>
+  <label>colour <select id="mode"></select></label>
 </div>
 <div id="info"></div>
 <div id="error"></div>
@@ -279,7 +313,9 @@ const D = JSON.parse(document.getElementById("session-data").textContent);
 const N = D.seq_len, R = D.records, B = D.bits;
 const CELL_H = 18, FONT = "13px ui-monospace, Menlo, Consolas, monospace";
 const $ = (id) => document.getElementById(id);
-let tokens, flags, conf, k = 0, timer = null;
+let tokens, flags, k = 0, timer = null;
+const MODE = {}, LEVELS = {}, NONE = {};  // D.modes by name; each value mode's levels and "none" (unpacked)
+for (const m of D.modes) MODE[m.name] = m;
 let CELL_W = 11, cols = 1, gridRows = 1, pending = false, needLayout = true;
 
 async function unpack(b64, rowBytes) {
@@ -296,15 +332,13 @@ function stateOf(f) {  // P.priority is core/palette.py STATE_PRIORITY: the firs
   for (const [bit, state] of P.priority) if (f & bit) return state;
   return P.visible;
 }
-function colourOf(mode, r, i) {
-  const f = flags[r * N + i];
-  if (mode === "confidence") {
-    if (!(f & B.no_value)) { const v = conf[r * N + i]; return ["#" + P.viridis.substr(6 * v, 6), P.viridis_dark_ink[v] === "1" ? dark : light]; }
-    if (f & P.flag_masked) return [P.states[P.masked], P.state_dark_ink[P.masked] ? dark : light];
-    return [P.no_value, P.no_value_dark_ink ? dark : light];
-  }
-  const s = stateOf(f);
-  return [P.states[s], P.state_dark_ink[s] ? dark : light];
+function colourOf(mode, r, i) {  // the rules of core/color_modes.py cell_rgb, by the mode's kind
+  const j = r * N + i, f = flags[j], kind = (MODE[mode] || MODE.state).kind;
+  if (kind === "states") { const s = stateOf(f); return [P.states[s], P.state_dark_ink[s] ? dark : light]; }
+  if (kind === "value" && !NONE[mode][j]) { const v = LEVELS[mode][j]; return ["#" + P.viridis.substr(6 * v, 6), P.viridis_dark_ink[v] === "1" ? dark : light]; }
+  if (kind === "binary" && LEVELS[mode][j]) return [P.highlight, P.highlight_dark_ink ? dark : light];
+  if (f & P.flag_masked) return [P.states[P.masked], P.state_dark_ink[P.masked] ? dark : light];
+  return [P.no_value, P.no_value_dark_ink ? dark : light];
 }
 
 function columnsFor(width) { return Math.max(1, Math.min(N, Math.floor(width / CELL_W))); }
@@ -358,13 +392,15 @@ function show(r) {
 function legend() {
   const el = $("legend"); el.textContent = "";
   const add = (c, label) => { const s = document.createElement("span"); const i = document.createElement("i"); i.style.background = c; s.append(i, label); el.append(s); };
-  if ($("mode").value === "confidence") {
-    const bar = document.createElement("span"); bar.textContent = "confidence 0 ";
+  const m = MODE[$("mode").value] || MODE.state;
+  for (const item of m.legend) {  // core/color_modes.py ColorMode.legend: the scale, or a swatch
+    if (!item.scale) { add(item.rgb, item.label); continue; }
+    const bar = document.createElement("span"); bar.textContent = `${m.name} ${item.scale[0]} `;
     const g = document.createElement("i"); g.style.width = "96px";
     const top = P.viridis.length / 6 - 1;
     g.style.background = `linear-gradient(to right, #${P.viridis.substr(0, 6)}, #${P.viridis.substr(6 * (top >> 1), 6)}, #${P.viridis.substr(6 * top, 6)})`;
-    bar.append(g, " 1"); el.append(bar); add(P.states[P.masked], "masked"); add(P.no_value, "no value");
-  } else P.state_names.forEach((name, i) => add(P.states[i], name));
+    bar.append(g, ` ${item.scale[1]}`); el.append(bar);
+  }
 }
 
 function stop() { clearTimeout(timer); timer = null; $("play").innerHTML = "&#9654;"; }
@@ -386,7 +422,9 @@ async function main() {
   if (typeof DecompressionStream === "undefined") { $("error").textContent = "This browser cannot decompress the embedded records (no DecompressionStream)."; return; }
   const tok = await unpack(D.tokens, N * D.id_bytes);
   tokens = D.id_bytes === 1 ? tok : D.id_bytes === 2 ? new Uint16Array(tok.buffer) : new Int32Array(tok.buffer);
-  flags = await unpack(D.flags, N); conf = await unpack(D.confidence, N);
+  flags = await unpack(D.flags, N);
+  for (const [name, v] of Object.entries(D.values)) { LEVELS[name] = await unpack(v.levels, N); NONE[name] = await unpack(v.none, N); }
+  for (const m of D.modes) { const o = document.createElement("option"); o.value = m.name; o.textContent = m.label; $("mode").append(o); }
   for (let j = 0; j < flags.length; j++) if (flags[j] & B.mask_token) tokens[j] = D.mask_id;  // ids are held under masks
   const canvas = $("grid"), ctx = canvas.getContext("2d"), view = $("view");
   ctx.font = FONT; CELL_W = Math.max(6, Math.ceil(ctx.measureText("M").width) + 3);

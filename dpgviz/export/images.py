@@ -45,11 +45,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
-from dpgviz.core.palette import INK_LIGHT, PAGE_RGB, VALUE_MODES, VIRIDIS_RGB, legend, value_range
+from dpgviz.core import color_modes
+from dpgviz.core.palette import INK_LIGHT, PAGE_RGB, VIRIDIS_RGB, ink_rgb
 from dpgviz.core.records import FLAG_MASKED, KINDS
 from dpgviz.core.vocab import MAX_SLOT_WIDTH, Vocabulary
 from dpgviz.export.raster import CanvasRaster, GridFit, fit_grid
 from dpgviz.store.blocks import Composer
+from dpgviz.store.inspect import commit_records
+from dpgviz.store.overview import GridCells
 from dpgviz.store.session import Progress, Session, SessionError
 from dpgviz.store.session_save import atomic_writer
 
@@ -158,7 +161,7 @@ class FramePainter:
         self,
         session: Session,
         branch: str | None = None,
-        mode: str = "mask-state",
+        mode: str = "state",
         columns: int = 64,
         font_px: int = FONT_PX,
         max_size: tuple[int, int] | None = PNG_MAX_SIZE,
@@ -168,9 +171,11 @@ class FramePainter:
         self.rows = session.rows(self.branch.id)
         if len(self.rows) == 0:
             raise SessionError(f"branch {self.branch.id!r} has no records to draw")
-        self.mode = mode
-        self.scale = value_range(mode, session.vocab.size) if mode in VALUE_MODES else None
-        legend(mode)  # refuses an unknown mode before any drawing
+        self.spec = color_modes.get(mode)  # refuses an unknown mode before any drawing
+        if not self.spec.overview:
+            raise SessionError(f"colour mode {mode!r} is the window's only (its data is not in a session file)")
+        self.mode = self.spec.name
+        self._commit: np.ndarray | None = None  # a derived mode's decoding order, once per branch
         self.font = default_font(font_px)
         # The atlas holds only the ids this branch shows; `_atlas_row` maps an id to its row.
         store, vocab = session.store, session.vocab
@@ -184,7 +189,7 @@ class FramePainter:
         atlas = glyph_atlas(vocab, font_px, ids=shown_ids)
         self.slot = slot_width(vocab)  # glyph cells per position
         self.line_h = atlas.shape[1] + 4
-        self.legend = self._legend_image(atlas.shape[1] - 2)
+        self.legend = legend_image(self.spec.legend(vocab.size), self.mode, self.font, self.line_h, atlas.shape[1] - 2)
         seq_len = store.layout.total_len
         self.fit = self._fit(seq_len, max(1, columns // self.slot), atlas, max_size)
         self.note = self.fit.note
@@ -229,10 +234,17 @@ class FramePainter:
     def grid(self, k: int) -> np.ndarray:
         """(H, W, 3) uint8 token grid of record k of the branch (a block run: the whole sequence)."""
         comp, n = self.composer, self.fit.shown
-        values = comp.field(self.mode, k)[:n] if self.scale is not None else None
-        return self.raster.paint_record(
-            self._atlas_row[comp.field("tokens", k)[:n]], comp.field("flags", k)[:n], self.mode, values, self.scale
-        )
+        flags, values = comp.field("flags", k)[:n], None
+        if self.spec.kind != "states":  # the mode's per-cell values over this record (core.color_modes)
+            cells = GridCells(self.session.store, self.rows, np.array([k]), np.arange(n), self.session.vocab.size,
+                              comp=comp, branch=self.branch.id)
+            if self.spec.derived:
+                if self._commit is None:
+                    self._commit = commit_records(self.session.store, self.rows)
+                cells.prime("commit", self._commit[:n])
+            values = self.spec.cell_values(cells)[0]
+        background = color_modes.cell_rgb(self.spec, flags, values, self.session.vocab.size)
+        return self.raster.paint(self._atlas_row[comp.field("tokens", k)[:n]], background, ink_rgb(background))
 
     def caption(self, k: int) -> str:
         store, row = self.session.store, int(self.rows[k])
@@ -265,36 +277,34 @@ class FramePainter:
             )
         return im
 
-    def _legend_image(self, sw: int) -> Image.Image:
-        """One row of `sw`-px swatches and labels; in a value mode, the viridis bar with its ends first."""
-        ink, page = tuple(int(c) for c in INK_LIGHT), tuple(int(c) for c in PAGE_RGB)
-        im = Image.new("RGB", (4096, self.line_h), page)
-        d = ImageDraw.Draw(im)
-        x = 0
 
-        def text(label: str, gap: int) -> None:
-            nonlocal x
-            d.text((x, 0), label, font=self.font, fill=ink)
-            x += math.ceil(self.font.getlength(label)) + gap
+def legend_image(items: list[color_modes.LegendItem], name: str, font: ImageFont.ImageFont, line_h: int, sw: int) -> Image.Image:
+    """One row of a mode's legend (`ColorMode.legend`): its scale as `name lo`, a viridis bar and `hi`,
+    then `sw`-px swatches and their labels. The PNG/GIF and the overview draw this; the window
+    draws the same items (gui.status.Legend), the HTML player their JSON."""
+    ink, page = tuple(int(c) for c in INK_LIGHT), tuple(int(c) for c in PAGE_RGB)
+    im = Image.new("RGB", (4096, line_h), page)
+    d = ImageDraw.Draw(im)
+    x = 0
 
-        def swatch(rgb: tuple[int, int, int], width: int) -> None:
-            nonlocal x
-            d.rectangle([x, 2, x + width - 1, 1 + sw], fill=rgb)
-            x += width + 4
+    def text(label: str, gap: int) -> None:
+        nonlocal x
+        d.text((x, 0), label, font=font, fill=ink)
+        x += math.ceil(font.getlength(label)) + gap
 
-        swatches = legend(self.mode)
-        if self.scale is not None:
-            lo, hi = self.scale
-            text(f"{self.mode}  {lo:g}", 4)
+    for item in items:
+        if item.scale is not None:
+            lo, hi = item.scale
+            text(f"{name}  {lo}", 4)
             bar = VIRIDIS_RGB[np.linspace(0, 255, 96).astype(np.intp)][None].repeat(sw, axis=0)
             im.paste(Image.fromarray(np.ascontiguousarray(bar), "RGB"), (x, 2))
             x += bar.shape[1] + 4
-            text(f"{hi:.3g}", 16)
-            swatches = swatches[2:]  # masked, no value
-        for label, rgb in swatches:
-            swatch(rgb, sw)
-            text(label, 12)
-        return im.crop((0, 0, max(1, x), self.line_h))
+            text(hi, 16)
+        else:
+            d.rectangle([x, 2, x + sw - 1, 1 + sw], fill=item.rgb)
+            x += sw + 4
+            text(item.label, 12)
+    return im.crop((0, 0, max(1, x), line_h))
 
 
 # -- writers --------------------------------------------------------------------------------
@@ -303,7 +313,7 @@ def write_png(
     out: str | Path,
     branch: str | None = None,
     record: int | None = None,
-    mode: str = "mask-state",
+    mode: str = "state",
     columns: int = 64,
 ) -> Path:
     """The canvas at one record of a branch (default: the last) as a PNG, at most PNG_MAX_SIZE."""
@@ -324,7 +334,7 @@ def write_gif(
     out: str | Path,
     branch: str | None = None,
     frame_ms: int = 120,
-    mode: str = "mask-state",
+    mode: str = "state",
     columns: int = 64,
     progress: Progress | None = None,
 ) -> Path:

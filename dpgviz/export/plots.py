@@ -23,17 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from dpgviz.core.palette import (
-    INK_LIGHT,
-    NO_VALUE_RGB,
-    PAGE_RGB,
-    STATE_MASKED,
-    STATE_NAMES,
-    STATE_RGB,
-    VIRIDIS_RGB,
-    entropy_max,
-)
-from dpgviz.export.images import MARGIN_PX, default_font
+from dpgviz.core.palette import INK_LIGHT, PAGE_RGB, VIRIDIS_RGB, entropy_max
+from dpgviz.export.images import MARGIN_PX, default_font, legend_image
 from dpgviz.store import inspect, overview
 from dpgviz.store.session import Session, SessionError
 from dpgviz.store.session_save import atomic_writer
@@ -70,24 +61,13 @@ def _branch_rows(session: Session, branch: str | None) -> tuple[str, np.ndarray]
 
 
 # -- overview -------------------------------------------------------------------------------
-def overview_legend(mode: str, n_records: int, vocab_size: int) -> list[tuple[str, tuple[int, int, int]]]:
-    """(label, rgb) swatches of an overview mode; value modes and order start with their scale's ends."""
-    mode = overview.normalise_mode(mode)
-    masked, plain = _rgb(STATE_RGB[STATE_MASKED]), _rgb(NO_VALUE_RGB)
-    if mode == "mask-state":
-        return [(name, _rgb(STATE_RGB[i])) for i, name in enumerate(STATE_NAMES)]
-    if mode == "changed":
-        return [("changed", _rgb(overview.CHANGED_RGB)), ("unchanged", plain), ("masked", masked)]
-    if mode == "order":
-        lo, hi = "settled at record 0", f"settled at record {n_records - 1}"
-        return [(lo, _rgb(VIRIDIS_RGB[0])), (hi, _rgb(VIRIDIS_RGB[-1])), ("masked", masked), ("not settled", plain)]
-    top = f"{entropy_max(vocab_size):.3g}" if mode == "entropy" else "1"
-    return [(f"{mode} 0", _rgb(VIRIDIS_RGB[0])), (f"{mode} {top}", _rgb(VIRIDIS_RGB[-1])), ("masked", masked), ("no value", plain)]
-
-
-def overview_figure(session: Session, branch: str | None = None, mode: str = "mask-state") -> Image.Image:
-    """The overview of a branch as an RGB image: caption, the grid (record 0 on top), legend."""
-    mode = overview.normalise_mode(mode)
+def overview_figure(session: Session, branch: str | None = None, mode: str = "state") -> Image.Image:
+    """The overview of a branch as an RGB image: caption, the grid (record 0 on top), the mode's legend."""
+    try:
+        spec = overview.overview_mode(mode)
+    except ValueError as exc:
+        raise SessionError(str(exc)) from None
+    mode = spec.name
     branch_id, rows = _branch_rows(session, branch)
     store, vocab_size = session.store, session.vocab.size
     grid = overview.overview_image(store, rows, mode, vocab_size, OVERVIEW_MAX_W, OVERVIEW_MAX_H)
@@ -101,25 +81,19 @@ def overview_figure(session: Session, branch: str | None = None, mode: str = "ma
     n_records, seq_len = len(rows), store.layout.total_len
     sampled = "" if (h, w) == (n_records, seq_len) else f" (sampled to {h} x {w})"
     caption = f"branch {branch_id} \u00b7 {mode} \u00b7 {n_records} records x {seq_len} positions{sampled}"
-    swatches = overview_legend(mode, n_records, vocab_size)
-    legend_w = sum(14 + 6 + math.ceil(font.getlength(label)) + 14 for label, _ in swatches)
-    width = max(grid.shape[1], math.ceil(font.getlength(caption)), legend_w) + 2 * MARGIN_PX
+    legend = legend_image(spec.legend(vocab_size), mode, font, line_h, 12)
+    width = max(grid.shape[1], math.ceil(font.getlength(caption)), legend.width) + 2 * MARGIN_PX
     height = MARGIN_PX + line_h + grid.shape[0] + 6 + line_h + MARGIN_PX
     im = Image.new("RGB", (width, height), page)
     d = ImageDraw.Draw(im)
     d.text((MARGIN_PX, MARGIN_PX), caption, font=font, fill=ink)
     im.paste(Image.fromarray(np.ascontiguousarray(grid), "RGB"), (MARGIN_PX, MARGIN_PX + line_h))
-    x, y = MARGIN_PX, MARGIN_PX + line_h + grid.shape[0] + 6
-    for label, rgb in swatches:
-        d.rectangle([x, y + 2, x + 13, y + 13], fill=rgb)
-        x += 20
-        d.text((x, y), label, font=font, fill=ink)
-        x += math.ceil(font.getlength(label)) + 14
+    im.paste(legend, (MARGIN_PX, MARGIN_PX + line_h + grid.shape[0] + 6))
     return im
 
 
-def write_overview(session: Session, out: str | Path, branch: str | None = None, mode: str = "mask-state") -> Path:
-    """The overview of a branch in `mode` (an overview.OVERVIEW_MODES name) as a PNG."""
+def write_overview(session: Session, out: str | Path, branch: str | None = None, mode: str = "state") -> Path:
+    """The overview of a branch in `mode` (a core.color_modes name) as a PNG."""
     image = overview_figure(session, branch, mode)
     with atomic_writer(out) as f:
         image.save(f, format="PNG", optimize=True)

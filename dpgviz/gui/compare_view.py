@@ -18,11 +18,11 @@ from collections.abc import Callable
 import dearpygui.dearpygui as dpg
 import numpy as np
 
-from dpgviz.app.inspect import NO_EXTRAS, CellExtras, ShownRecord
+from dpgviz.app.inspect import NO_EXTRAS, CellExtras, RecordCells, ShownRecord
 from dpgviz.app.view_state import ViewState
 from dpgviz.app.workspace import Workspace
+from dpgviz.core import color_modes
 from dpgviz.core.vocab import Vocabulary
-from dpgviz.gui import palette
 from dpgviz.gui.branches import branch_title
 from dpgviz.gui.canvas import TokenCanvas
 from dpgviz.gui.status import INFO_COLOR, Cached
@@ -134,32 +134,26 @@ class CompareView:
         self._refresh_diff(vocab)
 
     def _extras(self, color_mode: str, branch: str, row: int) -> CellExtras:
-        """What a pane's colour mode derives from its branch's history (a mode whose array is no
-        record field): 'changed' since the record before, decoding 'order', 'disagreement' (its
-        score layer); any other derived mode, no value (NaN), drawn as such. Every derived mode
-        gets its array: one missing was a KeyError that closed the view."""
-        field = palette.MODE_BY_KEY[color_mode].field
-        if field is None or field in self.workspace.store.columns:
+        """A derived mode's values in a pane (core.color_modes: its `values` over the pane's record,
+        app.inspect.RecordCells). Every derived mode gets its array: one missing was a KeyError
+        that closed the view."""
+        spec = color_modes.get(color_mode)
+        if not spec.derived:
             return NO_EXTRAS
         ws = self.workspace
         store, rows = ws.store, ws.rows(branch)
         at = np.flatnonzero(rows == row)
         record = int(at[0]) if len(at) else 0
-        if color_mode == "changed":
-            prev = int(rows[record - 1]) if record > 0 else row
-            changed = store.get("tokens", row) != store.get("tokens", prev)
-            return CellExtras(("changed", row, prev), {"changed": changed})
-        if color_mode == "order":
-            return CellExtras(("order", id(store), store.version, branch, row), {"order": self._order(branch, row)})
-        if color_mode == "disagreement":
-            from dpgviz.store.layers import disagreement_at, layer_of
+        positions = None
+        if store.layout.is_blocks:  # the pane shows the row's own block: its slice of the whole sequence
+            offset = store.layout.block_offset(int(store.columns["block"][row]))
+            positions = slice(offset, offset + store.layout.seq_len)
+        cells = RecordCells(store, rows, record, ws.vocab, branch, lambda: self._commit(branch), positions)
+        values = spec.cell_values(cells)[0]
+        return CellExtras((spec.name, id(store), store.version, branch, row), {spec.name: values})
 
-            js = disagreement_at(store, branch, rows, record, ws.vocab.size, scaled=True)
-            return CellExtras(("disagreement", row, id(layer_of(store, branch))), {"disagreement": js})
-        return CellExtras((field, "none"), {field: np.full(store.layout.seq_len, np.nan, np.float32)})
-
-    def _order(self, branch: str, row: int) -> np.ndarray:
-        """Decoding order of `branch` (as app.inspect's), over the positions of the record `row` holds."""
+    def _commit(self, branch: str) -> np.ndarray:
+        """Decoding order of `branch` (store.inspect.commit_records), once per store version."""
         from dpgviz.store.inspect import commit_records
 
         ws, store = self.workspace, self.workspace.store
@@ -167,14 +161,8 @@ class CompareView:
         if self._orders_key != key:  # the store changed: both panes' orders are computed again
             self._orders_key, self._orders = key, {}
         if branch not in self._orders:
-            rows = ws.rows(branch)
-            commit = commit_records(store, rows).astype(np.float32)
-            self._orders[branch] = np.where(commit >= 0, commit / max(1, len(rows) - 1), np.nan).astype(np.float32)
-        order = self._orders[branch]
-        if store.layout.is_blocks:  # the pane shows the row's own block: its slice of the whole sequence
-            offset = store.layout.block_offset(int(store.columns["block"][row]))
-            order = order[offset : offset + store.layout.seq_len]
-        return order
+            self._orders[branch] = commit_records(store, ws.rows(branch))
+        return self._orders[branch]
 
     def _refresh_pickers(self) -> None:
         """Every branch in each pane's combo (rebuilt when the branches change), the compared ones picked."""

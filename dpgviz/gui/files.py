@@ -18,6 +18,7 @@ from pathlib import Path
 import dearpygui.dearpygui as dpg
 
 from dpgviz.app.workspace import Workspace
+from dpgviz.core import color_modes
 from dpgviz.store.session_format import SUFFIX
 
 # (menu label, export format, file suffix); text and PNG take the record shown, the rest the branch.
@@ -31,9 +32,6 @@ EXPORTS: tuple[tuple[str, str, str], ...] = (
     ("Overview PNG (steps x positions)", "overview", ".png"),
     ("Run plots PNG", "plots", ".png"),
 )
-EXPORT_MODES = {"state": "mask-state", "confidence": "confidence", "score": "score", "entropy": "entropy",
-                "changed": "changed", "order": "order"}
-CANVAS_EXPORT_MODES = ("mask-state", "confidence", "score", "entropy")  # png / gif draw the canvas's own modes
 DEFAULT_COLUMNS = 64  # export grid width when the canvas has not been laid out yet
 DIALOG_SIZE = (720, 440)
 EXT_COLOR = (140, 180, 255, 255)
@@ -144,9 +142,8 @@ class SessionFiles:
         """Export as the canvas shows it: its colour mode, its columns, the timeline's speed."""
         view = self.workspace.view
         columns = self.columns()
-        mode = EXPORT_MODES.get(view.color_mode, "mask-state")
-        if fmt in ("png", "gif") and mode not in CANVAS_EXPORT_MODES:  # history modes: the overview's only
-            mode = "mask-state"
+        spec = color_modes.get(view.color_mode)
+        mode = spec.name if spec.overview else "state"  # a mode whose data only the window has: states
         self.workspace.files.export(
             fmt,
             path,

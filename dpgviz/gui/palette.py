@@ -1,11 +1,14 @@
 """Colour modes of the token canvas: one colour table, and per-position indices into it.
 
+The modes themselves are core.color_modes' registry; `MODES`, `MODE_BY_KEY` and
+`MODE_BY_LABEL` read it when asked (`canvas_mode`: a mode with its scale as colormap levels).
+
 The canvas draws cells through ImPlot's heat series with one qualitative colormap (the
 table below), so a cell's value is simply an index into `COLORS`; switching modes only
 changes the indices. The table, in order:
 
     BLANK      no token in the cell (the canvas background)
-    states     masked / visible / new / remasked / protected / edited  (mask-state mode)
+    states     masked / visible / new / remasked / protected / edited  (the state mode)
     NO_VALUE   visible cell the current mode has no number for (e.g. score in a prediction)
     levels     LEVELS steps of viridis, for confidence, remask score and entropy
 
@@ -19,10 +22,12 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from dpgviz.core import color_modes
 from dpgviz.core import palette as shared
 from dpgviz.core.discovery import default_model_entry
 from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_PROMPT, FLAG_PROTECTED
@@ -83,7 +88,7 @@ N_COLORS = len(COLORS) + len(OVERLAY_RGBA)  # the heat series' scale covers cell
 SELECTION_OUTLINE = ((0, 0, 0, 255), (255, 214, 0, 255))
 
 
-CHANGED = STATE_INDEX["new"]  # 'changed' mode reuses the sky blue of "new this step"
+CHANGED = STATE_INDEX["new"]  # a binary mode's "yes": core.color_modes.HIGHLIGHT_RGB, the sky blue of "new"
 LIGHT_TEXT = (*_rgb(shared.INK_LIGHT), 255)
 # The glyph a remasked cell held before, drawn faintly in the remask colour over the cell:
 # "put back" reads as a dimmed letter, "stayed" as plain text (see core.palette STATE_RGB).
@@ -97,12 +102,15 @@ TEXT_ON_LIGHT = (shared.ink_rgb(COLORS.astype(np.uint8)) == shared.INK_DARK).all
 
 @dataclass(frozen=True)
 class ColorMode:
+    """A registered mode (core.color_modes) as the canvas draws it: its colormap scale lo..hi."""
+
     key: str
     label: str
-    field: str | None  # record field the levels come from; None for the categorical mode
+    field: str | None  # the array the levels come from (a record field or a derived one); None: states
     lo: float = 0.0
     hi: float = 1.0
     description: str = ""
+    kind: str = "states"
 
 
 def _default_vocab_size() -> int:
@@ -118,47 +126,56 @@ def _default_vocab_size() -> int:
 
 DEFAULT_VOCAB_SIZE = _default_vocab_size()
 
-MODES: tuple[ColorMode, ...] = (
-    ColorMode("state", "Mask state", None, description="What happened to each position in this step"),
-    ColorMode("confidence", "Confidence p(token)", "confidence", 0.0, 1.0, "Model probability of the token shown"),
-    ColorMode("score", "Remask score", "score", 0.0, 1.0, "Higher = more likely to be masked again"),
-    # entropy's top is ln V: of the default vocabulary until a model loads, then `for_vocab`'s
-    ColorMode(
-        "entropy",
-        "Entropy (nats)",
-        "entropy",
-        0.0,
-        shared.entropy_max(DEFAULT_VOCAB_SIZE),
-        "Uncertainty of the prediction at this position",
-    ),
-    # Derived modes: their per-position arrays come from the branch's history (the workspace).
-    ColorMode(
-        "changed", "Changed since previous step", "changed", 0.0, 1.0,
-        "Tokens that differ from the step before (unmasked, remasked or resampled)",
-    ),
-    ColorMode(
-        "order", "Decoding order", "order", 0.0, 1.0,
-        "When each token was committed for good: early (dark) to late (yellow) in the run",
-    ),
-    # A second model's score layer (`score`, Score with model...): where the two models' beliefs part.
-    ColorMode(
-        "disagreement", "Disagreement (JS, bits)", "disagreement", 0.0, 1.0,
-        "Jensen-Shannon divergence between this branch's model and the model that scored it, from both\n"
-        "top-8 lists (the tail beyond spread evenly): 0 = same beliefs, 1 bit = nothing in common.\n"
-        "Shown at each step's last prediction; grey where nothing was scored (Branches > Score with model...)",
-    ),
-)
-DERIVED_FIELDS = ("changed", "order", "disagreement")  # not record fields: computed over the history
-MODE_BY_KEY = {m.key: m for m in MODES}
-MODE_BY_LABEL = {m.label: m for m in MODES}
+
+def canvas_mode(spec: color_modes.ColorMode, vocab_size: int = DEFAULT_VOCAB_SIZE) -> ColorMode:
+    """The canvas's view of a registered mode at a vocabulary of `vocab_size` tokens."""
+    lo, hi = spec.scale(vocab_size) if spec.kind == "value" else (0.0, 1.0)
+    field = None if spec.kind == "states" else (spec.name if spec.derived else spec.field)
+    return ColorMode(spec.name, spec.label, field, lo, hi, spec.description, spec.kind)
+
+
+class _Modes(Sequence):
+    """The registry's modes, read each time (a mode registered at runtime is in the next window)."""
+
+    def __getitem__(self, i: int) -> ColorMode:  # type: ignore[override]
+        return [canvas_mode(m) for m in color_modes.modes()][i]
+
+    def __len__(self) -> int:
+        return len(color_modes.names())
+
+
+class _ByKey(Mapping):
+    """name (or alias) -> ColorMode, from the registry."""
+
+    def __init__(self, by_label: bool = False) -> None:
+        self.by_label = by_label
+
+    def __getitem__(self, key: str) -> ColorMode:
+        if self.by_label:
+            for m in color_modes.modes():
+                if m.label == key:
+                    return canvas_mode(m)
+            raise KeyError(key)
+        try:
+            return canvas_mode(color_modes.get(key))
+        except ValueError:
+            raise KeyError(key) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(m.label if self.by_label else m.name for m in color_modes.modes())
+
+    def __len__(self) -> int:
+        return len(color_modes.names())
+
+
+MODES = _Modes()
+MODE_BY_KEY = _ByKey()
+MODE_BY_LABEL = _ByKey(by_label=True)
 
 
 def for_vocab(mode: ColorMode, vocab_size: int) -> ColorMode:
     """`mode` with the exports' fixed scale for a vocabulary of `vocab_size` tokens."""
-    if mode.field is None or mode.field in DERIVED_FIELDS:
-        return mode
-    lo, hi = shared.value_range(mode.key, vocab_size)
-    return ColorMode(mode.key, mode.label, mode.field, lo, hi, mode.description)
+    return canvas_mode(color_modes.get(mode.key), vocab_size)
 
 
 _FLAG_BITS = 6  # FLAG_MASKED ... FLAG_PROMPT (core.records)
@@ -220,11 +237,12 @@ def changed_indices(changed: np.ndarray, flags: np.ndarray) -> np.ndarray:
 
 
 def mode_indices(mode: ColorMode, arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """Colour index per position of one record (`arrays`: field -> per-position array)."""
+    """Colour index per position of one record (`arrays`: field -> per-position array), by the
+    mode's kind (core.color_modes: the same rules as its `cell_rgb`)."""
     if mode.field is None:
         return state_indices(arrays["flags"])
-    if mode.key == "changed":
-        return changed_indices(arrays["changed"], arrays["flags"])
+    if mode.kind == "binary":
+        return changed_indices(arrays[mode.field], arrays["flags"])
     return level_indices(arrays[mode.field], arrays["flags"], mode.lo, mode.hi)
 
 

@@ -27,6 +27,7 @@ import dearpygui.dearpygui as dpg
 import numpy as np
 
 from dpgviz.app.workspace import Workspace
+from dpgviz.core import color_modes
 from dpgviz.core.palette import entropy_max
 from dpgviz.gui.status import INFO_COLOR, Cached
 from dpgviz.gui.theme import series_theme
@@ -39,8 +40,6 @@ OVERVIEW_REFRESH_S = 0.25
 # Line colours (Okabe-Ito, as the canvas): masked in the masked grey lightened, confidence in
 # sky blue, entropy in orange.
 SERIES_RGB = {"masked": (170, 176, 188), "confidence": (86, 180, 233), "entropy": (230, 159, 0)}
-OVERVIEW_MODES = {"state": "mask-state", "confidence": "confidence", "score": "score", "entropy": "entropy",
-                  "changed": "changed", "order": "order"}
 
 
 class RunPlots:
@@ -158,7 +157,8 @@ class OverviewPanel:
 
     def refresh(self, color_mode: str) -> None:
         ws = self.workspace
-        mode = "order" if dpg.get_value(self.by_order) else OVERVIEW_MODES.get(color_mode, "mask-state")
+        spec = color_modes.get(color_mode)  # the canvas's mode, when the overview can draw it
+        mode = "order" if dpg.get_value(self.by_order) else spec.name if spec.overview else "state"
         rows = ws.rows()
         if ws.store is None or not len(rows) or ws.vocab is None:
             return

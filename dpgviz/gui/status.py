@@ -14,7 +14,7 @@ from collections.abc import Callable
 import dearpygui.dearpygui as dpg
 
 from dpgviz.app.notices import Notices
-from dpgviz.core.palette import entropy_max
+from dpgviz.core import color_modes
 from dpgviz.gui import palette
 
 ERROR_COLOR = (255, 120, 100)
@@ -205,73 +205,56 @@ class MessagesWindow:
 
 
 class Legend:
-    """Explains the canvas colours of the current mode: swatches, or a colour scale."""
+    """Explains the canvas colours of the current mode: the items of its `legend` (core.color_modes),
+    the same list the PNG/GIF/overview legends draw (export.images.legend_image)."""
 
     def __init__(self) -> None:
         self._groups: dict[str, int | str] = {}
-        self._scale_hi: dict[str, int | str] = {}
+        self._scale_texts: dict[str, tuple[int | str, int | str]] = {}  # mode -> (lo text, hi text)
         self._shown: str | None = None
         self.description = 0
 
     def build(self, parent: int | str) -> None:
         with dpg.group(parent=parent, horizontal=True) as row:
-            for mode in palette.MODES:
+            for mode in color_modes.modes():  # read when the window is built: runtime modes too
                 with dpg.group(horizontal=True, show=False) as group:
-                    if mode.field is None:
-                        for _key, label, rgb in palette.STATES:
-                            _swatch(rgb)
-                            dpg.add_text(label)
-                    elif mode.key == "changed":
-                        for index, label in (
-                            (palette.MASKED, "masked"),
-                            (palette.STATE_INDEX["visible"], "unchanged"),
-                            (palette.CHANGED, "changed since the step before"),
-                        ):
-                            _swatch(tuple(int(c) for c in palette.COLORS[index]))
-                            dpg.add_text(label)
-                    elif mode.key == "disagreement":
-                        _swatch(palette.MASKED_COLOR)
-                        dpg.add_text("masked")
-                        _swatch(palette.NO_VALUE_COLOR)
-                        dpg.add_text("not scored")
-                        dpg.add_text("0 agree")
-                        _scale_bar()
-                        self._scale_hi[mode.key] = dpg.add_text("")
-                    elif mode.key == "order":
-                        _swatch(palette.MASKED_COLOR)
-                        dpg.add_text("masked / never settled")
-                        dpg.add_text("first step")
-                        _scale_bar()
-                        dpg.add_text("last step")
-                    else:
-                        _swatch(palette.MASKED_COLOR)
-                        dpg.add_text("masked")
-                        _swatch(palette.NO_VALUE_COLOR)
-                        dpg.add_text("no value")
-                        dpg.add_text(f"{mode.lo:g}")
-                        _scale_bar()
-                        self._scale_hi[mode.key] = dpg.add_text(f"{mode.hi:g}")
-                self._groups[mode.key] = group
+                    for item in mode.legend(palette.DEFAULT_VOCAB_SIZE):
+                        if item.scale is not None:
+                            lo = dpg.add_text(item.scale[0])
+                            _scale_bar()
+                            self._scale_texts[mode.name] = (lo, dpg.add_text(item.scale[1]))
+                        else:
+                            _swatch(item.rgb or (0, 0, 0))
+                            dpg.add_text(item.label)
+                self._groups[mode.name] = group
         with dpg.tooltip(row):  # what the mode shows, without taking the row's width
             self.description = dpg.add_text("", color=INFO_COLOR)
-        self.set_entropy_max(palette.DEFAULT_VOCAB_SIZE)  # until a model's vocabulary replaces it
         self.set_disagreement_top(1.0)  # until a scored branch is shown
 
     def show(self, mode_key: str) -> None:
-        if mode_key == self._shown:
+        mode = color_modes.get(mode_key)
+        if mode.name == self._shown:
             return
         for key, group in self._groups.items():
-            dpg.configure_item(group, show=key == mode_key)
-        mode = palette.MODE_BY_KEY[mode_key]
+            dpg.configure_item(group, show=key == mode.name)
         dpg.set_value(self.description, mode.description)
-        self._shown = mode_key
+        self._shown = mode.name
 
     def set_disagreement_top(self, top_bits: float) -> None:
         """The top of the disagreement scale (store.layers.scale_top of the layer shown)."""
-        dpg.set_value(self._scale_hi["disagreement"], f"{top_bits:g} bits or more (JS of the two models' top-8; 1 = disjoint)")
+        if "disagreement" in self._scale_texts:
+            dpg.set_value(self._scale_texts["disagreement"][1],
+                          f"{top_bits:g} bits or more (JS of the two models' top-8; 1 = disjoint)")
 
     def set_entropy_max(self, vocab_size: int) -> None:
-        dpg.set_value(self._scale_hi["entropy"], f"{entropy_max(vocab_size):.2f} (ln V)")
+        """Every value scale at a vocabulary of `vocab_size` tokens (entropy's top is ln V)."""
+        for name, (lo, hi) in self._scale_texts.items():
+            if name == "disagreement":
+                continue
+            items = [i for i in color_modes.get(name).legend(vocab_size) if i.scale is not None]
+            if items:
+                dpg.set_value(lo, items[0].scale[0])
+                dpg.set_value(hi, items[0].scale[1])
 
 
 def _swatch(rgb: tuple[int, int, int]) -> None:

@@ -1,14 +1,15 @@
-"""The overview: a records x positions picture of a branch, downsampled, its colour modes, and click-to-jump.
+"""The overview: a records x positions picture of a branch, downsampled, coloured by any colour mode, and click-to-jump.
 
-    OVERVIEW_MODES / normalise_mode   the modes ('state' is 'mask-state')
-    overview_values                   the sampled grid before colouring (`Overview`)
-    overview_rgb / overview_image     its colours, per mode (CHANGED_RGB, core.palette)
+    overview_values                   the sampled grid before colouring (`Overview`): the mode's
+                                      per-cell values over a `GridCells` (core.color_modes.Cells)
+    overview_rgb / overview_image     its colours (core.color_modes.cell_rgb)
     overview_samples / overview_pick  which records and positions a W x H image shows,
                                       and pixel -> (record, position)
 
-Every colour-mode piece of the overview lives here, together: the modes, what each
-samples, and how each is coloured. A run in blocks is composed as store.inspect
-describes (`Composer.cells`: only the sampled cells).
+The modes are core.color_modes' registry: a mode's `values(cells)` runs once over the whole
+sampled grid (vectorised), and `GridCells` supplies what a derived mode reads (the decoding
+order, the changes since the record before, pooled over each column's bin of positions).
+A run in blocks is composed as store.inspect describes (`Composer.cells`: only the sampled cells).
 
 numpy and dpgviz.core only (and store.inspect, store.blocks for the values): never
 imports torch, Pillow, dearpygui, or anything from export/gui/cli.
@@ -20,39 +21,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dpgviz.core.palette import (
-    NO_VALUE_RGB,
-    STATE_MASKED,
-    STATE_RGB,
-    STATE_VISIBLE,
-    VALUE_MODES,
-    VIRIDIS_RGB,
-    cell_rgb,
-    mask_states,
-    value_levels,
-    value_range,
-)
+from dpgviz.core import color_modes
+from dpgviz.core.palette import STATE_MASKED, STATE_VISIBLE, mask_states
 from dpgviz.core.records import FLAG_MASKED
 from dpgviz.store.blocks import Composer
 from dpgviz.store.inspect import _mask_id, _rows, commit_records
 from dpgviz.store.step_store import StepStore
 
-# The export's colour modes plus two of the overview's own. "state" is accepted as an alias
-# of "mask-state" (the GUI's short name).
-OVERVIEW_MODES = ("mask-state", "confidence", "score", "entropy", "changed", "order")
-# 'changed' mode: a changed token in the brightest viridis colour (stands out on the dark
-# canvas grey); unchanged keeps the plain visible grey and masks the masked grey.
-CHANGED_RGB = VIRIDIS_RGB[-1]
-CHANGED_CODES = ("unchanged", "changed", "masked")  # Overview.codes in 'changed' mode
-_CHANGED_RGB_TABLE = np.stack([STATE_RGB[STATE_VISIBLE], CHANGED_RGB, STATE_RGB[STATE_MASKED]]).astype(np.uint8)
+CHANGED_RGB = color_modes.HIGHLIGHT_RGB  # a binary mode's "yes" (the 'changed' mode's changed token)
+BINARY_CODES = ("no", "yes", "masked")  # Overview.codes of a binary mode ('changed': unchanged / changed / masked)
 
 
-def normalise_mode(mode: str) -> str:
-    """An OVERVIEW_MODES name ('state' is 'mask-state'); ValueError for anything else."""
-    mode = "mask-state" if mode == "state" else mode
-    if mode not in OVERVIEW_MODES:
-        raise ValueError(f"unknown overview mode {mode!r}; choose one of state, {', '.join(OVERVIEW_MODES)}")
-    return mode
+def overview_mode(mode: str) -> color_modes.ColorMode:
+    """The registered mode `mode` names (aliases too) if the overview can draw it; ValueError otherwise."""
+    found = color_modes.get(mode)
+    if not found.overview:
+        drawable = [m.name for m in color_modes.modes() if m.overview]
+        raise ValueError(f"colour mode {mode!r} has no overview; choose one of {', '.join(drawable)}")
+    return found
 
 
 def overview_bins(n: int, size: int) -> np.ndarray:
@@ -87,24 +73,82 @@ def overview_pick(n_records: int, seq_len: int, width_px: int, height_px: int, x
     return int(records[row]), int(positions[col])
 
 
+class GridCells:
+    """core.color_modes.Cells over the cells `records` x `positions` of a branch's history.
+
+    `field` gathers only those cells (composed in a block run); `changed` reads the full token
+    rows of each record and the one before and pools them over each column's bin (`pool_edges`)
+    so a single change in 65,536 still shows; `commit` is store.inspect.commit_records. Each
+    is computed once per grid.
+    """
+
+    def __init__(
+        self, store: StepStore, rows: np.ndarray, records: np.ndarray, positions: np.ndarray, vocab_size: int,
+        comp: Composer | None = None, pool_edges: np.ndarray | None = None, branch: str | None = None,
+    ) -> None:
+        self.store, self.rows, self.branch = store, rows, branch
+        self.records, self.positions = np.asarray(records), np.asarray(positions)
+        self.n_records, self.vocab_size = len(rows), vocab_size
+        self.comp = comp or Composer(store, rows, _mask_id(store) if store.layout.is_blocks else 0)
+        self.pool_edges = pool_edges
+        self._cache: dict[str, np.ndarray] = {}
+
+    def prime(self, key: str, value: np.ndarray) -> None:
+        """Hand in a part computed elsewhere (a GIF's frames share one decoding order)."""
+        self._cache[key] = value
+
+    def field(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            self._cache[name] = self.comp.cells(name, self.records, self.positions)
+        return self._cache[name]
+
+    def commit(self) -> np.ndarray:
+        if "commit" not in self._cache:
+            self._cache["commit"] = commit_records(self.store, self.rows)[self.positions]
+        return self._cache["commit"]
+
+    def changed(self) -> np.ndarray:
+        if "changed" in self._cache:
+            return self._cache["changed"]
+        out = np.zeros((len(self.records), len(self.positions)), dtype=bool)
+        starts = self.pool_edges[:-1] if self.pool_edges is not None else None
+        for j, k in enumerate(self.records):  # one row at a time: O(N) memory
+            if k == 0:
+                continue
+            row = _changed_visible(self.store, self.rows, int(k), self.comp)
+            out[j] = np.logical_or.reduceat(row, starts) if starts is not None else row[self.positions]
+        self._cache["changed"] = out
+        return out
+
+    def disagreement(self) -> np.ndarray:
+        from dpgviz.store.layers import disagreement_at
+
+        out = np.full((len(self.records), len(self.positions)), np.nan, dtype=np.float32)
+        if self.branch is None:  # no branch named: nothing scored
+            return out
+        for j, k in enumerate(self.records):  # one record at a time (store.layers)
+            out[j] = disagreement_at(self.store, self.branch, self.rows, int(k), self.vocab_size, scaled=True)[self.positions]
+        return out
+
+
 @dataclass
 class Overview:
     """What `overview_values` sampled: the grid before colouring.
 
     records (H,) and positions (W,) are the history indices / positions of each image row /
-    column. `codes` (H, W) uint8 is the category of each cell: STATE_* codes in mask-state
-    mode, CHANGED_CODES indices in changed mode, and in the value modes and order
-    STATE_MASKED / STATE_VISIBLE for cells that show no value. `values` (H, W) float32 is the
-    value shown (NaN where none) in value modes and order (the commit record), else None;
-    `scale` its (lo, hi).
+    column; `flags` (H, W) the cells' FLAG_* bits. `codes` (H, W) uint8 is the category of each
+    cell: STATE_* codes in a states mode, BINARY_CODES indices in a binary mode, and in a value
+    mode STATE_MASKED / STATE_VISIBLE. `values` (H, W) is the mode's per-cell values (None in a
+    states mode).
     """
 
     mode: str
     records: np.ndarray
     positions: np.ndarray
     codes: np.ndarray
+    flags: np.ndarray
     values: np.ndarray | None = None
-    scale: tuple[float, float] | None = None
+    vocab_size: int = 0
 
 
 def overview_values(
@@ -117,17 +161,17 @@ def overview_values(
 ) -> Overview:
     """Sample the records x positions grid of a branch for the overview in `mode`.
 
-    Cost: mask-state, value modes and order read only the H x W sampled cells (plus, for
-    order, one token row per record walking back from the end: `commit_records`).
-    'changed' is max-pooled over each column's bin of positions instead of sampled (a
-    single changed token in 65,536 would otherwise vanish between samples): it reads the
-    full token rows of the H sampled records and of the record before each.
+    Cost: a mode reads the H x W sampled cells it needs (stored fields), plus for 'order' one
+    token row per record walking back from the end (`commit_records`). 'changed' is max-pooled
+    over each column's bin of positions instead of sampled (a single changed token in 65,536
+    would otherwise vanish between samples): it reads the full token rows of the H sampled
+    records and of the record before each. `python main.py bench overview` times every mode.
 
     A block run: positions across are the whole sequence (total_len), each cell composed at
     its record (`Composer.cells`: a gather of the sampled cells, no composed rows), so its
     cost is that of a run in one block of the same length.
     """
-    mode = normalise_mode(mode)
+    spec = overview_mode(mode)
     rows = _rows(rows)
     n_records, seq_len = len(rows), store.layout.total_len
     if n_records == 0:
@@ -135,29 +179,19 @@ def overview_values(
     if width_px < 1 or height_px < 1:
         raise ValueError(f"overview size must be at least 1x1, got {width_px}x{height_px}")
     records, positions = overview_samples(n_records, seq_len, width_px, height_px)
-    comp = Composer(store, rows, _mask_id(store) if store.layout.is_blocks else 0)  # the id fills blocks to come
-    flags = comp.cells("flags", records, positions)
+    cells = GridCells(store, rows, records, positions, vocab_size, pool_edges=overview_bins(seq_len, width_px))
+    flags = cells.field("flags")
     masked = (flags & FLAG_MASKED) != 0
-    if mode == "mask-state":
-        return Overview(mode, records, positions, mask_states(flags))
-    plain = np.where(masked, STATE_MASKED, STATE_VISIBLE).astype(np.uint8)
-    if mode in VALUE_MODES:
-        values = comp.cells(mode, records, positions).astype(np.float32)
-        return Overview(mode, records, positions, plain, values, value_range(mode, vocab_size))
-    if mode == "order":
-        commit = commit_records(store, rows)[positions]  # (W,)
-        settled = (commit[None, :] >= 0) & (records[:, None] >= commit[None, :])
-        values = np.where(settled, commit[None, :].astype(np.float32), np.nan).astype(np.float32)
-        return Overview(mode, records, positions, plain, values, (0.0, float(max(1, n_records - 1))))
-    # changed: any visible position of the column's bin differs from the previous record
-    starts = overview_bins(seq_len, width_px)[:-1]
-    changed = np.zeros((len(records), len(positions)), dtype=bool)
-    for j, k in enumerate(records):  # one row of the image at a time: O(N) memory
-        if k == 0:
-            continue
-        changed[j] = np.logical_or.reduceat(_changed_visible(store, rows, int(k), comp), starts)
-    codes = np.where(changed, 1, np.where(masked, 2, 0)).astype(np.uint8)
-    return Overview(mode, records, positions, codes)
+    if spec.kind == "states":
+        return Overview(spec.name, records, positions, mask_states(flags), flags, None, vocab_size)
+    values = spec.cell_values(cells)
+    if spec.kind == "binary":
+        codes = np.where(values, 1, np.where(masked, 2, 0)).astype(np.uint8)
+        # a cell shows "yes" over its mask (as the canvas does): its colour comes from the codes' flags
+        flags = np.where(codes == 2, FLAG_MASKED, 0).astype(np.uint8)
+    else:
+        codes = np.where(masked, STATE_MASKED, STATE_VISIBLE).astype(np.uint8)
+    return Overview(spec.name, records, positions, codes, flags, values, vocab_size)
 
 
 def _changed_visible(store: StepStore, rows: np.ndarray, k: int, comp: Composer) -> np.ndarray:
@@ -182,20 +216,8 @@ def _changed_visible(store: StepStore, rows: np.ndarray, k: int, comp: Composer)
 
 
 def overview_rgb(view: Overview) -> np.ndarray:
-    """(H, W, 3) uint8 colours of a sampled overview (the palette of `overview_image`)."""
-    if view.mode == "mask-state":
-        return STATE_RGB[view.codes]
-    if view.mode == "changed":
-        return _CHANGED_RGB_TABLE[view.codes]
-    assert view.values is not None and view.scale is not None
-    if view.mode in VALUE_MODES:
-        # cell_rgb's rule: masked grey, no value plain grey; the codes carry the mask bit.
-        flags = np.where(view.codes == STATE_MASKED, FLAG_MASKED, 0).astype(np.uint8)
-        return cell_rgb(view.mode, flags, view.values, view.scale)
-    has_value = np.isfinite(view.values)
-    plain = np.where((view.codes == STATE_MASKED)[..., None], STATE_RGB[STATE_MASKED], NO_VALUE_RGB)
-    coloured = VIRIDIS_RGB[value_levels(view.values, *view.scale)]
-    return np.where(has_value[..., None], coloured, plain).astype(np.uint8)
+    """(H, W, 3) uint8 colours of a sampled overview (core.color_modes.cell_rgb, as the exports)."""
+    return color_modes.cell_rgb(color_modes.get(view.mode), view.flags, view.values, view.vocab_size)
 
 
 def overview_image(
@@ -212,12 +234,7 @@ def overview_image(
     neighbour sampling (see `overview_samples`; 'changed' is max-pooled over positions,
     see `overview_values`), so a 1,000 x 65,536 run costs ~H x W cells, never a full image.
 
-        mask-state   core.palette state colours ('state' is accepted too)
-        confidence, score, entropy   viridis on the value_range scale; masked grey, none plain grey
-        changed      CHANGED_RGB where a visible token differs from the previous record,
-                     masked grey, else the plain visible grey
-        order        decoding order: viridis of the commit record (dark = settled early) from
-                     that record on; masked grey / plain grey until the position settles
+    coloured by the registered mode `mode` (core.color_modes; 'mask-state' is 'state').
 
     `overview_pick` maps a pixel back to (record, position).
     """
