@@ -449,7 +449,6 @@ class App:
         dpg.set_value(self.mode_combo, palette.MODE_BY_KEY[key].label)
 
 
-
 def about_text() -> str:
     """Help > About: the version and where dpgviz keeps its log and unsaved work."""
     from dpgviz import __version__  # importlib.metadata would cost the first frame ~15 ms

@@ -57,3 +57,10 @@ def help_text() -> str:
     lines.append("")
     lines += [f"{c:<{width}}  {what}" for c, what in MOUSE_HELP]
     return "\n".join(lines)
+
+
+def is_one_newline_more(text: str, before: str) -> bool:
+    """`text` is `before` with one newline typed into it (a Ctrl+Enter whose Ctrl came too late)."""
+    if len(text) != len(before) + 1:
+        return False
+    return any(text[:i] + text[i + 1 :] == before for i, c in enumerate(text) if c == "\n")

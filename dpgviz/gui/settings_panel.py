@@ -34,6 +34,7 @@ from dpgviz.core.settings import (
     SettingsError,
 )
 from dpgviz.core.vocab import MASK_GLYPH
+from dpgviz.gui.keys import is_one_newline_more
 from dpgviz.gui.status import ERROR_COLOR, INFO_COLOR, Cached, fit_text
 from dpgviz.gui.strategy_picker import StrategyPicker
 
@@ -256,7 +257,7 @@ class SettingsPanel:
             return False
         text = str(dpg.get_value(self.prompt))
         for before in (self._prompt_seen, self._prompt_before):
-            if _one_newline_more(text, before):
+            if is_one_newline_more(text, before):
                 dpg.set_value(self.prompt, before)
                 break
         self.start()
@@ -515,10 +516,3 @@ class SettingsPanel:
             self.randomness, self.seed, self.model_combo, self.strategy, self.schedule, self.proposal,
             self.sample_top_k, self.top_p, self.threshold, self.eta, self.device, self.dtype,
         ]
-
-
-def _one_newline_more(text: str, before: str) -> bool:
-    """`text` is `before` with one newline typed into it."""
-    if len(text) != len(before) + 1:
-        return False
-    return any(text[:i] + text[i + 1 :] == before for i, c in enumerate(text) if c == "\n")
