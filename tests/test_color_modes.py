@@ -174,6 +174,17 @@ def test_html_player_lists_the_mode_its_legend_and_its_values(idrank, saved, tmp
     assert np.array_equal(levels, value_levels(tokens.astype(np.float32) / np.float32(size - 1), 0.0, 1.0))
 
 
+def test_bench_overview_times_every_registered_mode(idrank, capsys) -> None:
+    """`bench overview --json` (small here): one time per mode the overview draws, the runtime one too."""
+    from dpgviz.cli import main
+
+    assert main(["bench", "overview", "--tokens", "2048", "--steps", "5", "--repeats", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["modes"]) == {m.name for m in color_modes.modes() if m.overview} and "idrank" in result["modes"]
+    assert result["records"] == 11 and result["positions"] == 2048 and result["not_drawn"] == ["disagreement"]
+    assert result["ratio"] == pytest.approx(result["modes"][result["slowest"]] / result["modes"][result["fastest"]], rel=0.02)
+
+
 def test_unregistered_mode_is_refused_by_the_exports(saved, tmp_path) -> None:
     from dpgviz.export import export_session
     from dpgviz.store.session import SessionError

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dpgviz.app.view_state import ViewState
+from dpgviz.core import color_modes
 from dpgviz.core.records import FLAG_EDITED, FLAG_MASKED, FLAG_NEW, FLAG_PROTECTED, FLAG_REMASKED
 from dpgviz.gui import palette
 from dpgviz.gui.layout import (
@@ -225,19 +226,20 @@ def test_text_ink_contrasts_with_cells() -> None:
     assert palette.TEXT_ON_LIGHT[palette.LEVEL0 + palette.LEVELS - 1]  # yellow end of viridis
 
 
-@pytest.mark.parametrize("mode_key", ["state", "confidence", "score", "entropy"])
+@pytest.mark.parametrize("mode_key", color_modes.names())
 def test_canvas_colours_match_the_exports(mode_key: str) -> None:
-    from dpgviz.core import palette as shared
-
+    """Every registered mode, of each kind: the canvas's colormap indices pick the colours the
+    exports' core.color_modes.cell_rgb gives the same cells."""
     rng = np.random.default_rng(1)
     flags = rng.integers(0, 32, 500).astype(np.uint8)
-    values = np.where(rng.random(500) < 0.2, np.nan, rng.random(500) * 4.0).astype(np.float16)
+    spec = color_modes.get(mode_key)
+    if spec.kind == "binary":
+        values = rng.random(500) < 0.3
+    else:
+        values = np.where(rng.random(500) < 0.2, np.nan, rng.random(500) * 4.0).astype(np.float16)
     mode = palette.for_vocab(palette.MODE_BY_KEY[mode_key], 65)
     got = palette.COLORS[palette.mode_indices(mode, {"flags": flags, mode.field or "flags": values if mode.field else flags})]
-    if mode.field is None:
-        want = shared.cell_rgb("mask-state", flags)
-    else:
-        want = shared.cell_rgb(mode_key, flags, values, shared.value_range(mode_key, 65))
+    want = color_modes.cell_rgb(spec, flags, values if mode.field else None, 65)
     assert (got == want).all()
 
 

@@ -220,7 +220,7 @@ class Files:
         self.jobs.start(f"saving {path.name}", work, done)
         return True
 
-    def export(self, fmt: str, path: str | Path, *, mode: str = "mask-state", columns: int = 64, frame_ms: int = 120) -> bool:
+    def export(self, fmt: str, path: str | Path, *, mode: str = "state", columns: int = 64, frame_ms: int = 120) -> bool:
         """Export the shown branch (text and PNG: the record shown) on the job thread."""
         path = Path(path)
         if not self.jobs.is_free():

@@ -11,6 +11,7 @@
     transport  records/s through shared memory vs signed zmq over 127.0.0.1 (bench.transport; no model)
     record   Recorder.log with logits vs one forward pass of the default model (bench.record; torch)
     find     Find's re-search at 65,536 tokens vs a step switch, with and without a query (bench.find; display)
+    overview the overview at 1,001 x 65,536 in every registered colour mode, slowest vs fastest (bench.overview; numpy)
 
 `bench.synthetic` is the one generator of fake runs (numpy only), shared by the gui and
 session benchmarks and by the tests.
@@ -28,7 +29,8 @@ from typing import Any
 
 __all__ = ["NAMES", "add_parser", "main"]
 
-NAMES = ("worker", "sampler", "gui", "session", "scrub", "startup", "soak", "journal", "transport", "find", "record")
+NAMES = ("worker", "sampler", "gui", "session", "scrub", "startup", "soak", "journal", "transport", "find", "record",
+         "overview")
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -104,6 +106,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=20)
     b.add_argument("--no-window", action="store_true", help="only the window-free search timing (no display)")
     b.add_argument("--json", action="store_true")
+    b = bench.add_parser("overview", help="the overview at 1,001 x 65,536 in every colour mode: slowest vs fastest ms")
+    b.add_argument("--tokens", type=int, default=65536)
+    b.add_argument("--steps", type=int, default=500, help="iterations: 2 * STEPS + 1 records")
+    b.add_argument("--width", type=int, default=1200, help="overview pixels across")
+    b.add_argument("--height", type=int, default=1000, help="overview pixels down")
+    b.add_argument("--repeats", type=int, default=3, help="timings per mode, interleaved; the median counts")
+    b.add_argument("--json", action="store_true")
     from dpgviz.bench.record import add_arguments as add_record  # light: torch only when it runs
 
     add_record(bench)
@@ -160,6 +169,10 @@ def main(args: argparse.Namespace) -> int:
         from dpgviz.bench.find import main as run_find
 
         run_find(args.length, args.steps, args.json, not args.no_window)
+    elif args.bench == "overview":
+        from dpgviz.bench.overview import main as run_overview
+
+        run_overview(args.tokens, args.steps, args.width, args.height, args.repeats, args.json)
     elif args.bench == "record":
         from dpgviz.bench.record import main as run_record
 

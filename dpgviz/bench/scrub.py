@@ -26,8 +26,10 @@ import time
 import numpy as np
 
 from dpgviz.bench.synthetic import synthetic_store, synthetic_vocab
+from dpgviz.core import color_modes
 
-MODES = ("state", "confidence", "score", "entropy")
+# The modes a step switch reads from the record alone (core.color_modes: not derived from the history).
+MODES = tuple(m.name for m in color_modes.modes() if not m.derived)
 
 
 def stats(samples_s: list[float]) -> dict[str, float]:

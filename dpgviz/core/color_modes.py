@@ -27,6 +27,7 @@ numpy and dpgviz.core only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -148,24 +149,49 @@ class ColorMode:
         return [item.to_json() for item in self.legend(vocab_size)]
 
 
+# Every colour cell_rgb paints, in one table: the viridis levels, then masked, no value and highlight.
+_RGB_TABLE = np.concatenate(
+    [p.VIRIDIS_RGB, p.STATE_RGB[p.STATE_MASKED][None], p.NO_VALUE_RGB[None], HIGHLIGHT_RGB[None]]
+).astype(np.uint8)
+_MASKED_AT, _NO_VALUE_AT, _HIGHLIGHT_AT = len(p.VIRIDIS_RGB), len(p.VIRIDIS_RGB) + 1, len(p.VIRIDIS_RGB) + 2
+_NONE = np.iinfo(np.uint16).max  # "no value" in _levels' output
+
+
+@functools.lru_cache(maxsize=16)
+def _float16_levels(lo: float, hi: float) -> np.ndarray:
+    """The viridis level of every float16 bit pattern on lo..hi (_NONE for NaN, inf): 65,536 entries,
+    core.palette.value_levels' own quantisation, so float16 values colour by one lookup."""
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite = np.isfinite(every)
+    return np.where(finite, p.value_levels(np.where(finite, every, 0), lo, hi), _NONE).astype(np.uint16)
+
+
+def _levels(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """uint16 viridis level per value (core.palette.value_levels), _NONE where not finite."""
+    if values.dtype == np.float16:
+        return _float16_levels(float(lo), float(hi))[values.view(np.uint16)]
+    values = np.asarray(values, dtype=np.float32)
+    return np.where(np.isfinite(values), p.value_levels(values, lo, hi), _NONE).astype(np.uint16)
+
+
 def cell_rgb(mode: ColorMode, flags: np.ndarray, values: np.ndarray | None, vocab_size: int) -> np.ndarray:
     """(..., 3) uint8 colour of each cell in `mode`, from its FLAG_* bits and its `cell_values`.
 
     states: core.palette's state colours; value: viridis on the mode's scale where finite, else
     the masked grey (masked) or the no-value grey; binary: HIGHLIGHT_RGB where true, else
     masked / no-value grey. The one colouring of the overview and the PNG/GIF exports; the
-    window's colormap indices (gui.palette.mode_indices) follow the same rules.
+    window's colormap indices (gui.palette.mode_indices) follow the same rules. One index per
+    cell into one table, then one gather: no (..., 3) temporaries per rule.
     """
     flags = np.asarray(flags)
     if mode.kind == "states":
         return p.STATE_RGB[p.mask_states(flags)]
-    plain = np.where(((flags & p.FLAG_MASKED) != 0)[..., None], p.STATE_RGB[p.STATE_MASKED], p.NO_VALUE_RGB)
     assert values is not None, mode.name
+    plain = np.where((flags & p.FLAG_MASKED) != 0, np.uint16(_MASKED_AT), np.uint16(_NO_VALUE_AT))
     if mode.kind == "binary":
-        return np.where(np.asarray(values, dtype=bool)[..., None], HIGHLIGHT_RGB, plain).astype(np.uint8)
-    values = np.asarray(values, dtype=np.float32)
-    lo, hi = mode.scale(vocab_size)
-    return np.where(np.isfinite(values)[..., None], p.value_rgb(values, lo, hi), plain).astype(np.uint8)
+        return _RGB_TABLE[np.where(np.asarray(values, dtype=bool), np.uint16(_HIGHLIGHT_AT), plain)]
+    levels = _levels(np.asarray(values), *mode.scale(vocab_size))
+    return _RGB_TABLE[np.where(levels == _NONE, plain, levels)]
 
 
 # -- the registry ------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dpgviz.core.palette import PAGE_RGB, cell_rgb, ink_rgb
+from dpgviz.core.palette import PAGE_RGB
 
 PAINT_BLOCK_PX = 4_000_000  # pixels painted per block of rows: bounds the uint16 blend's temporaries
 MIN_GUTTER_CELL_PX = 4  # below this a block cell has no gutter: it would take a third of the cell or more
@@ -140,15 +140,3 @@ class CanvasRaster:
             cells[:, :, -self.gutter_px :] = PAGE_RGB
         grid = cells.reshape(rows, cols, self.cell_h, self.cell_w, 3).transpose(0, 2, 1, 3, 4)
         return np.ascontiguousarray(grid).reshape(rows * self.cell_h, cols * self.cell_w, 3)
-
-    def paint_record(
-        self,
-        tokens: np.ndarray,
-        flags: np.ndarray,
-        mode: str = "mask-state",
-        values: np.ndarray | None = None,
-        scale: tuple[float, float] | None = None,
-    ) -> np.ndarray:
-        """Paint one record's cells coloured by a `core.palette` colour mode."""
-        background = cell_rgb(mode, flags, values, scale)
-        return self.paint(tokens, background, ink_rgb(background))

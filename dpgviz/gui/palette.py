@@ -44,18 +44,11 @@ BACKGROUND = _rgb(shared.PAGE_RGB)  # canvas background, also the BLANK cell col
 MASKED_COLOR = _rgb(shared.STATE_RGB[shared.STATE_MASKED])  # a masked position is a filled block
 NO_VALUE_COLOR = _rgb(shared.NO_VALUE_RGB)
 
-# (key, label, rgb) of the mask-state categories, in legend order.
-_STATE_LABELS = {
-    "masked": "masked",
-    "visible": "visible",
-    "new": "new this step",
-    "remasked": "remasked this step",
-    "protected": "protected",
-    "edited": "edited by hand",
-    "prompt": "prompt",
-}
+# (key, label, rgb) of core.palette's state categories: masked and visible first (their indices are
+# fixed), then the rest in STATE_NAMES order, so a state added there is in this table too.
+_STATE_ORDER = ("masked", "visible", *(n for n in shared.STATE_NAMES if n not in ("masked", "visible")))
 STATES: tuple[tuple[str, str, tuple[int, int, int]], ...] = tuple(
-    (key, label, _rgb(shared.STATE_RGB[shared.STATE_NAMES.index(key)])) for key, label in _STATE_LABELS.items()
+    (key, key, _rgb(shared.STATE_RGB[shared.STATE_NAMES.index(key)])) for key in _STATE_ORDER
 )
 LEVELS = len(shared.VIRIDIS_RGB)  # 256: the exports' scale, level for level
 
@@ -178,7 +171,7 @@ def for_vocab(mode: ColorMode, vocab_size: int) -> ColorMode:
     return canvas_mode(color_modes.get(mode.key), vocab_size)
 
 
-_FLAG_BITS = 6  # FLAG_MASKED ... FLAG_PROMPT (core.records)
+_FLAG_BITS = max(flag for flag, _ in shared.STATE_PRIORITY).bit_length()  # the FLAG_* bits a state reads
 
 
 def _state_table() -> np.ndarray:
@@ -264,7 +257,7 @@ def with_hand_marks(indices: np.ndarray, flags: np.ndarray) -> np.ndarray:
     """Visible edited, protected and prompt cells keep their own colours in every mode.
 
     Prompt wins over protected, protected over edited, and a masked cell stays masked, as in
-    mask-state mode (core.palette.STATE_PRIORITY).
+    the state mode (core.palette.STATE_PRIORITY).
     """
     flags = np.asarray(flags)
     visible = (flags & FLAG_MASKED) == 0

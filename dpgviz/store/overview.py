@@ -25,10 +25,11 @@ from dpgviz.core import color_modes
 from dpgviz.core.palette import STATE_MASKED, STATE_VISIBLE, mask_states
 from dpgviz.core.records import FLAG_MASKED
 from dpgviz.store.blocks import Composer
-from dpgviz.store.inspect import _mask_id, _rows, commit_records
+from dpgviz.store.inspect import _mask_id, _rows
 from dpgviz.store.step_store import StepStore
 
 CHANGED_RGB = color_modes.HIGHLIGHT_RGB  # a binary mode's "yes" (the 'changed' mode's changed token)
+CHANGED_CHUNK = 16  # records compared at once by GridCells.changed: 16 x 65,536 cells a pass
 BINARY_CODES = ("no", "yes", "masked")  # Overview.codes of a binary mode ('changed': unchanged / changed / masked)
 
 
@@ -103,8 +104,16 @@ class GridCells:
         return self._cache[name]
 
     def commit(self) -> np.ndarray:
+        """Decoding order (store.inspect.commit_records) at the grid's positions only: each sampled
+        column of every record (composed in a block run), walked back from the last record at once."""
         if "commit" not in self._cache:
-            self._cache["commit"] = commit_records(self.store, self.rows)[self.positions]
+            records = np.arange(self.n_records)
+            tokens = self.comp.cells("tokens", records, self.positions)  # (R, W)
+            visible = (self.comp.cells("flags", records, self.positions) & FLAG_MASKED) == 0
+            holds = (tokens == tokens[-1]) & visible  # (R, W): this record already shows the final token
+            held = np.logical_and.accumulate(holds[::-1], axis=0)[::-1]  # ... and so does every one after
+            first = np.argmax(held, axis=0).astype(np.int32)  # held is False...False True...True per column
+            self._cache["commit"] = np.where(held[-1], first, np.int32(-1))
         return self._cache["commit"]
 
     def changed(self) -> np.ndarray:
@@ -112,11 +121,18 @@ class GridCells:
             return self._cache["changed"]
         out = np.zeros((len(self.records), len(self.positions)), dtype=bool)
         starts = self.pool_edges[:-1] if self.pool_edges is not None else None
-        for j, k in enumerate(self.records):  # one row at a time: O(N) memory
-            if k == 0:
-                continue
-            row = _changed_visible(self.store, self.rows, int(k), self.comp)
-            out[j] = np.logical_or.reduceat(row, starts) if starts is not None else row[self.positions]
+        if not self.store.layout.is_blocks:  # whole rows, CHANGED_CHUNK records at a time
+            at = np.flatnonzero(self.records > 0)
+            for i in range(0, len(at), CHANGED_CHUNK):
+                j = at[i : i + CHANGED_CHUNK]
+                diff = _changed_rows(self.store, self.rows[self.records[j]], self.rows[self.records[j] - 1])
+                out[j] = (np.maximum.reduceat(diff, starts, axis=1) if starts is not None else diff[:, self.positions]) != 0
+        else:
+            for j, k in enumerate(self.records):  # one row at a time: O(N) memory
+                if k == 0:
+                    continue
+                row = _changed_visible(self.store, self.rows, int(k), self.comp)
+                out[j] = np.logical_or.reduceat(row, starts) if starts is not None else row[self.positions]
         self._cache["changed"] = out
         return out
 
@@ -192,6 +208,25 @@ def overview_values(
     else:
         codes = np.where(masked, STATE_MASKED, STATE_VISIBLE).astype(np.uint8)
     return Overview(spec.name, records, positions, codes, flags, values, vocab_size)
+
+
+def _changed_rows(store: StepStore, now: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """(len(now), N) uint8, nonzero where store row now[i] is visible and holds another token than
+    row before[i]. uint8 in place (xor, then and with 0xFF where visible / 0 where masked): half the
+    passes of bool compares; consecutive rows (the usual sampled history) are read as slices, not copied."""
+    tokens, flags = store.column("tokens"), store.column("flags")
+    if len(now) > 1 and (np.diff(now) == 1).all() and (before == now - 1).all():
+        a, b = slice(int(now[0]), int(now[-1]) + 1), slice(int(before[0]), int(before[-1]) + 1)
+    else:
+        a, b = now, before
+    diff = np.bitwise_xor(tokens[a], tokens[b])
+    if diff.dtype != np.uint8:
+        diff = (diff != 0).view(np.uint8)
+    visible = np.bitwise_and(flags[a], FLAG_MASKED)  # FLAG_MASKED or 0
+    visible >>= FLAG_MASKED.bit_length() - 1  # 1 masked, 0 visible
+    visible -= 1  # 0 masked, 0xFF visible (uint8 wraps)
+    diff &= visible.astype(np.uint8, copy=False)
+    return diff
 
 
 def _changed_visible(store: StepStore, rows: np.ndarray, k: int, comp: Composer) -> np.ndarray:
