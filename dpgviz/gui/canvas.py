@@ -95,6 +95,7 @@ class TokenCanvas:
         self._overlay: int | str = 0  # selection / difference tint over the cells
         self._overlay_key: tuple | None = None
         self._outline: tuple[int | str, ...] = ()  # the selection's rings: dark, then bright over it
+        self._outline_box: tuple[int, int, int, int] | None = None  # (row in view, first, end cell, font px) ringed
         self._scroll: int | str = 0
         self._info: int | str = 0
         # One multi-line text item per ink: light over dark cells, dark over light ones, and the
@@ -396,13 +397,15 @@ class TokenCanvas:
                 (row0,), (col0,), _ = layout.span(slice(s0, s0 + 1))
                 (row1,), (col1,), (width1,) = layout.span(slice(s1 - 1, s1))
                 if row0 == row1 and r0 <= row0 < r1:
-                    box = int(row0) - r0, int(col0), int(col1 + width1)
+                    box = int(row0) - r0, int(col0), int(col1 + width1), self._metrics[2]  # the zoom sizes it
+        if box == self._outline_box:  # a step switch moves no ring: nothing to send
+            return
+        self._outline_box = box
         if box is None:
             for item in self._outline:
                 dpg.configure_item(item, show=False)
             return
-        row, c0, c1 = box
-        font_px = self._metrics[2]
+        row, c0, c1, font_px = box
         cell_px, row_px = self._advance_ratio * font_px, font_px * ROW_HEIGHT
         # Plot units: x in cells, y in rows (module doc); a stroke's width is in x units, as text size.
         dx, dy = OUTLINE_GAP_PX / cell_px, OUTLINE_GAP_PX / row_px
@@ -474,6 +477,7 @@ class TokenCanvas:
         dpg.set_value(self._heat, [palette.heat_values(np.zeros(self._heat_shape[0] * self._heat_shape[1] or 1)).ravel()])
         for ink in self._text_items:
             self._set_text(ink, [])
+        self._refresh_outline(None)
         self.layout = None
         self.shown_row = None
 
