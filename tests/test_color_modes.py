@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -172,6 +173,26 @@ def test_html_player_lists_the_mode_its_legend_and_its_values(idrank, saved, tmp
     raw = np.frombuffer(zlib.decompress(base64.b64decode(data["values"]["idrank"]["levels"])), np.uint8)
     levels = np.bitwise_xor.accumulate(raw.reshape(-1, n), axis=0)
     assert np.array_equal(levels, value_levels(tokens.astype(np.float32) / np.float32(size - 1), 0.0, 1.0))
+    if shutil.which("node") is None:
+        return
+    from test_export import _NODE_DOM, _run_player
+
+    check = """
+(async () => {
+  await ready;
+  const bg = [], legendText = [];
+  for (let r = 0; r < R; r++) for (let i = 0; i < N; i++) bg.push(colourOf("idrank", r, i)[0]);
+  __els.mode.value = "idrank"; __els.legend.children = []; legend();  // the stub's textContent = "" keeps children
+  for (const c of __els.legend.children) legendText.push(c.children.length ? c.children[c.children.length - 1] : c.textContent);
+  console.log(JSON.stringify({ bg, options: __els.mode.children.map((o) => o.value), legend: legendText }));
+})();
+"""
+    assert _NODE_DOM  # the stub DOM the player runs on (tests/test_export.py)
+    shown = _run_player(page, tmp_path, check)
+    want = expected_rgb(tokens, None, size).reshape(-1, 3)
+    assert shown["bg"] == [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in want.tolist()]  # the PNG's colours, every cell
+    assert "idrank" in shown["options"] and shown["options"][0] == "state"
+    assert shown["legend"] == [f" id {size - 1}", "top id", "masked"]  # the scale's top, then the swatches
 
 
 def test_bench_overview_times_every_registered_mode(idrank, capsys) -> None:
