@@ -176,7 +176,7 @@ def main(args: argparse.Namespace) -> int:
     elif args.bench == "record":
         from dpgviz.bench.record import main as run_record
 
-        run_record(args.length, args.repeats, args.device, args.json)
+        run_record(args.length, args.repeats, args.device, args.json, args.vocab)
     else:
         raise ValueError(f"no benchmark {args.bench!r}; choose from {', '.join(NAMES)}")
     return 0

@@ -16,10 +16,12 @@ candidates, as the sampler never proposes them). With E excluded ids, the top K+
 taken and the first K allowed kept (E <= EXCLUDE_BY_SELECTION); past that the excluded
 columns are pushed to -1 in a copy first.
 
-On a CUDA tensor everything runs on the device (the (R, V) logits never leave it): one
-(R, 2 + K) float block and one (R, K) id block are copied to the host. A CPU tensor is read
-as a numpy array (no copy for float32) and takes the numpy path. torch is imported only
-here, and only for a tensor on a device.
+A torch tensor is worked on where it is (the (R, V) logits never leave a GPU): one (R, 2 + K)
+float block and one (R, K) id block are copied to the host. The logits are read about once,
+as one softmax reads them: no probability array is made (p(token) and the candidates' p are
+exp(logit - logsumexp), the entropy is logsumexp - sum p * logit, one dot product per row),
+the top-K is taken on the logits, and on the CPU rows go in cache-sized chunks. A numpy
+array takes the numpy path. torch is imported only here, and only for a tensor.
 """
 
 from __future__ import annotations
@@ -54,11 +56,7 @@ def token_stats(
 ) -> TokenStats:
     """See the module docstring; `scores` (R, V), `tokens` (R,) in the caller's ids, k <= n_cols - len(excluded)."""
     if is_torch(scores):
-        if scores.device.type != "cpu":
-            return _torch_stats(scores, tokens, is_probs, k, excluded, n_cols)
-        # On the CPU numpy's single-threaded kernels: a (1024, V) block gains nothing from
-        # torch's thread pool, which stalls for milliseconds when other processes hold the cores.
-        scores = scores.detach().float().numpy()
+        return _torch_stats(scores, tokens, is_probs, k, excluded, n_cols)
     if is_torch(tokens):
         tokens = tokens.detach().cpu().numpy()
     return _numpy_stats(np.asarray(scores), np.asarray(tokens), is_probs, k, excluded, n_cols)
@@ -98,35 +96,68 @@ def _numpy_stats(
     )
 
 
+# Rows per chunk on the CPU: a chunk of float32 logits (64 x 126,464 = 32 MB) stays in the
+# last-level cache between the passes over it (max, exp, sums, top-k), so the logits are read
+# from memory about once, as one softmax reads them.
+CPU_CHUNK_ROWS = 64
+
+
 def _torch_stats(scores: Any, tokens: Any, is_probs: bool, k: int, excluded: np.ndarray, n_cols: int) -> TokenStats:
     import torch
 
     with torch.no_grad():
         x = scores.detach()
+        if x.dtype not in (torch.float32, torch.float64):
+            x = x.float()
         dev = x.device
-        if is_probs:
-            p = x.float()  # (R, V)
-            logp = torch.log(p)
-        else:
-            logp = torch.log_softmax(x.float(), dim=-1)  # (R, V)
-            p = logp.exp()
-        entropy = -torch.nansum(p * logp, dim=-1)  # (R,) 0 * -inf is NaN: a zero probability adds nothing
         tok = torch.as_tensor(tokens, device=dev).long().clamp(0, x.shape[-1] - 1)[:, None]  # (R, 1)
-        p_token = p.gather(1, tok)[:, 0]  # (R,)
-        cand = p[:, :n_cols]
-        n_ex = len(excluded)
-        if n_ex == 0:
-            vals, ids = cand.topk(k, dim=-1)  # (R, K)
-        elif n_ex <= EXCLUDE_BY_SELECTION:
-            ex = torch.as_tensor(excluded, device=dev)
-            vals, ids = cand.topk(min(k + n_ex, n_cols), dim=-1)  # (R, K + E)
-            is_out = torch.isin(ids, ex).to(torch.int8)
-            first = torch.sort(is_out, dim=-1, stable=True).indices[:, :k]  # the first K allowed, in order
-            vals, ids = vals.gather(1, first), ids.gather(1, first)
-        else:
-            cand = cand.clone()
-            cand[:, torch.as_tensor(excluded, device=dev)] = -1.0
-            vals, ids = cand.topk(k, dim=-1)
-        values = torch.cat([p_token[:, None], entropy[:, None], vals], dim=1).cpu().numpy()  # (R, 2 + K): one copy
-        ids_np = ids.cpu().numpy()  # (R, K): the other
+        ex = torch.as_tensor(excluded, device=dev) if len(excluded) else None
+        R = x.shape[0]
+        step = R if dev.type != "cpu" else CPU_CHUNK_ROWS
+        out_vals, out_ids = [], []
+        for r0 in range(0, R, step):  # on a GPU one chunk: the whole block
+            v, i = _chunk(x[r0 : r0 + step], tok[r0 : r0 + step], is_probs, k, ex, n_cols)
+            out_vals.append(v)
+            out_ids.append(i)
+        values = torch.cat(out_vals).cpu().numpy()  # (R, 2 + K): one copy to the host
+        ids_np = torch.cat(out_ids).cpu().numpy()  # (R, K): the other
     return TokenStats(values[:, 0], values[:, 1], ids_np.astype(np.int64), values[:, 2:])
+
+
+def _chunk(x: Any, tok: Any, is_probs: bool, k: int, ex: Any, n_cols: int) -> tuple[Any, Any]:
+    """(rows, 2 + K) float32 [p(token), entropy, top-K p] and (rows, K) ids of a chunk of scores."""
+    import torch
+
+    cand = x[:, :n_cols]  # logits rank as their probabilities do
+    n_ex = 0 if ex is None else len(ex)
+    is_whole = n_cols == x.shape[1] and n_ex <= EXCLUDE_BY_SELECTION  # the raw top-1 is the row's largest
+    if n_ex > EXCLUDE_BY_SELECTION:
+        cand = cand.clone()
+        cand[:, ex] = -1.0 if is_probs else -torch.inf
+        n_ex = 0
+    top_vals, top_ids = cand.topk(min(k + n_ex, n_cols), dim=-1)  # (r, K + E), most probable first
+    if is_probs:
+        p = x
+        entropy = -torch.nansum(x * torch.log(x), dim=-1)  # a zero probability adds nothing
+    else:
+        p = torch.softmax(x, dim=-1)  # (r, V): one fused pass; the chunk stays in cache for the rest
+        # log-sum-exp from the row's largest logit m and its probability p_max = exp(m - lse)
+        if is_whole:
+            m, at_m = top_vals[:, 0], top_ids[:, :1]
+        else:
+            m, at_m = x.max(dim=-1)
+            at_m = at_m[:, None]
+        lse = m - torch.log(p.gather(1, at_m)[:, 0])  # (r,)
+        entropy = lse - torch.linalg.vecdot(p, x)  # -sum p log p = lse - sum p x: one dot product per row
+        bad = ~torch.isfinite(entropy)
+        if bad.any():  # -inf logits: 0 * -inf left out, as it should be
+            logp = torch.log_softmax(x[bad], dim=-1)
+            entropy[bad] = -torch.nansum(logp.exp() * logp, dim=-1)
+    p_token = p.gather(1, tok)[:, 0]
+    ids = top_ids
+    if n_ex:
+        is_out = torch.isin(top_ids, ex).to(torch.int8)
+        first = torch.sort(is_out, dim=-1, stable=True).indices[:, :k]  # the first K allowed, in order
+        ids = top_ids.gather(1, first)
+    ids = ids[:, :k]
+    return torch.cat([p_token[:, None], entropy[:, None], p.gather(1, ids)], dim=1).float(), ids
