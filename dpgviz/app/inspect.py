@@ -24,7 +24,7 @@ from dpgviz.app.notices import Notices
 from dpgviz.app.runs import Runs
 from dpgviz.core import color_modes
 from dpgviz.core.prompt import padding_after_eos
-from dpgviz.core.records import FLAG_MASKED
+from dpgviz.core.records import FLAG_MASKED, FLAG_NEW, FLAG_PADDING, FLAG_PROMPT
 from dpgviz.core.settings import planned_steps
 from dpgviz.core.vocab import Vocabulary
 from dpgviz.store.step_store import StepStore
@@ -122,6 +122,7 @@ class Inspection:
         self._order_cache: tuple | None = None  # (key, version, time, decoding order)
         self._composer: tuple | None = None  # (key, store.blocks.Composer) of the shown branch
         self._block_extras_cache: tuple | None = None
+        self._block_starts_cache: tuple | None = None
         self._derived_cache: tuple | None = None  # (key, values) of a derived colour mode
 
     def shown(self) -> ShownRecord | None:
@@ -163,7 +164,10 @@ class Inspection:
             return self._block_extras(spec, rows, record)
         tokens = self.doc.store.column("tokens")
         arrays: dict[str, np.ndarray] = {}
-        key: tuple = (row, prev)
+        key: tuple = (row, prev, self.doc.view.hide_after_eos)
+        starts = self._block_starts(rows)  # a recorded run's block= boundaries
+        if starts is not None:
+            arrays["block_start"] = starts
         if prev is not None:
             arrays["ghost"] = tokens[prev]
         if spec.derived:
@@ -192,18 +196,51 @@ class Inspection:
         return values, key
 
     def _add_padding(self, arrays: dict[str, np.ndarray], tokens: np.ndarray, flags: np.ndarray) -> None:
-        """'padding': what a model that pads (LLaDA, Dream) wrote after its end of text, drawn dimmed."""
-        eos = self.doc.vocab.eos_id if self.doc.vocab is not None else None
-        padding = padding_after_eos(tokens, flags, eos)
+        """'padding': what a model that pads (LLaDA, Dream) wrote after its end of text, and a batch
+        row's left padding (FLAG_PADDING, a Recorder's attention_mask), drawn dimmed. 'hidden': with
+        View > Hide tokens after the first EOS, every position after the first end token the run wrote."""
+        vocab = self.doc.vocab
+        eos = vocab.eos_id if vocab is not None else None
+        left = (np.asarray(flags) & FLAG_PADDING) != 0
+        given = np.asarray(flags) | (left.astype(np.uint8) * FLAG_PROMPT)  # left padding: given, not written
+        padding = padding_after_eos(tokens, given, eos)
+        if left.any():
+            padding = left if padding is None else padding | left
         if padding is not None and padding.any():
             arrays["padding"] = padding
+        if self.doc.view.hide_after_eos and vocab is not None and vocab.eos_ids:
+            is_end = np.isin(tokens, vocab.eos_ids) & ((given & FLAG_PROMPT) == 0)
+            if is_end.any():
+                hidden = np.zeros(len(is_end), dtype=bool)
+                hidden[int(np.argmax(is_end)) + 1 :] = True
+                arrays["hidden"] = hidden
+
+    def _block_starts(self, rows: np.ndarray) -> np.ndarray | None:
+        """(N,) bool: where each block of a one-block-layout run begins (a Recorder's block=): the
+        first position committed (FLAG_NEW) in a record of that block; None when it has one block."""
+        store = self.doc.store
+        blocks = store.column("block")[rows]
+        if not len(rows) or int(blocks.max()) == 0:
+            return None
+        key = (id(store), len(rows), int(rows[-1]))
+        if self._block_starts_cache is not None and self._block_starts_cache[0] == key:
+            return self._block_starts_cache[1]
+        is_new = (store.column("flags")[rows] & FLAG_NEW) != 0  # (R, N)
+        starts = np.zeros(is_new.shape[1], dtype=bool)
+        for b in np.unique(blocks).tolist():  # a few blocks
+            hit = is_new[blocks == b].any(axis=0)
+            if hit.any():
+                starts[int(np.argmax(hit))] = True
+        starts[0] = False  # the sequence's start is no boundary
+        self._block_starts_cache = (key, starts)
+        return starts
 
     def _block_extras(self, spec: color_modes.ColorMode, rows: np.ndarray, record: int) -> CellExtras:
         """cell_extras of a block run: the record before composed whole, so positions line up."""
         from dpgviz.store.blocks import compose
 
         mask_id = self.doc.vocab.mask_id if self.doc.vocab is not None else 0
-        key = (id(self.doc.store), id(rows), record, id(self.preview))  # a new preview draws anew
+        key = (id(self.doc.store), id(rows), record, id(self.preview), self.doc.view.hide_after_eos)  # a new preview draws anew
         if self._block_extras_cache is not None and self._block_extras_cache[0] == (spec.name, *key):
             return self._block_extras_cache[1]
         arrays: dict[str, np.ndarray] = {}

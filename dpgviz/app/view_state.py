@@ -19,6 +19,7 @@ class ViewState:
     record: int = 0  # index into the branch's records (not a store row)
     color_mode: str = "state"  # palette.MODES key
     text_mode: bool = False  # reading layout (wrap at newlines) instead of the fixed grid
+    hide_after_eos: bool = False  # View > Hide tokens after the first EOS: the canvas leaves them blank
     top_row: int = 0  # first canvas row shown
     font_px: int = 16  # canvas zoom: text size, and so cell size
     follow_live: bool = True  # jump to the newest record as records arrive

@@ -164,6 +164,9 @@ class App:
                     dpg.add_menu_item(label="Quit", callback=lambda: dpg.stop_dearpygui())
                 with dpg.menu(label="View"):
                     dpg.add_menu_item(label="Text mode (wrap at newlines)", check=True, callback=self._on_text_mode_menu)
+                    self.hide_eos_item = dpg.add_menu_item(  # issue 31: what follows the first EOS/EOT, left blank
+                        label="Hide tokens after the first EOS", check=True,
+                        callback=lambda _s, value: setattr(self.workspace.view, "hide_after_eos", bool(value)))
                     dpg.add_menu_item(label="Messages...", callback=lambda: self.status.messages.show())
                 with dpg.menu(label="Explore"):
                     dpg.add_menu_item(label="Model explorer...", callback=lambda: self.explorer.show())

@@ -31,8 +31,8 @@ from dpgviz.app.find import CURRENT, MATCH, Marks
 from dpgviz.app.inspect import NO_EXTRAS, CellExtras, ShownRecord
 from dpgviz.app.view_state import ViewState
 from dpgviz.core.records import FLAG_REMASKED
-from dpgviz.core.vocab import MAX_SLOT_WIDTH, Vocabulary
-from dpgviz.gui import palette
+from dpgviz.core.vocab import MAX_SLOT_WIDTH, Vocabulary, end_ids
+from dpgviz.gui import canvas_marks, palette
 from dpgviz.gui.layout import (
     CellLayout,
     char_table,
@@ -73,7 +73,7 @@ class CanvasVocab:
 
     @classmethod
     def from_itos(cls, itos: list[str] | tuple[str, ...], n_ids: int, newline_glyph: str) -> CanvasVocab:
-        vocab = Vocabulary(itos=tuple(itos), model_vocab_size=n_ids)
+        vocab = Vocabulary(itos=tuple(itos), model_vocab_size=n_ids, eos_ids=end_ids(itos, range(len(itos))))
         strings = vocab.strings(mask=" ", newline=newline_glyph)
         widths = np.minimum(vocab.display_widths(), MAX_SLOT_WIDTH)
         slot = int(widths.max()) if len(widths) else 1
@@ -202,7 +202,7 @@ class TokenCanvas:
         size = 1.0 / self._advance_ratio  # x units -> font pixels: one cell = one advance (module doc)
         inks = (
             ("light", palette.LIGHT_TEXT), ("dark", palette.DARK_TEXT), ("ghost", palette.GHOST_TEXT),
-            ("dim", palette.DIM_TEXT),
+            ("dim", palette.DIM_TEXT), ("block", canvas_marks.BLOCK_INK),
         )
         for ink, color in inks:
             item = dpg.draw_text((0.0, 0.0), "", size=size, color=color, parent=self.plot)
@@ -328,8 +328,10 @@ class TokenCanvas:
         padding = extras.arrays.get("padding")  # after the end of text: the model's padding, dimmed
         if padding is not None and padding[sl].any():
             values["dim"] = (padding[sl], False)
+        canvas_marks.add_values(values, extras.arrays, sl)
         grids = scatter_cells(layout, r0, r1, values, tokens=tokens, chars_by_id=self.vocab.chars)
-        color, chars = grids["color"], grids["chars"]
+        color, chars, bars = canvas_marks.apply(grids, grids["color"], grids["chars"], palette.BLANK)
+        self._set_text("block", bars)
         ghost_cells = grids.get("ghost")
         n_rows, cols = color.shape
         if (n_rows, cols) != self._heat_shape:

@@ -31,7 +31,7 @@ from dpgviz.core import color_modes
 from dpgviz.core.palette import entropy_max
 from dpgviz.gui.status import INFO_COLOR, Cached
 from dpgviz.gui.theme import series_theme
-from dpgviz.store.inspect import record_sums, series_from_sums
+from dpgviz.store.inspect import eos_mass, record_sums, series_from_sums
 from dpgviz.store.overview import overview_image, overview_pick
 
 TITLE_COLOR = (140, 180, 255)
@@ -39,7 +39,8 @@ OVERVIEW_PX = (300, 440)  # the texture: the panel's width, most of its height
 OVERVIEW_REFRESH_S = 0.25
 # Line colours (Okabe-Ito, as the canvas): masked in the masked grey lightened, confidence in
 # sky blue, entropy in orange.
-SERIES_RGB = {"masked": (170, 176, 188), "confidence": (86, 180, 233), "entropy": (230, 159, 0)}
+SERIES_RGB = {"masked": (170, 176, 188), "confidence": (86, 180, 233), "entropy": (230, 159, 0),
+              "eos": (204, 121, 167)}  # EOS mass: Okabe-Ito reddish purple
 
 
 class RunPlots:
@@ -53,6 +54,7 @@ class RunPlots:
         self._sums: dict[str, np.ndarray] = {}  # store.inspect.record_sums of self._rows
         self._key: tuple | None = None
         self._rows = np.zeros(0, dtype=np.int64)
+        self._eos = np.zeros(0)  # eos_mass of self._rows
         self._version: tuple | None = None
         self._cache = Cached()
 
@@ -66,7 +68,8 @@ class RunPlots:
                 y = dpg.add_plot_axis(dpg.mvYAxis)
                 dpg.set_axis_limits(y, -0.02, 1.02)
                 for key, label in (("masked", "masked fraction"), ("confidence", "mean p(token)"),
-                                   ("entropy", "mean entropy / ln V")):
+                                   ("entropy", "mean entropy / ln V"),
+                                   ("eos", "EOS mass per masked position (from stored top-k)")):
                     self.series[key] = dpg.add_line_series([0.0], [0.0], label=label, parent=y)
                     dpg.bind_item_theme(self.series[key], series_theme(SERIES_RGB[key]))
                 self.now = dpg.add_inf_line_series([0.0], parent=y)
@@ -100,10 +103,13 @@ class RunPlots:
         if same_prefix and self._sums:
             part = {k: np.concatenate((self._sums[k], v)) for k, v in part.items()}
         self._sums = part
+        ends = ws.vocab.eos_ids if ws.vocab is not None else ()
+        eos = eos_mass(ws.store, new, ends)  # issue 31: EOS/EOT probability per step, stored top-k only
+        self._eos = np.concatenate((self._eos, eos)) if same_prefix and len(self._eos) else eos
         series = series_from_sums(ws.store, rows, part)  # a block run: composed over the whole sequence
         ln_v = entropy_max(ws.vocab.size if ws.vocab is not None else 2)
         self.data = {"masked": series["masked_fraction"], "confidence": series["mean_confidence"],
-                     "entropy": series["mean_entropy"] / ln_v}
+                     "entropy": series["mean_entropy"] / ln_v, "eos": self._eos}
         self._key, self._rows = key, rows.copy()
         x = np.arange(len(rows), dtype=np.float64).tolist()
         for k, series in self.series.items():

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from dpgviz.core.records import FLAG_PADDING, KIND_CODE, KINDS, RecordLayout, step_flags
-from dpgviz.core.vocab import Vocabulary
+from dpgviz.core.vocab import Vocabulary, end_ids
 from dpgviz.record.file import RecordFile, rows_of
 from dpgviz.record.stats import is_torch, token_stats
 
@@ -88,7 +88,8 @@ class IdMap:
         if isinstance(vocab, (list, tuple)):
             strings = [str(s) for s in vocab]
             kept = [i for i in range(len(strings)) if i != mask_id]  # once per recorder
-            voc = Vocabulary(itos=tuple(strings[i] for i in kept))
+            itos = tuple(strings[i] for i in kept)
+            voc = Vocabulary(itos=itos, eos_ids=end_ids(itos, range(len(itos))))  # "</s>", "<|eot_id|>", ...
             to_caller = [*kept, mask_id]
             n_caller = max(len(strings), mask_id + 1)
         elif hasattr(vocab, "convert_ids_to_tokens"):
@@ -334,9 +335,9 @@ class Recorder:
             k = min(K, n_cols - len(excluded))
             same_place = is_torch(x) and is_torch(scores) and x.device == scores.device
             flat_ids = x.reshape(-1) if same_place else ids.reshape(-1)  # the gather's ids where the scores are
-            st = token_stats(scores.reshape(B * L, V), flat_ids, is_probs, k, excluded, n_cols)
             was_masked = is_masked if self._prev is None else (self._prev == self.vocab.mask_id)
             predicted = was_masked | is_masked  # (B, L) positions this pass predicted
+            st = token_stats(scores.reshape(B * L, V), flat_ids, is_probs, k, excluded, n_cols)
             conf[:] = np.where(is_masked, np.nan, st.p_token.reshape(B, L))
             entropy[:] = np.where(predicted, st.entropy.reshape(B, L), np.nan)
             cand_ids = self.ids.internal(st.top_ids).reshape(B, L, k)
@@ -353,8 +354,8 @@ class Recorder:
                 kind = "final"
             else:
                 kind = "remask" if n_masked > int(self._prev_masked[b]) else "prediction"
-        if kind == "prediction":
-            self._iteration[b] += 1
+        if kind == "prediction" or (kind == "final" and not is_first and int(self._prev_masked[b]) > 0):
+            self._iteration[b] += 1  # the pass that filled the last masks is an iteration too
         return {
             "iteration": int(max(0, self._iteration[b])), "kind": KIND_CODE[kind], "target_masks": n_masked,
             "n_masked": n_masked, "forward_passes": self._passes, "offset": 0, "block": 0,

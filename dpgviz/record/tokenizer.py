@@ -64,8 +64,9 @@ def _build(tok: Any, mask_id: int) -> tuple[Vocabulary, list[int]]:
     eos = tok.eos_token_id if isinstance(tok.eos_token_id, int) else None
     ends = end_ids(strings, special, internal.get(eos) if eos is not None else None)
     never = (special | holes) - set(ends)
+    eos_internal = internal.get(eos) if eos is not None else None
     vocab = Vocabulary(itos=tuple(strings), model_vocab_size=len(kept) + 1, never_sample=tuple(sorted(never)),
-                       eos_ids=ends)
+                       eos_id=eos_internal, eos_ids=ends)
     return vocab, [*kept, mask_id]
 
 

@@ -415,3 +415,22 @@ def commit_records(store: StepStore, rows: np.ndarray | list[int]) -> np.ndarray
         off = layout.block_offset(b)
         commit[off : off + spans[b]] = np.where(local >= 0, mine[np.maximum(local, 0)], -1)
     return commit
+
+
+def eos_mass(store: StepStore, rows: np.ndarray | list[int], eos_ids: tuple[int, ...] | list[int]) -> np.ndarray:
+    """Per record of `rows`: the probability the model put on end tokens (`eos_ids`), summed over the
+    positions it predicted (those with stored candidates: the masked ones) and divided by their
+    count: the share of the masked positions' mass on EOS/EOT. From the stored top-k only, so an
+    end token outside a position's top K counts nothing there. NaN where nothing was predicted."""
+    rows = _rows(rows)
+    out = np.full(len(rows), np.nan)
+    ends = np.asarray(list(eos_ids), dtype=np.int64)
+    if not len(ends):
+        return out
+    for i, row in enumerate(rows.tolist()):  # one record's (N, K) candidates at a time
+        ids, probs = store.top_k(int(row))
+        has = (probs > 0).any(axis=1)
+        if has.any():
+            on_end = np.isin(ids[has], ends)
+            out[i] = float((probs[has].astype(np.float64) * on_end).sum() / has.sum())
+    return out
