@@ -86,6 +86,7 @@ assert ((flags[:PAD] & FLAG_PADDING) != 0).all() and ((flags[:PAD] & FLAG_PROMPT
 assert ((flags[PAD:5] & FLAG_PROMPT) != 0).all()
 extras = ws.inspect.cell_extras("state")
 assert extras.arrays["padding"][:PAD].all() and not extras.arrays["padding"][PAD:5].any()
+assert not extras.arrays["padding"][5:40].any() and extras.arrays["padding"][41:].all()  # the padding is no EOS
 assert ws.inspect.token_info(0).state == "padding" or ws.inspect.token_info(0).state != "prompt"
 # score= in the tooltip's numbers
 k = ws.view.record
