@@ -120,3 +120,43 @@ def test_p_prints_at_float32_precision(tmp_path: Path) -> None:
     p = show(str(path), "--position", "0")["history"][1]["p"]
     stored = np.float16(1e-5).astype(np.float32)  # p is kept as float16: 1.0013580e-05
     assert np.float32(p) == stored and p == float(str(stored))  # read back exactly, shortest; 6 places gave 1e-05
+
+
+def _byte_level_tokenizer():
+    import tokenizers
+    import transformers
+
+    alphabet = sorted(tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    # single bytes (those >= 0x80 are partial UTF-8: U+FFFD), then whole words with multi-byte characters
+    for word in ("the", "caf\u00e9", "5\u20ac", "\n\n"):
+        pieces = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False).pre_tokenize_str(" " + word)
+        vocab.setdefault("".join(p for p, _ in pieces), len(vocab))
+    vocab["<|mdm_mask|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
+    tk = tokenizers.Tokenizer(tokenizers.models.BPE(vocab=vocab, merges=[]))
+    tk.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = tokenizers.decoders.ByteLevel()
+    tk.add_special_tokens(["<|mdm_mask|>", "<|endoftext|>"])
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>",
+                                                mask_token="<|mdm_mask|>")
+
+
+def test_the_fast_vocabulary_matches_the_hf_adapters(tmp_path: Path) -> None:
+    """record.tokenizer's strings equal engine.hf.vocab_from_tokenizer's (the batched decode), for a
+    byte-level tokenizer with partial UTF-8 bytes, multi-byte words and newlines, and for WordPiece."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("tokenizers")
+    from dpgviz.engine.hf import vocab_from_tokenizer
+    from dpgviz.record.tokenizer import tokenizer_vocab
+
+    folder = tmp_path / "bert"
+    folder.mkdir()
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "##s", "a", ".", "caf\u00e9"]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    bert = transformers.BertTokenizerFast.from_pretrained(folder, local_files_only=True)
+    for tok in (_byte_level_tokenizer(), bert):
+        fast, to_caller = tokenizer_vocab(tok, tok.mask_token_id)
+        slow, to_model = vocab_from_tokenizer(tok, len(tok), tok.mask_token_id)
+        assert to_caller == to_model
+        assert fast.itos == slow.itos
+        assert tokenizer_vocab(tok, tok.mask_token_id)[0] is fast  # cached per tokenizer
