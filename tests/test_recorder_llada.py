@@ -160,3 +160,28 @@ def test_the_fast_vocabulary_matches_the_hf_adapters(tmp_path: Path) -> None:
         assert to_caller == to_model
         assert fast.itos == slow.itos
         assert tokenizer_vocab(tok, tok.mask_token_id)[0] is fast  # cached per tokenizer
+
+
+def test_the_fast_stats_equal_a_plain_softmax_on_the_rows_kept() -> None:
+    """record.stats' torch path (chunks, grouped top-k, rows not needed get p(token) alone) against
+    torch.softmax / topk / -sum p log p on LLaDA-wide logits, with an excluded id and a -inf logit."""
+    torch = pytest.importorskip("torch")
+    from dpgviz.record.stats import token_stats
+
+    gen = torch.Generator().manual_seed(0)
+    R, V = 150, 126464
+    x = 3 * torch.randn(R, V, generator=gen)
+    x[:, 126400] += 12.0  # a favourite past the tokenizer's ids
+    x[3, 5] = -torch.inf
+    tokens = torch.randint(0, V, (R,), generator=gen)
+    needed = np.random.default_rng(0).random(R) < 0.5
+    st = token_stats(x, tokens, False, 8, np.array([V - 1]), V, needed)
+    p = torch.softmax(x.double(), dim=-1)
+    assert np.allclose(st.p_token, p.gather(1, tokens[:, None])[:, 0].numpy(), rtol=1e-4, atol=1e-9)
+    logp = torch.log_softmax(x.double(), dim=-1)
+    entropy = -torch.nansum(p * logp, dim=-1).numpy()
+    assert np.allclose(st.entropy[needed], entropy[needed], atol=2e-3) and np.isnan(st.entropy[~needed]).all()
+    p[:, V - 1] = -1.0  # the excluded id is never a candidate
+    vals, ids = p.topk(8, dim=-1)
+    assert (st.top_ids[needed] == ids.numpy()[needed]).all() and (st.top_probs[~needed] == 0).all()
+    assert np.allclose(st.top_probs[needed], vals.numpy()[needed], rtol=1e-4)

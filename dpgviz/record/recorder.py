@@ -337,7 +337,7 @@ class Recorder:
             flat_ids = x.reshape(-1) if same_place else ids.reshape(-1)  # the gather's ids where the scores are
             was_masked = is_masked if self._prev is None else (self._prev == self.vocab.mask_id)
             predicted = was_masked | is_masked  # (B, L) positions this pass predicted
-            st = token_stats(scores.reshape(B * L, V), flat_ids, is_probs, k, excluded, n_cols)
+            st = token_stats(scores.reshape(B * L, V), flat_ids, is_probs, k, excluded, n_cols, predicted.reshape(-1))
             conf[:] = np.where(is_masked, np.nan, st.p_token.reshape(B, L))
             entropy[:] = np.where(predicted, st.entropy.reshape(B, L), np.nan)
             cand_ids = self.ids.internal(st.top_ids).reshape(B, L, k)
