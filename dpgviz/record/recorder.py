@@ -278,6 +278,8 @@ class Recorder:
         flags = step_flags(self._prev, tokens, mask, None, prompt)
         if self._padding is not None:
             flags |= self._padding.astype(np.uint8) * FLAG_PADDING
+            for name in ("confidence", "score"):  # padding is no token of the run: no numbers drawn there
+                arrays[name] = np.where(self._padding, np.float16(np.nan), arrays[name])
         arrays["flags"] = flags
         arrays["tokens"] = tokens.astype(self.layout.id_dtype)
         if scores is not None:
