@@ -225,7 +225,7 @@ class SettingsPanel:
             hole = dpg.add_button(label=f"+{MASK_GLYPH}", callback=lambda: self._append_hole())  # as wide as its label
         self.prompt = dpg.add_input_text(
             multiline=True, width=-1, height=52, tab_input=False, hint="text the run starts from (optional)",
-            callback=lambda sender, text: self._on_prompt(text),
+            callback=lambda: self._on_prompt(),
         )
         with dpg.tooltip(self.prompt):
             # What Start will do with the box (in the tooltip, so a line under the box never
@@ -243,8 +243,8 @@ class SettingsPanel:
         with dpg.tooltip(hole):
             dpg.add_text(f"Add a {MASK_GLYPH} (a position to fill) at the end, and tick 'template'")
 
-    def _on_prompt(self, text: object) -> None:
-        self._prompt_before, self._prompt_seen = self._prompt_seen, str(text)
+    def _on_prompt(self) -> None:
+        self._prompt_before, self._prompt_seen = self._prompt_seen, str(dpg.get_value(self.prompt))
         self._show_prompt_hint()
 
     def prompt_key(self, pressed: str) -> bool:
