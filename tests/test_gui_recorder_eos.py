@@ -120,6 +120,9 @@ for _ in range(5):
 hidden_inks = "".join(canvas._texts[k] for k in ("light", "dark", "dim", "ghost"))
 assert hidden_inks.count(EOS_GLYPH) == 1 + PAD and EOT_GLYPH not in hidden_inks, hidden_inks
 grab(app, shots / "hide-after-eos.png")
+dpg.set_value(app.side_tabs, app.tabs["Plots"])  # the EOS mass curve beside the others
+subprocess.run(["xdotool", "mousemove", "5", "5"], check=False)
+grab(app, shots / "plots-eos-mass.png")
 app.close()
 print("scenario ok")
 '''

@@ -69,7 +69,7 @@ class RunPlots:
                 dpg.set_axis_limits(y, -0.02, 1.02)
                 for key, label in (("masked", "masked fraction"), ("confidence", "mean p(token)"),
                                    ("entropy", "mean entropy / ln V"),
-                                   ("eos", "EOS mass per masked position (from stored top-k)")):
+                                   ("eos", "EOS mass (stored top-k)")):
                     self.series[key] = dpg.add_line_series([0.0], [0.0], label=label, parent=y)
                     dpg.bind_item_theme(self.series[key], series_theme(SERIES_RGB[key]))
                 self.now = dpg.add_inf_line_series([0.0], parent=y)
