@@ -160,7 +160,7 @@ def llada(models: Path):
 def test_a_llada_folder_loads_through_its_own_code_with_the_prefix(llada, models: Path) -> None:
     vocab, adapter = llada.vocab, llada.adapter
     assert llada.name == "llada:llada-standin" and str(llada.path) == f"llada:{models / 'llada-standin'}"
-    assert vocab.size == 295 and adapter.to_model_ids[vocab.mask_id] == MASK  # every tokenizer id but the mask
+    assert vocab.size == N_ROWS - 1 and adapter.to_model_ids[vocab.mask_id] == MASK  # every logit column but the mask
     assert llada.block_size == 96  # config.max_sequence_length, not a constant
     never = {int(adapter.to_model_ids[i]) for i in vocab.never_sample}
     assert {BOS, HEADER, HEADER_END, EOT, *RESERVED} <= never and EOS not in never
@@ -242,7 +242,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_generate_runs_a_llada_folder_with_a_chat_prompt(models: Path) -> None:
     proc = _cli("generate", "--model", f"llada:{models / 'llada-standin'}", "--prompt", "the cat", "--chat",
-                "--length", "16", "--steps", "4", "--json")
+                "--length", "16", "--steps", "4", "--json", "--sampler", "dpgviz")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     head = "<|startoftext|><|start_header_id|>user<|end_header_id|>\n\nthe cat<|eot_id|>"

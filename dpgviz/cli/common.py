@@ -88,7 +88,8 @@ def add_settings_args(p: argparse.ArgumentParser, strategy: bool = True) -> None
     )
 
 
-def settings_from(args: argparse.Namespace) -> GenerationSettings:
+def settings_from(args: argparse.Namespace, **extra: object) -> GenerationSettings:
+    """The settings of the flags; `extra` fields (cli.runs: a reference sampler's) set too."""
     return GenerationSettings(
         temperature=args.temperature,
         steps=args.steps,
@@ -108,6 +109,7 @@ def settings_from(args: argparse.Namespace) -> GenerationSettings:
         block_length=getattr(args, "block_length", None) or 0,
         cache=getattr(args, "cache", None) or GenerationSettings.cache,
         cache_refresh=getattr(args, "cache_refresh", None) or 0,
+        **extra,
     ).validate()
 
 

@@ -39,6 +39,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="with --json on a run in blocks: the whole text in every record, not only in the last",
     )
     p.add_argument("--out", help="also save the run as a session file")
+    p.add_argument("--ids", action="store_true", help="with --json: each record's token ids (key ids), the whole "
+                   "sequence with the prompt, in the model's own id space (LLaDA's mask is 126336)")
+    add_reference_args(p)
     add_connect_args(p)
 
     p = sub.add_parser("inspect", help="one forward pass: top-K candidates per position")
@@ -80,6 +83,95 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
 
 
+REFERENCE_FLAGS = {  # flag -> the settings field it sets (what the user gave keeps its value)
+    "--temperature": "temperature", "--steps": "steps", "--length": "length", "--block-length": "block_length",
+    "--strategy": "strategy", "--remasking": "strategy", "--alg": "strategy", "--top-p": "top_p",
+    "--sample-top-k": "sample_top_k", "--cfg-scale": "cfg_scale", "--alg-temp": "alg_temp", "--eps": "eps",
+}
+REMASKING = {"low_confidence": "llada", "random": "random"}  # LLaDA's names -> dpgviz's strategies
+ALGS = {"origin": "origin", "maskgit_plus": "llada", "topk_margin": "margin", "entropy": "entropy"}  # Dream's
+
+
+def add_reference_args(p: argparse.ArgumentParser) -> None:
+    """A llada:/dream: folder's own sampler (engine.dllm_sampling) and its options."""
+    p.add_argument("--sampler", choices=("reference", "dpgviz"), default=None,
+                   help="llada:/dream: folders: the reference's own sampler (default) or dpgviz's loop")
+    p.add_argument("--remasking", choices=tuple(REMASKING), help="LLaDA's remasking (sets --strategy)")
+    p.add_argument("--alg", choices=tuple(ALGS), help="Dream's alg (sets --strategy)")
+    p.add_argument("--cfg-scale", type=float, default=0.0, help="LLaDA: classifier-free guidance scale")
+    p.add_argument("--logits-eos-inf", action="store_true", help="LLaDA: the EOS logit set to -inf")
+    p.add_argument("--confidence-eos-eot-inf", action="store_true", help="LLaDA: EOS/EoT confidence set to -inf")
+    p.add_argument("--alg-temp", type=float, default=0.0, help="Dream: alg_temp (0 = None: top-k commits)")
+    p.add_argument("--eps", type=float, default=1e-3, help="Dream: the last timestep")
+
+
+def _family(model: str | None) -> str | None:
+    kind = (model or "").split(":", 1)[0]
+    return kind if kind in ("llada", "dream") and ":" in (model or "") else None
+
+
+def reference_settings(args: argparse.Namespace, argv: list[str]) -> GenerationSettings:
+    """`generate`'s settings: for a llada:/dream: folder its reference's sampler with the
+    reference's defaults (core.reference) under what the flags give; else dpgviz's, as before."""
+    from dpgviz.core.reference import with_reference_defaults
+
+    family = _family(args.model)
+    if args.remasking:
+        args.strategy = REMASKING[args.remasking]
+    if args.alg:
+        args.strategy = ALGS[args.alg]
+    if family is None or args.sampler == "dpgviz":
+        if args.remasking or args.alg:
+            raise UserError("--remasking and --alg choose a reference sampler's rule: give a llada:/dream: model")
+        return settings_from(args)
+    given = {REFERENCE_FLAGS[a.split("=", 1)[0]] for a in argv if a.split("=", 1)[0] in REFERENCE_FLAGS}
+    extra = dict(sampler=family, cfg_scale=args.cfg_scale, logits_eos_inf=args.logits_eos_inf,
+                 confidence_eos_eot_inf=args.confidence_eos_eot_inf, alg_temp=args.alg_temp, eps=args.eps)
+    from dpgviz.core.settings import SettingsError
+
+    try:
+        base = GenerationSettings(**{**_flag_fields(args), **extra, "temperature": 1.0})
+        settings = with_reference_defaults(base, family, given)
+        if "temperature" in given:
+            settings = dataclasses.replace(settings, temperature=args.temperature)
+        return settings.validate()
+    except SettingsError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _flag_fields(args: argparse.Namespace) -> dict:
+    return dict(
+        steps=args.steps, length=GenerationSettings.length if args.length is None else args.length,
+        start_ratio=args.start_ratio, end_ratio=args.end_ratio, randomness=args.randomness,
+        strategy=args.strategy, schedule=args.schedule, proposal=args.proposal, sample_top_k=args.sample_top_k,
+        top_p=args.top_p, threshold=args.threshold, eta=args.eta, seed=args.seed, top_k=args.top_k,
+        block_length=args.block_length or 0,
+    )
+
+
+def tokenized_prompt(args: argparse.Namespace, settings: GenerationSettings) -> GenerationSettings:
+    """A llada:/dream: folder's prompt split by the model's own tokenizer, loaded alone before
+    the model (engine.dllm.tokenize_prompt), its ids in settings.prompt_ids; a character it
+    cannot encode is refused here, each one named."""
+    family = _family(args.model)
+    if family is None or not settings.prompt or settings.template:
+        return settings
+    folder = Path(args.model.split(":", 1)[1])
+    if not (folder / "config.json").is_file():
+        return settings  # a remote worker's folder, or none: the worker says what is wrong
+    from dpgviz.core.prompt import PromptError
+    from dpgviz.engine.dllm import FAMILIES, HFError, _mask_id, _raw_config, load_tokenizer, tokenize_prompt
+
+    try:
+        tok = load_tokenizer(family, folder)
+        mask = _mask_id(FAMILIES[family], _raw_config(folder), tok)
+        ids = tokenize_prompt(tok, settings.prompt, settings.chat, mask)
+    except (PromptError, HFError) as exc:
+        raise UserError(str(exc)) from None
+    internal = tuple(i - (i > mask) for i in ids)  # dpgviz's ids: the mask's column removed (core.reference)
+    return dataclasses.replace(settings, prompt_ids=internal)
+
+
 def prompt_settings(args: argparse.Namespace, settings: GenerationSettings) -> GenerationSettings:
     """`settings` with the prompt, template or chat of `generate`'s flags (core.prompt), checked
     as far as it can be without a model; UserError in one line."""
@@ -114,7 +206,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from dpgviz.ipc.runner import WorkerFailed, run_via_worker
     from dpgviz.store.blocks import compose, composed_records_json, final_text
 
-    settings = prompt_settings(args, settings_from(args))
+    settings = tokenized_prompt(args, prompt_settings(args, reference_settings(args, sys.argv[1:])))
     # An explicit --length over the model's block size runs in blocks of a default length
     # unless --block-length says otherwise (0 keeps it off, and the length is refused).
     auto_blocks = args.length is not None and args.block_length is None
@@ -171,6 +263,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
         save_run(args.out, store, info, settings.to_dict())
     if args.json:
+        if args.ids:
+            add_model_ids(records, store, rows, info)
         doc = {"final_text": final_text(records), "records": records}
         if settings.has_prompt:  # only then: a run without a prompt prints exactly what it did before
             fixed = compose(store, rows, 0, "flags", info.mask_id) & FLAG_PROMPT != 0
@@ -179,6 +273,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(final_text(records) + "\n")
     return 0
+
+
+def add_model_ids(records: list[dict], store, rows, info) -> None:
+    """Each record's whole sequence (the prompt too) in the model's own ids, key "ids"."""
+    from dpgviz.core.reference import to_model_ids
+    from dpgviz.store.blocks import Composer
+
+    composer = Composer(store, rows, info.mask_id)
+    for i, rec in enumerate(records):
+        tokens = composer.field("tokens", i)
+        rec["ids"] = to_model_ids(tokens, info.mask_id, info.model_mask_id).tolist()
 
 
 def _load(args: argparse.Namespace):

@@ -52,6 +52,9 @@ class ModelInfo:
     chat_wrap: tuple[tuple[int, ...], tuple[int, ...]] | None = None
     eos_id: int | None = None  # end of text, after which a model pads (Vocabulary.eos_id)
     torch_version: str = ""  # torch in the process that runs it (sessions record it for verify)
+    # The model's own id of the mask when dpgviz renumbers (core.reference.to_model_ids: LLaDA's
+    # 126336, BERT's 103); None: dpgviz's ids are the model's.
+    model_mask_id: int | None = None
 
     def __post_init__(self) -> None:
         """Every field as a plain builtin (str, int, float, tuple, None). The worker hands in
@@ -66,6 +69,7 @@ class ModelInfo:
             best_val_loss=_maybe(float, self.best_val_loss), stand_ins=tuple(_text(s) for s in self.stand_ins),
             never_sample=_ints(self.never_sample), dtype=_text(self.dtype), tokenizer=_text(self.tokenizer),
             chat_wrap=chat, eos_id=_maybe(int, self.eos_id), torch_version=_text(self.torch_version),
+            model_mask_id=_maybe(int, self.model_mask_id),
         )
         for name, value in plain.items():
             object.__setattr__(self, name, value)  # frozen: set once, here

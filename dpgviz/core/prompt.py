@@ -21,7 +21,10 @@ sampler (in the worker) to start it, with the same vocabulary and chat wrap, so 
 agree on every position. The text is split into tokens as all typed text in dpgviz
 (`Vocabulary.encode`: one per character for a char model, longest match for a subword
 one); only the chat template's own text is tokenized by the model's tokenizer, in the
-worker at load (engine.hf.chat_wrap). numpy only.
+worker at load (engine.hf.chat_wrap). A llada:/dream: folder's prompt is split by the
+model's own tokenizer instead (`tokenizer(text).input_ids`, `apply_chat_template`; engine.dllm
+`tokenize_prompt`), and its ids travel in `settings.prompt_ids`, which this encoding then
+takes as they are. numpy only.
 """
 
 from __future__ import annotations
@@ -120,6 +123,12 @@ def encode_prompt(
     if settings.template:
         tokens = _encode(settings.prompt, vocab, "template")
         fixed = tokens != mask_id
+    elif settings.prompt_ids:  # the model's own tokenizer wrote them, chat template included
+        ids = np.asarray(settings.prompt_ids, dtype=np.int64)
+        if ((ids < 0) | (ids >= vocab.size)).any():
+            raise PromptError(f"the prompt's ids are not all ids of {model_name}'s vocabulary (0..{vocab.size - 1})")
+        tokens = np.concatenate([ids, np.full(settings.length, mask_id, dtype=np.int64)])
+        fixed = np.arange(len(tokens)) < len(ids)
     else:
         ids = _encode(settings.prompt, vocab, "prompt")
         if settings.chat:

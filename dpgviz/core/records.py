@@ -94,7 +94,8 @@ def run_record_count(settings: GenerationSettings, start_iteration: int = 0, sta
     which starts at `start_iteration`; one block of the whole length when blocks are off.
     """
     rest = settings.n_blocks - start_block - 1
-    return record_count(settings.steps, start_iteration) + rest * record_count(settings.steps)
+    steps = settings.steps // settings.n_blocks if settings.sampler == "llada" else settings.steps  # LLaDA: the total
+    return record_count(steps, start_iteration) + rest * record_count(steps)
 
 
 def continue_point(kind: str, iteration: int) -> int:

@@ -38,6 +38,16 @@ PROMPT_FIELDS = ("prompt", "template", "chat")  # GenerationSettings fields of t
 # whole window every iteration; "prefix" computes the context's keys and values once per block
 # (or every cache_refresh iterations) and runs only the block's positions against them.
 CACHES = ("none", "prefix")
+# Reference samplers (engine.dllm_sampling): "" runs dpgviz's own loop; "llada" runs LLaDA's
+# generate() step for step, "dream" Dream's diffusion_generate. The reference's remasking / alg
+# is chosen with `strategy` (REFERENCE_ALGS maps dpgviz's name to the reference's).
+SAMPLERS = ("", "llada", "dream")
+REFERENCE_ALGS = {
+    "llada": {"llada": "low_confidence", "random": "random"},
+    "dream": {"origin": "origin", "llada": "maskgit_plus", "margin": "topk_margin", "entropy": "entropy"},
+}
+# Fields only a reference sampler reads; recorded only for its runs.
+REFERENCE_FIELDS = ("sampler", "cfg_scale", "logits_eos_inf", "confidence_eos_eot_inf", "alg_temp", "eps")
 
 
 def planned_steps(settings: dict) -> int | None:
@@ -93,11 +103,27 @@ class GenerationSettings:
     # (0 = once per block). Recorded only when set, so runs without it record what they did before.
     cache: str = "none"
     cache_refresh: int = 0
+    # A reference sampler (SAMPLERS) and its own options (LLaDA: cfg_scale, logits_eos_inf,
+    # confidence_eos_eot_inf; Dream: alg_temp (0 = None), eps). Temperature 0 is greedy there.
+    sampler: str = ""
+    cfg_scale: float = 0.0
+    logits_eos_inf: bool = False
+    confidence_eos_eot_inf: bool = False
+    alg_temp: float = 0.0
+    eps: float = 1e-3
+    # The prompt's ids as the model's own tokenizer wrote them (in dpgviz's id space), chat
+    # template included; () = split the text with the vocabulary (core.prompt). Set where the
+    # tokenizer is (cli.runs for llada:/dream: folders), recorded only when set.
+    prompt_ids: tuple[int, ...] = ()
 
     def validate(self, block_size: int | None = None) -> GenerationSettings:
         """Return self, or raise SettingsError naming the first bad setting."""
-        if not self.temperature > 0:
-            raise SettingsError(f"temperature must be > 0, got {self.temperature}")
+        if self.sampler not in SAMPLERS:
+            raise SettingsError(f"sampler must be one of {', '.join(s or 'dpgviz' for s in SAMPLERS)}, got {self.sampler!r}")
+        if not (self.temperature > 0 or (self.sampler and self.temperature == 0)):
+            raise SettingsError(f"temperature must be > 0 (0 only with a reference sampler), got {self.temperature}")
+        if self.sampler:
+            self._validate_reference()
         if self.steps < 1:
             raise SettingsError(f"steps must be >= 1, got {self.steps}")
         if not 0.0 <= self.end_ratio <= self.start_ratio <= 1.0:
@@ -144,6 +170,29 @@ class GenerationSettings:
             raise SettingsError(f"top_k must be >= 1, got {self.top_k}")
         return self
 
+    def _validate_reference(self) -> None:
+        """What the reference itself asserts or cannot do (LLaDA's generate(), Dream's _sample)."""
+        algs = REFERENCE_ALGS[self.sampler]
+        if self.strategy not in algs:
+            names = ", ".join(f"{k} ({v})" for k, v in algs.items())
+            raise SettingsError(f"the {self.sampler} sampler takes strategy {names}, got {self.strategy!r}")
+        if self.sampler == "llada" and self.block_length:
+            if self.length % self.block_length:
+                raise SettingsError(f"LLaDA needs length {self.length} to be a multiple of the block length {self.block_length}")
+            if self.steps % (self.length // self.block_length):
+                raise SettingsError(
+                    f"LLaDA splits the steps evenly over the {self.length // self.block_length} blocks: "
+                    f"steps {self.steps} is not a multiple of it"
+                )
+        if self.sampler == "dream" and self.block_length:
+            raise SettingsError("Dream's sampler runs in one block: set the block length to 0")
+        if not 0.0 < self.eps < 1.0:
+            raise SettingsError(f"eps must be in (0, 1), got {self.eps}")
+        if self.alg_temp < 0 or self.cfg_scale < 0:
+            raise SettingsError("alg_temp and cfg_scale must be >= 0")
+        if self.cache != "none":
+            raise SettingsError("a reference sampler runs the whole sequence each step: turn the prefix cache off")
+
     def capped(self, block_size: int) -> GenerationSettings:
         """The same settings with length capped at the model's block size."""
         return dataclasses.replace(self, length=min(self.length, block_size))
@@ -179,9 +228,23 @@ class GenerationSettings:
                 del data[name]
         if self.cache == "none" and not self.cache_refresh:
             del data["cache"], data["cache_refresh"]
+        if not self.sampler:
+            for name in REFERENCE_FIELDS:
+                del data[name]
+        else:
+            from dpgviz.core.reference import departures  # settings stays import-light
+
+            data["departures"] = departures(self)
+        if self.prompt_ids:
+            data["prompt_ids"] = [int(i) for i in self.prompt_ids]
+        else:
+            del data["prompt_ids"]
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> GenerationSettings:
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        kept = {k: v for k, v in data.items() if k in names}
+        if "prompt_ids" in kept:
+            kept["prompt_ids"] = tuple(int(i) for i in kept["prompt_ids"])
+        return cls(**kept)

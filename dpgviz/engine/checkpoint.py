@@ -207,7 +207,14 @@ class LoadedModel:
             chat_wrap=getattr(self.adapter, "chat_wrap", None),  # LLaDA / Dream (engine.dllm): --chat
             eos_id=self.vocab.eos_id,
             torch_version=str(torch.__version__),  # a torch.torch_version.TorchVersion: unpickling it imports torch
+            model_mask_id=_model_mask_id(self.adapter, self.vocab),
         )
+
+
+def _model_mask_id(adapter: Any, vocab: Vocabulary) -> int | None:
+    """The model's own mask id when its adapter renumbers ids (engine.hf, engine.dllm), else None."""
+    to_model = getattr(adapter, "to_model_ids", None)
+    return None if to_model is None else int(to_model[vocab.mask_id])
 
 
 def resolve_device(device: str = "auto") -> torch.device:

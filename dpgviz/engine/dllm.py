@@ -86,6 +86,7 @@ class DiffusionLMAdapter:
         block_size: int,
         family: Family,
         chat_wrap: ChatWrap | None = None,
+        ends: tuple[int | None, int | None] = (None, None),
     ) -> None:
         self.model = model.eval()
         self.vocab = vocab
@@ -94,6 +95,15 @@ class DiffusionLMAdapter:
         self.chat_wrap = chat_wrap  # read by the sampler and ModelInfo (core.prompt)
         self.to_model_ids = to_model_ids  # (n_ids,) internal id -> model id
         self._kept = to_model_ids[: vocab.size]  # (V,) model id of each real token
+        self.model_mask_id = int(to_model_ids[vocab.mask_id])  # the model's own mask id (LLaDA 126336)
+        self.eos_model_id, self.eot_model_id = ends  # end of text, end of turn: model ids (or None)
+        self.tokenizer: Any = None  # the model's tokenizer (load_dllm sets it): prompts go through it
+
+    def forward_model(self, model_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) model ids -> the model's own logits (B, T, V_model), every column, unshifted
+        (the reference samplers, engine.dllm_sampling)."""
+        extra = {"attention_mask": "full"} if self.family.full_attention else {}
+        return self.model(model_ids, **extra).logits
 
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
         assert ids.ndim == 2, ids.shape
@@ -178,6 +188,50 @@ def _specials(tok: Any) -> set[int]:
     return ids
 
 
+def _token_id(tok: Any, names: tuple[str, ...]) -> int | None:
+    """The id of the first of `names` the tokenizer has as a token of its own, else None."""
+    vocab = tok.get_vocab()
+    for name in names:
+        if name in vocab:
+            return int(vocab[name])
+    return None
+
+
+def load_tokenizer(kind: str, folder: str | Path) -> Any:
+    """Only the folder's tokenizer (cheap: no weights), or HFError in one line."""
+    folder = Path(folder)
+    transformers = _import_transformers()
+    try:
+        return transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=True)
+    except Exception as exc:  # the folder's own code may run here: any error, in one line
+        raise HFError(f"{kind}:{folder}: cannot read the tokenizer ({_first_line(exc)})") from None
+
+
+def tokenize_prompt(tok: Any, text: str, chat: bool, mask_id: int) -> list[int]:
+    """The model's own ids of a prompt: `tok(text).input_ids`, or with `chat` the chat template
+    around one user message (add_generation_prompt) encoded without added specials, as LLaDA's
+    and Dream's demos do. PromptError naming every character the tokenizer cannot encode (one
+    that comes out as the unknown token) with its code point."""
+    from dpgviz.core.prompt import PromptError
+
+    unk = getattr(tok, "unk_token_id", None)
+    if unk is not None:
+        bad = sorted({ch for ch in text if unk in tok(ch, add_special_tokens=False).input_ids})
+        if bad:
+            names = ", ".join(f"{ch!r} (U+{ord(ch):04X})" for ch in bad)
+            raise PromptError(f"the model's tokenizer cannot encode {len(bad)} character(s) of the prompt: {names}")
+    if chat:
+        if not getattr(tok, "chat_template", None):
+            raise PromptError("the model has no chat template; --chat needs a tokenizer that brings one")
+        rendered = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+        ids = tok(rendered, add_special_tokens=False).input_ids
+    else:
+        ids = tok(text).input_ids
+    if mask_id in ids:
+        raise PromptError("the prompt encodes to the mask token; write it without the mask's text")
+    return [int(i) for i in ids]
+
+
 def load_dllm(kind: str, folder: str | Path, device: torch.device, dtype: torch.dtype) -> DLLMModel:
     """Load a LLaDA (`kind` "llada") or Dream ("dream") folder, running its own modelling code, on
     `device` in `dtype`; HFError in one line."""
@@ -196,9 +250,9 @@ def load_dllm(kind: str, folder: str | Path, device: torch.device, dtype: torch.
     except Exception as exc:  # the folder's own code runs here: any error, in one line
         raise HFError(f"{where}: cannot read the config or tokenizer ({_first_line(exc)})") from None
     mask_id = _mask_id(family, raw, tok)
-    n_model = int(getattr(config, "vocab_size", 0) or len(tok))
-    try:
-        vocab, to_model = vocab_from_tokenizer(tok, n_model, mask_id=mask_id)
+    n_model = int(getattr(config, "vocab_size", 0) or len(tok))  # the logits' width
+    try:  # every column gets an id: the reference samplers sample them all
+        vocab, to_model = vocab_from_tokenizer(tok, n_model, mask_id=mask_id, cover_model=True)
     except HFError as exc:
         raise HFError(f"{where}: {exc}") from None
     internal = {model_id: i for i, model_id in enumerate(to_model)}
@@ -216,7 +270,10 @@ def load_dllm(kind: str, folder: str | Path, device: torch.device, dtype: torch.
         raise HFError(f"{where}: cannot load the model ({_first_line(exc)})") from None
     model = model.to(device=device, dtype=dtype).eval()
     to_model_ids = torch.as_tensor(to_model, dtype=torch.long, device=device)  # (n_ids,)
-    adapter = DiffusionLMAdapter(model, vocab, to_model_ids, block_size, family, chat_wrap(tok, internal))
+    eot = _token_id(tok, ("<|eot_id|>", "<|im_end|>"))
+    ends = (eos_model if isinstance(eos_model, int) else None, eot)
+    adapter = DiffusionLMAdapter(model, vocab, to_model_ids, block_size, family, chat_wrap(tok, internal), ends)
+    adapter.tokenizer = tok
     log.info(
         "loaded %s (%d tokens, mask %d, end of text %s, block %d, chat %s) on %s in %s in %.2f s",
         where, vocab.size, mask_id, eos_model, block_size, "yes" if adapter.chat_wrap else "no", device,

@@ -168,23 +168,32 @@ def display_strings(tok: Any, ids: list[int]) -> list[str]:
     return strings
 
 
-def vocab_from_tokenizer(tok: Any, n_model: int, mask_id: int | None = None) -> tuple[Vocabulary, list[int]]:
+def vocab_from_tokenizer(
+    tok: Any, n_model: int, mask_id: int | None = None, cover_model: bool = False
+) -> tuple[Vocabulary, list[int]]:
     """dpgviz's vocabulary for a Hugging Face tokenizer, and each internal id's model id.
 
     Internal ids are every tokenizer id below `n_model` (the model's logit rows; rows past
     the tokenizer are padding without a token) but the mask, in order, then the mask
     (`mask_id`, default the tokenizer's mask token) at V. Special ids and ids without a
     token go to never_sample. engine.dllm (LLaDA, Dream) and your own adapters use it too (README).
+
+    `cover_model`: every one of the model's `n_model` logit columns gets an id, those past the
+    tokenizer too, named "<id>" (their model id; never_sample for dpgviz's loop), so a sampler
+    that samples every column, as LLaDA's and Dream's do, can write any of them.
     """
     mask_id = tok.mask_token_id if mask_id is None else mask_id
-    n_model = min(len(tok), int(n_model))
+    n_tok = min(len(tok), int(n_model))
+    n_model = int(n_model) if cover_model else n_tok
     if mask_id is None or not 0 <= mask_id < n_model:
         raise HFError(f"the mask id {mask_id} is not one of the model's {n_model} token ids")
     kept = [i for i in range(n_model) if i != mask_id]
-    strings = display_strings(tok, kept)
+    known = [i for i in kept if i < n_tok]
+    strings = display_strings(tok, known) + [f"<{i}>" for i in kept[len(known) :]]
     internal = {model_id: i for i, model_id in enumerate(kept)}
     special = {i for i in tok.all_special_ids if i != mask_id}
     never = {internal[i] for i in special if i in internal} | {i for i, s in enumerate(strings) if s == RESERVED_GLYPH}
+    never |= set(range(len(known), len(kept)))  # past the tokenizer
     vocab = Vocabulary(itos=tuple(strings), model_vocab_size=len(kept) + 1, never_sample=tuple(sorted(never)))
     return vocab, [*kept, mask_id]
 

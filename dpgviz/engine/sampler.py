@@ -172,6 +172,9 @@ class Sampler:
         start at iteration 0. Protected positions never change.
         """
         settings.validate(self.block_size)
+        if settings.sampler:  # the reference's own algorithm, step for step (engine.dllm_sampling)
+            yield from self._reference(settings, start)
+            return
         if settings.cache == "prefix":
             check_prefix_cache(self.adapter)
         start = start or StartState()
@@ -209,6 +212,21 @@ class Sampler:
                 start.emit_initial or not is_first,
             )
             seq[off : off + n] = yield from block
+
+    def _reference(self, settings: GenerationSettings, start: StartState | None) -> Iterator[StepRecord]:
+        """A run of LLaDA's or Dream's sampler (settings.sampler) on a folder of that family."""
+        from dpgviz.engine.dllm_sampling import ReferenceRun
+
+        family = getattr(getattr(self.adapter, "family", None), "name", None)
+        if family != settings.sampler or not hasattr(self.adapter, "forward_model"):
+            raise SettingsError(f"the {settings.sampler} sampler runs a {settings.sampler}: folder; this model is not one")
+        if start is not None and (start.tokens is not None or start.iteration or not start.emit_initial):
+            raise SettingsError(f"the {settings.sampler} sampler starts from its prompt only (no edits or resumes)")
+        encoded = self.prompt(settings)
+        n = sequence_length(settings, encoded)
+        if n > self.block_size:
+            raise SettingsError(f"the {settings.sampler} sampler runs the whole sequence ({n} tokens) at once; the model takes {self.block_size}")
+        yield from ReferenceRun(self.adapter, settings, encoded, self.vocab.n_ids).run()
 
     def _block(
         self,
