@@ -70,7 +70,7 @@ def test_a_killed_window_offers_its_records_back_and_a_closed_one_keeps_them_to_
         window.screenshot(tmp_path / "recover-prompt.png")
         window.click(*RECOVER_BUTTON)
         assert window.wait_log("Recovered", 30), window.log_text
-        said = re.findall(r"Recovered (\d+) records in (\d+) branches", window.log_text)[-1]
+        said = re.findall(r"Recovered (\d+) records? in (\d+) branch(?:es)?", window.log_text)[-1]
         assert int(said[0]) == info.n_records and int(said[1]) == 2
         assert window.close() == 0
         assert not (cache / "recovery.dpgjournal").exists()  # a normal close: nothing is offered at start ...
@@ -85,7 +85,7 @@ def test_a_killed_window_offers_its_records_back_and_a_closed_one_keeps_them_to_
         window.screenshot(tmp_path / "file-menu.png")
         window.click(*REOPEN_ITEM)
         assert window.wait_log("Reopened", 30, after=mark), window.log_text
-        said = re.findall(r"Reopened (\d+) unsaved records in (\d+) branches", window.log_text)[-1]
+        said = re.findall(r"Reopened (\d+) unsaved records? in (\d+) branch(?:es)?", window.log_text)[-1]
         assert int(said[0]) == info.n_records and int(said[1]) == 2
         assert window.close() == 0
 
@@ -278,7 +278,7 @@ def test_reopen_beside_a_new_run_then_close_and_start_keeps_every_branch(tmp_pat
         time.sleep(1.0)
         window.click(*REOPEN_ITEM)
         assert window.wait_log("Reopened", 30, after=mark), window.log_text
-        said = re.findall(r"Reopened (\d+) unsaved records in (\d+) branches", window.log_text[mark:])[-1]
+        said = re.findall(r"Reopened (\d+) unsaved records? in (\d+) branch(?:es)?", window.log_text[mark:])[-1]
         assert (int(said[0]), int(said[1])) == (first.n_records + own, 2)
         time.sleep(1.0)
         window.screenshot(shots / "reopen-next-start.png")

@@ -6,6 +6,7 @@ no Dear PyGui context, so these run anywhere, display or not.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -282,6 +283,17 @@ def test_a_normal_close_asks_nothing_next_time_and_keeps_unsaved_work_to_reopen(
     with loaded() as ws:  # a window that shows nothing leaves the earlier work where it is
         pass
     assert find_recovery(closed) is not None
+
+
+def test_reopening_one_branch_says_one_branch(entry: ModelEntry, tmp_path: Path) -> None:
+    journal = tmp_path / "recovery.dpgjournal"
+    with journaled(entry, journal) as ws:
+        ws.runs.start(SHORT)
+        until(ws, lambda: not ws.is_running)
+    with journaled(entry, journal) as ws:
+        assert ws.recovery.reopen_last_closed()
+        said = ws.notices.messages[-1].text
+    assert re.search(r"^Reopened \d+ unsaved records in 1 branch, closed ", said), said
 
 
 def test_two_windows_write_two_journals_and_only_a_gone_ones_is_offered(entry: ModelEntry, tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from dpgviz.app.document import Document
 from dpgviz.app.files import Files, damaged
-from dpgviz.app.notices import Notices
+from dpgviz.app.notices import Notices, counted
 from dpgviz.app.runs import Runs
 from dpgviz.store.journal import Journal
 from dpgviz.store.journal_reader import RecoveryInfo, discard_recovery, find_recovery, recover
@@ -110,7 +110,7 @@ class Recovery:
         if info.path != self.path:  # another window's: this window journals what it recovered from now on
             _forget(info.path)
         self.notices.say(
-            f"Recovered {len(store)} records in {len(store.branch_order)} branches from {info.mtime:%Y-%m-%d %H:%M}"
+            f"Recovered {counted(len(store), 'record')} in {counted(len(store.branch_order), 'branch')} from {info.mtime:%Y-%m-%d %H:%M}"
             f"{self._damaged}. Save them to keep them.", is_error=bool(self._damaged),
         )
         return True
@@ -240,7 +240,7 @@ class Recovery:
             return False
         self._reopened = key
         self.notices.say(
-            f"Reopened {len(store)} unsaved records in {len(store.branch_order)} branches, closed "
+            f"Reopened {counted(len(store), 'unsaved record')} in {counted(len(store.branch_order), 'branch')}, closed "
             f"{info.mtime:%Y-%m-%d %H:%M}{self._damaged}. Save them to keep them.", is_error=bool(self._damaged),
         )
         return True
