@@ -11,7 +11,7 @@ reference's defaults (`reference_defaults`):
             None, alg origin, alg_temp None, eps 1e-3; 128 new tokens, steps = the length
             (its demos pass steps = max_new_tokens)
 
-`departures(settings)` names each dpgviz option set to something the reference does not do
+`core.settings.departures(settings)` (there, since a run's recorded settings carry it) names each dpgviz option set to something the reference does not do
 (the settings panel shows them in one line; a run's recorded settings carry them as
 "departures", so `show` prints them). `to_model_ids` maps dpgviz's ids (the mask at V) back
 to the model's own (LLaDA's mask is 126336): cli `generate --ids` and `show --ids` share it.
@@ -24,10 +24,10 @@ import dataclasses
 
 import numpy as np
 
-from dpgviz.core.settings import REFERENCE_ALGS, GenerationSettings
+from dpgviz.core.settings import REFERENCE_ALGS, GenerationSettings, departures
+from dpgviz.core.settings import REFERENCE_NAMES as NAMES
 
 DEFAULT_LENGTH = 128  # gen_length of LLaDA's generate(); Dream's demos use 128-512 new tokens
-NAMES = {"llada": "LLaDA's generate()", "dream": "Dream's diffusion_generate"}
 
 
 def reference_defaults(family: str, length: int | None = None, steps: int | None = None) -> dict:
@@ -37,31 +37,6 @@ def reference_defaults(family: str, length: int | None = None, steps: int | None
     if family == "llada":
         return {**common, "strategy": "llada", "cfg_scale": 0.0}
     return {**common, "strategy": "origin", "top_p": 1.0, "sample_top_k": 0, "alg_temp": 0.0, "eps": 1e-3}
-
-
-_UNUSED = {  # dpgviz options each reference has no counterpart for: name -> how it reads
-    "llada": ("proposal", "schedule", "start_ratio", "end_ratio", "randomness", "threshold", "eta",
-              "sample_top_k", "top_p", "alg_temp", "eps"),
-    "dream": ("proposal", "schedule", "start_ratio", "end_ratio", "randomness", "threshold", "eta",
-              "cfg_scale", "logits_eos_inf", "confidence_eos_eot_inf"),
-}
-
-
-def departures(settings: GenerationSettings) -> list[str]:
-    """Each setting of a reference run that the reference does not have, one short phrase each
-    ([] when the run is the reference's algorithm as written). For dpgviz's own loop on such a
-    folder, `loop_departures` says what differs."""
-    if not settings.sampler:
-        return []
-    base = GenerationSettings()
-    out = []
-    for name in _UNUSED[settings.sampler]:
-        value = getattr(settings, name)
-        if value != getattr(base, name):
-            out.append(f"{name}={value} (not in {NAMES[settings.sampler]}; not applied)")
-    if settings.prompt and not settings.prompt_ids:
-        out.append("prompt split by dpgviz's vocabulary, not the model's tokenizer")
-    return out
 
 
 def loop_departures(family: str, settings: GenerationSettings) -> list[str]:

@@ -232,8 +232,6 @@ class GenerationSettings:
             for name in REFERENCE_FIELDS:
                 del data[name]
         else:
-            from dpgviz.core.reference import departures  # settings stays import-light
-
             data["departures"] = departures(self)
         if self.prompt_ids:
             data["prompt_ids"] = [int(i) for i in self.prompt_ids]
@@ -248,3 +246,29 @@ class GenerationSettings:
         if "prompt_ids" in kept:
             kept["prompt_ids"] = tuple(int(i) for i in kept["prompt_ids"])
         return cls(**kept)
+
+
+REFERENCE_NAMES = {"llada": "LLaDA's generate()", "dream": "Dream's diffusion_generate"}
+_REFERENCE_UNUSED = {  # dpgviz options each reference has no counterpart for: name -> how it reads
+    "llada": ("proposal", "schedule", "start_ratio", "end_ratio", "randomness", "threshold", "eta",
+              "sample_top_k", "top_p", "alg_temp", "eps"),
+    "dream": ("proposal", "schedule", "start_ratio", "end_ratio", "randomness", "threshold", "eta",
+              "cfg_scale", "logits_eos_inf", "confidence_eos_eot_inf"),
+}
+
+
+def departures(settings: GenerationSettings) -> list[str]:
+    """Each setting of a reference run that the reference does not have, one short phrase each
+    ([] when the run is the reference's algorithm as written). For dpgviz's own loop on such a
+    folder, `loop_departures` says what differs."""
+    if not settings.sampler:
+        return []
+    base = GenerationSettings()
+    out = []
+    for name in _REFERENCE_UNUSED[settings.sampler]:
+        value = getattr(settings, name)
+        if value != getattr(base, name):
+            out.append(f"{name}={value} (not in {REFERENCE_NAMES[settings.sampler]}; not applied)")
+    if settings.prompt and not settings.prompt_ids:
+        out.append("prompt split by dpgviz's vocabulary, not the model's tokenizer")
+    return out
