@@ -27,7 +27,7 @@ from dpgviz.core.prompt import (
 )
 from dpgviz.core.records import FLAG_MASKED, FLAG_PROMPT, FLAG_PROTECTED, RecordLayout
 from dpgviz.core.schedule import target_masks
-from dpgviz.core.settings import MAX_LENGTH, GenerationSettings
+from dpgviz.core.settings import MAX_LENGTH, REFERENCE_FIELDS, GenerationSettings
 from dpgviz.core.vocab import MASK_GLYPH, Vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +98,8 @@ def test_every_missing_character_is_named(vocab: Vocabulary) -> None:
 
 def test_a_run_without_prompt_records_the_settings_it_always_did() -> None:
     assert set(GenerationSettings().to_dict()) == {f.name for f in dataclasses.fields(GenerationSettings)} - {
-        "prompt", "template", "chat", "cache", "cache_refresh"  # recorded only when set (issues 22, 23)
+        "prompt", "template", "chat", "cache", "cache_refresh",  # recorded only when set (issues 22, 23)
+        "prompt_ids", *REFERENCE_FIELDS,  # and a reference sampler's (issue 31)
     }
     assert GenerationSettings(prompt="x").to_dict()["prompt"] == "x"
     assert prompt_json({"steps": 3}) is None

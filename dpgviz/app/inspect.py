@@ -124,6 +124,7 @@ class Inspection:
         self._block_extras_cache: tuple | None = None
         self._block_starts_cache: tuple | None = None
         self._derived_cache: tuple | None = None  # (key, values) of a derived colour mode
+        self._marks_cache: tuple | None = None  # (key, arrays) of a record's block starts and padding
 
     def shown(self) -> ShownRecord | None:
         """The record shown, as the canvas draws it (composed across blocks in a block run)."""
@@ -163,11 +164,8 @@ class Inspection:
         if self.doc.store.layout.is_blocks:
             return self._block_extras(spec, rows, record)
         tokens = self.doc.store.column("tokens")
-        arrays: dict[str, np.ndarray] = {}
         key: tuple = (row, prev, self.doc.view.hide_after_eos)
-        starts = self._block_starts(rows)  # a recorded run's block= boundaries
-        if starts is not None:
-            arrays["block_start"] = starts
+        arrays = dict(self._marks(rows, row))
         if prev is not None:
             arrays["ghost"] = tokens[prev]
         if spec.derived:
@@ -178,8 +176,21 @@ class Inspection:
             arrays["preview"] = preview.tokens
             key += (id(preview),)
             label = preview.label
-        self._add_padding(arrays, tokens[row], self.doc.store.column("flags")[row])
         return CellExtras((spec.name, *key), arrays, label)
+
+    def _marks(self, rows: np.ndarray, row: int) -> dict[str, np.ndarray]:
+        """A record's block starts and padding / hidden cells (computed once per record, not per frame)."""
+        store = self.doc.store
+        key = (id(store), self.doc.view.branch, len(rows), int(rows[0]), row, self.doc.view.hide_after_eos, id(self.doc.vocab))
+        if self._marks_cache is not None and self._marks_cache[0] == key:
+            return self._marks_cache[1]
+        arrays: dict[str, np.ndarray] = {}
+        starts = self._block_starts(rows)  # a recorded run's block= boundaries
+        if starts is not None:
+            arrays["block_start"] = starts
+        self._add_padding(arrays, store.column("tokens")[row], store.column("flags")[row])
+        self._marks_cache = (key, arrays)
+        return arrays
 
     def _derived(self, spec: color_modes.ColorMode, rows: np.ndarray, record: int) -> tuple[np.ndarray, tuple]:
         """(values, what they depend on) of a derived mode at `record`: computed once per key."""
